@@ -1,0 +1,130 @@
+"""DuckDB views over the Parquet parts: the catalog as users query it.
+
+The parts record facts (a file was read, it produced these images); the views derive status:
+an image's canonical occurrence is the first by (source_seq, generation, file_id, frame_index),
+an order that does not depend on which parallel batch finished first, so a killed and re-run
+ingest gives exactly the catalog an uninterrupted one gives.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from catalog import schema
+from catalog.workspace import Workspace
+
+
+def _parts_source(ws: Workspace, table: str, pa_schema) -> str:
+    glob = ws.parts_dir / "*" / f"{table}.parquet"
+    if not any(ws.parts_dir.glob(f"*/{table}.parquet")):
+        return f"({schema.empty_select(pa_schema)})"
+    return f"read_parquet('{_sql_str(glob)}', union_by_name=true)"
+
+
+def _sql_str(path: Path | str) -> str:
+    return str(path).replace("'", "''")
+
+
+def view_statements(ws: Workspace, private: bool = False) -> list[str]:
+    files_src = _parts_source(ws, "files", schema.FILE_ROW)
+    occ_src = _parts_source(ws, "occurrences", schema.OCCURRENCE)
+    labels_src = _parts_source(ws, "labels", schema.LABEL)
+    if any(ws.runs_dir.glob("*.parquet")):
+        runs_src = f"read_parquet('{_sql_str(ws.runs_dir / '*.parquet')}', union_by_name=true)"
+    else:
+        runs_src = f"({schema.empty_select(schema.RUN)})"
+    stmts = [
+        f"CREATE OR REPLACE VIEW file_versions AS SELECT * FROM {files_src}",
+        """CREATE OR REPLACE VIEW current_files AS
+           SELECT * FROM file_versions
+           QUALIFY row_number() OVER (PARTITION BY source, file_id
+                                      ORDER BY generation DESC, committed_at DESC, part_id DESC) = 1""",
+        f"""CREATE OR REPLACE VIEW occurrences AS
+            SELECT o.*,
+                   row_number() OVER (PARTITION BY o.image_id
+                                      ORDER BY o.source_seq, o.generation, o.file_id, o.frame_index) AS occurrence_rank,
+                   CASE WHEN o.series_key IS NULL THEN 0
+                        ELSE dense_rank() OVER (PARTITION BY o.series_key, o.volume_index
+                                                ORDER BY o.slice_position NULLS LAST,
+                                                         o.instance_number NULLS LAST, o.frame_index) - 1
+                   END AS slice_index
+            FROM {occ_src} o
+            SEMI JOIN current_files f ON o.part_id = f.part_id AND o.file_id = f.file_id""",
+        """CREATE OR REPLACE VIEW images AS
+           SELECT * EXCLUDE (occurrence_rank, part_id, generation, file_version),
+                  CAST(NULL AS VARCHAR) AS split
+           FROM occurrences WHERE occurrence_rank = 1""",
+        """CREATE OR REPLACE VIEW files AS
+           SELECT f.source, f.file_id, f.format,
+                  CASE WHEN f.outcome = 'quarantined' THEN 'quarantined'
+                       WHEN coalesce(o.canonical, 0) > 0 THEN 'ingested'
+                       ELSE 'duplicate' END AS status,
+                  CASE WHEN f.outcome = 'quarantined' THEN f.reason
+                       WHEN coalesce(o.canonical, 0) = 0 THEN 'exact_duplicate' END AS reason,
+                  f.detail, f.n_images, o.canonical AS n_new_images,
+                  CASE WHEN f.outcome <> 'quarantined' AND coalesce(o.canonical, 0) = 0
+                       THEN o.first_duplicate END AS duplicate_of,
+                  f.bytes, f.run_id, f.generation, f.committed_at
+           FROM current_files f
+           LEFT JOIN (SELECT source, file_id,
+                             count(*) FILTER (WHERE occurrence_rank = 1) AS canonical,
+                             arg_min(image_id, frame_index) AS first_duplicate
+                      FROM occurrences GROUP BY ALL) o
+             ON o.source = f.source AND o.file_id = f.file_id""",
+        f"""CREATE OR REPLACE VIEW labels AS
+            SELECT DISTINCT l.image_id, l.task, l.value, l.source
+            FROM {labels_src} l
+            SEMI JOIN current_files f ON l.part_id = f.part_id AND l.file_id = f.file_id""",
+        f"""CREATE OR REPLACE VIEW runs AS
+            SELECT run_id, kind, source, generation,
+                   min(recorded_at) AS started_at,
+                   max(recorded_at) FILTER (WHERE phase = 'finished') AS finished_at,
+                   arg_max(status, recorded_at) AS status,
+                   arg_max(files_seen, recorded_at) AS files_seen,
+                   arg_max(files_processed, recorded_at) AS files_processed,
+                   arg_max(files_skipped, recorded_at) AS files_skipped,
+                   arg_max(images, recorded_at) AS images,
+                   arg_max(quarantined, recorded_at) AS quarantined
+            FROM {runs_src} GROUP BY ALL""",
+    ]
+    if private:
+        if any(ws.lineage_dir.glob("*.parquet")):
+            src = f"read_parquet('{_sql_str(ws.lineage_dir / '*.parquet')}', union_by_name=true)"
+        else:
+            src = f"({schema.empty_select(schema.LINEAGE)})"
+        stmts.append(f"CREATE OR REPLACE VIEW lineage AS SELECT DISTINCT * FROM {src}")
+    return stmts
+
+
+def connect(ws: Workspace, private: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog views. `private` adds `lineage`."""
+    con = duckdb.connect(":memory:")
+    for stmt in view_statements(ws, private=private):
+        con.execute(stmt)
+    return con
+
+
+def write_duckdb_file(ws: Workspace) -> Path:
+    """catalog/catalog.duckdb for the duckdb CLI: the shareable views only, never lineage."""
+    tmp = ws.staging_dir / f"catalog-{os.getpid()}.duckdb"
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    for stmt in view_statements(ws):
+        con.execute(stmt)
+    con.close()
+    os.replace(tmp, ws.duckdb_path)
+    return ws.duckdb_path
+
+
+def query(ws: Workspace, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+    con = connect(ws)
+    try:
+        cur = con.execute(sql, params or [])
+        cols = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchall()
+    finally:
+        con.close()
+    return cols, rows

@@ -1,0 +1,141 @@
+"""Arrow schemas of the catalog's Parquet parts. docs/catalog.md describes every column.
+
+Every string column that is not a key holds a value from a closed vocabulary (see
+ingest/vocab.py): free text from a source never reaches a part.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# One row per processed version of an input file. The `files` view keeps the newest version.
+FILE_ROW = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_seq", pa.int32()),
+        ("file_id", pa.string()),
+        ("file_version", pa.string()),
+        ("generation", pa.int32()),
+        ("run_id", pa.string()),
+        ("part_id", pa.string()),
+        ("format", pa.string()),
+        ("outcome", pa.string()),  # ok | quarantined; the view derives ingested/duplicate
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("n_images", pa.int32()),
+        ("bytes", pa.int64()),
+        ("committed_at", pa.timestamp("us", tz="UTC")),
+        ("schema_version", pa.int16()),
+    ]
+)
+
+# One row per 2D image a file produced. The `images` view keeps the first occurrence per image_id.
+OCCURRENCE = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("source", pa.string()),
+        ("source_seq", pa.int32()),
+        ("file_id", pa.string()),
+        ("file_version", pa.string()),
+        ("generation", pa.int32()),
+        ("part_id", pa.string()),
+        ("frame_index", pa.int32()),
+        ("format", pa.string()),
+        ("modality", pa.string()),
+        ("body_part", pa.string()),
+        ("laterality", pa.string()),
+        ("view", pa.string()),
+        ("plane", pa.string()),
+        ("sequence_family", pa.string()),
+        ("fat_suppressed", pa.bool_()),
+        ("manufacturer", pa.string()),
+        ("model_family", pa.string()),
+        ("sop_class", pa.string()),
+        ("photometric", pa.string()),
+        ("patient_key", pa.string()),
+        ("patient_key_basis", pa.string()),
+        ("study_key", pa.string()),
+        ("series_key", pa.string()),
+        ("source_split", pa.string()),
+        ("volume_index", pa.int32()),
+        ("slice_position", pa.float64()),
+        ("instance_number", pa.int32()),
+        ("rows", pa.int32()),
+        ("cols", pa.int32()),
+        ("bits", pa.int16()),
+        ("bits_stored", pa.int16()),
+        ("pixel_spacing_row", pa.float64()),
+        ("pixel_spacing_col", pa.float64()),
+        ("slice_thickness", pa.float64()),
+        ("orientation", pa.string()),
+        ("intensity_scale", pa.float64()),
+        ("intensity_offset", pa.float64()),
+        ("window_center", pa.float64()),
+        ("window_width", pa.float64()),
+        ("echo_time", pa.float64()),
+        ("repetition_time", pa.float64()),
+        ("field_strength", pa.float64()),
+        ("study_date", pa.date32()),
+        ("patient_age_days", pa.int32()),
+        ("store_path", pa.string()),
+    ]
+)
+
+LABEL = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("task", pa.string()),
+        ("value", pa.string()),
+        ("source", pa.string()),
+        ("file_id", pa.string()),
+        ("part_id", pa.string()),
+    ]
+)
+
+# Private: the only place a source path is kept. Never exported, never printed.
+LINEAGE = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file_id", pa.string()),
+        ("file_version", pa.string()),
+        ("location", pa.string()),
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("run_id", pa.string()),
+    ]
+)
+
+RUN = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("kind", pa.string()),
+        ("source", pa.string()),
+        ("phase", pa.string()),  # started | finished
+        ("status", pa.string()),  # running | completed | failed
+        ("generation", pa.int32()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+        ("files_seen", pa.int64()),
+        ("files_processed", pa.int64()),
+        ("files_skipped", pa.int64()),
+        ("images", pa.int64()),
+        ("quarantined", pa.int64()),
+        ("params", pa.string()),
+    ]
+)
+
+TABLES = {"files": FILE_ROW, "occurrences": OCCURRENCE, "labels": LABEL}
+
+
+def empty_select(schema: pa.Schema) -> str:
+    """A typed, empty SELECT for a view whose parts do not exist yet."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("_empty", schema.empty_table())
+    cols = con.execute("DESCRIBE _empty").fetchall()
+    con.close()
+    body = ", ".join(f'CAST(NULL AS {typ}) AS "{name}"' for name, typ, *_ in cols)
+    return f"SELECT {body} WHERE false"

@@ -1,0 +1,35 @@
+"""Content-addressed image store: store/ab/<image_id>.png, lossless, written once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from catalog.parts import write_file_atomic
+from ingest.pixels import decode_png, encode_png
+
+
+class ImageStore:
+    def __init__(self, root: Path, compress_level: int = 1):
+        self.root = Path(root)
+        self.compress_level = compress_level
+
+    @staticmethod
+    def relpath(image_id: str) -> str:
+        return f"store/{image_id[:2]}/{image_id}.png"
+
+    def path(self, image_id: str) -> Path:
+        return self.root / image_id[:2] / f"{image_id}.png"
+
+    def put(self, image_id: str, pixels: np.ndarray) -> bool:
+        """Write the object unless it exists. Returns True when this call wrote it."""
+        path = self.path(image_id)
+        if path.exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(path, encode_png(pixels, self.compress_level))
+        return True
+
+    def get(self, image_id: str) -> np.ndarray:
+        return decode_png(self.path(image_id).read_bytes())

@@ -1,0 +1,14 @@
+"""Prefect flows and the `ortho` command line. Importing this package sets quiet, offline
+defaults for Prefect before it is imported (no telemetry, a patient ephemeral server)."""
+
+import os
+
+for _key, _value in {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "ortho",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    "HF_HUB_OFFLINE": "1",
+}.items():
+    os.environ.setdefault(_key, _value)

@@ -1,0 +1,182 @@
+"""Ingest one batch of files: read, de-identify, store pixels, commit one catalog part.
+
+This is the library function the Prefect task wraps. It takes paths and ids, returns counts;
+pixels never leave it. Every file of the batch ends as exactly one row in the part.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+from catalog import schema
+from catalog.parts import commit_part, write_table
+from catalog.store import ImageStore
+from catalog.workspace import Workspace
+from ingest import vocab
+from ingest.deid import Pseudonymizer
+from ingest.pixels import image_id
+from ingest.readers import Limits, ReadContext, read_frames
+from ingest.reasons import Quarantine
+from ingest.scan import ScanEntry, read_bytes
+from ingest.sources import LabelResolver, Source, load_sources
+
+log = logging.getLogger("ortho.ingest")
+
+
+@dataclass
+class BatchSpec:
+    source: str
+    run_id: str
+    generation: int
+    part_id: str
+    entries: list[ScanEntry]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**asdict(self), "entries": [asdict(e) for e in self.entries]}))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "BatchSpec":
+        d = json.loads(Path(path).read_text())
+        d["entries"] = [ScanEntry(**e) for e in d["entries"]]
+        return cls(**d)
+
+
+@dataclass
+class BatchResult:
+    files: int = 0
+    images: int = 0
+    bytes: int = 0
+    quarantined: Counter = field(default_factory=Counter)
+    formats: Counter = field(default_factory=Counter)
+
+    def merge(self, other: "BatchResult") -> "BatchResult":
+        self.files += other.files
+        self.images += other.images
+        self.bytes += other.bytes
+        self.quarantined.update(other.quarantined)
+        self.formats.update(other.formats)
+        return self
+
+
+@lru_cache(maxsize=32)
+def _resolver(source_json: str) -> LabelResolver:
+    source = Source(**json.loads(source_json))
+
+    def read_text(name: str) -> str:
+        path = name if os.path.isabs(name) else None
+        if path:
+            return Path(path).read_text(encoding="utf-8-sig")
+        return read_bytes(source.location, name, 64 << 20).decode("utf-8-sig")
+
+    return LabelResolver(source, read_text)
+
+
+def label_resolver(source: Source) -> LabelResolver:
+    return _resolver(json.dumps(asdict(source), sort_keys=True))
+
+
+def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits = Limits()) -> BatchResult:
+    if (ws.parts_dir / batch.part_id).exists():
+        return BatchResult()  # committed by an earlier attempt of this task
+    source = load_sources(ws)[batch.source]
+    pseudo = Pseudonymizer(ws.secret())
+    store = ImageStore(ws.store_dir)
+    resolver = label_resolver(source)
+    now = dt.datetime.now(dt.timezone.utc)
+    files, occurrences, labels, lineage = [], [], [], []
+    result = BatchResult()
+    for entry in batch.entries:
+        file_id = pseudo.file_id(source.name, entry.relpath)
+        lineage.append(dict(source=source.name, file_id=file_id, file_version=entry.version, location=source.location,
+                            path=entry.relpath, size=entry.size, mtime_ns=entry.mtime_ns, run_id=batch.run_id))
+        row = dict(source=source.name, source_seq=source.seq, file_id=file_id, file_version=entry.version,
+                   generation=batch.generation, run_id=batch.run_id, part_id=batch.part_id, format=None,
+                   outcome="ok", reason=None, detail=None, n_images=0, bytes=entry.size, committed_at=now,
+                   schema_version=schema.SCHEMA_VERSION)
+        file_occ: list[dict] = []
+        try:
+            file_occ, fmt = _ingest_file(source, entry, file_id, batch, pseudo, store, limits)
+            row.update(format=fmt, n_images=len(file_occ))
+        except Quarantine as q:
+            row.update(outcome="quarantined", reason=q.reason, detail=q.detail[:200])
+            result.quarantined[q.reason] += 1
+            log.warning("quarantined file %s (source %s): %s - %s", file_id, source.name, q.reason, q.detail)
+        except Exception as e:  # a reader bug must not stop the run, nor print the path
+            row.update(outcome="quarantined", reason="internal_error", detail=type(e).__name__)
+            result.quarantined["internal_error"] += 1
+            log.error("quarantined file %s (source %s): internal_error - %s", file_id, source.name, type(e).__name__)
+        files.append(row)
+        occurrences.extend(file_occ)
+        if file_occ:
+            hints = source.hints(entry.relpath)
+            for task, value in resolver.labels(entry.relpath, hints).items():
+                labels.extend(dict(image_id=o["image_id"], task=task, value=value, source=source.name,
+                                   file_id=file_id, part_id=batch.part_id) for o in file_occ)
+        result.files += 1
+        result.images += len(file_occ)
+        result.bytes += entry.size
+        result.formats[row["format"] or "none"] += 1
+    # Lineage first: if the process dies between the two, the re-run writes the same lineage
+    # again (the view is DISTINCT) and commits the part; never a part without its lineage.
+    write_table(ws.lineage_dir / f"{batch.part_id}.parquet", lineage, schema.LINEAGE)
+    commit_part(ws, batch.part_id, {
+        "files": (files, schema.FILE_ROW),
+        "occurrences": (occurrences, schema.OCCURRENCE),
+        "labels": (labels, schema.LABEL),
+    })
+    return result
+
+
+def _ingest_file(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpec, pseudo: Pseudonymizer,
+                 store: ImageStore, limits: Limits) -> tuple[list[dict], str]:
+    if entry.problem:
+        raise Quarantine(entry.problem)
+    if entry.size > limits.max_file_bytes:
+        raise Quarantine("too_large", f"{entry.size} bytes exceeds {limits.max_file_bytes}")
+    try:
+        data = read_bytes(source.location, entry.relpath, limits.max_file_bytes)
+    except PermissionError:
+        raise Quarantine("permission_denied", "file cannot be opened") from None
+    except FileNotFoundError:
+        raise Quarantine("read_error", "file vanished between listing and reading") from None
+    except OSError as e:
+        raise Quarantine("read_error", f"{type(e).__name__} errno {getattr(e, 'errno', None)}") from None
+    if len(data) > limits.max_file_bytes:
+        raise Quarantine("too_large", f"more than {limits.max_file_bytes} bytes")
+    if entry.size and len(data) < entry.size:
+        raise Quarantine("truncated", f"read {len(data)} of {entry.size} listed bytes")
+    hints = source.hints(entry.relpath)
+    ctx = ReadContext(pseudo=pseudo, file_id=file_id, hints=hints, defaults=source.defaults, limits=limits,
+                      slice_axis=source.slice_axis)
+    fmt, frames = read_frames(data, PurePosixPath(entry.relpath).name, ctx)
+    del data
+    out = []
+    for frame in frames:
+        pixels = frame.pixels
+        iid = image_id(pixels)
+        store.put(iid, pixels)
+        attrs = frame.attrs
+        if attrs.get("plane") is None and hints.get("plane"):
+            attrs["plane"] = vocab.plane(hints["plane"])
+        if attrs.get("laterality") is None and hints.get("laterality"):
+            attrs["laterality"] = vocab.laterality(hints["laterality"])
+        if attrs.get("source_split") is None and hints.get("split"):
+            attrs["source_split"] = vocab.split(hints["split"])
+        occ = {k: attrs.get(k) for k in schema.OCCURRENCE.names}
+        occ.update(image_id=iid, source=source.name, source_seq=source.seq, file_id=file_id,
+                   file_version=entry.version, generation=batch.generation, part_id=batch.part_id,
+                   rows=int(pixels.shape[0]), cols=int(pixels.shape[1]), bits=8 * pixels.dtype.itemsize,
+                   store_path=store.relpath(iid))
+        out.append(occ)
+    if not out:
+        raise Quarantine("no_pixel_data", "the file decoded to zero images")
+    return out, fmt

@@ -1,0 +1,112 @@
+"""Pixel normalisation: any decoded frame -> a 2D uint8/uint16 array plus the affine that maps it
+back to real values (real = stored * intensity_scale + intensity_offset).
+
+Integer data is kept exactly (shifted to be non-negative); only data that cannot fit 16 bits
+(floats, 32-bit ranges) is quantised to 16 bits, and the mapping is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ingest.reasons import Quarantine
+
+
+@dataclass
+class Frame:
+    """One de-identified 2D image as a reader yields it."""
+
+    pixels: np.ndarray  # 2D uint8 or uint16
+    attrs: dict = field(default_factory=dict)  # catalog columns, allow-listed values only
+
+
+@dataclass(frozen=True)
+class Storable:
+    pixels: np.ndarray
+    scale: float
+    offset: float
+
+
+def to_gray(arr: np.ndarray) -> np.ndarray:
+    """(H, W, C) -> (H, W): an exact channel when the colour is really grey, else Rec. 601 luma."""
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise Quarantine("unsupported_pixel_format", f"array shape {arr.shape}")
+    rgb = arr[..., :3]
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])
+    luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.rint(luma).astype(arr.dtype)
+
+
+def to_storable(
+    raw: np.ndarray,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    eight_bit_source: bool | None = None,
+) -> Storable:
+    """Shift integers to unsigned at their source depth; quantise floats to 16 bits."""
+    if raw.ndim != 2:
+        raise Quarantine("unsupported_pixel_format", f"expected a 2D frame, got shape {raw.shape}")
+    if eight_bit_source is None:
+        eight_bit_source = raw.dtype.itemsize == 1
+    if raw.dtype.kind in "ui":
+        lo = int(raw.min()) if raw.size else 0
+        hi = int(raw.max()) if raw.size else 0
+        lo = min(lo, 0)
+        span = hi - lo
+        if span <= (255 if eight_bit_source else 65535):
+            dtype = np.uint8 if eight_bit_source else np.uint16
+            stored = (raw.astype(np.int64) - lo).astype(dtype) if lo else raw.astype(dtype, copy=False)
+            return Storable(np.ascontiguousarray(stored), float(slope), float(intercept + lo * slope))
+        real = raw.astype(np.float64)
+    elif raw.dtype.kind == "f":
+        real = raw.astype(np.float64)
+    elif raw.dtype.kind == "b":
+        return Storable(raw.astype(np.uint8), float(slope), float(intercept))
+    else:
+        raise Quarantine("unsupported_pixel_format", f"pixel type {raw.dtype}")
+    finite = np.isfinite(real)
+    if not finite.any():
+        raise Quarantine("unsupported_pixel_format", "no finite pixel values")
+    lo_f, hi_f = float(real[finite].min()), float(real[finite].max())
+    step = (hi_f - lo_f) / 65535 if hi_f > lo_f else 1.0
+    q = np.where(finite, np.rint((real - lo_f) / step), 0).clip(0, 65535).astype(np.uint16)
+    return Storable(np.ascontiguousarray(q), float(step * slope), float(intercept + lo_f * slope))
+
+
+def image_id(pixels: np.ndarray) -> str:
+    """Content address: 128-bit BLAKE2b of dtype, shape and the pixel bytes (hex, no dots)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{pixels.dtype.str}|{pixels.shape[0]}x{pixels.shape[1]}|".encode())
+    h.update(np.ascontiguousarray(pixels).data)
+    return h.hexdigest()
+
+
+def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
+    """Lossless PNG at the array's depth; no text chunks, no metadata of any kind."""
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"cannot store {pixels.dtype}")
+    img = Image.fromarray(pixels)  # uint16 -> mode I;16, written as a 16-bit grey PNG
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Exact decode of a stored PNG: 16-bit stays 16-bit (unlike webdataset's default decoders)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L"):
+            return np.asarray(img, dtype=np.uint16)
+        if img.mode == "I":
+            return np.asarray(img).astype(np.uint16)
+        if img.mode == "L":
+            return np.asarray(img, dtype=np.uint8)
+        raise ValueError(f"unexpected stored PNG mode {img.mode}")

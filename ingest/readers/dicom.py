@@ -1,0 +1,272 @@
+"""DICOM reader: decode every frame, keep only allow-listed attributes, pseudonymise identity.
+
+Nothing from the header is copied as text: identifiers become keyed pseudonyms, dates are
+shifted per patient, descriptions are reduced to vocabulary terms (ingest/vocab.py), and every
+other element, private tags and nested sequences included, is simply never read.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Iterator
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder, iter_pixels
+from pydicom.uid import UID_dictionary
+
+from ingest import vocab
+from ingest.deid import age_days
+from ingest.pixels import Frame, to_gray, to_storable
+from ingest.reasons import Quarantine
+from ingest.readers.context import ReadContext
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Storage classes that carry no pixels: recognised and recorded, never decoded.
+_NON_IMAGE_WORDS = ("SR Storage", "Presentation State", "Key Object", "Structured Report", "Waveform",
+                    "RT Structure", "RT Plan", "Raw Data", "Spectroscopy", "Encapsulated", "Registration",
+                    "Segmentation", "Measurement", "Dose SR", "Media Storage Directory", "Document")
+
+
+def _get(ds, keyword, default=None):
+    try:
+        value = ds.get(keyword, default)
+    except Exception:  # a malformed value (bad DS/IS, bad charset) reads as absent
+        return default
+    return default if value is None or value == "" else value
+
+
+def _float(value) -> float | None:
+    try:
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            value = value[0]
+        f = float(value)
+        return f if np.isfinite(f) else None
+    except Exception:
+        return None
+
+
+def _floats(value, n: int) -> list[float] | None:
+    try:
+        out = [float(v) for v in value][:n]
+        return out if len(out) == n and all(np.isfinite(out)) else None
+    except Exception:
+        return None
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except Exception:
+        return None
+
+
+def sop_class_name(ds) -> str | None:
+    uid = str(_get(ds, "SOPClassUID", "") or "")
+    entry = UID_dictionary.get(uid)
+    return entry[0] if entry else ("unknown" if uid else None)
+
+
+def parse(data: bytes) -> pydicom.Dataset:
+    try:
+        return _dcmread(data, force=False)
+    except InvalidDicomError:
+        pass  # no preamble: a raw dataset, or not DICOM at all
+    ds = _dcmread(data, force=True)
+    if not any(k in ds for k in ("SOPClassUID", "Rows", "PixelData", "StudyInstanceUID", "Modality")):
+        raise Quarantine("invalid_dicom", "no DICOM preamble and no recognisable elements")
+    return ds
+
+
+def _dcmread(data: bytes, force: bool) -> pydicom.Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=force)
+            ds.keys()  # materialise the top level so truncation shows here
+            return ds
+    except InvalidDicomError:
+        raise
+    except RecursionError:
+        raise Quarantine("invalid_dicom", "sequences nested too deeply") from None
+    except (EOFError, OSError) as e:
+        raise Quarantine("truncated", f"header ends early ({type(e).__name__})") from None
+    except Exception as e:
+        raise Quarantine("invalid_dicom", f"header parse failed ({type(e).__name__})") from None
+
+
+def _functional(ds, frame: int, seq_kw: str, attr_kw: str):
+    """A per-frame value of an enhanced multi-frame object, falling back to the shared group."""
+    for groups_kw, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        groups = _get(ds, groups_kw)
+        try:
+            seq = groups[index].get(seq_kw) if groups is not None and len(groups) > index else None
+            if seq:
+                value = _get(seq[0], attr_kw)
+                if value is not None:
+                    return value
+        except Exception:
+            continue
+    return _get(ds, attr_kw)
+
+
+def _check_pixels(ds, ctx: ReadContext) -> tuple[int, int, int]:
+    rows, cols = _int(_get(ds, "Rows")), _int(_get(ds, "Columns"))
+    frames = _int(_get(ds, "NumberOfFrames", 1)) or 1
+    spp = _int(_get(ds, "SamplesPerPixel", 1)) or 1
+    bits = _int(_get(ds, "BitsAllocated", 16)) or 16
+    if not rows or not cols or rows < 0 or cols < 0 or frames < 0:
+        raise Quarantine("absurd_dimensions", f"declared {rows}x{cols}x{frames}")
+    if rows * cols > ctx.limits.max_pixels_per_image:
+        raise Quarantine("absurd_dimensions", f"declared {rows}x{cols} exceeds {ctx.limits.max_pixels_per_image} pixels")
+    expected = rows * cols * frames * spp * max(bits, 8) // 8
+    if expected > ctx.limits.max_decoded_bytes:
+        raise Quarantine("absurd_dimensions", f"declared {rows}x{cols}x{frames} needs {expected} bytes decoded")
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is not None and not tsyntax.is_compressed:
+        have = len(ds.get("PixelData").value or b"") if "PixelData" in ds else None
+        need = (rows * cols * frames * spp * bits + 7) // 8
+        if have is not None and have < need:
+            raise Quarantine("truncated", f"pixel data is {have} bytes, header declares {need}")
+    elif tsyntax is not None:
+        try:
+            decoder = get_decoder(tsyntax)
+        except Exception:
+            decoder = None
+        if decoder is None or not decoder.is_available:
+            raise Quarantine("unsupported_transfer_syntax", f"no decoder for {tsyntax.name or 'a private syntax'}")
+    return rows, cols, frames
+
+
+def _header_attrs(ds, ctx: ReadContext) -> dict:
+    """Everything the catalog keeps from one header, already de-identified."""
+    texts = [_get(ds, k) for k in ("SeriesDescription", "ProtocolName", "StudyDescription")]
+    pid = _get(ds, "PatientID")
+    hints = ctx.hints
+    if hints.get("patient"):
+        patient_key, basis = ctx.pseudo.patient(hints["patient"]), "path_pattern"
+    elif pid is not None and str(pid).strip():
+        patient_key, basis = ctx.pseudo.patient(pid), "patient_id"
+    elif _get(ds, "PatientName") is not None:
+        patient_key = ctx.pseudo.patient(f"{_get(ds, 'PatientName')}|{_get(ds, 'PatientBirthDate', '')}")
+        basis = "name_birthdate"
+    elif _get(ds, "StudyInstanceUID") is not None:
+        patient_key, basis = ctx.pseudo.key("patient-of-study", _get(ds, "StudyInstanceUID")), "study"
+    else:
+        patient_key, basis = ctx.pseudo.key("patient-of-file", ctx.file_id), "file"
+    study_uid, series_uid = _get(ds, "StudyInstanceUID"), _get(ds, "SeriesInstanceUID")
+    date = next((d for d in (_get(ds, k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d), None)
+    family, fat = vocab.sequence(*texts, _get(ds, "SequenceName"), _get(ds, "ScanningSequence"))
+    if "FS" in vocab.tokens(_get(ds, "ScanOptions")):
+        fat = True
+    modality = vocab.modality(_get(ds, "Modality")) or ctx.defaults.get("modality")
+    return {
+        "modality": modality,
+        "body_part": vocab.body_part(_get(ds, "BodyPartExamined"), *texts)
+        or ctx.defaults.get("body_part") or "unknown",
+        "laterality": vocab.laterality(hints.get("laterality"))
+        or vocab.laterality(_get(ds, "ImageLaterality"))
+        or vocab.laterality(_get(ds, "Laterality"))
+        or vocab.laterality_from_text(*texts),
+        "view": vocab.view(_get(ds, "ViewPosition")) or vocab.view(*texts),
+        "sequence_family": family if modality == "MR" else None,
+        "fat_suppressed": fat if modality == "MR" else None,
+        "manufacturer": vocab.manufacturer(_get(ds, "Manufacturer")),
+        "model_family": vocab.model_family(_get(ds, "ManufacturerModelName")),
+        "sop_class": sop_class_name(ds),
+        "photometric": vocab.photometric(_get(ds, "PhotometricInterpretation")),
+        "patient_key": patient_key,
+        "patient_key_basis": basis,
+        "study_key": ctx.pseudo.study(study_uid) if study_uid else (ctx.pseudo.study(hints["exam"]) if hints.get("exam") else None),
+        "series_key": ctx.pseudo.series(series_uid) if series_uid else None,
+        "source_split": vocab.split(hints.get("split")),
+        "instance_number": _int(_get(ds, "InstanceNumber")),
+        "bits_stored": _int(_get(ds, "BitsStored")),
+        "slice_thickness": _float(_get(ds, "SliceThickness")),
+        "echo_time": _float(_get(ds, "EchoTime")),
+        "repetition_time": _float(_get(ds, "RepetitionTime")),
+        "field_strength": _float(_get(ds, "MagneticFieldStrength")),
+        "study_date": ctx.pseudo.shifted_date(date, patient_key),
+        "patient_age_days": age_days(date, _get(ds, "PatientBirthDate"), _get(ds, "PatientAge")),
+    }
+
+
+def _geometry(ds, frame: int) -> dict:
+    spacing = _floats(_functional(ds, frame, "PixelMeasuresSequence", "PixelSpacing") or _get(ds, "ImagerPixelSpacing") or [], 2)
+    iop = _floats(_functional(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient") or [], 6)
+    ipp = _floats(_functional(ds, frame, "PlanePositionSequence", "ImagePositionPatient") or [], 3)
+    out = {"pixel_spacing_row": spacing[0] if spacing else None, "pixel_spacing_col": spacing[1] if spacing else None,
+           "plane": None, "slice_position": None}
+    if iop:
+        normal = np.cross(iop[:3], iop[3:])
+        axis = int(np.argmax(np.abs(normal)))
+        out["plane"] = ("sagittal", "coronal", "axial")[axis] if abs(normal[axis]) >= 0.8 else "oblique"
+        if ipp:
+            out["slice_position"] = float(np.dot(ipp, normal))
+    thickness = _float(_functional(ds, frame, "PixelMeasuresSequence", "SliceThickness"))
+    if thickness is not None:
+        out["slice_thickness"] = thickness
+    return out
+
+
+def read_dicom(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
+    ds = parse(data)
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        name = sop_class_name(ds) or ""
+        if any(w in name for w in _NON_IMAGE_WORDS) or vocab.modality(_get(ds, "Modality")) in {"SR", "PR", "KO", "DOC", "REG", "RTSTRUCT", "RTPLAN"}:
+            raise Quarantine("non_image_object", f"SOP class {name or 'unknown'}")
+        raise Quarantine("no_pixel_data", f"SOP class {name or 'unknown'} without pixel data")
+    if str(_get(ds, "BurnedInAnnotation", "")).strip().upper() == "YES":
+        raise Quarantine("burned_in_annotation", "BurnedInAnnotation is YES")
+    rows, cols, n_frames = _check_pixels(ds, ctx)
+    header = _header_attrs(ds, ctx)
+    photometric = header["photometric"] or "MONOCHROME2"
+    bits_stored = header["bits_stored"] or _int(_get(ds, "BitsAllocated")) or 16
+    signed = _int(_get(ds, "PixelRepresentation", 0)) == 1
+    eight_bit = (_int(_get(ds, "BitsAllocated", 16)) or 16) <= 8
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, arr in enumerate(iter_pixels(ds)):
+                yield _frame(ds, arr, index, header, photometric, bits_stored, signed, eight_bit)
+    except Quarantine:
+        raise
+    except (EOFError, ValueError) as e:
+        if "truncat" in str(e).lower() or "end of" in str(e).lower() or isinstance(e, EOFError):
+            raise Quarantine("truncated", f"pixel data ends early ({type(e).__name__})") from None
+        raise Quarantine("decode_error", f"pixel decode failed ({type(e).__name__})") from None
+    except MemoryError:
+        raise Quarantine("too_large", "decoded pixels do not fit in memory") from None
+    except Exception as e:
+        raise Quarantine("decode_error", f"pixel decode failed ({type(e).__name__})") from None
+
+
+def _frame(ds, arr: np.ndarray, index: int, header: dict, photometric: str, bits_stored: int,
+           signed: bool, eight_bit: bool) -> Frame:
+    arr = to_gray(arr) if arr.ndim == 3 else arr
+    slope = _float(_functional(ds, index, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0
+    intercept = _float(_functional(ds, index, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
+    wc = _float(_functional(ds, index, "FrameVOILUTSequence", "WindowCenter"))
+    ww = _float(_functional(ds, index, "FrameVOILUTSequence", "WindowWidth"))
+    if photometric == "MONOCHROME1" and arr.dtype.kind in "ui":
+        # Invert once, here: stored = full-scale - value, so that bright always means dense.
+        full = (1 << (bits_stored - 1)) - 1 if signed else (1 << min(bits_stored, 8 * arr.dtype.itemsize)) - 1
+        low = -(1 << (bits_stored - 1)) if signed else 0
+        arr = (full + low - arr.astype(np.int64))
+        if wc is not None:
+            wc = (full + low) * slope + 2 * intercept - wc
+    storable = to_storable(arr, slope, intercept, eight_bit_source=eight_bit)
+    attrs = dict(header)
+    attrs.update(_geometry(ds, index))
+    attrs.update(
+        frame_index=index,
+        photometric=header["photometric"],
+        intensity_scale=storable.scale,
+        intensity_offset=storable.offset,
+        window_center=wc,
+        window_width=ww,
+        format="dicom",
+    )
+    return Frame(storable.pixels, attrs)

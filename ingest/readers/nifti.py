@@ -1,0 +1,166 @@
+"""NIfTI reader (.nii, .nii.gz; NIfTI-1 and -2): volumes cut into 2D slices.
+
+Slice axis (per source, `--slice-axis`):
+  auto  the acquisition plane: the axis with the thickest voxels; on ties the axis with the fewest
+        voxels; on ties the last axis. MRI is acquired as a stack of 2D slices and those slices
+        are the images a radiologist reads; reslicing a 5 mm stack along its in-plane axes gives
+        smeared images that teach a model little. (default)
+  0|1|2 that array axis, for every file of the source.
+  all   all three planes (3x the images; for isotropic 3D acquisitions).
+With real geometry (an affine that is not the nominal identity) the volume is first brought to
+the closest RAS orientation, so slices come out with the same handedness whatever the scanner
+wrote; with a nominal identity affine the array is sliced as stored. 4D data: each volume along
+the fourth axis is sliced (volume_index). The header's free-text fields (descrip, aux_file,
+intent_name, extensions) are never read.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from typing import Iterator
+
+import nibabel as nib
+import numpy as np
+
+from ingest.pixels import Frame, to_storable
+from ingest.reasons import Quarantine
+from ingest.readers.context import ReadContext
+
+_PLANE_OF_RAS_AXIS = ("sagittal", "coronal", "axial")
+
+
+def gunzip_capped(data: bytes, limit: int) -> bytes:
+    """Decompress without trusting the stream: a gzip bomb stops at `limit` bytes."""
+    d = zlib.decompressobj(wbits=47)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error:
+        raise Quarantine("truncated", "gzip stream is corrupt or ends early") from None
+    if len(out) > limit:
+        raise Quarantine("too_large", f"decompresses beyond {limit} bytes")
+    if not d.eof:
+        raise Quarantine("truncated", "gzip stream ends early")
+    return out
+
+
+def _load(data: bytes, ctx: ReadContext):
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip_capped(data, ctx.limits.max_decoded_bytes + 1024)
+    if len(data) < 348:
+        raise Quarantine("truncated", f"{len(data)} bytes is shorter than a NIfTI header")
+    size_le, size_be = struct.unpack("<i", data[:4])[0], struct.unpack(">i", data[:4])[0]
+    if 348 in (size_le, size_be):
+        magic, cls = data[344:348], nib.Nifti1Image
+        if magic == b"ni1\x00":
+            raise Quarantine("unsupported_format", "NIfTI header/image pair (.hdr/.img)")
+    elif 540 in (size_le, size_be):
+        magic, cls = data[4:8], nib.Nifti2Image
+    else:
+        raise Quarantine("invalid_nifti", "header size is neither 348 nor 540")
+    if magic[:3] not in (b"n+1", b"n+2"):
+        raise Quarantine("invalid_nifti", "missing NIfTI magic")
+    try:
+        header = cls.header_class.from_fileobj(io.BytesIO(data), check=False)
+        shape = header.get_data_shape()
+        dtype = header.get_data_dtype()
+    except Exception as e:
+        raise Quarantine("invalid_nifti", f"header parse failed ({type(e).__name__})") from None
+    if not shape or any(int(n) <= 0 for n in shape):
+        raise Quarantine("absurd_dimensions", f"declared shape {tuple(int(n) for n in shape)}")
+    need = int(np.prod([int(n) for n in shape], dtype=np.float64)) * dtype.itemsize
+    if need > ctx.limits.max_decoded_bytes:
+        raise Quarantine("absurd_dimensions", f"declared shape {tuple(int(n) for n in shape)} needs {need} bytes")
+    offset = int(header.get_data_offset())
+    if len(data) < offset + need:
+        raise Quarantine("truncated", f"data is {max(len(data) - offset, 0)} bytes, header declares {need}")
+    try:
+        return cls.from_bytes(data)
+    except Exception as e:
+        raise Quarantine("invalid_nifti", f"image load failed ({type(e).__name__})") from None
+
+
+def _is_nominal(affine: np.ndarray) -> bool:
+    return bool(np.allclose(affine, np.eye(4)))
+
+
+def _slice_axes(zooms: tuple[float, ...], shape: tuple[int, ...], choice: str) -> list[int]:
+    if choice == "all":
+        return [0, 1, 2]
+    if choice in ("0", "1", "2"):
+        return [int(choice)]
+    return [max(range(3), key=lambda a: (round(zooms[a], 3), -shape[a], a))]
+
+
+def read_nifti(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
+    img = _load(data, ctx)
+    nominal = _is_nominal(img.affine)
+    if not nominal:
+        try:
+            img = nib.as_closest_canonical(img)
+        except Exception:
+            nominal = True  # a degenerate affine: slice as stored
+    header = img.header
+    try:
+        arr = np.asanyarray(img.dataobj.get_unscaled()) if hasattr(img.dataobj, "get_unscaled") else np.asanyarray(img.dataobj)
+    except Exception as e:
+        raise Quarantine("truncated", f"voxel data unreadable ({type(e).__name__})") from None
+    if np.iscomplexobj(arr) or arr.dtype.names:
+        raise Quarantine("unsupported_pixel_format", f"voxel type {arr.dtype}")
+    slope, inter = header.get_slope_inter()
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    while arr.ndim > 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim > 4:
+        raise Quarantine("unsupported_pixel_format", f"{arr.ndim}D data")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    zooms = tuple(float(z) for z in header.get_zooms()[:3]) + (1.0,) * (3 - len(header.get_zooms()[:3]))
+    orientation = "nominal" if nominal else "".join(nib.aff2axcodes(img.affine))
+    pseudo, hints = ctx.pseudo, ctx.hints
+    patient = hints.get("patient") or hints.get("exam")
+    patient_key = pseudo.patient(patient) if patient else pseudo.key("patient-of-file", ctx.file_id)
+    base = {
+        "format": "nifti",
+        "modality": ctx.defaults.get("modality") or "MR",
+        "body_part": ctx.defaults.get("body_part") or "unknown",
+        "patient_key": patient_key,
+        "patient_key_basis": "path_pattern" if patient else "file",
+        "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else pseudo.key("study-of-file", ctx.file_id),
+        "orientation": orientation,
+        "bits_stored": 8 * arr.dtype.itemsize,
+        "photometric": "MONOCHROME2",
+    }
+    eight_bit = arr.dtype.itemsize == 1
+    frame_index = 0
+    for volume in range(arr.shape[3]):
+        for axis in _slice_axes(zooms, arr.shape[:3], ctx.slice_axis):
+            in_plane = [a for a in range(3) if a != axis]
+            series_key = pseudo.key("series-of-file", f"{ctx.file_id}:{axis}")
+            for k in range(arr.shape[axis]):
+                sl = np.take(arr[..., volume], k, axis=axis)
+                if not nominal:
+                    sl = sl.T[::-1]  # RAS -> display: superior/anterior at the top
+                    rows_axis, cols_axis = in_plane[1], in_plane[0]
+                else:
+                    rows_axis, cols_axis = in_plane
+                storable = to_storable(np.ascontiguousarray(sl), slope, inter, eight_bit_source=eight_bit)
+                attrs = dict(base)
+                attrs.update(
+                    frame_index=frame_index,
+                    volume_index=volume if arr.shape[3] > 1 else None,
+                    series_key=series_key,
+                    plane=None if nominal else _PLANE_OF_RAS_AXIS[axis],
+                    slice_position=k * zooms[axis],
+                    pixel_spacing_row=zooms[rows_axis],
+                    pixel_spacing_col=zooms[cols_axis],
+                    slice_thickness=zooms[axis],
+                    intensity_scale=storable.scale,
+                    intensity_offset=storable.offset,
+                )
+                frame_index += 1
+                yield Frame(storable.pixels, attrs)

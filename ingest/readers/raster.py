@@ -1,0 +1,77 @@
+"""PNG / JPEG / TIFF / BMP reader (public datasets). 8- and 16-bit grey kept exactly; colour
+converted to grey. Text chunks and EXIF are never read."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageSequence
+
+from ingest import vocab
+from ingest.pixels import Frame, to_gray, to_storable
+from ingest.reasons import Quarantine
+from ingest.readers.context import ReadContext
+
+Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a reason code instead of a warning
+
+
+def _array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(img, dtype=np.uint16)
+    if mode in ("L", "I", "F"):
+        return np.asarray(img)
+    if mode == "1":
+        return np.asarray(img.convert("L"))
+    if mode in ("LA", "La"):
+        return np.asarray(img.getchannel(0))
+    if mode in ("RGB", "RGBA", "RGBa", "RGBX"):
+        return to_gray(np.asarray(img)[..., :3])
+    if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return to_gray(np.asarray(img.convert("RGB")))
+    raise Quarantine("unsupported_pixel_format", f"image mode {mode}")
+
+
+def read_raster(data: bytes, ctx: ReadContext, fmt: str) -> Iterator[Frame]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except Exception as e:
+        raise Quarantine("decode_error", f"image header unreadable ({type(e).__name__})") from None
+    w, h = img.size
+    if w <= 0 or h <= 0 or w * h > ctx.limits.max_pixels_per_image:
+        raise Quarantine("absurd_dimensions", f"declared {h}x{w}")
+    hints, pseudo = ctx.hints, ctx.pseudo
+    patient = hints.get("patient")
+    base = {
+        "format": fmt,
+        "modality": ctx.defaults.get("modality"),
+        "body_part": ctx.defaults.get("body_part") or "unknown",
+        "laterality": vocab.laterality(hints.get("laterality")),
+        "view": vocab.view(hints.get("view")),
+        "patient_key": pseudo.patient(patient) if patient else pseudo.key("patient-of-file", ctx.file_id),
+        "patient_key_basis": "path_pattern" if patient else "file",
+        "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else None,
+        "source_split": vocab.split(hints.get("split")),
+        "photometric": "MONOCHROME2",
+    }
+    try:
+        for index, page in enumerate(ImageSequence.Iterator(img)):
+            page.load()
+            arr = _array(page)
+            storable = to_storable(np.ascontiguousarray(arr), eight_bit_source=arr.dtype.itemsize == 1)
+            attrs = dict(base, frame_index=index, bits_stored=8 * arr.dtype.itemsize,
+                         intensity_scale=storable.scale, intensity_offset=storable.offset)
+            yield Frame(storable.pixels, attrs)
+    except Quarantine:
+        raise
+    except (OSError, SyntaxError, EOFError) as e:
+        text = str(e).lower()
+        reason = "truncated" if "truncat" in text or isinstance(e, EOFError) else "decode_error"
+        raise Quarantine(reason, f"image data unreadable ({type(e).__name__})") from None
+    except Exception as e:
+        raise Quarantine("decode_error", f"image data unreadable ({type(e).__name__})") from None

@@ -1,0 +1,38 @@
+"""Stable reason codes for quarantined files. Codes are part of the catalog's contract."""
+
+from __future__ import annotations
+
+REASONS = {
+    "empty_file": "the file has zero bytes",
+    "permission_denied": "the file or folder could not be opened (permissions)",
+    "read_error": "an I/O error while reading the file",
+    "broken_symlink": "a symbolic link whose target does not exist",
+    "symlink_loop": "a symbolic link that leads back into a folder already being scanned",
+    "unreadable_directory": "a folder that could not be listed; its files are unknown",
+    "too_large": "the file, or its decompressed content, is larger than the configured limit",
+    "unrecognized_format": "the content matches no supported format (DICOM, NIfTI, PNG, JPEG, TIFF, BMP)",
+    "extension_mismatch": "the extension names one format and the content is another",
+    "invalid_dicom": "a DICOM header that cannot be parsed",
+    "invalid_nifti": "a NIfTI header that cannot be parsed or is inconsistent",
+    "unsupported_format": "a recognised format this platform does not ingest (e.g. Analyze pairs)",
+    "truncated": "the file ends before the data its header declares",
+    "non_image_object": "a DICOM object without pixels (structured report, presentation state, ...)",
+    "no_pixel_data": "a DICOM image object that carries no pixel data",
+    "unsupported_transfer_syntax": "no installed decoder handles the DICOM transfer syntax",
+    "unsupported_pixel_format": "pixel layout that cannot be represented as a 2D grayscale image",
+    "decode_error": "the pixel data failed to decode",
+    "absurd_dimensions": "declared image dimensions are zero or beyond the configured limit",
+    "burned_in_annotation": "DICOM declares burned-in annotation: pixels may show identifying text",
+    "internal_error": "an unexpected error; the message names only the exception type",
+}
+
+
+class Quarantine(Exception):
+    """Raised by a reader: the file is set aside with a stable reason and a non-identifying detail."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        if reason not in REASONS:
+            raise ValueError(f"unknown quarantine reason {reason!r}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

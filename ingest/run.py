@@ -1,0 +1,151 @@
+"""Ingest of one source as a plain function: scan, skip what is done, batch, run, record.
+
+The Prefect flow (flows/ingest.py) calls this with a `map_batches` that submits Prefect tasks;
+tests and scripts call it as is (batches run in this process).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from catalog import db, schema
+from catalog.parts import write_table
+from catalog.workspace import Workspace
+from ingest.batch import BatchResult, BatchSpec, label_resolver, process_batch
+from ingest.deid import Pseudonymizer
+from ingest.scan import scan
+from ingest.sources import Source, load_sources
+
+log = logging.getLogger("ortho.ingest")
+
+MapBatches = Callable[[Workspace, Iterable[Path]], Iterator[BatchResult]]
+
+
+def serial_map(ws: Workspace, batch_paths: Iterable[Path]) -> Iterator[BatchResult]:
+    for path in batch_paths:
+        yield process_batch(ws, BatchSpec.load(path))
+
+
+@dataclass
+class IngestSummary:
+    source: str
+    run_id: str
+    files_seen: int = 0
+    files_skipped: int = 0
+    result: BatchResult = field(default_factory=BatchResult)
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "run_id": self.run_id, "files_seen": self.files_seen,
+                "files_skipped": self.files_skipped, "files_processed": self.result.files,
+                "images": self.result.images, "quarantined": dict(self.result.quarantined)}
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def completed_generations(ws: Workspace, source: str) -> int:
+    _, rows = db.query(ws, "SELECT count(*) FROM runs WHERE kind = 'ingest' AND source = ? AND status = 'completed'", [source])
+    return int(rows[0][0])
+
+
+def done_versions(ws: Workspace, source: str, retry_quarantined: bool) -> set[tuple[str, str]]:
+    sql = "SELECT file_id, file_version FROM current_files WHERE source = ?"
+    if retry_quarantined:
+        sql += " AND outcome <> 'quarantined'"
+    _, rows = db.query(ws, sql, [source])
+    return {(r[0], r[1]) for r in rows}
+
+
+def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str, generation: int,
+               summary: IngestSummary | None = None, params: dict | None = None) -> None:
+    s = summary.as_dict() if summary else {}
+    row = dict(run_id=run_id, kind="ingest", source=source, phase=phase, status=status, generation=generation,
+               recorded_at=dt.datetime.now(dt.timezone.utc), files_seen=s.get("files_seen"),
+               files_processed=s.get("files_processed"), files_skipped=s.get("files_skipped"),
+               images=s.get("images"), quarantined=sum(s.get("quarantined", {}).values()) if s else None,
+               params=json.dumps(params or {}))
+    write_table(ws.runs_dir / f"{run_id}-{phase}.parquet", [row], schema.RUN)
+
+
+def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,
+                 summary: IngestSummary, retry_quarantined: bool = False) -> Iterator[Path]:
+    """Stream the listing into batch files under private/staging; only ids travel further."""
+    pseudo = Pseudonymizer(ws.secret())
+    done = done_versions(ws, source.name, retry_quarantined)
+    staging = ws.staging_dir / run_id
+    staging.mkdir(parents=True, exist_ok=True)
+    batch, index = [], 0
+    for entry in scan(source.location, skip=label_resolver(source).label_files):
+        summary.files_seen += 1
+        if (pseudo.file_id(source.name, entry.relpath), entry.version) in done:
+            summary.files_skipped += 1
+            continue
+        batch.append(entry)
+        if len(batch) >= batch_size:
+            yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch))
+            batch, index = [], index + 1
+    if batch:
+        yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch))
+
+
+def _save_batch(staging: Path, spec: BatchSpec) -> Path:
+    path = staging / f"{spec.part_id}.json"
+    spec.save(path)
+    return path
+
+
+def clear_staging(ws: Workspace) -> None:
+    """Leftovers of killed runs: half-written parts and batch lists. Call only under the lock."""
+    for child in ws.staging_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def ensure_materialised(source: Source) -> None:
+    if source.kind == "phantom":
+        from ingest.phantom import write_phantom
+
+        write_phantom(Path(source.location))
+
+
+def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches: MapBatches = serial_map,
+                  retry_quarantined: bool = False, on_batch: Callable[[BatchResult, IngestSummary], None] | None = None,
+                  wait_s: float = 0.0) -> IngestSummary:
+    sources = load_sources(ws)
+    if name not in sources:
+        raise KeyError(f"no source named {name!r}; see `ortho sources list`")
+    source = sources[name]
+    with ws.write_lock(wait_s):
+        clear_staging(ws)
+        ensure_materialised(source)
+        run_id = new_run_id()
+        generation = completed_generations(ws, name)
+        summary = IngestSummary(name, run_id)
+        params = {"batch_size": batch_size, "retry_quarantined": retry_quarantined}
+        record_run(ws, run_id, name, "started", "running", generation, params=params)
+        try:
+            batches = plan_batches(ws, source, run_id, generation, batch_size, summary, retry_quarantined)
+            for result in map_batches(ws, batches):
+                summary.result.merge(result)
+                if on_batch:
+                    on_batch(result, summary)
+        except BaseException:
+            record_run(ws, run_id, name, "finished", "failed", generation, summary, params)
+            raise
+        record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
+        shutil.rmtree(ws.staging_dir / run_id, ignore_errors=True)
+        db.write_duckdb_file(ws)
+    log.info("ingested source %s: %d files seen, %d new, %d already done, %d images, %d quarantined",
+             name, summary.files_seen, summary.result.files, summary.files_skipped, summary.result.images,
+             sum(summary.result.quarantined.values()))
+    return summary

@@ -1,0 +1,189 @@
+"""Registered sources: where images come from and what their paths and label files say.
+
+The registry lives in private/sources.json: a location may itself name a person.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+
+from catalog.workspace import Workspace
+from ingest import vocab
+
+KINDS = ("internal", "public", "phantom")
+PATTERN_GROUPS = {"patient", "laterality", "split", "exam", "label", "plane", "view"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class SourceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """`folder:TASK` (parent folder name), `pattern:TASK` (the path pattern's `label` group),
+    or `csv:FILE[:key=COLUMN][:prefix=P]` (one task per other column, keyed by exam id or file stem)."""
+
+    kind: str
+    task: str | None = None
+    file: str | None = None
+    key: str | None = None
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "LabelSpec":
+        kind, _, rest = text.partition(":")
+        if kind in ("folder", "pattern"):
+            if not re.match(r"^[a-z][a-z0-9_]{0,63}$", rest):
+                raise SourceError(f"label spec {text!r}: task must be snake_case, e.g. folder:kl_grade")
+            return cls(kind, task=rest)
+        if kind == "csv":
+            parts = rest.split(":")
+            opts = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+            if not parts[0] or set(opts) - {"key", "prefix"}:
+                raise SourceError(f"label spec {text!r}: expected csv:FILE[:key=COLUMN][:prefix=P]")
+            return cls("csv", file=parts[0], key=opts.get("key"), prefix=opts.get("prefix", ""))
+        raise SourceError(f"label spec {text!r}: expected folder:TASK, pattern:TASK or csv:FILE")
+
+    def __str__(self) -> str:
+        if self.kind == "csv":
+            return "csv:" + ":".join([self.file] + [f"{k}={v}" for k, v in (("key", self.key), ("prefix", self.prefix)) if v])
+        return f"{self.kind}:{self.task}"
+
+
+@dataclass
+class Source:
+    name: str
+    location: str
+    kind: str
+    seq: int = 0
+    labels: list[str] = field(default_factory=list)
+    path_pattern: str | None = None
+    modality: str | None = None
+    body_part: str | None = None
+    slice_axis: str = "auto"
+
+    def validate(self) -> "Source":
+        if not _NAME.match(self.name):
+            raise SourceError(f"source name {self.name!r}: use lowercase letters, digits, '-', '_' or '.'")
+        if self.kind not in KINDS:
+            raise SourceError(f"source kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        for spec in self.labels:
+            LabelSpec.parse(spec)
+        if self.path_pattern:
+            try:
+                groups = set(re.compile(self.path_pattern).groupindex)
+            except re.error as e:
+                raise SourceError(f"path pattern does not compile: {e}") from None
+            if groups - PATTERN_GROUPS:
+                raise SourceError(f"path pattern groups {sorted(groups - PATTERN_GROUPS)} unknown; allowed: {sorted(PATTERN_GROUPS)}")
+        if self.modality and not vocab.modality(self.modality):
+            raise SourceError(f"modality {self.modality!r} is not a DICOM modality code (CR, DX, MR, CT, ...)")
+        if self.body_part and self.body_part not in vocab.BODY_PARTS:
+            raise SourceError(f"body part {self.body_part!r}: expected one of {sorted(vocab.BODY_PARTS)}")
+        if self.slice_axis not in ("auto", "all", "0", "1", "2"):
+            raise SourceError("slice axis must be auto, all, 0, 1 or 2")
+        return self
+
+    @property
+    def label_specs(self) -> list[LabelSpec]:
+        return [LabelSpec.parse(s) for s in self.labels]
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.location or self.location.startswith("file://")
+
+    @property
+    def defaults(self) -> dict:
+        return {"modality": vocab.modality(self.modality), "body_part": self.body_part}
+
+    def hints(self, relpath: str) -> dict:
+        if not self.path_pattern:
+            return {}
+        m = re.search(self.path_pattern, relpath)
+        return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
+
+
+def load_sources(ws: Workspace) -> dict[str, Source]:
+    if not ws.sources_path.exists():
+        return {}
+    data = json.loads(ws.sources_path.read_text())
+    return {d["name"]: Source(**d) for d in data["sources"]}
+
+
+def save_sources(ws: Workspace, sources: dict[str, Source]) -> None:
+    tmp = ws.sources_path.with_suffix(".tmp")
+    payload = {"version": 1, "sources": [asdict(s) for s in sorted(sources.values(), key=lambda s: s.seq)]}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, ws.sources_path)
+
+
+def add_source(ws: Workspace, source: Source, replace: bool = False) -> Source:
+    """Register a source; re-adding an identical one is a no-op, a different one needs `replace`."""
+    sources = load_sources(ws)
+    existing = sources.get(source.name)
+    if existing is not None:
+        source.seq = existing.seq
+        if asdict(existing) == asdict(source):
+            return existing
+        if not replace:
+            raise SourceError(f"source {source.name!r} exists with other settings; pass --replace to change it")
+    else:
+        source.seq = max((s.seq for s in sources.values()), default=0) + 1
+    if source.is_local and source.kind != "phantom":
+        source.location = os.path.abspath(source.location)
+        if not os.path.isdir(source.location):
+            raise SourceError(f"source {source.name!r}: location is not a folder")
+    sources[source.name] = source.validate()
+    save_sources(ws, sources)
+    return source
+
+
+class LabelResolver:
+    """Labels of one file, from every label spec of its source."""
+
+    def __init__(self, source: Source, read_text):
+        self.specs = source.label_specs
+        self.source = source
+        self.tables: dict[str, dict[str, dict[str, str]]] = {}
+        for spec in self.specs:
+            if spec.kind == "csv":
+                rows = list(csv.DictReader(io.StringIO(read_text(spec.file))))
+                if not rows:
+                    continue
+                key = spec.key or next(iter(rows[0]))
+                self.tables[str(spec)] = {
+                    (r.get(key) or "").strip(): {f"{spec.prefix}{c.strip().lower()}": v for c, v in r.items() if c != key and c}
+                    for r in rows
+                }
+
+    @property
+    def label_files(self) -> set[str]:
+        return {s.file for s in self.specs if s.kind == "csv" and not os.path.isabs(s.file)}
+
+    def labels(self, relpath: str, hints: dict) -> dict[str, str]:
+        out: dict[str, str] = {}
+        path = PurePosixPath(relpath)
+        for spec in self.specs:
+            if spec.kind == "folder" and len(path.parts) >= 2:
+                value = path.parts[-2]
+                if vocab.label_value(value):
+                    out[spec.task] = value
+            elif spec.kind == "pattern" and hints.get("label") is not None:
+                out[spec.task] = hints["label"]
+            elif spec.kind == "csv":
+                table = self.tables.get(str(spec), {})
+                stem = path.name.split(".")[0]
+                for key in (hints.get("exam"), stem, relpath):
+                    if key is not None and key in table:
+                        out.update(table[key])
+                        break
+        return {t: v for t, v in out.items() if vocab.label_value(v) is not None and re.match(r"^[a-z][a-z0-9_]{0,63}$", t)}

@@ -23,6 +23,14 @@ from ingest.sources import load_sources
 
 log = logging.getLogger("ortho.ingest")
 
+# Set by the command line to draw progress; a callable is not a flow parameter Prefect can store.
+progress_hook = None
+
+
+def _on_batch(result, summary) -> None:
+    if progress_hook is not None:
+        progress_hook(result, summary)
+
 
 def _retry_on_io(task, task_run, state) -> bool:
     try:
@@ -66,16 +74,16 @@ def prefect_map(max_in_flight: int):
 
 @flow(name="ingest-source", log_prints=False)
 def ingest_source_flow(workspace: str, source: str, batch_size: int = 64, max_in_flight: int = 8,
-                       retry_quarantined: bool = False, wait_s: float = 0.0, on_batch=None) -> dict:
+                       retry_quarantined: bool = False, wait_s: float = 0.0) -> dict:
     ws = Workspace.open(workspace)
     summary: IngestSummary = ingest_source(ws, source, batch_size=batch_size, map_batches=prefect_map(max_in_flight),
-                                           retry_quarantined=retry_quarantined, on_batch=on_batch, wait_s=wait_s)
+                                           retry_quarantined=retry_quarantined, on_batch=_on_batch, wait_s=wait_s)
     return summary.as_dict()
 
 
 @flow(name="ingest", log_prints=False)
 def ingest_flow(workspace: str, sources: list[str] | None = None, batch_size: int = 64, runner: str = "processes",
-                workers: int | None = None, retry_quarantined: bool = False, wait_s: float = 0.0, on_batch=None) -> list[dict]:
+                workers: int | None = None, retry_quarantined: bool = False, wait_s: float = 0.0) -> list[dict]:
     """Every named source (default: all registered, in registration order), one subflow each."""
     ws = Workspace.open(workspace)
     names = sources or [s.name for s in sorted(load_sources(ws).values(), key=lambda s: s.seq)]
@@ -84,5 +92,5 @@ def ingest_flow(workspace: str, sources: list[str] | None = None, batch_size: in
     with ws.write_lock(wait_s):
         for name in names:
             results.append(sub(workspace, name, batch_size=batch_size, max_in_flight=2 * (workers or 2) + 1,
-                               retry_quarantined=retry_quarantined, on_batch=on_batch))
+                               retry_quarantined=retry_quarantined))
     return results

@@ -112,10 +112,12 @@ def clear_staging(ws: Workspace) -> None:
 
 
 def ensure_materialised(source: Source) -> None:
+    """A phantom source is drawn on first use; its location is the tree or its pacs/ or public/ part."""
     if source.kind == "phantom":
         from ingest.phantom import write_phantom
 
-        write_phantom(Path(source.location))
+        location = Path(source.location)
+        write_phantom(location.parent if location.name in ("pacs", "public") else location)
 
 
 def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches: MapBatches = serial_map,

@@ -128,6 +128,11 @@ def save_sources(ws: Workspace, sources: dict[str, Source]) -> None:
 
 def add_source(ws: Workspace, source: Source, replace: bool = False) -> Source:
     """Register a source; re-adding an identical one is a no-op, a different one needs `replace`."""
+    if source.is_local:
+        source.location = os.path.abspath(source.location.removeprefix("file://"))
+        if source.kind != "phantom" and not os.path.isdir(source.location):
+            raise SourceError(f"source {source.name!r}: location is not a folder")
+    source.validate()
     sources = load_sources(ws)
     existing = sources.get(source.name)
     if existing is not None:
@@ -138,11 +143,7 @@ def add_source(ws: Workspace, source: Source, replace: bool = False) -> Source:
             raise SourceError(f"source {source.name!r} exists with other settings; pass --replace to change it")
     else:
         source.seq = max((s.seq for s in sources.values()), default=0) + 1
-    if source.is_local and source.kind != "phantom":
-        source.location = os.path.abspath(source.location)
-        if not os.path.isdir(source.location):
-            raise SourceError(f"source {source.name!r}: location is not a folder")
-    sources[source.name] = source.validate()
+    sources[source.name] = source
     save_sources(ws, sources)
     return source
 

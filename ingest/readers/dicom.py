@@ -126,7 +126,7 @@ def _check_pixels(ds, ctx: ReadContext) -> tuple[int, int, int]:
         raise Quarantine("absurd_dimensions", f"declared {rows}x{cols}x{frames} needs {expected} bytes decoded")
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if tsyntax is not None and not tsyntax.is_compressed:
-        have = len(ds.get("PixelData").value or b"") if "PixelData" in ds else None
+        have = len(ds["PixelData"].value or b"") if "PixelData" in ds else None
         need = (rows * cols * frames * spp * bits + 7) // 8
         if have is not None and have < need:
             raise Quarantine("truncated", f"pixel data is {have} bytes, header declares {need}")

@@ -1,0 +1,347 @@
+"""The `ortho` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from catalog import db
+from catalog.workspace import Workspace, WorkspaceBusy
+
+app = typer.Typer(help="OrthoFoundation data platform: ingest, catalog, curate, shard, pretrain, evaluate.",
+                  no_args_is_help=True, add_completion=False)
+sources_app = typer.Typer(help="Register and list image sources.", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", envvar="ORTHO_WORKSPACE",
+                                                      help="Workspace folder [default: ./workspace]")]
+
+
+def _ws(path: Optional[Path]) -> Workspace:
+    return Workspace.open(path)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _setup_logging(ws: Workspace, name: str) -> Path:
+    """Warnings to the console (one line each, file ids only) and everything to workspace/logs."""
+    log = logging.getLogger("ortho")
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    path = ws.logs_dir / f"{name}.log"
+    fh = logging.FileHandler(path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    fh.setLevel(logging.INFO)
+    log.addHandler(fh)
+    ch = logging.StreamHandler(sys.stderr)
+    ch.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    ch.setLevel(logging.WARNING)
+    log.addHandler(ch)
+    log.propagate = False
+    return path
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+@sources_app.command("add")
+def sources_add(
+    name: str,
+    location: str = typer.Argument(..., help="A local folder or an fsspec URL (s3://bucket/prefix, ...)"),
+    kind: str = typer.Option("internal", help="internal | public | phantom (a synthetic tree drawn on first ingest)"),
+    labels: list[str] = typer.Option([], "--labels", help="folder:TASK | pattern:TASK | csv:FILE[:key=COL][:prefix=P]; repeatable"),
+    path_pattern: Optional[str] = typer.Option(None, help="Regex with named groups patient, laterality, split, exam, label, plane, view"),
+    modality: Optional[str] = typer.Option(None, help="Modality for files without a header (e.g. DX, MR)"),
+    body_part: Optional[str] = typer.Option(None, help="Body part for files without a header (e.g. knee)"),
+    slice_axis: str = typer.Option("auto", help="NIfTI slicing: auto (acquisition plane), 0, 1, 2 or all"),
+    replace: bool = typer.Option(False, help="Change the settings of an existing source"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Register a source of images."""
+    from ingest.sources import Source, SourceError, add_source
+
+    try:
+        src = add_source(_ws(workspace), Source(name, location, kind, labels=list(labels), path_pattern=path_pattern,
+                                                modality=modality, body_part=body_part, slice_axis=slice_axis), replace=replace)
+    except SourceError as e:
+        _fail(str(e))
+    console.print(f"source [bold]{src.name}[/bold] registered ({src.kind}, #{src.seq})")
+
+
+@sources_app.command("list")
+def sources_list(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show registered sources (locations are private: shown only here, to you)."""
+    from dataclasses import asdict
+
+    from ingest.sources import load_sources
+
+    sources = sorted(load_sources(_ws(workspace)).values(), key=lambda s: s.seq)
+    if as_json:
+        print(json.dumps([asdict(s) for s in sources], indent=2))
+        return
+    table = Table("#", "name", "kind", "location", "labels", "path pattern", title="sources")
+    for s in sources:
+        table.add_row(str(s.seq), s.name, s.kind, s.location, ", ".join(s.labels), s.path_pattern or "")
+    console.print(table)
+
+
+# --- ingest ----------------------------------------------------------------------------------
+
+@app.command()
+def ingest(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Sources to ingest [default: all]")] = None,
+    batch_size: int = typer.Option(64, help="Files per Prefect task"),
+    runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
+    retry_quarantined: bool = typer.Option(False, help="Read quarantined files again"),
+    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Ingest registered sources: de-identify, store pixels, catalog every file."""
+    ws = _ws(workspace)
+    run_ingest(ws, names or None, batch_size=batch_size, runner=runner, workers=workers,
+               retry_quarantined=retry_quarantined, wait=wait)
+
+
+def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, runner: str = "processes",
+               workers: int | None = None, retry_quarantined: bool = False, wait: float = 0.0) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows import ingest as ingest_flows
+    from ingest.sources import load_sources
+
+    known = load_sources(ws)
+    if not known:
+        _fail("no sources registered; add one with `ortho sources add NAME LOCATION`")
+    missing = [n for n in names or [] if n not in known]
+    if missing:
+        _fail(f"unknown source(s): {', '.join(missing)}; see `ortho sources list`")
+    log_path = _setup_logging(ws, "ingest")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("files · {task.fields[images]} images · {task.fields[quarantined]} quarantined"),
+                  TimeElapsedColumn(), console=err, transient=False) as progress:
+        bars: dict[str, int] = {}
+
+        def on_batch(result, summary):
+            if summary.source not in bars:
+                bars[summary.source] = progress.add_task(summary.source, total=None, images=0, quarantined=0)
+            tid = bars[summary.source]
+            progress.update(tid, completed=summary.result.files, total=summary.files_seen - summary.files_skipped,
+                            images=summary.result.images, quarantined=sum(summary.result.quarantined.values()))
+
+        ingest_flows.progress_hook = on_batch
+        try:
+            results = ingest_flows.ingest_flow(str(ws.root), names, batch_size=batch_size, runner=runner,
+                                               workers=workers, retry_quarantined=retry_quarantined, wait_s=wait)
+        except WorkspaceBusy as e:
+            _fail(str(e), code=75)
+        finally:
+            ingest_flows.progress_hook = None
+    print_ingest_summary(ws, results)
+    err.print(f"log: {log_path}")
+    return results
+
+
+def print_ingest_summary(ws: Workspace, results: list[dict]) -> None:
+    table = Table("source", "seen", "new", "already done", "ingested", "duplicate", "quarantined", "images",
+                  title="ingest summary (this run)")
+    con = db.connect(ws)
+    try:
+        for r in results:
+            run_id = r["run_id"]
+            counts = dict(con.execute("SELECT status, count(*) FROM files WHERE run_id = ? GROUP BY status", [run_id]).fetchall())
+            table.add_row(r["source"], str(r["files_seen"]), str(r["files_processed"]), str(r["files_skipped"]),
+                          str(counts.get("ingested", 0)), str(counts.get("duplicate", 0)),
+                          str(counts.get("quarantined", 0)), str(r["images"]))
+        console.print(table)
+        reasons = con.execute("""SELECT source, reason, count(*) FROM files WHERE status = 'quarantined'
+                                 AND run_id IN (SELECT unnest(?)) GROUP BY ALL ORDER BY ALL""",
+                              [[r["run_id"] for r in results]]).fetchall()
+    finally:
+        con.close()
+    if reasons:
+        qt = Table("source", "reason", "files", title="quarantined this run, by reason")
+        for source, reason, n in reasons:
+            qt.add_row(source, reason, str(n))
+        console.print(qt)
+
+
+# --- sql -------------------------------------------------------------------------------------
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="SQL over the views files, images, labels, runs"),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of the screen"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Query the catalog with DuckDB SQL."""
+    import duckdb
+
+    if fmt not in ("table", "csv", "json", "parquet"):
+        _fail("--format must be table, csv, json or parquet")
+    if fmt == "parquet" and out is None:
+        _fail("--format parquet needs --out FILE")
+    ws = _ws(workspace)
+    con = db.connect(ws)
+    try:
+        if fmt in ("csv", "parquet") and out is not None:
+            target = str(out).replace("'", "''")
+            opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
+            con.execute(f"COPY ({query.rstrip().rstrip(';')}) TO '{target}' ({opts})")
+            err.print(f"wrote {out}")
+            return
+        cur = con.execute(query)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchall()
+    except duckdb.Error as e:
+        _fail(str(e).splitlines()[0])
+    finally:
+        con.close()
+    if fmt == "table":
+        table = Table(*cols)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        if out:
+            with open(out, "w") as f:
+                Console(file=f, width=200).print(table)
+        else:
+            console.print(table)
+        return
+    if fmt == "json":
+        text = json.dumps([dict(zip(cols, row)) for row in rows], default=str, indent=1)
+    else:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(cols)
+        writer.writerows(rows)
+        text = buf.getvalue()
+    if out:
+        out.write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# --- status and lineage ----------------------------------------------------------------------
+
+@app.command()
+def status(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Summarise the workspace: sources, files by status, images by modality and body part, runs."""
+    from ingest.sources import load_sources
+
+    ws = _ws(workspace)
+    con = db.connect(ws)
+    try:
+        files = con.execute("SELECT source, status, count(*) FROM files GROUP BY ALL ORDER BY ALL").fetchall()
+        images = con.execute("SELECT modality, body_part, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall()
+        reasons = con.execute("SELECT reason, count(*) FROM files WHERE status='quarantined' GROUP BY ALL ORDER BY 2 DESC").fetchall()
+        runs = con.execute("SELECT run_id, kind, source, status, files_processed, images FROM runs ORDER BY started_at DESC LIMIT 10").fetchall()
+        labels = con.execute("SELECT task, count(DISTINCT image_id) FROM labels GROUP BY ALL ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    sources = sorted(load_sources(ws).values(), key=lambda s: s.seq)
+    data = {
+        "workspace": str(ws.root),
+        "sources": [{"name": s.name, "kind": s.kind} for s in sources],
+        "files": [{"source": a, "status": b, "count": c} for a, b, c in files],
+        "images": [{"modality": a, "body_part": b, "count": c} for a, b, c in images],
+        "quarantine_reasons": {a: b for a, b in reasons},
+        "labels": {a: b for a, b in labels},
+        "recent_runs": [dict(zip(("run_id", "kind", "source", "status", "files", "images"), r)) for r in runs],
+    }
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    by_source: dict[str, dict[str, int]] = {}
+    for source, st, n in files:
+        by_source.setdefault(source, {})[st] = n
+    t = Table("source", "kind", "ingested", "duplicate", "quarantined", title=f"workspace {ws.root}")
+    kinds = {s.name: s.kind for s in sources}
+    for name in [s.name for s in sources]:
+        c = by_source.get(name, {})
+        t.add_row(name, kinds.get(name, ""), str(c.get("ingested", 0)), str(c.get("duplicate", 0)), str(c.get("quarantined", 0)))
+    console.print(t)
+    ti = Table("modality", "body part", "images", title="images")
+    for m, b, n in images:
+        ti.add_row(str(m), str(b), str(n))
+    console.print(ti)
+    if labels:
+        tl = Table("task", "labelled images", title="labels")
+        for task, n in labels:
+            tl.add_row(task, str(n))
+        console.print(tl)
+    if reasons:
+        tq = Table("reason", "files", title="quarantined")
+        for r, n in reasons:
+            tq.add_row(r, str(n))
+        console.print(tq)
+    if runs:
+        tr = Table("run", "kind", "source", "status", "files", "images", title="recent runs")
+        for r in runs:
+            tr.add_row(*(str(v) for v in r))
+        console.print(tr)
+
+
+@app.command()
+def lineage(file_id: str, workspace: WorkspaceOpt = None) -> None:
+    """Look up where a file id came from (the private lineage table; prints a path, which may be identifying)."""
+    ws = _ws(workspace)
+    con = db.connect(ws, private=True)
+    try:
+        rows = con.execute("SELECT DISTINCT source, location, path, size, run_id FROM lineage WHERE file_id = ?", [file_id]).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        _fail(f"no file with id {file_id}")
+    for source, location, path, size, run_id in rows:
+        console.print(f"{file_id}  source={source}  path={os.path.join(location, path)}  bytes={size}  run={run_id}")
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+@app.command()
+def phantom(root: Path = typer.Argument(Path("demo-data/phantom")), seed: int = 0, patients: int = 6) -> None:
+    """Write the synthetic phantom tree (PACS-like DICOM with planted PHI, NIfTI, PNG, broken files)."""
+    from ingest.phantom import write_phantom
+
+    console.print(f"phantom tree at {write_phantom(root, seed=seed, n_patients=patients)}")
+
+
+@app.command()
+def demo(
+    data_dir: Path = typer.Option(Path("demo-data"), help="Where the phantom tree is drawn (outside the workspace)"),
+    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The main job end to end on the embedded default data: phantom + pydicom's real files."""
+    from flows.demo import register_demo_sources
+
+    ws = _ws(workspace)
+    names = register_demo_sources(ws, data_dir)
+    console.rule("ingest")
+    run_ingest(ws, names, workers=workers)
+    console.rule("catalog")
+    status(workspace=ws.root, as_json=False)
+    console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]")
+
+
+if __name__ == "__main__":
+    app()

@@ -45,9 +45,23 @@ def _retry_on_io(task, task_run, state) -> bool:
 @task(name="ingest-batch", retries=2, retry_delay_seconds=1, retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE, persist_result=False)
 def ingest_batch(workspace: str, batch_path: str) -> dict:
-    result = process_batch(Workspace.open(workspace), BatchSpec.load(Path(batch_path)))
+    ws = Workspace.open(workspace)
+    attach_log_file(ws)
+    result = process_batch(ws, BatchSpec.load(Path(batch_path)))
     return {"files": result.files, "images": result.images, "bytes": result.bytes,
             "quarantined": dict(result.quarantined), "formats": dict(result.formats)}
+
+
+def attach_log_file(ws: Workspace) -> None:
+    """Worker processes append their one-line quarantine messages to workspace/logs/ingest.log."""
+    path = str(ws.logs_dir / "ingest.log")
+    logger = logging.getLogger("ortho")
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _as_result(d: dict) -> BatchResult:

@@ -84,9 +84,10 @@ def label_resolver(source: Source) -> LabelResolver:
     return _resolver(json.dumps(asdict(source), sort_keys=True))
 
 
-def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits = Limits()) -> BatchResult:
+def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None) -> BatchResult:
     if (ws.parts_dir / batch.part_id).exists():
         return BatchResult()  # committed by an earlier attempt of this task
+    limits = limits or Limits.from_env()
     source = load_sources(ws)[batch.source]
     pseudo = Pseudonymizer(ws.secret())
     store = ImageStore(ws.store_dir)

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder, iter_pixels
+from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.uid import UID_dictionary
 
 from ingest import vocab
@@ -112,8 +112,26 @@ def _functional(ds, frame: int, seq_kw: str, attr_kw: str):
     return _get(ds, attr_kw)
 
 
+def _ensure_transfer_syntax(ds) -> None:
+    """Files without (0002,0010) are common in old exports: infer it from how the body was encoded."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    if meta is None:
+        ds.file_meta = meta = pydicom.dataset.FileMetaDataset()
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        raise Quarantine("unsupported_transfer_syntax", "no transfer syntax and unknown encoding")
+    if "PixelData" in ds and ds["PixelData"].is_undefined_length:
+        raise Quarantine("unsupported_transfer_syntax", "compressed pixel data without a transfer syntax")
+    meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                              pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+
+
 def _check_pixels(ds, ctx: ReadContext) -> tuple[int, int, int]:
     rows, cols = _int(_get(ds, "Rows")), _int(_get(ds, "Columns"))
+    if rows is None or cols is None:
+        raise Quarantine("invalid_dicom", "pixel data without Rows or Columns")
     frames = _int(_get(ds, "NumberOfFrames", 1)) or 1
     spp = _int(_get(ds, "SamplesPerPixel", 1)) or 1
     bits = _int(_get(ds, "BitsAllocated", 16)) or 16
@@ -220,6 +238,7 @@ def read_dicom(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
         raise Quarantine("no_pixel_data", f"SOP class {name or 'unknown'} without pixel data")
     if str(_get(ds, "BurnedInAnnotation", "")).strip().upper() == "YES":
         raise Quarantine("burned_in_annotation", "BurnedInAnnotation is YES")
+    _ensure_transfer_syntax(ds)
     rows, cols, n_frames = _check_pixels(ds, ctx)
     header = _header_attrs(ds, ctx)
     photometric = header["photometric"] or "MONOCHROME2"
@@ -245,6 +264,10 @@ def read_dicom(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
 
 def _frame(ds, arr: np.ndarray, index: int, header: dict, photometric: str, bits_stored: int,
            signed: bool, eight_bit: bool) -> Frame:
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+        if arr.dtype.itemsize == 2 and eight_bit:
+            arr = (arr >> 8).astype(np.uint8)  # 8-bit indices into 16-bit LUT entries
     arr = to_gray(arr) if arr.ndim == 3 else arr
     slope = _float(_functional(ds, index, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0
     intercept = _float(_functional(ds, index, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0

@@ -17,9 +17,14 @@ import pyarrow.parquet as pq
 from catalog.workspace import Workspace
 
 
-def write_table(path: Path, rows: list[dict], schema: pa.Schema) -> None:
+def _tmp_name(path: Path, tmp_dir: Path | None) -> Path:
+    # Temporaries live in private/staging when given, so a killed run's leftovers are swept there.
+    return (tmp_dir or path.parent) / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def write_table(path: Path, rows: list[dict], schema: pa.Schema, tmp_dir: Path | None = None) -> None:
     table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _tmp_name(path, tmp_dir)
     pq.write_table(table, tmp, compression="zstd")
     _fsync(tmp)
     os.replace(tmp, path)
@@ -46,8 +51,8 @@ def commit_part(ws: Workspace, part_id: str, tables: dict[str, tuple[list[dict],
     return final
 
 
-def write_file_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+def write_file_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    tmp = _tmp_name(path, tmp_dir)
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)

@@ -11,9 +11,10 @@ from ingest.pixels import decode_png, encode_png
 
 
 class ImageStore:
-    def __init__(self, root: Path, compress_level: int = 1):
+    def __init__(self, root: Path, compress_level: int = 1, tmp_dir: Path | None = None):
         self.root = Path(root)
         self.compress_level = compress_level
+        self.tmp_dir = tmp_dir
 
     @staticmethod
     def relpath(image_id: str) -> str:
@@ -28,7 +29,7 @@ class ImageStore:
         if path.exists():
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(path, encode_png(pixels, self.compress_level))
+        write_file_atomic(path, encode_png(pixels, self.compress_level), self.tmp_dir)
         return True
 
     def get(self, image_id: str) -> np.ndarray:

@@ -90,7 +90,7 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     limits = limits or Limits.from_env()
     source = load_sources(ws)[batch.source]
     pseudo = Pseudonymizer(ws.secret())
-    store = ImageStore(ws.store_dir)
+    store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
     resolver = label_resolver(source)
     now = dt.datetime.now(dt.timezone.utc)
     files, occurrences, labels, lineage = [], [], [], []
@@ -128,7 +128,7 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
         result.formats[row["format"] or "none"] += 1
     # Lineage first: if the process dies between the two, the re-run writes the same lineage
     # again (the view is DISTINCT) and commits the part; never a part without its lineage.
-    write_table(ws.lineage_dir / f"{batch.part_id}.parquet", lineage, schema.LINEAGE)
+    write_table(ws.lineage_dir / f"{batch.part_id}.parquet", lineage, schema.LINEAGE, ws.staging_dir)
     commit_part(ws, batch.part_id, {
         "files": (files, schema.FILE_ROW),
         "occurrences": (occurrences, schema.OCCURRENCE),

@@ -72,7 +72,7 @@ def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str,
                files_processed=s.get("files_processed"), files_skipped=s.get("files_skipped"),
                images=s.get("images"), quarantined=sum(s.get("quarantined", {}).values()) if s else None,
                params=json.dumps(params or {}))
-    write_table(ws.runs_dir / f"{run_id}-{phase}.parquet", [row], schema.RUN)
+    write_table(ws.runs_dir / f"{run_id}-{phase}.parquet", [row], schema.RUN, ws.staging_dir)
 
 
 def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,

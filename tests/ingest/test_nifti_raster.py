@@ -1,0 +1,106 @@
+import gzip
+import io
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from ingest.deid import Pseudonymizer
+from ingest.readers import Limits, ReadContext, read_frames
+from ingest.reasons import Quarantine
+
+
+def ctx(**kw):
+    return ReadContext(Pseudonymizer(b"s" * 32), "f" * 16, **kw)
+
+
+def nifti_bytes(arr, affine=None, gz=True) -> bytes:
+    raw = nib.Nifti1Image(arr, np.eye(4) if affine is None else affine).to_bytes()
+    return gzip.compress(raw) if gz else raw
+
+
+def frames(data, name, **kw):
+    return list(read_frames(data, name, ctx(**kw))[1])
+
+
+def reason(data, name, **kw):
+    with pytest.raises(Quarantine) as e:
+        frames(data, name, **kw)
+    return e.value.reason
+
+
+def test_auto_axis_is_the_thickest_voxels_and_geometry_is_recorded():
+    vol = np.arange(10 * 12 * 4, dtype=np.int16).reshape(10, 12, 4)
+    affine = np.diag([0.5, 0.5, 4.0, 1.0])  # axial stack of 4 slices, 4 mm thick
+    out = frames(nifti_bytes(vol, affine), "v.nii.gz")
+    assert len(out) == 4
+    assert {f.attrs["plane"] for f in out} == {"axial"}
+    assert out[0].attrs["slice_thickness"] == 4.0 and out[0].attrs["orientation"] == "RAS"
+    assert [f.attrs["slice_position"] for f in out] == [0.0, 4.0, 8.0, 12.0]
+    # RAS display: the slice is transposed and flipped so superior/anterior is at the top
+    assert np.array_equal(out[0].pixels, vol[:, :, 0].T[::-1].astype(np.uint16))
+
+
+def test_nominal_affine_slices_as_stored_and_all_planes_on_request():
+    vol = np.random.default_rng(0).integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    out = frames(nifti_bytes(vol), "v.nii.gz")
+    assert len(out) == 3 and np.array_equal(out[1].pixels, vol[:, :, 1]) and out[0].pixels.dtype == np.uint8
+    assert len(frames(nifti_bytes(vol), "v.nii.gz", slice_axis="all")) == 6 + 7 + 3
+
+
+def test_4d_volumes_are_each_sliced():
+    vol = np.zeros((4, 4, 3, 2), np.int16)
+    vol[..., 1] = 7
+    out = frames(nifti_bytes(vol, gz=False), "v.nii")
+    assert len(out) == 6 and {f.attrs["volume_index"] for f in out} == {0, 1}
+
+
+def test_float_volumes_keep_their_values_through_the_mapping():
+    vol = np.linspace(-1, 1, 4 * 4 * 2, dtype=np.float32).reshape(4, 4, 2)
+    (a, b) = frames(nifti_bytes(vol), "v.nii.gz")
+    back = a.pixels * a.attrs["intensity_scale"] + a.attrs["intensity_offset"]
+    assert np.abs(back - vol[:, :, 0]).max() < 1e-3
+
+
+def test_gzip_bomb_stops_at_the_limit():
+    bomb = gzip.compress(b"\x00" * (64 << 20))
+    assert len(bomb) < 200_000
+    assert reason(bomb, "bomb.nii.gz", limits=Limits(max_decoded_bytes=8 << 20)) == "too_large"
+
+
+def test_corrupt_and_truncated_headers():
+    good = nifti_bytes(np.zeros((8, 8, 4), np.int16), gz=False)
+    assert reason(b"\x00" * 40 + good[40:], "c.nii") == "invalid_nifti"
+    assert reason(good[:400], "t.nii") == "truncated"
+    noisy = nifti_bytes(np.random.default_rng(5).integers(0, 999, (16, 16, 8), dtype=np.int16), gz=True)
+    assert reason(noisy[: len(noisy) // 2], "t.nii.gz") == "truncated"
+
+
+def png(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_16_bit_png_is_exact_and_rgb_is_converted():
+    arr = np.random.default_rng(2).integers(0, 65536, (9, 11), dtype=np.uint16)
+    (f,) = frames(png(arr), "a.png")
+    assert f.pixels.dtype == np.uint16 and np.array_equal(f.pixels, arr)
+    rgb = np.random.default_rng(3).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    (g,) = frames(png(rgb), "c.png")
+    assert g.pixels.shape == (5, 6) and g.pixels.dtype == np.uint8
+
+
+def test_truncated_png_and_wrong_extension():
+    data = png(np.random.default_rng(4).integers(0, 256, (64, 64), dtype=np.uint8))
+    assert reason(data[: len(data) // 2], "t.png") in {"truncated", "decode_error"}
+    assert reason(data, "image.dcm") == "extension_mismatch"
+    assert reason(data, "volume.nii") == "extension_mismatch"
+
+
+def test_path_hints_become_pseudonyms_not_text():
+    data = png(np.zeros((4, 4), np.uint8))
+    (f,) = frames(data, "9001234L.png", hints={"patient": "9001234", "laterality": "L", "split": "train"})
+    assert f.attrs["laterality"] == "L" and f.attrs["source_split"] == "train"
+    assert "9001234" not in repr(f.attrs) and f.attrs["patient_key_basis"] == "path_pattern"

@@ -1,0 +1,79 @@
+"""kill -9 an ingest at random moments, start it again: the catalog equals an uninterrupted run's."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from catalog import db
+from catalog.workspace import Workspace
+from ingest.sources import Source, add_source
+
+SCRIPT = """
+import sys
+from catalog.workspace import Workspace
+from ingest.run import ingest_source
+ingest_source(Workspace.open(sys.argv[1]), "pacs", batch_size=4)
+"""
+
+SNAPSHOT = {
+    "files": "SELECT * EXCLUDE (run_id, committed_at, generation) FROM files ORDER BY ALL",
+    "images": "SELECT * FROM images ORDER BY image_id",
+    "labels": "SELECT * FROM labels ORDER BY ALL",
+}
+
+
+def snapshot(ws):
+    return {k: db.query(ws, sql)[1] for k, sql in SNAPSHOT.items()}
+
+
+def make_ws(path, phantom_root, secret_from=None):
+    ws = Workspace.open(path)
+    if secret_from is not None:
+        shutil.copy(secret_from.secret_path, ws.secret_path)
+    add_source(ws, Source("pacs", str(phantom_root / "pacs"), "internal", labels=["csv:labels.csv"]))
+    return ws
+
+
+def run(ws, kill_at_parts=None):
+    """Run to the end, or SIGKILL once `kill_at_parts` parts exist (plus a random few ms)."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(ws.root)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if kill_at_parts is None:
+        assert proc.wait(timeout=300) == 0
+        return True
+    while proc.poll() is None and len(os.listdir(ws.parts_dir)) < kill_at_parts:
+        time.sleep(0.002)
+    time.sleep(random.uniform(0, 0.02))
+    finished = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return finished
+
+
+@pytest.mark.slow
+def test_killed_and_rerun_ingest_equals_uninterrupted(tmp_path, phantom_root):
+    reference = make_ws(tmp_path / "ref", phantom_root)
+    reference.secret()
+    run(reference)
+    expected = snapshot(reference)
+
+    victim = make_ws(tmp_path / "victim", phantom_root, secret_from=reference)
+    kills = 0
+    for parts in (3, 8, 14, 20):  # of 25 parts: kills land inside batches, renames and run records
+        if run(victim, kill_at_parts=parts):
+            break
+        kills += 1
+    run(victim)
+    assert kills >= 1
+    assert snapshot(victim) == expected
+    assert db.query(victim, "SELECT count(*) FROM runs WHERE status = 'running'")[1][0][0] == kills
+    assert not any(victim.staging_dir.iterdir()) and not list(victim.root.rglob("*.tmp"))
+    pngs = list(victim.store_dir.rglob("*.png"))
+    assert all(p.stat().st_size > 0 for p in pngs) and not list(victim.store_dir.rglob("*.tmp"))

@@ -1,0 +1,81 @@
+"""No planted identifying value may appear anywhere in the workspace but the private lineage table.
+
+Parquet and PNG are compressed, so a byte scan alone proves little: Parquet columns are decoded
+and searched as text, and PNG files must hold no chunk other than pixels.
+"""
+
+import logging
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ingest.phantom import planted_values
+
+ALLOWED_PNG_CHUNKS = {b"IHDR", b"IDAT", b"IEND"}
+
+
+def _png_chunks(data: bytes) -> set[bytes]:
+    chunks, pos = set(), 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunks.add(data[pos + 4 : pos + 8])
+        pos += 12 + length
+    return chunks
+
+
+def scan_workspace(root: Path, needles: list[str]) -> list[str]:
+    pattern = re.compile("|".join(re.escape(n) for n in needles), re.IGNORECASE)
+    hits = []
+    for path in root.rglob("*"):
+        if not path.is_file() or "lineage" in path.relative_to(root).parts:
+            continue
+        rel = str(path.relative_to(root))
+        if pattern.search(rel):
+            hits.append(f"path {rel}")
+        data = path.read_bytes()
+        if pattern.search(data.decode("latin-1")):
+            hits.append(f"bytes of {rel}")
+        if path.suffix == ".parquet":
+            text = str(pq.read_table(path).to_pylist())
+            if pattern.search(text):
+                hits.append(f"decoded {rel}: {pattern.search(text).group(0)}")
+        if path.suffix == ".png":
+            extra = _png_chunks(data) - ALLOWED_PNG_CHUNKS
+            if extra:
+                hits.append(f"png chunks {extra} in {rel}")
+    return hits
+
+
+def test_planted_phi_never_lands(phantom_workspace, phantom_root, caplog):
+    ws, _ = phantom_workspace
+    needles = planted_values()
+    assert "Zorblatt" in needles and any(n.startswith("PHX") for n in needles)
+    # the planted values really are in the source tree: folder names, file names and headers
+    tree = "\n".join(str(p) for p in phantom_root.rglob("*"))
+    assert "ZORBLATT" in tree and "Zorblatt_Q_knee_L.dcm" in tree
+    assert scan_workspace(ws.root, needles) == []
+
+
+def test_lineage_is_the_one_place_paths_are_kept(phantom_workspace):
+    from catalog import db
+
+    ws, _ = phantom_workspace
+    con = db.connect(ws, private=True)
+    paths = [p for (p,) in con.execute("SELECT path FROM lineage").fetchall()]
+    con.close()
+    assert any("ZORBLATT" in p for p in paths)
+
+
+def test_quarantine_messages_name_no_path(tmp_path, caplog, phantom_root):
+    from catalog.workspace import Workspace
+    from ingest.run import ingest_source
+    from ingest.sources import Source, add_source
+
+    ws = Workspace.open(tmp_path / "w")
+    add_source(ws, Source("pacs", str(phantom_root / "pacs"), "internal"))
+    with caplog.at_level(logging.INFO, logger="ortho"):
+        ingest_source(ws, "pacs")
+    text = caplog.text
+    assert "quarantined file" in text
+    assert not re.search("|".join(re.escape(n) for n in planted_values() + ["broken", ".dcm", str(phantom_root)]), text, re.I)

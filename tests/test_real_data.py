@@ -1,0 +1,49 @@
+"""The real data in ../shared/data: every file accounted for, KL grades and MRI labels in `labels`."""
+
+import os
+
+import pytest
+
+from catalog import db
+from flows.demo import KL_PATTERN
+from ingest.run import ingest_source
+from ingest.sources import Source, add_source
+from tests.conftest import shared_data
+
+MRNET_PATTERN = r"(?P<exam>\d+)_(?P<plane>axial|coronal|sagittal)\.nii\.gz"
+
+
+def n_files(path):
+    return sum(len(f) for _, _, f in os.walk(path))
+
+
+@pytest.mark.slow
+def test_all_four_folders(ws):
+    root = shared_data()
+    add_source(ws, Source("oai-kl", str(root / "knee-xray-kl"), "public", labels=["folder:kl_grade"],
+                          path_pattern=KL_PATTERN, modality="DX", body_part="knee"))
+    add_source(ws, Source("oai-kl-clahe", str(root / "knee-xray-kl-clahe"), "public", labels=["folder:kl_grade"],
+                          path_pattern=r"(?P<split>train|val|test)/(?P<label>\d)/(?P<patient>\d+)(?P<laterality>[LR])?\.png",
+                          modality="DX", body_part="knee"))
+    add_source(ws, Source("mrnet", str(root / "knee-mri-nifti"), "public", labels=["csv:labels.csv:prefix=mri_"],
+                          path_pattern=MRNET_PATTERN, modality="MR", body_part="knee"))
+    add_source(ws, Source("dicom", str(root / "dicom"), "internal"))
+    for name in ("oai-kl", "oai-kl-clahe", "mrnet", "dicom"):
+        ingest_source(ws, name, batch_size=256)
+    files = dict(db.query(ws, "SELECT source, count(*) FROM files GROUP BY ALL")[1])
+    assert files == {"oai-kl": n_files(root / "knee-xray-kl"), "oai-kl-clahe": n_files(root / "knee-xray-kl-clahe"),
+                     "mrnet": n_files(root / "knee-mri-nifti") - 1, "dicom": n_files(root / "dicom")}
+    assert db.query(ws, "SELECT count(*) FROM files WHERE status = 'quarantined'")[1][0][0] == 0
+    kl = dict(db.query(ws, "SELECT value, count(*) FROM labels WHERE source = 'oai-kl' AND task = 'kl_grade' GROUP BY ALL")[1])
+    assert sum(kl.values()) == n_files(root / "knee-xray-kl") and set(kl) == {"0", "1", "2", "3", "4"}
+    acl = dict(db.query(ws, """SELECT i.study_key, any_value(l.value) FROM labels l JOIN images i USING (image_id)
+                               WHERE l.task = 'mri_acl' GROUP BY ALL""")[1])
+    assert len(acl) == 8
+    planes = dict(db.query(ws, "SELECT plane, count(DISTINCT series_key) FROM images WHERE source = 'mrnet' GROUP BY ALL")[1])
+    assert planes == {"axial": 8, "coronal": 8, "sagittal": 8}
+    # the MONOCHROME1 radiograph was inverted once; DICOM series keep their slice order and no names
+    dicom = db.query(ws, "SELECT modality, count(*) FROM images WHERE source = 'dicom' GROUP BY ALL ORDER BY ALL")[1]
+    assert dict(dicom)["MR"] == 77 and dict(dicom)["CR"] == 1
+    pids = {p for (p,) in db.query(ws, "SELECT DISTINCT patient_key FROM images WHERE source = 'oai-kl'")[1]}
+    raw_ids = {f[:-5] for _, _, fs in os.walk(root / "knee-xray-kl") for f in fs}
+    assert len(pids) == len(raw_ids) and not pids & raw_ids and all(len(p) == 16 for p in pids)

@@ -6,6 +6,8 @@ ingest/vocab.py): free text from a source never reaches a part.
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -129,6 +131,7 @@ RUN = pa.schema(
 TABLES = {"files": FILE_ROW, "occurrences": OCCURRENCE, "labels": LABEL}
 
 
+@functools.lru_cache(maxsize=None)
 def empty_select(schema: pa.Schema) -> str:
     """A typed, empty SELECT for a view whose parts do not exist yet."""
     import duckdb

@@ -51,17 +51,19 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def completed_generations(ws: Workspace, source: str) -> int:
-    _, rows = db.query(ws, "SELECT count(*) FROM runs WHERE kind = 'ingest' AND source = ? AND status = 'completed'", [source])
-    return int(rows[0][0])
-
-
-def done_versions(ws: Workspace, source: str, retry_quarantined: bool) -> set[tuple[str, str]]:
+def catalog_state(ws: Workspace, source: str, retry_quarantined: bool) -> tuple[int, set[tuple[str, str]]]:
+    """The source's completed-run count (its generation) and the file versions already done."""
     sql = "SELECT file_id, file_version FROM current_files WHERE source = ?"
     if retry_quarantined:
         sql += " AND outcome <> 'quarantined'"
-    _, rows = db.query(ws, sql, [source])
-    return {(r[0], r[1]) for r in rows}
+    con = db.connect(ws)
+    try:
+        generation = con.execute("SELECT count(*) FROM runs WHERE kind = 'ingest' AND source = ? AND status = 'completed'",
+                                 [source]).fetchall()[0][0]
+        done = {(r[0], r[1]) for r in con.execute(sql, [source]).fetchall()}
+    finally:
+        con.close()
+    return int(generation), done
 
 
 def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str, generation: int,
@@ -76,10 +78,9 @@ def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str,
 
 
 def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,
-                 summary: IngestSummary, retry_quarantined: bool = False) -> Iterator[Path]:
+                 summary: IngestSummary, done: set[tuple[str, str]]) -> Iterator[Path]:
     """Stream the listing into batch files under private/staging; only ids travel further."""
     pseudo = Pseudonymizer(ws.secret())
-    done = done_versions(ws, source.name, retry_quarantined)
     staging = ws.staging_dir / run_id
     staging.mkdir(parents=True, exist_ok=True)
     batch, index = [], 0
@@ -131,12 +132,12 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
         clear_staging(ws)
         ensure_materialised(source)
         run_id = new_run_id()
-        generation = completed_generations(ws, name)
+        generation, done = catalog_state(ws, name, retry_quarantined)
         summary = IngestSummary(name, run_id)
         params = {"batch_size": batch_size, "retry_quarantined": retry_quarantined}
         record_run(ws, run_id, name, "started", "running", generation, params=params)
         try:
-            batches = plan_batches(ws, source, run_id, generation, batch_size, summary, retry_quarantined)
+            batches = plan_batches(ws, source, run_id, generation, batch_size, summary, done)
             for result in map_batches(ws, batches):
                 summary.result.merge(result)
                 if on_batch:

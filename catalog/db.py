@@ -55,7 +55,8 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
             SEMI JOIN current_files f ON o.part_id = f.part_id AND o.file_id = f.file_id""",
         """CREATE OR REPLACE VIEW images AS
            SELECT * EXCLUDE (occurrence_rank, part_id, generation, file_version),
-                  CAST(NULL AS VARCHAR) AS split
+                  CAST(NULL AS VARCHAR) AS split,   -- patient-level split: set by curation
+                  false AS excluded                 -- curation exclusions and leakage guard
            FROM occurrences WHERE occurrence_rank = 1""",
         """CREATE OR REPLACE VIEW files AS
            SELECT f.source, f.file_id, f.format,

@@ -1,0 +1,181 @@
+"""Writing a shard set: plan (seeded order, shard boundaries), write each tar, then the manifest.
+
+A shard set is built in a hidden temporary folder and published with one rename, so a failed or
+killed build leaves nothing that looks like a shard set. Tars are byte-for-byte deterministic:
+fixed order, mtime 0, uid/gid 0, no user names; PNG payloads are the store's bytes as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from catalog.workspace import Workspace
+from shards.manifest import Manifest, ShardEntry
+from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+class ShardError(RuntimeError):
+    pass
+
+
+def parse_size(text: str) -> int:
+    m = re.match(r"^\s*([\d.]+)\s*([A-Za-z]*)\s*$", str(text))
+    if not m or m[2].upper() not in _UNITS:
+        raise ShardError(f"cannot read size {text!r}: use e.g. 512MB, 1GiB")
+    return int(float(m[1]) * _UNITS[m[2].upper()])
+
+
+@dataclass
+class ShardPlan:
+    index: int
+    records: list[dict]
+
+    @property
+    def file(self) -> str:
+        return f"shard-{self.index:06d}.tar"
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"index": self.index, "records": self.records}, default=str))
+
+    @classmethod
+    def load(cls, path: Path) -> "ShardPlan":
+        d = json.loads(Path(path).read_text())
+        return cls(d["index"], d["records"])
+
+
+def shard_sets_dir(ws: Workspace) -> Path:
+    return ws.root / "shards"
+
+
+def plan_shards(records: list[dict], store_root: Path, seed: int, target_bytes: int | None,
+                samples_per_shard: int | None) -> list[ShardPlan]:
+    """A seeded permutation (so a shard is not one patient or source), cut by bytes or count."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    plans, current, size = [], [], 0
+    for i in order:
+        rec = records[int(i)]
+        path = store_root / rec["store_path"]
+        try:
+            nbytes = path.stat().st_size + 1536  # + json and tar headers, near enough for cutting
+        except FileNotFoundError:
+            raise ShardError(f"image {rec['image_id']} is in the catalog but missing from the store") from None
+        full = (samples_per_shard and len(current) >= samples_per_shard) or (target_bytes and current and size + nbytes > target_bytes)
+        if full:
+            plans.append(ShardPlan(len(plans), current))
+            current, size = [], 0
+        current.append(rec)
+        size += nbytes
+    if current:
+        plans.append(ShardPlan(len(plans), current))
+    return plans
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard(store_root: Path, plan: ShardPlan, out_dir: Path) -> ShardEntry:
+    """One tar, written to a temporary name and renamed when complete."""
+    final = out_dir / plan.file
+    tmp = out_dir / f".{plan.file}.{uuid.uuid4().hex[:6]}.tmp"
+    with open(tmp, "wb") as f:
+        with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for rec in plan.records:
+                key = rec["image_id"]
+                try:
+                    png = (store_root / rec["store_path"]).read_bytes()
+                except FileNotFoundError:
+                    raise ShardError(f"image {key} is missing from the store") from None
+                _add(tar, f"{key}.png", png)
+                _add(tar, f"{key}.json", sample_json(rec))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    digest = hashlib.sha256()
+    with open(final, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return ShardEntry(plan.file, len(plan.records), final.stat().st_size, digest.hexdigest())
+
+
+def counts(records: list[dict]) -> dict:
+    return {col: dict(sorted(Counter(str(r[col]) for r in records).items()))
+            for col in ("modality", "body_part", "source", "split", "bits")}
+
+
+def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: bool = False, seed: int = 0,
+                    target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
+                    map_shards=None) -> tuple[Path, Manifest, bool]:
+    """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built)."""
+    if not _NAME.match(name):
+        raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
+    records = select(ws, query, include_excluded)
+    if not records:
+        raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
+    digest = selection_digest(records)
+    root = shard_sets_dir(ws)
+    final = root / name
+    if (final / "manifest.json").exists():
+        old = Manifest.read(final / "manifest.json")
+        if old.selection_sha256 == digest and old.seed == seed:
+            return final / "manifest.json", old, False
+        if not overwrite:
+            raise ShardError(f"shard set {name!r} exists with another selection; choose a new name or pass --overwrite")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        build = root / f".{name}.build-{uuid.uuid4().hex[:8]}"
+        build.mkdir()
+    except OSError as e:
+        raise ShardError(f"cannot write shard sets under the workspace ({e.strerror})") from None
+    try:
+        plans = plan_shards(records, ws.root, seed, parse_size(target_size) if target_size and not samples_per_shard else None,
+                            samples_per_shard)
+        run = map_shards or (lambda items, out: [write_shard(ws.root, p, out) for p in items])
+        entries = sorted(run(plans, build), key=lambda e: e.file)
+        for leftover in build.glob(".*"):
+            leftover.unlink()
+        manifest = Manifest(
+            name=name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), query=query,
+            include_excluded=include_excluded, seed=seed, selection_sha256=digest,
+            catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
+            bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records))
+        manifest.write(build / "manifest.json")
+        if final.exists():
+            trash = root / f".{name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            os.rename(build, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(build, final)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return final / "manifest.json", manifest, True
+
+
+def list_shard_sets(ws: Workspace) -> list[Manifest]:
+    root = shard_sets_dir(ws)
+    if not root.exists():
+        return []
+    return [Manifest.read(p / "manifest.json") for p in sorted(root.iterdir())
+            if not p.name.startswith(".") and (p / "manifest.json").exists()]

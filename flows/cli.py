@@ -21,6 +21,8 @@ app = typer.Typer(help="OrthoFoundation data platform: ingest, catalog, curate, 
                   no_args_is_help=True, add_completion=False)
 sources_app = typer.Typer(help="Register and list image sources.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
+shards_app = typer.Typer(help="Build, list, verify and inspect WebDataset shard sets.", no_args_is_help=True)
+app.add_typer(shards_app, name="shards")
 
 console = Console()
 err = Console(stderr=True)
@@ -315,6 +317,87 @@ def lineage(file_id: str, workspace: WorkspaceOpt = None) -> None:
         console.print(f"{file_id}  source={source}  path={os.path.join(location, path)}  bytes={size}  run={run_id}")
 
 
+# --- shards ----------------------------------------------------------------------------------
+
+@shards_app.command("build")
+def shards_build(
+    name: str,
+    query: str = typer.Option(..., "--query", help="SQL returning image_id, e.g. SELECT image_id FROM images WHERE body_part='knee'"),
+    include_excluded: bool = typer.Option(False, help="Keep images curation excluded (quality, duplicates, leakage guard)"),
+    target_size: str = typer.Option("512MB", help="Approximate bytes per shard"),
+    samples_per_shard: Optional[int] = typer.Option(None, help="Cut shards by sample count instead of size"),
+    seed: int = typer.Option(0, help="Seed of the sample order"),
+    overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
+    runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
+    from flows.shards import run_build
+    from shards.select import SelectionError
+    from shards.writer import ShardError
+
+    ws = _ws(workspace)
+    try:
+        with err.status(f"building shard set {name}"):
+            result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
+                               seed=seed, target_size=target_size, samples_per_shard=samples_per_shard, overwrite=overwrite)
+    except (SelectionError, ShardError) as e:
+        _fail(str(e))
+    verb = "built" if result["built"] else "up to date:"
+    console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
+    show_manifest(Path(result["manifest"]))
+
+
+@shards_app.command("list")
+def shards_list(workspace: WorkspaceOpt = None) -> None:
+    """Shard sets of the workspace."""
+    from shards.writer import list_shard_sets
+
+    t = Table("name", "samples", "shards", "MB", "created", "query", title="shard sets")
+    for m in list_shard_sets(_ws(workspace)):
+        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.created, m.query)
+    console.print(t)
+
+
+@shards_app.command("verify")
+def shards_verify(manifest: Path, no_decode: bool = typer.Option(False, help="Checksums and counts only")) -> None:
+    """Re-hash every shard, check sample counts, decode every sample. Exit 1 on any problem."""
+    from shards.verify import verify
+
+    if not manifest.exists():
+        _fail(f"no manifest at {manifest}")
+    problems = verify(manifest, decode=not no_decode)
+    for p in problems:
+        err.print(f"[red]bad shard[/red] {p}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"ok: every shard of {manifest.parent.name} matches its manifest")
+
+
+@shards_app.command("show")
+def shards_show(manifest: Path) -> None:
+    """Counts by modality, body part, source and split; bytes; query; catalog snapshot."""
+    if not manifest.exists():
+        _fail(f"no manifest at {manifest}")
+    show_manifest(manifest)
+
+
+def show_manifest(path: Path) -> None:
+    from shards.manifest import Manifest
+
+    m = Manifest.read(path)
+    console.print(f"[bold]{m.name}[/bold]: {m.samples} samples, {len(m.shards)} shards, {m.bytes / 1e6:.1f} MB, "
+                  f"created {m.created}, seed {m.seed}")
+    console.print(f"query: {m.query}" + ("  (exclusions ignored)" if m.include_excluded else ""))
+    console.print(f"catalog snapshot: {m.catalog_snapshot['parts']} parts, last {m.catalog_snapshot['last_part']}")
+    t = Table("attribute", "value", "samples", title="counts")
+    for attr, values in m.counts.items():
+        for value, n in values.items():
+            t.add_row(attr, value, str(n))
+    console.print(t)
+
+
 # --- demo ------------------------------------------------------------------------------------
 
 @app.command()
@@ -340,7 +423,12 @@ def demo(
     run_ingest(ws, names, workers=workers)
     console.rule("catalog")
     status(workspace=ws.root, as_json=False)
-    console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]")
+    console.rule("shards")
+    shards_build("demo-knee", query="SELECT image_id FROM images WHERE body_part = 'knee'", include_excluded=False,
+                 target_size="512MB", samples_per_shard=64, seed=0, overwrite=True, runner="threads", workers=workers,
+                 workspace=ws.root)
+    console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]"
+                  f"\n     [bold]ortho shards verify {ws.root}/shards/demo-knee/manifest.json[/bold]")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.counts = [s.samples for s in self.manifest.shards]
         self.shuffle_buffer, self.seed, self.transform = shuffle_buffer, seed, transform
         self.batch_size, self.collate = batch_size, collate or torch.utils.data.default_collate
-        self._rank, self._world = rank, world_size
+        # Resolved here, in the training process: DataLoader workers have no process group.
+        self._rank, self._world = _rank_world(rank, world_size)
         self.num_workers = num_workers  # readers per rank; set it to the DataLoader's num_workers
         self.epoch, self.step = 0, 0
 
@@ -71,8 +72,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         return [order] * readers, sum(self.counts) // readers, True
 
     def per_reader_samples(self) -> int:
-        rank, world = _rank_world(self._rank, self._world)
-        return self._plan(world, self.num_workers or 1)[1]
+        return self._plan(self._world, self.num_workers or 1)[1]
 
     def __len__(self) -> int:
         """Samples (or batches, with batch_size) per rank per epoch."""
@@ -80,7 +80,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         return workers * (cap // self.batch_size if self.batch_size else cap)
 
     def __iter__(self) -> Iterator[Any]:
-        rank, world = _rank_world(self._rank, self._world)
+        rank, world = self._rank, self._world
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         if self.num_workers is not None and workers != max(self.num_workers, 1):

@@ -1,0 +1,47 @@
+"""Prefect flow for shard sets: a task per shard; tasks get a plan file path, not the records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import flows  # noqa: F401  (Prefect defaults)
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from catalog.workspace import Workspace
+from flows.runners import build_task_runner
+from shards.manifest import ShardEntry
+from shards.writer import ShardPlan, build_shard_set, write_shard
+
+
+@task(name="write-shard", retries=1, cache_policy=NO_CACHE, persist_result=False)
+def write_shard_task(workspace: str, plan_path: str, out_dir: str) -> dict:
+    entry = write_shard(Path(workspace), ShardPlan.load(Path(plan_path)), Path(out_dir))
+    return entry.__dict__
+
+
+def prefect_map(workspace: str):
+    def run(plans: list[ShardPlan], out_dir: Path) -> list[ShardEntry]:
+        futures = []
+        for plan in plans:
+            path = out_dir / f".plan-{plan.index:06d}.json"
+            plan.save(path)
+            futures.append(write_shard_task.submit(workspace, str(path), str(out_dir)))
+        return [ShardEntry(**f.result()) for f in futures]
+
+    return run
+
+
+@flow(name="build-shards", log_prints=False)
+def build_shards_flow(workspace: str, name: str, query: str, include_excluded: bool = False, seed: int = 0,
+                      target_size: str | None = "512MB", samples_per_shard: int | None = None,
+                      overwrite: bool = False) -> dict:
+    ws = Workspace.open(workspace)
+    path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded, seed=seed,
+                                            target_size=target_size, samples_per_shard=samples_per_shard,
+                                            overwrite=overwrite, map_shards=prefect_map(str(ws.root)))
+    return {"manifest": str(path), "samples": manifest.samples, "shards": len(manifest.shards), "built": built}
+
+
+def run_build(workspace: str, name: str, query: str, runner: str = "threads", workers: int | None = None, **kwargs) -> dict:
+    return build_shards_flow.with_options(task_runner=build_task_runner(runner, workers))(workspace, name, query, **kwargs)

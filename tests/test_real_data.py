@@ -47,3 +47,29 @@ def test_all_four_folders(ws):
     pids = {p for (p,) in db.query(ws, "SELECT DISTINCT patient_key FROM images WHERE source = 'oai-kl'")[1]}
     raw_ids = {f[:-5] for _, _, fs in os.walk(root / "knee-xray-kl") for f in fs}
     assert len(pids) == len(raw_ids) and not pids & raw_ids and all(len(p) == 16 for p in pids)
+
+
+@pytest.mark.slow
+def test_real_knee_xrays_round_trip_through_shards(ws):
+    import numpy as np
+
+    from catalog.store import ImageStore
+    from shards.reader import ShardStream
+    from shards.verify import verify
+    from shards.writer import build_shard_set
+
+    root = shared_data("knee-xray-kl")
+    add_source(ws, Source("oai-kl", str(root), "public", labels=["folder:kl_grade"], path_pattern=KL_PATTERN,
+                          modality="DX", body_part="knee"))
+    ingest_source(ws, "oai-kl", batch_size=256)
+    path, m, _ = build_shard_set(ws, "kl-val", "SELECT image_id FROM images WHERE source_split = 'val'", target_size="8MB")
+    assert m.samples == n_files(root / "val") and len(m.shards) > 1 and verify(path) == []
+    grades = dict(db.query(ws, "SELECT image_id, value FROM labels WHERE task = 'kl_grade'")[1])
+    store = ImageStore(ws.store_dir)
+    n = 0
+    for sample in ShardStream(str(path)):
+        assert np.array_equal(sample["image"], store.get(sample["__key__"]))
+        assert sample["meta"]["labels"]["kl_grade"] == grades[sample["__key__"]]
+        assert sample["meta"]["source_split"] == "val"
+        n += 1
+    assert n == m.samples

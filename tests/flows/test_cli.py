@@ -12,15 +12,17 @@ from flows.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["sources"], ["sources", "add"], ["sources", "list"], ["ingest"], ["sql"], ["status"], ["lineage"],
-            ["demo"], ["phantom"]]
+            ["demo"], ["phantom"], ["shards"], ["shards", "build"], ["shards", "list"], ["shards", "verify"],
+            ["shards", "show"]]
+NO_WORKSPACE = (["phantom"], ["shards", "verify"], ["shards", "show"])  # they take a path
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "ortho")
 def test_every_command_has_help(cmd):
     result = runner.invoke(app, cmd + ["--help"])
     assert result.exit_code == 0 and "Usage" in result.output
-    if cmd and cmd != ["sources"]:
-        assert "--workspace" in result.output or cmd == ["phantom"]
+    if cmd and cmd not in (["sources"], ["shards"]):
+        assert "--workspace" in result.output or cmd in NO_WORKSPACE
 
 
 @pytest.mark.prefect
@@ -59,6 +61,21 @@ def test_sources_ingest_sql_status_lineage(tmp_path, phantom_root, prefect_harne
     r = runner.invoke(app, ["ingest", "pub", "--runner", "threads", "--workspace", ws])
     assert r.exit_code == 0
     assert runner.invoke(app, ["sql", "SELECT count(*) AS n FROM file_versions", "--format", "json", "--workspace", ws]).output.count('"n": 12') == 1
+    # shards through the Prefect flow, then list / show / verify, and a corrupted shard fails verify
+    r = runner.invoke(app, ["shards", "build", "knee-v1", "--query", "SELECT image_id FROM images WHERE source_split='train'",
+                            "--samples-per-shard", "3", "--workspace", ws])
+    assert r.exit_code == 0, r.output
+    manifest = tmp_path / "w" / "shards" / "knee-v1" / "manifest.json"
+    assert json.loads(manifest.read_text())["samples"] == 8
+    assert "knee-v1" in runner.invoke(app, ["shards", "list", "--workspace", ws]).output
+    assert "body_part" in runner.invoke(app, ["shards", "show", str(manifest)]).output
+    assert runner.invoke(app, ["shards", "verify", str(manifest)]).exit_code == 0
+    shard = manifest.parent / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:-512])
+    r = runner.invoke(app, ["shards", "verify", str(manifest)])
+    assert r.exit_code == 1 and "shard-000001.tar" in r.output
+    r = runner.invoke(app, ["shards", "build", "bad", "--query", "SELECT 1 AS x", "--workspace", ws])
+    assert r.exit_code == 2 and "image_id" in r.output
 
 
 def test_a_second_writer_gets_a_clear_message(tmp_path, phantom_root):

@@ -125,10 +125,11 @@ def decode_png(data: bytes) -> np.ndarray:
     """Exact decode of a stored PNG: 16-bit stays 16-bit (unlike webdataset's default decoders)."""
     with Image.open(io.BytesIO(data)) as img:
         img.load()
+        # np.array, not np.asarray: a writable array that torch can wrap without a copy warning
         if img.mode in ("I;16", "I;16B", "I;16L"):
-            return np.asarray(img, dtype=np.uint16)
+            return np.array(img, dtype=np.uint16)
         if img.mode == "I":
-            return np.asarray(img).astype(np.uint16)
+            return np.array(img).astype(np.uint16)
         if img.mode == "L":
-            return np.asarray(img, dtype=np.uint8)
+            return np.array(img, dtype=np.uint8)
         raise ValueError(f"unexpected stored PNG mode {img.mode}")

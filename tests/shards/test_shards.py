@@ -163,3 +163,21 @@ def test_manifest_records_what_was_read(shard_ws):
     assert again.query == ALL and again.catalog_snapshot["parts"] == len(list(shard_ws.parts_dir.iterdir()))
     assert all(len(s.sha256) == 64 for s in again.shards)
     assert hashlib.sha256((path.parent / m.shards[0].file).read_bytes()).hexdigest() == m.shards[0].sha256
+
+
+def test_stream_from_an_object_store_url(shard_ws):
+    import fsspec
+
+    path, m, _ = build(shard_ws, "remote")
+    fs = fsspec.filesystem("memory")
+    for f in [path] + [path.parent / s.file for s in m.shards]:
+        fs.pipe(f"/bucket/remote/{f.name}", f.read_bytes())
+    keys = sorted(s["__key__"] for s in ShardStream("memory://bucket/remote/manifest.json"))
+    local = sorted(s["__key__"] for s in ShardStream(str(path)))
+    assert keys == local and len(keys) == m.samples
+
+
+def test_pipe_urls(shard_ws):
+    path, m, _ = build(shard_ws, "piped")
+    stream = ShardStream(str(path), base=f"pipe:cat {path.parent}/{{}}")
+    assert sorted(s["__key__"] for s in stream) == sorted(s["__key__"] for s in ShardStream(str(path)))

@@ -28,6 +28,25 @@ def _sql_str(path: Path | str) -> str:
     return str(path).replace("'", "''")
 
 
+def _glob_source(folder: Path, pattern: str, pa_schema) -> str:
+    if not any(folder.glob(pattern)):
+        return f"({schema.empty_select(pa_schema)})"
+    return f"read_parquet('{_sql_str(folder / pattern)}', union_by_name=true)"
+
+
+def _curation_sources(ws: Workspace) -> dict[str, str]:
+    from curation import run as curation
+
+    current = max((p for p in ws.curation_dir.glob("*") if p.is_dir()), default=None, key=lambda p: p.name)
+    out = {}
+    for name, pa_schema in (("dups", curation.DUPS), ("quality", curation.QUALITY), ("leakage", curation.LEAKAGE)):
+        out[name] = (f"read_parquet('{_sql_str(current / f'{name}.parquet')}')" if current
+                     else f"({schema.empty_select(pa_schema)})")
+    out["signatures"] = _glob_source(ws.signatures_dir, "*.parquet", curation.SIGNATURE)
+    out["splits"] = _glob_source(ws.splits_dir, "*.parquet", curation.SPLIT)
+    return out
+
+
 def view_statements(ws: Workspace, private: bool = False) -> list[str]:
     files_src = _parts_source(ws, "files", schema.FILE_ROW)
     occ_src = _parts_source(ws, "occurrences", schema.OCCURRENCE)
@@ -36,7 +55,14 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
         runs_src = f"read_parquet('{_sql_str(ws.runs_dir / '*.parquet')}', union_by_name=true)"
     else:
         runs_src = f"({schema.empty_select(schema.RUN)})"
+    cur = _curation_sources(ws)
     stmts = [
+        f"CREATE OR REPLACE VIEW signatures AS SELECT * FROM {cur['signatures']}",
+        f"""CREATE OR REPLACE VIEW splits AS SELECT * FROM {cur['splits']}
+            QUALIFY row_number() OVER (PARTITION BY patient_key ORDER BY run_id) = 1""",
+        f"CREATE OR REPLACE VIEW dup_groups AS SELECT * FROM {cur['dups']}",
+        f"CREATE OR REPLACE VIEW quality AS SELECT * FROM {cur['quality']}",
+        f"CREATE OR REPLACE VIEW leakage AS SELECT * FROM {cur['leakage']}",
         f"CREATE OR REPLACE VIEW file_versions AS SELECT * FROM {files_src}",
         """CREATE OR REPLACE VIEW current_files AS
            SELECT * FROM file_versions
@@ -54,10 +80,18 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
             FROM {occ_src} o
             SEMI JOIN current_files f ON o.part_id = f.part_id AND o.file_id = f.file_id""",
         """CREATE OR REPLACE VIEW images AS
-           SELECT * EXCLUDE (occurrence_rank, part_id, generation, file_version),
-                  CAST(NULL AS VARCHAR) AS split,   -- patient-level split: set by curation
-                  false AS excluded                 -- curation exclusions and leakage guard
-           FROM occurrences WHERE occurrence_rank = 1""",
+           SELECT o.* EXCLUDE (occurrence_rank, part_id, generation, file_version),
+                  sp.split,
+                  d.dup_group,
+                  coalesce(d.representative, true) AS dup_representative,
+                  (NOT coalesce(d.representative, true) OR q.image_id IS NOT NULL) AS excluded,
+                  (coalesce(sp.split IN ('val', 'test'), false) OR l.image_id IS NOT NULL) AS held_out
+           FROM occurrences o
+           LEFT JOIN splits sp ON sp.patient_key = o.patient_key
+           LEFT JOIN dup_groups d ON d.image_id = o.image_id
+           LEFT JOIN (SELECT DISTINCT image_id FROM quality WHERE excluding) q ON q.image_id = o.image_id
+           LEFT JOIN leakage l ON l.image_id = o.image_id
+           WHERE o.occurrence_rank = 1""",
         """CREATE OR REPLACE VIEW files AS
            SELECT f.source, f.file_id, f.format,
                   CASE WHEN f.outcome = 'quarantined' THEN 'quarantined'

@@ -55,6 +55,7 @@ OCCURRENCE = pa.schema(
         ("manufacturer", pa.string()),
         ("model_family", pa.string()),
         ("sop_class", pa.string()),
+        ("image_kind", pa.string()),
         ("photometric", pa.string()),
         ("patient_key", pa.string()),
         ("patient_key_basis", pa.string()),

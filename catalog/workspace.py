@@ -5,6 +5,8 @@ Layout (documented in docs/catalog.md):
     workspace/
       catalog/parts/<part_id>/{files,occurrences,labels}.parquet   shareable, append-only
       catalog/runs/<run_id>-<phase>.parquet                         shareable, append-only
+      catalog/signatures/*.parquet, catalog/splits/*.parquet        curation, append-only
+      catalog/curation/<run_id>/{dups,quality,leakage}.parquet      curation results, newest is current
       catalog/catalog.duckdb                                        views, rebuilt after each run
       store/ab/<image_id>.png                                       de-identified pixels
       private/secret.key          0600, keys every pseudonym
@@ -43,7 +45,8 @@ class Workspace:
     @classmethod
     def open(cls, path: str | os.PathLike | None = None) -> "Workspace":
         ws = cls(resolve_workspace(path))
-        for d in (ws.parts_dir, ws.runs_dir, ws.store_dir, ws.lineage_dir, ws.staging_dir, ws.logs_dir):
+        for d in (ws.parts_dir, ws.runs_dir, ws.store_dir, ws.lineage_dir, ws.staging_dir, ws.logs_dir,
+                  ws.signatures_dir, ws.splits_dir, ws.curation_dir):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(ws.private_dir, 0o700)
         return ws
@@ -59,6 +62,18 @@ class Workspace:
     @property
     def runs_dir(self) -> Path:
         return self.catalog_dir / "runs"
+
+    @property
+    def signatures_dir(self) -> Path:
+        return self.catalog_dir / "signatures"
+
+    @property
+    def splits_dir(self) -> Path:
+        return self.catalog_dir / "splits"
+
+    @property
+    def curation_dir(self) -> Path:
+        return self.catalog_dir / "curation"
 
     @property
     def duckdb_path(self) -> Path:

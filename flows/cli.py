@@ -16,6 +16,7 @@ from rich.table import Table
 
 from catalog import db
 from catalog.workspace import Workspace, WorkspaceBusy
+from flows import progress as progress_hooks
 
 app = typer.Typer(help="OrthoFoundation data platform: ingest, catalog, curate, shard, pretrain, evaluate.",
                   no_args_is_help=True, add_completion=False)
@@ -146,14 +147,14 @@ def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, run
             progress.update(tid, completed=summary.result.files, total=summary.files_seen - summary.files_skipped,
                             images=summary.result.images, quarantined=sum(summary.result.quarantined.values()))
 
-        ingest_flows.progress_hook = on_batch
+        progress_hooks.hooks["ingest"] = on_batch
         try:
             results = ingest_flows.ingest_flow(str(ws.root), names, batch_size=batch_size, runner=runner,
                                                workers=workers, retry_quarantined=retry_quarantined, wait_s=wait)
         except WorkspaceBusy as e:
             _fail(str(e), code=75)
         finally:
-            ingest_flows.progress_hook = None
+            progress_hooks.hooks.pop("ingest", None)
     print_ingest_summary(ws, results)
     err.print(f"log: {log_path}")
     return results
@@ -181,6 +182,57 @@ def print_ingest_summary(ws: Workspace, results: list[dict]) -> None:
         for source, reason, n in reasons:
             qt.add_row(source, reason, str(n))
         console.print(qt)
+
+
+# --- curate ----------------------------------------------------------------------------------
+
+@app.command()
+def curate(
+    runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
+    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Near-duplicates, quality flags, patient-level splits and the leakage guard, incrementally."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows import curate as curate_flows
+
+    ws = _ws(workspace)
+    _setup_logging(ws, "curate")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as progress:
+        bar = progress.add_task("signatures", total=None)
+        progress_hooks.hooks["curate"] = lambda stage, done, total: progress.update(bar, completed=done, total=total)
+        try:
+            summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait)
+        except WorkspaceBusy as e:
+            _fail(str(e), code=75)
+        finally:
+            progress_hooks.hooks.pop("curate", None)
+    print_curate_summary(summary)
+
+
+def print_curate_summary(s: dict) -> None:
+    if not s["images"]:
+        console.print("the catalog holds no images yet: nothing to curate (run `ortho ingest` first)")
+        return
+    t = Table("", "images", title="curation")
+    for label, value in (("images in the catalog", s["images"]), ("new signatures", s["new_signatures"]),
+                         ("new patients given a split", s["new_patients"]), ("near-duplicate groups", s["dup_groups"]),
+                         ("near-duplicates (not representative)", s["near_duplicates"]),
+                         ("excluded from training selections", s["excluded"]),
+                         ("held out by the leakage guard", s["leakage_removed"])):
+        t.add_row(label, str(value))
+    console.print(t)
+    tq = Table("quality flag", "images", title="quality (flags; `ortho sql \"SELECT * FROM quality\"`)")
+    for reason, n in s["quality"].items():
+        tq.add_row(reason, str(n))
+    console.print(tq)
+    ts = Table("split", "images", title="patient-level splits")
+    for split, n in s["splits"].items():
+        ts.add_row(str(split), str(n))
+    console.print(ts)
 
 
 # --- sql -------------------------------------------------------------------------------------
@@ -324,6 +376,7 @@ def shards_build(
     name: str,
     query: str = typer.Option(..., "--query", help="SQL returning image_id, e.g. SELECT image_id FROM images WHERE body_part='knee'"),
     include_excluded: bool = typer.Option(False, help="Keep images curation excluded (quality, duplicates, leakage guard)"),
+    evaluation: bool = typer.Option(False, help="An evaluation set: keep held-out (val/test) images, still drop excluded ones"),
     target_size: str = typer.Option("512MB", help="Approximate bytes per shard"),
     samples_per_shard: Optional[int] = typer.Option(None, help="Cut shards by sample count instead of size"),
     seed: int = typer.Option(0, help="Seed of the sample order"),
@@ -341,6 +394,7 @@ def shards_build(
     try:
         with err.status(f"building shard set {name}"):
             result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
+                               evaluation=evaluation,
                                seed=seed, target_size=target_size, samples_per_shard=samples_per_shard, overwrite=overwrite)
     except (SelectionError, ShardError) as e:
         _fail(str(e))
@@ -421,10 +475,13 @@ def demo(
     names = register_demo_sources(ws, data_dir)
     console.rule("ingest")
     run_ingest(ws, names, workers=workers)
+    console.rule("curate")
+    curate(runner="processes", workers=workers, wait=0.0, workspace=ws.root)
     console.rule("catalog")
     status(workspace=ws.root, as_json=False)
     console.rule("shards")
     shards_build("demo-knee", query="SELECT image_id FROM images WHERE body_part = 'knee'", include_excluded=False,
+                 evaluation=False,
                  target_size="512MB", samples_per_shard=64, seed=0, overwrite=True, runner="threads", workers=workers,
                  workspace=ws.root)
     console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]"

@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog.workspace import Workspace
+from flows import progress
 from flows.runners import build_task_runner
 from ingest.batch import BatchResult, BatchSpec, process_batch
 from ingest.run import IngestSummary, ingest_source
@@ -23,13 +24,8 @@ from ingest.sources import load_sources
 
 log = logging.getLogger("ortho.ingest")
 
-# Set by the command line to draw progress; a callable is not a flow parameter Prefect can store.
-progress_hook = None
-
-
 def _on_batch(result, summary) -> None:
-    if progress_hook is not None:
-        progress_hook(result, summary)
+    progress.report("ingest", result, summary)
 
 
 def _retry_on_io(task, task_run, state) -> bool:

@@ -33,11 +33,13 @@ def prefect_map(workspace: str):
 
 
 @flow(name="build-shards", log_prints=False)
-def build_shards_flow(workspace: str, name: str, query: str, include_excluded: bool = False, seed: int = 0,
+def build_shards_flow(workspace: str, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
+                      seed: int = 0,
                       target_size: str | None = "512MB", samples_per_shard: int | None = None,
                       overwrite: bool = False) -> dict:
     ws = Workspace.open(workspace)
-    path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded, seed=seed,
+    path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded, evaluation=evaluation,
+                                            seed=seed,
                                             target_size=target_size, samples_per_shard=samples_per_shard,
                                             overwrite=overwrite, map_shards=prefect_map(str(ws.root)))
     return {"manifest": str(path), "samples": manifest.samples, "shards": len(manifest.shards), "built": built}

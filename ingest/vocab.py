@@ -188,3 +188,16 @@ def label_value(value: object) -> str | None:
     """Labels are short codes or numbers; anything else (a sentence, a name with a space) is refused."""
     t = str(value if value is not None else "").strip()
     return t if _LABEL_VALUE.match(t) else None
+
+
+_LOCALIZER = {"LOCALIZER", "LOCALISER", "LOC", "SCOUT", "SURVEY", "PILOT", "TRIPILOT", "3PLANE", "SCANOGRAM", "TOPOGRAM"}
+
+
+def image_kind(image_type: object, *texts: object) -> str | None:
+    """localizer (scout/survey images), derived, original, or None when nothing says."""
+    kinds = tokens(image_type)
+    if set(kinds) & _LOCALIZER or set(tokens(*texts)) & _LOCALIZER:
+        return "localizer"
+    if kinds:
+        return "derived" if kinds[0] == "DERIVED" else "original" if kinds[0] == "ORIGINAL" else None
+    return None

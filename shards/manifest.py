@@ -31,6 +31,7 @@ class Manifest:
     bytes: int
     shards: list[ShardEntry]
     counts: dict = field(default_factory=dict)
+    evaluation: bool = False
     schema_version: int = MANIFEST_VERSION
 
     def write(self, path: Path) -> None:

@@ -15,7 +15,7 @@ SAMPLE_COLUMNS = [
     "image_id", "source", "modality", "body_part", "view", "laterality", "plane", "sequence_family",
     "fat_suppressed", "pixel_spacing_row", "pixel_spacing_col", "slice_thickness", "rows", "cols", "bits",
     "window_center", "window_width", "intensity_scale", "intensity_offset", "patient_key", "study_key",
-    "series_key", "slice_index", "split", "source_split", "store_path",
+    "series_key", "slice_index", "split", "source_split", "dup_group", "store_path",
 ]
 
 
@@ -23,8 +23,12 @@ class SelectionError(ValueError):
     pass
 
 
-def select(ws: Workspace, query: str, include_excluded: bool = False) -> list[dict]:
-    """Rows of SAMPLE_COLUMNS plus `labels` for the images the query names, sorted by image id."""
+def select(ws: Workspace, query: str, include_excluded: bool = False, evaluation: bool = False) -> list[dict]:
+    """Rows of SAMPLE_COLUMNS plus `labels` for the images the query names, sorted by image id.
+
+    Guards: curation exclusions (quality, non-representative duplicates) and the leakage guard
+    (evaluation patients and anything duplicating an evaluation image) unless `include_excluded`;
+    an `evaluation` selection keeps held-out images and still drops excluded ones."""
     con = db.connect(ws)
     try:
         try:
@@ -33,7 +37,7 @@ def select(ws: Workspace, query: str, include_excluded: bool = False) -> list[di
             raise SelectionError(f"query failed: {str(e).splitlines()[0]}") from None
         if "image_id" not in [d[0] for d in cur.description]:
             raise SelectionError("the query must return an image_id column")
-        guard = "" if include_excluded else "WHERE NOT i.excluded"
+        guard = "" if include_excluded else "WHERE NOT i.excluded" + ("" if evaluation else " AND NOT i.held_out")
         cols = ", ".join(f"i.{c}" for c in SAMPLE_COLUMNS)
         rows = con.execute(f"""
             WITH chosen AS (SELECT DISTINCT image_id FROM ({query.strip().rstrip(';')})),

@@ -123,13 +123,14 @@ def counts(records: list[dict]) -> dict:
             for col in ("modality", "body_part", "source", "split", "bits")}
 
 
-def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: bool = False, seed: int = 0,
+def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: bool = False, evaluation: bool = False,
+                    seed: int = 0,
                     target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
                     map_shards=None) -> tuple[Path, Manifest, bool]:
     """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built)."""
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
-    records = select(ws, query, include_excluded)
+    records = select(ws, query, include_excluded, evaluation)
     if not records:
         raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
     digest = selection_digest(records)
@@ -156,7 +157,7 @@ def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: b
             leftover.unlink()
         manifest = Manifest(
             name=name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), query=query,
-            include_excluded=include_excluded, seed=seed, selection_sha256=digest,
+            include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
             catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records))
         manifest.write(build / "manifest.json")

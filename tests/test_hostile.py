@@ -64,10 +64,10 @@ def test_unreadable_file_is_quarantined(ws, tmp_path, monkeypatch):
 def test_fsspec_location(ws):
     import fsspec
 
-    fs = fsspec.filesystem("memory")
-    fs.pipe("/bucket/exam1/a.dcm", make_dicom(np.ones((4, 4), np.uint16)))
-    fs.pipe("/bucket/exam1/b.dcm", make_dicom(np.full((4, 4), 2, np.uint16)))
-    add_source(ws, Source("mem", "memory://bucket", "internal"))
+    fs = fsspec.filesystem("memory")  # one per process: keep this test's files under their own bucket
+    fs.pipe("/ingest-bucket/exam1/a.dcm", make_dicom(np.ones((4, 4), np.uint16)))
+    fs.pipe("/ingest-bucket/exam1/b.dcm", make_dicom(np.full((4, 4), 2, np.uint16)))
+    add_source(ws, Source("mem", "memory://ingest-bucket", "internal"))
     ingest_source(ws, "mem")
     assert db.query(ws, "SELECT status, count(*) FROM files GROUP BY ALL")[1] == [("ingested", 2)]
     assert ingest_source(ws, "mem").files_skipped == 2

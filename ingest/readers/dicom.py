@@ -194,6 +194,7 @@ def _header_attrs(ds, ctx: ReadContext) -> dict:
         "manufacturer": vocab.manufacturer(_get(ds, "Manufacturer")),
         "model_family": vocab.model_family(_get(ds, "ManufacturerModelName")),
         "sop_class": sop_class_name(ds),
+        "image_kind": vocab.image_kind(_get(ds, "ImageType"), *texts),
         "photometric": vocab.photometric(_get(ds, "PhotometricInterpretation")),
         "patient_key": patient_key,
         "patient_key_basis": basis,

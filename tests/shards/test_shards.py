@@ -171,8 +171,8 @@ def test_stream_from_an_object_store_url(shard_ws):
     path, m, _ = build(shard_ws, "remote")
     fs = fsspec.filesystem("memory")
     for f in [path] + [path.parent / s.file for s in m.shards]:
-        fs.pipe(f"/bucket/remote/{f.name}", f.read_bytes())
-    keys = sorted(s["__key__"] for s in ShardStream("memory://bucket/remote/manifest.json"))
+        fs.pipe(f"/shard-bucket/remote/{f.name}", f.read_bytes())
+    keys = sorted(s["__key__"] for s in ShardStream("memory://shard-bucket/remote/manifest.json"))
     local = sorted(s["__key__"] for s in ShardStream(str(path)))
     assert keys == local and len(keys) == m.samples
 

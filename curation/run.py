@@ -1,0 +1,219 @@
+"""`ortho curate` as a plain function: signatures for new images, then splits, near-duplicate
+groups, quality flags and the leakage guard over the whole catalog.
+
+Incremental: signatures and splits are computed once per image / patient and appended;
+grouping and flags are recomputed over everything (cheap next to signatures) and published as
+one folder per run, catalog/curation/<run_id>/, renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from catalog import db
+from catalog.parts import write_table
+from catalog.store import ImageStore
+from catalog.workspace import Workspace
+from curation import near_dup
+from curation.quality import QualityConfig
+from curation.signatures import DIM, pixel_stats, signature
+from curation.splits import SplitPolicy, assign
+from ingest.run import new_run_id
+
+log = logging.getLogger("ortho.curate")
+
+SIGNATURE = pa.schema([
+    ("image_id", pa.string()), ("emb", pa.binary()), ("emb_flip", pa.binary()),
+    ("mean", pa.float32()), ("std", pa.float32()), ("min", pa.float32()), ("max", pa.float32()),
+    ("p01", pa.float32()), ("p99", pa.float32()), ("frac_at_min", pa.float32()), ("frac_at_max", pa.float32()),
+    ("frac_at_full", pa.float32()),
+])
+SPLIT = pa.schema([("patient_key", pa.string()), ("split", pa.string()), ("basis", pa.string()), ("run_id", pa.string())])
+DUPS = pa.schema([("image_id", pa.string()), ("dup_group", pa.string()), ("representative", pa.bool_()),
+                  ("group_size", pa.int32()), ("matched_image_id", pa.string()), ("method", pa.string()),
+                  ("similarity", pa.float32())])
+QUALITY = pa.schema([("image_id", pa.string()), ("reason", pa.string()), ("excluding", pa.bool_())])
+LEAKAGE = pa.schema([("image_id", pa.string()), ("reason", pa.string())])
+
+
+@dataclass
+class CurateConfig:
+    dedup: near_dup.DedupConfig = field(default_factory=near_dup.DedupConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    splits: SplitPolicy = field(default_factory=SplitPolicy)
+    batch_size: int = 512
+
+
+@dataclass
+class CurateSummary:
+    run_id: str
+    images: int = 0
+    new_signatures: int = 0
+    new_patients: int = 0
+    dup_groups: int = 0
+    near_duplicates: int = 0
+    quality: dict = field(default_factory=dict)
+    excluded: int = 0
+    leakage_removed: int = 0
+    splits: dict = field(default_factory=dict)
+
+
+def signature_rows(ws: Workspace, rows: list[tuple[str, int]]) -> list[dict]:
+    store = ImageStore(ws.store_dir)
+    out = []
+    for image_id, bits in rows:
+        pixels = store.get(image_id)
+        emb, flip = signature(pixels)
+        out.append({"image_id": image_id, "emb": emb.tobytes(), "emb_flip": flip.tobytes(), **pixel_stats(pixels, bits)})
+    return out
+
+
+def serial_signatures(ws: Workspace, batches: Iterable[list[tuple[str, int]]]) -> Iterator[int]:
+    for i, batch in enumerate(batches):
+        rows = signature_rows(ws, batch)
+        write_table(ws.signatures_dir / f"{new_run_id()}-{i:06d}.parquet", rows, SIGNATURE, ws.staging_dir)
+        yield len(rows)
+
+
+def _missing_signatures(con, batch_size: int) -> list[list[tuple[str, int]]]:
+    rows = con.execute("""SELECT image_id, bits FROM images
+                          WHERE image_id NOT IN (SELECT image_id FROM signatures) ORDER BY image_id""").fetchall()
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def _new_splits(con, policy: SplitPolicy, run_id: str) -> list[dict]:
+    patients = con.execute("""SELECT o.patient_key, list(DISTINCT o.source_split) FILTER (WHERE o.source_split IS NOT NULL)
+                              FROM occurrences o WHERE o.patient_key IS NOT NULL
+                                AND o.patient_key NOT IN (SELECT patient_key FROM splits)
+                              GROUP BY o.patient_key ORDER BY o.patient_key""").fetchall()
+    out = []
+    for key, declared in patients:
+        split, basis = assign(key, set(declared or []), policy)
+        out.append({"patient_key": key, "split": split, "basis": basis, "run_id": run_id})
+    return out
+
+
+def _dup_rows(con, cfg: near_dup.DedupConfig) -> tuple[list[dict], int]:
+    rows = con.execute("""SELECT i.image_id, i.laterality, i.series_key, i.bits, i.rows * i.cols, i.source_seq, s.emb, s.emb_flip
+                          FROM images i JOIN signatures s USING (image_id) ORDER BY i.image_id""").fetchall()
+    if not rows:
+        return [], 0
+    ids = [r[0] for r in rows]
+    emb = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
+    flip = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
+    edges = near_dup.find_edges(emb, flip, [r[1] for r in rows], [r[2] for r in rows], cfg)
+    group = near_dup.groups(len(rows), edges)
+    best_edge: dict[int, near_dup.Edge] = {}
+    for e in edges:
+        for x in (e.a, e.b):
+            if x not in best_edge or e.similarity > best_edge[x].similarity:
+                best_edge[x] = e
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(group):
+        members.setdefault(int(g), []).append(i)
+    out = []
+    for g, idx in members.items():
+        if len(idx) < 2:
+            continue
+        # Representative: highest bit depth, then most pixels, then earliest source, then id.
+        rep = min(idx, key=lambda i: (-rows[i][3], -rows[i][4], rows[i][5], ids[i]))
+        for i in idx:
+            e = best_edge[i]
+            other = e.b if e.a == i else e.a
+            out.append({"image_id": ids[i], "dup_group": ids[g], "representative": i == rep, "group_size": len(idx),
+                        "matched_image_id": ids[other], "method": e.method, "similarity": e.similarity})
+    return out, len(edges)
+
+
+def _leakage_rows(con) -> list[dict]:
+    """Training images that share pixels (any occurrence) or a near-duplicate group with an
+    evaluation image. Evaluation patients' own images are held out by their split."""
+    return [{"image_id": i, "reason": r} for i, r in con.execute("""
+        WITH eval_images AS (
+            SELECT DISTINCT o.image_id FROM occurrences o JOIN splits s USING (patient_key) WHERE s.split IN ('val', 'test')),
+        train_images AS (
+            SELECT i.image_id FROM images i JOIN splits s USING (patient_key) WHERE s.split = 'train'),
+        exact AS (SELECT image_id, 'exact_duplicate_of_eval' AS reason FROM train_images WHERE image_id IN (SELECT image_id FROM eval_images)),
+        near AS (SELECT d.image_id, 'near_duplicate_of_eval' AS reason FROM staged_dups d
+                 JOIN staged_dups e ON d.dup_group = e.dup_group AND e.image_id IN (SELECT image_id FROM eval_images)
+                 WHERE d.image_id IN (SELECT image_id FROM train_images))
+        SELECT image_id, min(reason) FROM (SELECT * FROM exact UNION ALL SELECT * FROM near) GROUP BY image_id ORDER BY image_id
+    """).fetchall()]
+
+
+def curate(ws: Workspace, config: CurateConfig | None = None,
+           map_signatures: Callable[[Workspace, Iterable[list]], Iterator[int]] = serial_signatures,
+           on_progress: Callable[[str, int, int], None] | None = None, wait_s: float = 0.0) -> CurateSummary:
+    config = config or CurateConfig()
+    with ws.write_lock(wait_s):
+        from ingest.run import clear_staging
+
+        clear_staging(ws)
+        run_id = new_run_id()
+        summary = CurateSummary(run_id)
+        con = db.connect(ws)
+        try:
+            summary.images = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
+            batches = _missing_signatures(con, config.batch_size)
+        finally:
+            con.close()
+        total = sum(len(b) for b in batches)
+        for n in map_signatures(ws, batches):
+            summary.new_signatures += n
+            if on_progress:
+                on_progress("signatures", summary.new_signatures, total)
+        con = db.connect(ws)
+        try:
+            new = _new_splits(con, config.splits, run_id)
+            if new:
+                write_table(ws.splits_dir / f"{run_id}.parquet", new, SPLIT, ws.staging_dir)
+            summary.new_patients = len(new)
+        finally:
+            con.close()
+        con = db.connect(ws)
+        try:
+            dups, n_edges = _dup_rows(con, config.dedup)
+            con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
+            leakage = _leakage_rows(con)
+            excluding = set(config.quality.exclude)
+            quality = [{"image_id": i, "reason": r, "excluding": r in excluding}
+                       for i, r in con.execute(config.quality.sql() + " ORDER BY 1, 2").fetchall()] if summary.images else []
+        finally:
+            con.close()
+        _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)})
+        db.write_duckdb_file(ws)
+        con = db.connect(ws)
+        try:
+            summary.dup_groups = con.execute("SELECT count(DISTINCT dup_group) FROM dup_groups").fetchall()[0][0]
+            summary.near_duplicates = con.execute("SELECT count(*) FROM dup_groups WHERE NOT representative").fetchall()[0][0]
+            summary.quality = dict(con.execute("SELECT reason, count(*) FROM quality GROUP BY ALL ORDER BY ALL").fetchall())
+            summary.excluded = con.execute("SELECT count(*) FROM images WHERE excluded").fetchall()[0][0]
+            summary.leakage_removed = con.execute("SELECT count(*) FROM images WHERE held_out").fetchall()[0][0]
+            summary.splits = dict(con.execute("SELECT split, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall())
+        finally:
+            con.close()
+    log.info("curated %d images: %d new signatures, %d new patients, %d near-duplicates in %d groups, %d excluded, "
+             "%d held out by the leakage guard", summary.images, summary.new_signatures, summary.new_patients,
+             summary.near_duplicates, summary.dup_groups, summary.excluded, summary.leakage_removed)
+    return summary
+
+
+def _publish(ws: Workspace, run_id: str, tables: dict) -> None:
+    staging = ws.staging_dir / f"curation-{run_id}-{uuid.uuid4().hex[:6]}"
+    staging.mkdir(parents=True)
+    for name, (rows, schema) in tables.items():
+        write_table(staging / f"{name}.parquet", rows, schema)
+    ws.curation_dir.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, ws.curation_dir / run_id)
+    for old in sorted(p for p in ws.curation_dir.iterdir() if p.name < run_id)[:-2]:
+        shutil.rmtree(old, ignore_errors=True)  # keep the last few for comparison; the newest is current

@@ -1,0 +1,54 @@
+"""Prefect flow for curation: a task per batch of new signatures, then the global passes."""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import partial
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import flows  # noqa: F401  (Prefect defaults)
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from catalog.parts import write_table
+from catalog.workspace import Workspace
+from curation.run import SIGNATURE, CurateConfig, curate, signature_rows
+from flows import progress
+from flows.runners import build_task_runner
+from ingest.run import new_run_id
+
+@task(name="signatures", retries=1, cache_policy=NO_CACHE, persist_result=False)
+def signature_task(workspace: str, image_ids: list[str], bits: list[int], part: str) -> int:
+    ws = Workspace.open(workspace)
+    rows = signature_rows(ws, list(zip(image_ids, bits)))
+    write_table(ws.signatures_dir / f"{part}.parquet", rows, SIGNATURE, ws.staging_dir)
+    return len(rows)
+
+
+def prefect_map(max_in_flight: int):
+    def run(ws: Workspace, batches: Iterable[list]) -> Iterator[int]:
+        pending: deque = deque()
+        prefix = new_run_id()
+        for i, batch in enumerate(batches):
+            ids, bits = [b[0] for b in batch], [int(b[1]) for b in batch]
+            pending.append(signature_task.submit(str(ws.root), ids, bits, f"{prefix}-{i:06d}"))
+            while len(pending) >= max_in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    return run
+
+
+@flow(name="curate", log_prints=False)
+def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0) -> dict:
+    ws = Workspace.open(workspace)
+
+    summary = curate(ws, CurateConfig(), map_signatures=prefect_map(2 * (workers or 2) + 1),
+                     on_progress=partial(progress.report, "curate"), wait_s=wait_s)
+    return summary.__dict__
+
+
+def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0) -> dict:
+    return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(workspace, runner, workers, wait_s)

@@ -10,7 +10,8 @@ menisci, an ACL that is torn in some exams), and writes them the way real export
                 a re-export of one study (exact duplicates), NIfTI volumes, labels.csv, and
                 broken files (truncated, empty, random bytes, wrong extension, corrupt NIfTI).
   root/public/  a public-dataset-like PNG tree, train/val/<KL>/<id><L|R>.png, some of it the
-                same pixels as pacs/ radiographs (cross-source duplicates).
+                same pixels as pacs/ radiographs (cross-source duplicates), two of it re-windowed
+                8-bit copies of them (near-duplicates).
 
 Everything is deterministic for a seed. `planted_values()` lists the strings that must never
 appear in a workspace outside the private lineage table.
@@ -113,7 +114,10 @@ def draw_radiograph(grade: int, side: str, rng: np.random.Generator, size: int =
     fib_x = cx + (size * 0.22 if side == "L" else -size * 0.22)  # fibula on the lateral side
     fibula = _soft(np.abs(x - fib_x) - size * 0.035) * _soft(-(y - (joint + size * 0.1)))
     bone = np.clip(femur + tibia + 0.8 * fibula, 0, 1)
-    img = img + 2200 * bone
+    # trabecular texture: each knee's own, as in real bone (and what near-duplicate search keys on)
+    field = rng.normal(0, 1, (size // 2, size // 2)).astype(np.float32)
+    texture = np.asarray(Image.fromarray(field, mode="F").resize((size, size), Image.BICUBIC))
+    img = img + 2200 * bone + 500 * texture * bone
     if grade >= 2:  # osteophytes at the four joint margins
         r = (grade - 1) * 2.5 * size / 256
         for sx in (-1, 1):
@@ -318,6 +322,9 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int = 6) -> Path:
             split = "val" if p.index >= n_patients - 2 else "train"
             if p.index % 2 == 0:  # a public copy of the same pixels (cross-source duplicate)
                 _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png(arr))
+            elif p.index == 1:  # a re-windowed 8-bit re-release of the same knee (near-duplicate)
+                enhanced = np.power(arr / 4095.0, 0.6) * 255
+                _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png(enhanced.astype(np.uint8)))
             else:  # public-only knees, 8-bit as public datasets often are
                 other = draw_radiograph(grade, side, rng)
                 _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png((other >> 4).astype(np.uint8)))

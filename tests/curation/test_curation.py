@@ -1,0 +1,147 @@
+"""Curation on the phantom and on edge cases: near-duplicates, splits, quality, leakage guard."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catalog import db
+from curation.near_dup import DedupConfig, find_edges, groups, search
+from curation.quality import QualityConfig
+from curation.run import CurateConfig, curate
+from curation.signatures import signature
+from curation.splits import SplitPolicy, assign, hashed_split
+from ingest.run import ingest_source
+from ingest.sources import Source, add_source
+
+
+def q(ws, sql):
+    return db.query(ws, sql)[1]
+
+
+@pytest.fixture(scope="module")
+def curated(phantom_workspace, tmp_path_factory):
+    """A private copy of the phantom workspace, curated (other tests keep an uncurated one)."""
+    import shutil
+
+    from catalog.workspace import Workspace
+
+    src, _ = phantom_workspace
+    ws = Workspace.open(tmp_path_factory.mktemp("curated") / "ws")
+    shutil.copytree(src.root, ws.root, dirs_exist_ok=True)
+    return ws, curate(ws)
+
+
+def test_rewindowed_8_bit_copies_are_grouped_with_their_originals(curated):
+    ws, summary = curated
+    rows = q(ws, """SELECT dup_group, list(source ORDER BY source), list(bits ORDER BY bits),
+                           list(dup_representative ORDER BY bits) FROM images WHERE dup_group IS NOT NULL
+                    GROUP BY dup_group""")
+    assert len(rows) == 2  # patient 1's two knees, re-windowed to 8 bits in the public tree
+    for _, sources, bits, representative in rows:
+        assert sources == ["pacs", "public"] and bits == [8, 16]
+        assert representative == [False, True]  # the 16-bit original represents the group
+    assert summary.near_duplicates == 2
+
+
+def test_no_different_knees_grouped(curated):
+    ws, _ = curated
+    assert q(ws, """SELECT count(*) FROM (SELECT dup_group FROM images WHERE dup_group IS NOT NULL
+                    GROUP BY dup_group HAVING count(DISTINCT laterality) > 1)""")[0][0] == 0
+
+
+def test_no_patient_in_two_splits_and_declared_splits_honoured(curated):
+    ws, _ = curated
+    assert q(ws, "SELECT count(*) FROM (SELECT patient_key FROM images GROUP BY 1 HAVING count(DISTINCT split) > 1)")[0][0] == 0
+    assert q(ws, "SELECT count(*) FROM images WHERE split IS NULL")[0][0] == 0
+    mismatched = q(ws, "SELECT count(*) FROM images WHERE source_split IS NOT NULL AND split <> source_split")[0][0]
+    assert mismatched == 0
+
+
+def test_splits_are_stable_when_patients_arrive(curated, tmp_path):
+    ws, _ = curated
+    before = dict(q(ws, "SELECT patient_key, split FROM splits"))
+    src = tmp_path / "new"
+    src.mkdir()
+    for i in range(5):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (80, 80), dtype=np.uint8)).save(src / f"{i}.png")
+    add_source(ws, Source("late", str(src), "public", path_pattern=r"(?P<patient>\d+)\.png", body_part="knee"))
+    ingest_source(ws, "late")
+    summary = curate(ws)
+    after = dict(q(ws, "SELECT patient_key, split FROM splits"))
+    assert summary.new_patients == 5 and summary.new_signatures == 5
+    assert {k: after[k] for k in before} == before
+
+
+def test_hashed_split_follows_ratios_and_declared_wins():
+    policy = SplitPolicy()
+    counts = {"train": 0, "val": 0, "test": 0}
+    for i in range(20000):
+        counts[hashed_split(f"p{i}", policy)] += 1
+    assert abs(counts["train"] / 20000 - 0.8) < 0.015 and abs(counts["test"] / 20000 - 0.1) < 0.01
+    assert assign("x", {"train", "val"}, policy) == ("val", "declared")
+    assert assign("x", set(), policy)[1] == "hashed"
+
+
+def test_leakage_guard_holds_out_training_copies_of_evaluation_images(curated):
+    ws, _ = curated
+    leaks = q(ws, """SELECT i.image_id, i.split, l.reason FROM leakage l JOIN images i USING (image_id)""")
+    for _, split, reason in leaks:
+        assert split == "train" and reason in ("exact_duplicate_of_eval", "near_duplicate_of_eval")
+    eval_groups = q(ws, """SELECT count(*) FROM images a JOIN images b ON a.dup_group = b.dup_group
+                           WHERE a.split = 'train' AND b.split IN ('val', 'test') AND NOT a.held_out""")[0][0]
+    assert eval_groups == 0
+    assert q(ws, "SELECT count(*) FROM images WHERE split IN ('val', 'test') AND NOT held_out")[0][0] == 0
+
+
+def test_quality_flags_carry_reasons(ws, tmp_path):
+    src = tmp_path / "q"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(np.full((128, 128), 77, np.uint8)).save(src / "blank.png")
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(src / "tiny.png")
+    Image.fromarray(rng.integers(0, 255, (64, 600), dtype=np.uint8)).save(src / "strip.png")
+    sat = rng.integers(0, 255, (128, 128), dtype=np.uint8)
+    sat[:80] = 255
+    Image.fromarray(sat).save(src / "saturated.png")
+    Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)).save(src / "fine.png")
+    add_source(ws, Source("q", str(src), "public", body_part="knee"))
+    ingest_source(ws, "q")
+    curate(ws)
+    flags = {(r, e) for r, e in q(ws, "SELECT reason, excluding FROM quality")}
+    assert flags == {("blank_image", True), ("too_small", True), ("extreme_aspect", True), ("saturated", False)}
+    assert q(ws, "SELECT count(*) FROM images WHERE NOT excluded")[0][0] == 2
+
+
+def test_empty_catalog_and_single_image(ws, tmp_path):
+    s = curate(ws)
+    assert s.images == 0 and s.dup_groups == 0
+    src = tmp_path / "one"
+    src.mkdir()
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(src / "a.png")
+    add_source(ws, Source("one", str(src), "public"))
+    ingest_source(ws, "one")
+    s = curate(ws)
+    assert s.images == 1 and s.dup_groups == 0
+    assert {r for (r,) in q(ws, "SELECT reason FROM quality")} >= {"too_small", "blank_image"}
+
+
+def test_exact_and_ivf_search_agree():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3000, 256)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    noisy = base[:50] + 0.04 * rng.standard_normal((50, 256)).astype(np.float32)
+    emb = np.vstack([base, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)]).astype(np.float16)
+    exact = {(i, j) for i, j, _ in search(emb, emb, 0.66, DedupConfig(exact_below=10**9))}
+    ivf = {(i, j) for i, j, _ in search(emb, emb, 0.66, DedupConfig(exact_below=0))}
+    assert len(exact) == 100 and len(ivf & exact) >= 0.95 * len(exact) and ivf <= exact
+
+
+def test_flip_matches_only_with_consistent_laterality():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 4096, (128, 128), dtype=np.uint16)
+    e1, f1 = signature(img)
+    e2, f2 = signature(img[:, ::-1].copy())
+    emb, flip = np.stack([e1, e2]), np.stack([f1, f2])
+    assert [(e.method) for e in find_edges(emb, flip, [None, None], [None, None], DedupConfig())] == ["embedding_flip"]
+    assert find_edges(emb, flip, ["L", "R"], [None, None], DedupConfig()) == []
+    assert list(groups(2, find_edges(emb, flip, ["L", "L"], [None, None], DedupConfig()))) == [0, 0]

@@ -31,56 +31,63 @@ class Edge:
     method: str  # embedding | embedding_flip
 
 
+class NeighbourSearch:
+    """Cosine range search over unit vectors: exact below `exact_below` items, else faiss IVF.
+    Built once, queried with plain and mirrored embeddings."""
+
+    def __init__(self, emb: np.ndarray, cfg: DedupConfig):
+        self.emb = np.ascontiguousarray(emb, dtype=np.float32)
+        self.index = None
+        if len(emb) >= cfg.exact_below:
+            import faiss
+
+            d = self.emb.shape[1]
+            nlist = int(min(65536, max(64, 4 * np.sqrt(len(emb)))))
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            self.index.cp.niter = 10
+            sample = np.random.default_rng(0).choice(len(emb), size=min(len(emb), 32 * nlist), replace=False)
+            self.index.train(self.emb[np.sort(sample)])
+            self.index.add(self.emb)
+            self.index.nprobe = cfg.nprobe
+
+    def range(self, queries: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+        """All (query i, item j, cosine) with cosine >= threshold, i != j."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        return self._exact(q, threshold) if self.index is None else self._ivf(q, threshold)
+
+    def _exact(self, q: np.ndarray, threshold: float, block: int = 2048) -> list[tuple[int, int, float]]:
+        out = []
+        for start in range(0, len(q), block):
+            sims = q[start : start + block] @ self.emb.T
+            qi, ji = np.nonzero(sims >= threshold)
+            out += [(int(a + start), int(b), float(sims[a, b])) for a, b in zip(qi, ji) if a + start != b]
+        return out
+
+    def _ivf(self, q: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+        out = []
+        for start in range(0, len(q), 65536):
+            lims, dist, labels = self.index.range_search(q[start : start + 65536], threshold)
+            rows = np.repeat(np.arange(len(lims) - 1) + start, np.diff(lims).astype(np.int64))
+            keep = rows != labels
+            out += list(zip(rows[keep].tolist(), labels[keep].tolist(), dist[keep].tolist()))
+        return out
+
+
 def search(emb: np.ndarray, queries: np.ndarray, threshold: float, cfg: DedupConfig) -> list[tuple[int, int, float]]:
-    """All (query i, item j, cosine) with cosine >= threshold, i != j."""
-    n = len(emb)
-    if n == 0:
+    if len(emb) == 0:
         return []
-    if n < cfg.exact_below:
-        return _exact(emb, queries, threshold)
-    return _ivf(emb, queries, threshold, cfg.nprobe)
-
-
-def _exact(emb: np.ndarray, queries: np.ndarray, threshold: float, block: int = 2048) -> list[tuple[int, int, float]]:
-    e = emb.astype(np.float32)
-    out = []
-    for start in range(0, len(queries), block):
-        sims = queries[start : start + block].astype(np.float32) @ e.T
-        qi, ji = np.nonzero(sims >= threshold)
-        out += [(int(q + start), int(j), float(sims[q, j])) for q, j in zip(qi, ji) if q + start != j]
-    return out
-
-
-def _ivf(emb: np.ndarray, queries: np.ndarray, threshold: float, nprobe: int) -> list[tuple[int, int, float]]:
-    import faiss
-
-    e = np.ascontiguousarray(emb, dtype=np.float32)
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    d = e.shape[1]
-    nlist = int(min(65536, max(64, 4 * np.sqrt(len(e)))))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    train = e[np.random.default_rng(0).choice(len(e), size=min(len(e), 64 * nlist), replace=False)]
-    index.train(train)
-    index.add(e)
-    index.nprobe = nprobe
-    out = []
-    for start in range(0, len(q), 65536):
-        lims, dist, labels = index.range_search(q[start : start + 65536], threshold)
-        for i in range(len(lims) - 1):
-            for k in range(lims[i], lims[i + 1]):
-                j = int(labels[k])
-                if j != start + i:
-                    out.append((start + i, j, float(dist[k])))
-    return out
+    return NeighbourSearch(emb, cfg).range(queries, threshold)
 
 
 def find_edges(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: list, cfg: DedupConfig) -> list[Edge]:
     low = min(cfg.threshold, cfg.same_series_threshold)
     found: dict[tuple[int, int], Edge] = {}
+    if len(emb) == 0:
+        return []
+    index = NeighbourSearch(emb, cfg)
     passes = [("embedding", emb)] + ([("embedding_flip", emb_flip)] if cfg.use_flip else [])
     for method, queries in passes:
-        for i, j, sim in search(emb, queries, low, cfg):
+        for i, j, sim in index.range(queries, low):
             a, b = min(i, j), max(i, j)
             same_series = series[a] is not None and series[a] == series[b]
             if sim < (cfg.same_series_threshold if same_series else cfg.threshold):

@@ -48,7 +48,8 @@ class IngestSummary:
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    # microseconds: ids sort in creation order, which the views rely on for "newest"
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)
 
 
 def catalog_state(ws: Workspace, source: str, retry_quarantined: bool) -> tuple[int, set[tuple[str, str]]]:

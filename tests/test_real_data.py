@@ -73,3 +73,25 @@ def test_real_knee_xrays_round_trip_through_shards(ws):
         assert sample["meta"]["source_split"] == "val"
         n += 1
     assert n == m.samples
+
+
+@pytest.mark.slow
+def test_clahe_copies_are_grouped_with_their_originals(ws):
+    from curation.run import curate
+
+    root = shared_data()
+    add_source(ws, Source("oai-kl", str(root / "knee-xray-kl"), "public", labels=["folder:kl_grade"],
+                          path_pattern=KL_PATTERN, modality="DX", body_part="knee"))
+    add_source(ws, Source("clahe", str(root / "knee-xray-kl-clahe"), "public", path_pattern=KL_PATTERN,
+                          modality="DX", body_part="knee"))
+    ingest_source(ws, "oai-kl", batch_size=512)
+    ingest_source(ws, "clahe")
+    curate(ws)
+    found = db.query(ws, """SELECT count(*) FROM images c JOIN images o ON c.dup_group = o.dup_group
+                            AND c.patient_key = o.patient_key AND c.laterality = o.laterality
+                            WHERE c.source = 'clahe' AND o.source = 'oai-kl'""")[1][0][0]
+    assert found >= 57  # recall >= 0.95 of the 60 CLAHE copies
+    wrong = db.query(ws, """SELECT count(*) FROM (SELECT dup_group FROM images WHERE source = 'oai-kl'
+                            AND dup_group IS NOT NULL GROUP BY dup_group HAVING count(*) > 1)""")[1][0][0]
+    assert wrong == 0  # no two different knees of knee-xray-kl grouped
+    assert db.query(ws, "SELECT count(*) FROM images WHERE source = 'clahe' AND dup_representative")[1][0][0] == 0

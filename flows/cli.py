@@ -235,6 +235,41 @@ def print_curate_summary(s: dict) -> None:
     console.print(ts)
 
 
+# --- tasks -----------------------------------------------------------------------------------
+
+tasks_app = typer.Typer(help="Downstream tasks and their labels.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def tasks_list(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Tasks with their type, anatomy and modality, and labelled images per split and class."""
+    from curation.tasks import describe
+
+    ws = _ws(workspace)
+    con = db.connect(ws)
+    try:
+        rows = con.execute("""SELECT l.task, coalesce(i.split, 'unsplit') AS split, l.value, count(DISTINCT l.image_id)
+                              FROM labels l JOIN images i USING (image_id) GROUP BY ALL ORDER BY ALL""").fetchall()
+    finally:
+        con.close()
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for task, split, value, n in rows:
+        counts.setdefault(task, {}).setdefault(split, {})[value] = n
+    if as_json:
+        print(json.dumps({t: {"spec": describe(t, {v for s in c.values() for v in s}).__dict__, "counts": c}
+                          for t, c in counts.items()}, indent=2))
+        return
+    table = Table("task", "type", "anatomy", "modality", "level", "split", "images by class", title="tasks")
+    for task, by_split in counts.items():
+        spec = describe(task, {v for s in by_split.values() for v in s})
+        for k, (split, by_class) in enumerate(sorted(by_split.items())):
+            classes = "  ".join(f"{c}: {n}" for c, n in sorted(by_class.items()))
+            head = (task, spec.kind, spec.anatomy, spec.modality, spec.level) if k == 0 else ("",) * 5
+            table.add_row(*head, split, classes)
+    console.print(table if counts else "no labels in the catalog yet")
+
+
 # --- sql -------------------------------------------------------------------------------------
 
 @app.command()

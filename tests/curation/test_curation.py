@@ -145,3 +145,18 @@ def test_flip_matches_only_with_consistent_laterality():
     assert [(e.method) for e in find_edges(emb, flip, [None, None], [None, None], DedupConfig())] == ["embedding_flip"]
     assert find_edges(emb, flip, ["L", "R"], [None, None], DedupConfig()) == []
     assert list(groups(2, find_edges(emb, flip, ["L", "L"], [None, None], DedupConfig()))) == [0, 0]
+
+
+def test_tasks_list_counts_per_split_and_class(curated):
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    ws, _ = curated
+    out = json.loads(CliRunner().invoke(app, ["tasks", "list", "--json", "--workspace", str(ws.root)]).output)
+    assert out["kl_grade"]["spec"]["kind"] == "ordinal" and out["mri_acl"]["spec"]["level"] == "exam"
+    total = sum(n for split in out["kl_grade"]["counts"].values() for n in split.values())
+    assert total == q(ws, "SELECT count(DISTINCT image_id) FROM labels WHERE task = 'kl_grade'")[0][0]
+    assert set(out["kl_grade"]["counts"]) <= {"train", "val", "test"}

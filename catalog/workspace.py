@@ -10,8 +10,9 @@ Layout (documented in docs/catalog.md):
       catalog/catalog.duckdb                                        views, rebuilt after each run
       store/ab/<image_id>.png                                       de-identified pixels
       private/secret.key          0600, keys every pseudonym
-      private/sources.json        registered sources (locations may name people)
       private/lineage/*.parquet   file id -> source path; never exported
+      private/lineage/sources.json  registered sources (locations may name people)
+      private/lineage/batches/    the file lists of running ingests (paths); cleared under the lock
       private/staging/            batch lists and half-written parts; cleared under the lock
 """
 
@@ -101,7 +102,13 @@ class Workspace:
 
     @property
     def sources_path(self) -> Path:
-        return self.private_dir / "sources.json"
+        # Source locations may name people: they are lineage, and live with it.
+        return self.lineage_dir / "sources.json"
+
+    @property
+    def batches_dir(self) -> Path:
+        """Per-run lists of the files to read (relative paths: lineage too). Cleared like staging."""
+        return self.lineage_dir / "batches"
 
     @property
     def secret_path(self) -> Path:

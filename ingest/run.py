@@ -80,9 +80,9 @@ def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str,
 
 def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,
                  summary: IngestSummary, done: set[tuple[str, str]]) -> Iterator[Path]:
-    """Stream the listing into batch files under private/staging; only ids travel further."""
+    """Stream the listing into batch files under private/lineage/batches; only their paths travel further."""
     pseudo = Pseudonymizer(ws.secret())
-    staging = ws.staging_dir / run_id
+    staging = ws.batches_dir / run_id
     staging.mkdir(parents=True, exist_ok=True)
     batch, index = [], 0
     for entry in scan(source.location, skip=label_resolver(source).label_files):
@@ -106,6 +106,7 @@ def _save_batch(staging: Path, spec: BatchSpec) -> Path:
 
 def clear_staging(ws: Workspace) -> None:
     """Leftovers of killed runs: half-written parts and batch lists. Call only under the lock."""
+    shutil.rmtree(ws.batches_dir, ignore_errors=True)
     for child in ws.staging_dir.iterdir():
         if child.is_dir():
             shutil.rmtree(child, ignore_errors=True)
@@ -147,7 +148,7 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
             record_run(ws, run_id, name, "finished", "failed", generation, summary, params)
             raise
         record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
-        shutil.rmtree(ws.staging_dir / run_id, ignore_errors=True)
+        shutil.rmtree(ws.batches_dir / run_id, ignore_errors=True)
         db.write_duckdb_file(ws)
     log.info("ingested source %s: %d files seen, %d new, %d already done, %d images, %d quarantined",
              name, summary.files_seen, summary.result.files, summary.files_skipped, summary.result.images,

@@ -1,6 +1,6 @@
 """Registered sources: where images come from and what their paths and label files say.
 
-The registry lives in private/sources.json: a location may itself name a person.
+The registry lives in private/lineage/sources.json: a location may itself name a person.
 """
 
 from __future__ import annotations

@@ -75,5 +75,6 @@ def test_killed_and_rerun_ingest_equals_uninterrupted(tmp_path, phantom_root):
     assert snapshot(victim) == expected
     assert db.query(victim, "SELECT count(*) FROM runs WHERE status = 'running'")[1][0][0] == kills
     assert not any(victim.staging_dir.iterdir()) and not list(victim.root.rglob("*.tmp"))
+    assert not victim.batches_dir.exists() or not any(victim.batches_dir.iterdir())
     pngs = list(victim.store_dir.rglob("*.png"))
     assert all(p.stat().st_size > 0 for p in pngs) and not list(victim.store_dir.rglob("*.tmp"))

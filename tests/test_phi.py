@@ -79,3 +79,18 @@ def test_quarantine_messages_name_no_path(tmp_path, caplog, phantom_root):
     text = caplog.text
     assert "quarantined file" in text
     assert not re.search("|".join(re.escape(n) for n in planted_values() + ["broken", ".dcm", str(phantom_root)]), text, re.I)
+
+
+def test_a_source_root_named_after_a_patient_stays_in_lineage(tmp_path, phantom_root):
+    from catalog.workspace import Workspace
+    from ingest.run import ingest_source
+    from ingest.sources import Source, add_source
+
+    named = tmp_path / "exports" / "Zorblatt_Quentin_PHX7731ZQ"
+    named.parent.mkdir()
+    named.symlink_to(phantom_root / "pacs")
+    ws = Workspace.open(tmp_path / "w")
+    add_source(ws, Source("pacs", str(named), "internal", labels=["csv:labels.csv"]))
+    ingest_source(ws, "pacs")
+    assert scan_workspace(ws.root, planted_values()) == []
+    assert "Zorblatt_Quentin" in (ws.lineage_dir / "sources.json").read_text()

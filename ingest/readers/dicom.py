@@ -8,6 +8,7 @@ other element, private tags and nested sequences included, is simply never read.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from typing import Iterator
 
@@ -22,6 +23,10 @@ from ingest.deid import age_days
 from ingest.pixels import Frame, to_gray, to_storable
 from ingest.reasons import Quarantine
 from ingest.readers.context import ReadContext
+
+# pydicom logs decoder failures with tracebacks and, for some, element values; the reader reports
+# every failure itself as a quarantine reason, so pydicom's own log stays silent.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Storage classes that carry no pixels: recognised and recorded, never decoded.
@@ -231,6 +236,14 @@ def _geometry(ds, frame: int) -> dict:
 
 
 def read_dicom(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
+    # pydicom's warnings quote element values (a malformed date, a name): never let them out.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds, header = _prepare(data, ctx)
+    yield from _frames(ds, header)
+
+
+def _prepare(data: bytes, ctx: ReadContext):
     ds = parse(data)
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         name = sop_class_name(ds) or ""
@@ -240,8 +253,11 @@ def read_dicom(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
     if str(_get(ds, "BurnedInAnnotation", "")).strip().upper() == "YES":
         raise Quarantine("burned_in_annotation", "BurnedInAnnotation is YES")
     _ensure_transfer_syntax(ds)
-    rows, cols, n_frames = _check_pixels(ds, ctx)
-    header = _header_attrs(ds, ctx)
+    _check_pixels(ds, ctx)
+    return ds, _header_attrs(ds, ctx)
+
+
+def _frames(ds, header: dict) -> Iterator[Frame]:
     photometric = header["photometric"] or "MONOCHROME2"
     bits_stored = header["bits_stored"] or _int(_get(ds, "BitsAllocated")) or 16
     signed = _int(_get(ds, "PixelRepresentation", 0)) == 1

@@ -156,3 +156,17 @@ def test_compressed_transfer_syntaxes_decode(name):
     out = frames(open(path, "rb").read())
     ref = pydicom.dcmread(path).pixel_array
     assert out and out[0].pixels.shape == ref.shape[-2:]
+
+
+def test_malformed_values_leak_through_no_warning_or_log(caplog):
+    import warnings
+
+    data = make_dicom(np.zeros((4, 4), np.uint16), StudyDate="Zorblatt", PatientBirthDate="Quentin",
+                      PatientAge="Vexhallow", AcquisitionDate="Marplewick")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("DEBUG"):
+        warnings.simplefilter("always")
+        (f,) = frames(data)
+    said = " ".join(str(w.message) for w in caught) + caplog.text + repr(f.attrs)
+    for planted in ("Zorblatt", "Quentin", "Vexhallow", "Marplewick"):
+        assert planted not in said
+    assert f.attrs["study_date"] is None and f.attrs["patient_age_days"] is None

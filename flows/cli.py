@@ -270,6 +270,37 @@ def tasks_list(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(Fals
     console.print(table if counts else "no labels in the catalog yet")
 
 
+# --- export ----------------------------------------------------------------------------------
+
+export_app = typer.Typer(help="Export de-identified data.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("dicom")
+def export_dicom(
+    query: str = typer.Option(..., "--query", help="SQL returning image_id; their DICOM files are exported"),
+    out: Path = typer.Option(..., "--out", help="Output folder (patient pseudonym / study / file id .dcm)"),
+    modified_dates: bool = typer.Option(True, help="Retain Longitudinal Temporal Information with Modified Dates"),
+    retain_patient_characteristics: bool = typer.Option(False, help="Keep sex, age, size and weight"),
+    allow_burned_in: bool = typer.Option(False, help="Also export objects that declare burned-in annotation"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """De-identified DICOM per PS3.15 Annex E (Basic Profile, safe-attribute allow-list, keyed UIDs)."""
+    import duckdb
+
+    from curation.export_dicom import ExportOptions, export_selection
+
+    ws = _ws(workspace)
+    try:
+        result = export_selection(ws, query, out, ExportOptions(modified_dates, retain_patient_characteristics,
+                                                                  allow_burned_in))
+    except duckdb.Error as e:
+        _fail(f"query failed: {str(e).splitlines()[0]}")
+    console.print(f"exported {len(result.written)} DICOM files to {out}")
+    for reason, n in result.skipped.items():
+        console.print(f"skipped {n}: {reason}")
+
+
 # --- sql -------------------------------------------------------------------------------------
 
 @app.command()

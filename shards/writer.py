@@ -128,6 +128,12 @@ def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: b
                     target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
                     map_shards=None) -> tuple[Path, Manifest, bool]:
     """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built)."""
+    with ws.write_lock():
+        return _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite,
+                      map_shards)
+
+
+def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, map_shards):
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
     records = select(ws, query, include_excluded, evaluation)
@@ -144,6 +150,8 @@ def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: b
             raise ShardError(f"shard set {name!r} exists with another selection; choose a new name or pass --overwrite")
     try:
         root.mkdir(parents=True, exist_ok=True)
+        for stale in list(root.glob(".*.build-*")) + list(root.glob(".*.old-*")):
+            shutil.rmtree(stale, ignore_errors=True)  # a killed build's leftovers; we hold the lock
         build = root / f".{name}.build-{uuid.uuid4().hex[:8]}"
         build.mkdir()
     except OSError as e:

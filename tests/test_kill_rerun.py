@@ -78,3 +78,32 @@ def test_killed_and_rerun_ingest_equals_uninterrupted(tmp_path, phantom_root):
     assert not victim.batches_dir.exists() or not any(victim.batches_dir.iterdir())
     pngs = list(victim.store_dir.rglob("*.png"))
     assert all(p.stat().st_size > 0 for p in pngs) and not list(victim.store_dir.rglob("*.tmp"))
+
+
+BUILD = """
+import sys
+from catalog.workspace import Workspace
+from shards.writer import build_shard_set
+build_shard_set(Workspace.open(sys.argv[1]), "killed", "SELECT image_id FROM images", samples_per_shard=2)
+"""
+
+
+@pytest.mark.slow
+def test_killed_shard_build_leaves_nothing_and_rebuilds_identically(tmp_path, phantom_workspace):
+    from shards.writer import build_shard_set, list_shard_sets
+
+    src, _ = phantom_workspace
+    ws = Workspace.open(tmp_path / "ws")
+    shutil.copytree(src.root, ws.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("shards"))
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", BUILD, str(ws.root)], env=env)
+    shards = ws.root / "shards"
+    while proc.poll() is None and not (shards.exists() and any(p.glob("shard-*.tar") for p in shards.iterdir())):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list_shard_sets(ws) == [] and not (shards / "killed").exists()
+    _, m1, built = build_shard_set(ws, "killed", "SELECT image_id FROM images", samples_per_shard=2)
+    _, m2, _ = build_shard_set(ws, "again", "SELECT image_id FROM images", samples_per_shard=2)
+    assert built and [s.sha256 for s in m1.shards] == [s.sha256 for s in m2.shards]
+    assert sorted(p.name for p in shards.iterdir()) == ["again", "killed"]  # the killed build's leftovers are gone

@@ -301,6 +301,25 @@ def export_dicom(
         console.print(f"skipped {n}: {reason}")
 
 
+# --- catalog maintenance -------------------------------------------------------------------
+
+catalog_app = typer.Typer(help="Catalog maintenance.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("compact")
+def catalog_compact(wait: float = typer.Option(0.0, help="Seconds to wait for another writer"),
+                    workspace: WorkspaceOpt = None) -> None:
+    """Merge the small per-batch catalog parts into one (ingest does this itself past 256 parts)."""
+    from catalog.compact import compact
+
+    try:
+        before, after = compact(_ws(workspace), wait_s=wait)
+    except WorkspaceBusy as e:
+        _fail(str(e), code=75)
+    console.print(f"catalog parts: {before} -> {after}")
+
+
 # --- sql -------------------------------------------------------------------------------------
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -149,6 +150,11 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
             raise
         record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
         shutil.rmtree(ws.batches_dir / run_id, ignore_errors=True)
+        from catalog.compact import MERGED_PREFIX, compact
+
+        batch_parts = sum(1 for p in ws.parts_dir.iterdir() if not p.name.startswith(MERGED_PREFIX))
+        if batch_parts > int(os.environ.get("ORTHO_COMPACT_PARTS", 256)):
+            compact(ws)
         db.write_duckdb_file(ws)
     log.info("ingested source %s: %d files seen, %d new, %d already done, %d images, %d quarantined",
              name, summary.files_seen, summary.result.files, summary.files_skipped, summary.result.images,

@@ -13,7 +13,7 @@ from flows.cli import app
 runner = CliRunner()
 COMMANDS = [[], ["sources"], ["sources", "add"], ["sources", "list"], ["ingest"], ["sql"], ["status"], ["lineage"],
             ["demo"], ["phantom"], ["shards"], ["shards", "build"], ["shards", "list"], ["shards", "verify"],
-            ["shards", "show"], ["curate"], ["tasks"], ["tasks", "list"], ["export"], ["export", "dicom"]]
+            ["shards", "show"], ["curate"], ["tasks"], ["tasks", "list"], ["export"], ["export", "dicom"], ["catalog"], ["catalog", "compact"]]
 NO_WORKSPACE = (["phantom"], ["shards", "verify"], ["shards", "show"])  # they take a path
 
 
@@ -21,7 +21,7 @@ NO_WORKSPACE = (["phantom"], ["shards", "verify"], ["shards", "show"])  # they t
 def test_every_command_has_help(cmd):
     result = runner.invoke(app, cmd + ["--help"])
     assert result.exit_code == 0 and "Usage" in result.output
-    if cmd and cmd not in (["sources"], ["shards"], ["tasks"], ["export"]):
+    if cmd and cmd not in (["sources"], ["shards"], ["tasks"], ["export"], ["catalog"]):
         assert "--workspace" in result.output or cmd in NO_WORKSPACE
 
 

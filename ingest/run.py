@@ -115,6 +115,14 @@ def clear_staging(ws: Workspace) -> None:
             child.unlink(missing_ok=True)
 
 
+def _compact_if_needed(ws: Workspace) -> None:
+    from catalog.compact import MERGED_PREFIX, compact
+
+    batch_parts = sum(1 for p in ws.parts_dir.iterdir() if not p.name.startswith(MERGED_PREFIX))
+    if batch_parts > int(os.environ.get("ORTHO_COMPACT_PARTS", 256)):
+        compact(ws)
+
+
 def ensure_materialised(source: Source) -> None:
     """A phantom source is drawn on first use; its location is the tree or its pacs/ or public/ part."""
     if source.kind == "phantom":
@@ -145,16 +153,13 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
                 summary.result.merge(result)
                 if on_batch:
                     on_batch(result, summary)
+                _compact_if_needed(ws)  # during the run too: parts stay bounded, and so does memory
         except BaseException:
             record_run(ws, run_id, name, "finished", "failed", generation, summary, params)
             raise
         record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
         shutil.rmtree(ws.batches_dir / run_id, ignore_errors=True)
-        from catalog.compact import MERGED_PREFIX, compact
-
-        batch_parts = sum(1 for p in ws.parts_dir.iterdir() if not p.name.startswith(MERGED_PREFIX))
-        if batch_parts > int(os.environ.get("ORTHO_COMPACT_PARTS", 256)):
-            compact(ws)
+        _compact_if_needed(ws)
         db.write_duckdb_file(ws)
     log.info("ingested source %s: %d files seen, %d new, %d already done, %d images, %d quarantined",
              name, summary.files_seen, summary.result.files, summary.files_skipped, summary.result.images,

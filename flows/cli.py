@@ -17,6 +17,7 @@ from rich.table import Table
 from catalog import db
 from catalog.workspace import Workspace, WorkspaceBusy
 from flows import progress as progress_hooks
+from ingest.scan import SourceUnavailable
 
 app = typer.Typer(help="OrthoFoundation data platform: ingest, catalog, curate, shard, pretrain, evaluate.",
                   no_args_is_help=True, add_completion=False)
@@ -153,6 +154,8 @@ def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, run
                                                workers=workers, retry_quarantined=retry_quarantined, wait_s=wait)
         except WorkspaceBusy as e:
             _fail(str(e), code=75)
+        except SourceUnavailable as e:
+            _fail(str(e))
         finally:
             progress_hooks.hooks.pop("ingest", None)
     print_ingest_summary(ws, results)

@@ -26,10 +26,19 @@ class ScanEntry:
         return f"{self.size}-{self.mtime_ns}"
 
 
+class SourceUnavailable(OSError):
+    """The source's location cannot be listed at all (its path is not repeated: it may name someone)."""
+
+
 def scan_local(root: str, skip: set[str] = frozenset()) -> Iterator[ScanEntry]:
     root = os.path.abspath(root)
     seen_dirs: set[tuple[int, int]] = set()
-    st = os.stat(root)
+    try:
+        st = os.stat(root)
+    except OSError as e:
+        raise SourceUnavailable(f"the source location cannot be read ({e.strerror}); see `ortho sources list`") from None
+    if not os.path.isdir(root):
+        raise SourceUnavailable("the source location is not a folder; see `ortho sources list`")
     seen_dirs.add((st.st_dev, st.st_ino))
     yield from _walk(root, "", seen_dirs, skip)
 

@@ -71,3 +71,20 @@ def test_fsspec_location(ws):
     ingest_source(ws, "mem")
     assert db.query(ws, "SELECT status, count(*) FROM files GROUP BY ALL")[1] == [("ingested", 2)]
     assert ingest_source(ws, "mem").files_skipped == 2
+
+
+def test_a_vanished_source_fails_with_a_clear_message_naming_no_path(ws, tmp_path):
+    import shutil
+
+    import pytest
+
+    from ingest.scan import SourceUnavailable
+
+    src = tmp_path / "Zorblatt_export"
+    src.mkdir()
+    add_source(ws, Source("gone", str(src), "internal"))
+    shutil.rmtree(src)
+    with pytest.raises(SourceUnavailable) as e:
+        ingest_source(ws, "gone")
+    assert "Zorblatt" not in str(e.value) and "cannot be read" in str(e.value)
+    assert db.query(ws, "SELECT status FROM runs")[1] == [("failed",)]

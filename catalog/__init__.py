@@ -1,0 +1,1 @@
+"""The catalog: workspace layout, Parquet parts, DuckDB views, the content-addressed image store."""

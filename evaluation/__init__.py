@@ -1,0 +1,1 @@
+"""Downstream evaluation of checkpoints (kNN, linear, fine-tuning, label efficiency). Not built yet: issue 6."""

@@ -1,0 +1,1 @@
+"""Ingest: sources, format readers, de-identification, batch ingest into the store and catalog."""

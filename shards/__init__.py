@@ -1,0 +1,1 @@
+"""Shard sets: SQL selection -> deterministic WebDataset tars + manifest; verification; streaming reader."""

@@ -137,6 +137,11 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
 def connect(ws: Workspace, private: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog views. `private` adds `lineage`."""
     con = duckdb.connect(":memory:")
+    # Whole-catalog queries (current versions, duplicate ranks, compaction) spill to disk past this
+    # instead of growing with the catalog; insertion order is never relied on.
+    con.execute(f"SET memory_limit = '{os.environ.get('ORTHO_DUCKDB_MEMORY', '256MB')}'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET temp_directory = '{_sql_str(ws.staging_dir / f'duckdb-spill-{os.getpid()}')}'")
     for stmt in view_statements(ws, private=private):
         con.execute(stmt)
     return con

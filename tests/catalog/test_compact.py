@@ -6,15 +6,7 @@ from catalog.workspace import Workspace
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
 
-VIEWS = {
-    "files": "SELECT * EXCLUDE (run_id, committed_at) FROM files ORDER BY ALL",
-    "images": "SELECT * FROM images ORDER BY image_id",
-    "labels": "SELECT * FROM labels ORDER BY ALL",
-}
-
-
-def snapshot(ws):
-    return {k: db.query(ws, sql)[1] for k, sql in VIEWS.items()}
+from tests.test_kill_rerun import snapshot  # the catalog as users see it, minus run ids and times
 
 
 def test_compaction_keeps_the_catalog_and_merges_the_parts(tmp_path, phantom_root):

@@ -121,6 +121,13 @@ def _filter(ds: Dataset, secret: bytes, keep: set[str]) -> Dataset:
     return out
 
 
+def _age_years(value) -> int | None:
+    m = re.match(r"^(\d{3})([DWMY])$", str(value or ""))
+    if not m:
+        return None
+    return int(int(m[1]) * {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1}[m[2]])
+
+
 def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: ExportOptions) -> Dataset:
     patient_key = pseudo.patient(ds.get("PatientID", "") or f"{ds.get('PatientName', '')}|{ds.get('StudyInstanceUID', '')}")
     keep = KEEP | (PATIENT_CHARACTERISTICS if options.retain_patient_characteristics else set())
@@ -132,6 +139,8 @@ def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: Expor
     out.StudyID = ""
     out.AccessionNumber = ""
     out.ReferringPhysicianName = ""
+    if options.retain_patient_characteristics and _age_years(out.get("PatientAge")) is not None:
+        out.PatientAge = f"{min(_age_years(out.PatientAge), 90):03d}Y"  # ages over 89 identify: reported as 90
     if options.retain_modified_dates:
         for kw in DATES:
             d = pseudo.shifted_date(ds.get(kw), patient_key)

@@ -5,7 +5,7 @@ selections. Parameters and the exclusion list come from the curation config."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 FILTERS: dict[str, str] = {
     # nearly constant: 98% of the pixels within a few grey levels of the stored depth

@@ -8,13 +8,11 @@ one folder per run, catalog/curation/<run_id>/, renamed into place when complete
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import deque
 from functools import partial
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import flows  # noqa: F401  (Prefect defaults)

@@ -1,7 +1,6 @@
 """A corpus of hostile inputs: every file accounted for, nothing crashes, memory stays bounded."""
 
 import gzip
-import os
 
 import numpy as np
 

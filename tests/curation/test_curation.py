@@ -6,8 +6,7 @@ from PIL import Image
 
 from catalog import db
 from curation.near_dup import DedupConfig, find_edges, groups, search
-from curation.quality import QualityConfig
-from curation.run import CurateConfig, curate
+from curation.run import curate
 from curation.signatures import signature
 from curation.splits import SplitPolicy, assign, hashed_split
 from ingest.run import ingest_source

@@ -141,3 +141,15 @@ def test_export_from_the_catalog_leaves_no_phantom_phi(phantom_workspace, tmp_pa
         assert not pattern.search(str(f.relative_to(out)))
         assert not pattern.search(f.read_bytes().decode("latin-1")), f.name
         pydicom.dcmread(f).pixel_array
+
+
+def test_retained_ages_over_89_are_reported_as_90(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old.dcm").write_bytes(make_dicom(np.zeros((8, 8), np.uint16), PatientAge="097Y", PatientSex="F"))
+    r = export_files([("c" * 16, str(src), "old.dcm")], tmp_path / "o", b"k" * 32,
+                     ExportOptions(retain_patient_characteristics=True))
+    ds = pydicom.dcmread(r.written[0])
+    assert ds.PatientAge == "090Y" and ds.PatientSex == "F"
+    r = export_files([("c" * 16, str(src), "old.dcm")], tmp_path / "o2", b"k" * 32, ExportOptions())
+    assert "PatientAge" not in pydicom.dcmread(r.written[0])

@@ -61,6 +61,9 @@ class ShardStream(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int, step: int = 0) -> None:
         """Start `epoch`; `step` batches of it were already consumed by this rank (resume)."""
         self.epoch, self.step = epoch, step
+        for stage in (self.transform, self.collate):  # per-epoch augmentation seeds travel to the workers
+            if hasattr(stage, "set_epoch"):
+                stage.set_epoch(epoch)
 
     def _plan(self, world: int, workers: int) -> tuple[list[list[int]], int, bool]:
         readers = world * workers

@@ -1,0 +1,179 @@
+"""`build_backbone`: a timm DINOv3 ViT for grayscale input, random or from a local checkpoint.
+
+Weights only ever come from local files; nothing is downloaded (`HF_HUB_OFFLINE=1` is set on
+import as a second guard). A checkpoint is a timm safetensors file (ours, from `export_backbone`),
+Meta's DINOv3 `.pth` (key names mapped by timm's EVA filter), or one of our training
+checkpoints (the teacher's backbone). RGB patch-embedding weights are summed to one channel, which
+keeps the response to a grey image (R=G=B) identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import timm  # noqa: E402
+
+# Names beyond timm's registry: small DINOv3-style ViTs for CPU runs and tests.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "vit_tiny_patch16_dinov3": ("vit_small_patch16_dinov3", dict(embed_dim=192, num_heads=3)),
+    "vit_tiny_patch8_dinov3": ("vit_small_patch16_dinov3", dict(embed_dim=192, num_heads=3, depth=6, patch_size=8)),
+    "vit_pico_patch8_dinov3": ("vit_small_patch16_dinov3", dict(embed_dim=64, num_heads=2, depth=2, patch_size=8)),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot initialise this backbone (missing file, other architecture)."""
+
+
+@dataclass
+class BackboneSpec:
+    """What it takes to rebuild the backbone anywhere: saved beside every exported checkpoint."""
+
+    name: str
+    timm_name: str
+    kwargs: dict
+    in_chans: int
+    img_size: int
+    patch_size: int
+    embed_dim: int
+    num_prefix_tokens: int
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+@dataclass
+class LoadReport:
+    source: str
+    missing: list[str]
+    unexpected: list[str]
+    folded_channels: bool = False
+
+    def __str__(self) -> str:
+        parts = [f"loaded {self.source}"]
+        if self.folded_channels:
+            parts.append("RGB patch embedding folded to 1 channel")
+        parts.append(f"{len(self.missing)} missing keys{': ' + ', '.join(self.missing[:5]) if self.missing else ''}")
+        parts.append(f"{len(self.unexpected)} unexpected{': ' + ', '.join(self.unexpected[:5]) if self.unexpected else ''}")
+        return "; ".join(parts)
+
+
+def resolve_name(name: str, kwargs: dict | None = None) -> tuple[str, dict]:
+    base, extra = VARIANTS.get(name, (name, {}))
+    if base not in timm.list_models():
+        raise CheckpointError(f"unknown backbone '{name}': not a timm model nor one of {', '.join(VARIANTS)}")
+    return base, {**extra, **(kwargs or {})}
+
+
+def build_backbone(name: str, in_chans: int = 1, img_size: int = 224, init: str | os.PathLike = "random",
+                   drop_path: float = 0.0, kwargs: dict | None = None) -> tuple[nn.Module, BackboneSpec, LoadReport | None]:
+    """A feature extractor (no classifier, CLS-token pooling as upstream DINOv3) and how to rebuild it."""
+    timm_name, kw = resolve_name(name, kwargs)
+    model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans, img_size=img_size,
+                              global_pool="token", drop_path_rate=drop_path, **kw)
+    cfg = model.pretrained_cfg
+    # Grey input: one channel's statistics are the mean of the RGB ones.
+    mean, std = list(cfg.get("mean", (0.5,))), list(cfg.get("std", (0.5,)))
+    if in_chans != len(mean):
+        mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
+    spec = BackboneSpec(name=name, timm_name=timm_name, kwargs=kw, in_chans=in_chans, img_size=img_size,
+                        patch_size=model.patch_embed.patch_size[0], embed_dim=model.embed_dim,
+                        num_prefix_tokens=model.num_prefix_tokens, mean=mean, std=std)
+    report = None
+    if str(init) != "random":
+        report = load_weights(model, Path(init))
+    return model, spec, report
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path.name} is unreadable: {type(e).__name__}: {str(e)[:160]}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path.name} does not hold a state dict")
+    # Our training checkpoints: the teacher's backbone. Meta's training checkpoints: the same.
+    if "teacher" in state and isinstance(state["teacher"], dict):
+        state = state["teacher"]
+    for key in ("model_ema", "model", "module", "state_dict"):
+        if key in state and isinstance(state[key], dict):
+            state = state[key]
+    for prefix in ("backbone.", "module.backbone.", "_orig_mod.backbone."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_weights(model: nn.Module, path: Path) -> LoadReport:
+    from timm.models.eva import checkpoint_filter_fn
+
+    state = read_state_dict(path)
+    folded = False
+    key = "patch_embed.proj.weight"
+    want = model.patch_embed.proj.weight.shape[1]
+    if key in state and state[key].ndim == 4 and state[key].shape[1] != want:
+        if want == 1:
+            state[key] = state[key].sum(dim=1, keepdim=True)
+            folded = True
+        else:
+            raise CheckpointError(f"checkpoint {path.name} has {state[key].shape[1]} input channels, the model {want}")
+    try:
+        state = checkpoint_filter_fn(state, model)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path.name} does not fit {type(model).__name__}: {str(e)[:160]}") from None
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"checkpoint {path.name} is another architecture: {k} is {list(v.shape)} there, "
+                                  f"{list(own[k].shape)} here")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head")]
+    if not any(k.startswith("blocks.") for k in state) or any(k.startswith("blocks.") for k in missing):
+        raise CheckpointError(f"checkpoint {path.name} is another architecture: {len(missing)} of the model's "
+                              f"weights are missing (e.g. {', '.join(missing[:3]) or 'all blocks'})")
+    return LoadReport(path.name, list(missing), list(unexpected), folded)
+
+
+def export_backbone(model: nn.Module, spec: BackboneSpec, path: Path) -> Path:
+    """Backbone-only safetensors (timm key names) plus `<name>.json` with the spec; written atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={"spec": spec.to_json()})
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(spec.to_json() + "\n")
+    return path
+
+
+def load_exported(path: str | os.PathLike) -> tuple[nn.Module, BackboneSpec]:
+    """A backbone exported by a run, rebuilt from its spec (in the file's metadata or beside it)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    text = meta.get("spec") or (path.with_suffix(".json").read_text() if path.with_suffix(".json").is_file() else None)
+    if text is None:
+        raise CheckpointError(f"checkpoint {path.name} carries no backbone spec; pass the model name")
+    spec = BackboneSpec(**json.loads(text))
+    model, _, _ = build_backbone(spec.name, spec.in_chans, spec.img_size, init=path, kwargs=spec.kwargs)
+    return model, spec

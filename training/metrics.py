@@ -1,0 +1,88 @@
+"""Training metrics: one JSON line per logged step (and TensorBoard), plus the collapse watch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("ortho.pretrain")
+
+
+@torch.no_grad()
+def collapse_stats(teacher_probs: torch.Tensor, student_cls: torch.Tensor) -> dict[str, float]:
+    """teacher_probs [N, K]: mean per-sample entropy and entropy of the batch mean, both / log K.
+    student_cls [B, D]: std across the batch of the L2-normalised embedding, x sqrt(D) (about 1 when
+    spread uniformly on the sphere, 0 when every image maps to one point)."""
+    k = teacher_probs.shape[-1]
+    p = teacher_probs.float().clamp_min(1e-12)
+    sample_entropy = float(-(p * p.log()).sum(-1).mean() / math.log(k))
+    mean = p.mean(0)
+    batch_entropy = float(-(mean * mean.log()).sum() / math.log(k))
+    z = F.normalize(student_cls.float(), dim=-1)
+    std = float(z.std(0).mean() * math.sqrt(z.shape[-1])) if z.shape[0] > 1 else float("nan")
+    return {"teacher_entropy": sample_entropy, "teacher_batch_entropy": batch_entropy, "cls_std": std}
+
+
+class CollapseWatch:
+    """Warn (once per kind) when the embedding std or the teacher's batch entropy say collapse."""
+
+    def __init__(self, min_std: float, min_batch_entropy: float, grace_steps: int = 0):
+        self.min_std, self.min_entropy, self.grace = min_std, min_batch_entropy, grace_steps
+        self.warned: set[str] = set()
+
+    def check(self, step: int, stats: dict[str, float]) -> list[str]:
+        if step < self.grace:
+            return []
+        found = []
+        if stats["cls_std"] < self.min_std:
+            found.append(("std", f"step {step}: CLS embedding std {stats['cls_std']:.3f} (x sqrt(dim)) is below "
+                                 f"{self.min_std}: the student may be collapsing to one point"))
+        if stats["teacher_batch_entropy"] < self.min_entropy:
+            found.append(("entropy", f"step {step}: teacher batch entropy {stats['teacher_batch_entropy']:.3f} of "
+                                     f"log K: a few prototypes take every image (collapse)"))
+        new = [msg for kind, msg in found if kind not in self.warned]
+        self.warned.update(kind for kind, _ in found)
+        for msg in new:
+            log.warning(msg)
+        return new
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_step: int | None = None):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            keep = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in keep))
+        self.file = open(self.path, "a")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
+            except ImportError:
+                log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -1,0 +1,85 @@
+"""Student and teacher: a timm ViT backbone plus DINO/iBOT heads and iBOT's mask token."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from training.backbone import BackboneSpec, build_backbone
+from training.head import DINOHead
+
+
+def forward_tokens(backbone: nn.Module, images: torch.Tensor, masks: torch.Tensor | None = None,
+                   mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """images [B, C, H, W] -> (cls [B, D], patches [B, P, D]) after the final norm.
+
+    The same steps as timm's Eva.forward_features, with iBOT's substitution between patch embedding
+    and position encoding: masks [B, P] (bool) replace those patch embeddings by `mask_token` [D].
+    """
+    x = backbone.patch_embed(images)  # [B, h, w, D]: the DINOv3 ViTs run with dynamic image size
+    if masks is not None:
+        b, h, w, d = x.shape
+        x = torch.where(masks.view(b, h, w, 1), mask_token.to(x.dtype).view(1, 1, 1, d), x)
+    x, rope = backbone._pos_embed(x)
+    x = backbone.norm_pre(x)
+    for block in backbone.blocks:
+        if backbone.grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(block, x, rope=rope, use_reentrant=False)
+        else:
+            x = block(x, rope=rope)
+    x = backbone.norm(x)
+    return x[:, 0], x[:, backbone.num_prefix_tokens:]
+
+
+class SSLModel(nn.Module):
+    """backbone + dino_head (+ ibot_head unless shared) + mask_token. The teacher is a deep copy."""
+
+    def __init__(self, backbone: nn.Module, spec: BackboneSpec, head_cfg: dict):
+        super().__init__()
+        self.backbone, self.spec = backbone, spec
+        dim = spec.embed_dim
+        shape = dict(hidden_dim=head_cfg["hidden_dim"], bottleneck_dim=head_cfg["bottleneck_dim"],
+                     layers=head_cfg["layers"])
+        self.dino_head = DINOHead(dim, head_cfg["prototypes"], **shape)
+        self.ibot_head = self.dino_head if head_cfg["shared"] else DINOHead(dim, head_cfg["ibot_prototypes"], **shape)
+        self.mask_token = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None,
+                masks: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The student's pass over all crops.
+
+        global_crops [G*B, C, H, W], local_crops [L*B, C, h, w] or None, masks [G*B, P] bool or None.
+        Returns cls_logits [(G+L)*B, K] (crop-major), cls [G*B, D] (global crops, for KoLeo),
+        masked_logits [M, K'] (masked patches, order of masks.nonzero()), patches [G*B, P, D].
+        """
+        cls, patches = forward_tokens(self.backbone, global_crops, masks, self.mask_token)
+        all_cls = cls
+        if local_crops is not None and local_crops.shape[0]:
+            local_cls, _ = forward_tokens(self.backbone, local_crops)
+            all_cls = torch.cat([cls, local_cls])
+        out = {"cls_logits": self.dino_head(all_cls), "cls": cls, "patches": patches}
+        out["masked_logits"] = self.ibot_head(patches[masks]) if masks is not None else patches.new_zeros(0, 1)
+        return out
+
+    @torch.no_grad()
+    def teacher_forward(self, global_crops: torch.Tensor, masks: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The teacher's pass: unmasked global crops only; logits for CLS and the masked positions."""
+        cls, patches = forward_tokens(self.backbone, global_crops)
+        out = {"cls_logits": self.dino_head(cls), "patches": patches}
+        if masks is not None:
+            out["masked_logits"] = self.ibot_head(patches[masks])
+        return out
+
+
+def build_ssl_models(cfg: dict, img_size: int) -> tuple[SSLModel, SSLModel, object]:
+    """(student, teacher, load report). Both start from the same weights; the teacher never gets gradients."""
+    m = cfg["model"]
+    backbone, spec, report = build_backbone(m["name"], m["in_chans"], img_size, m["init"], m["drop_path"], m["kwargs"])
+    student = SSLModel(backbone, spec, cfg["head"])
+    teacher = copy.deepcopy(student)
+    teacher.requires_grad_(False)
+    teacher.eval()  # no stochastic depth in the teacher
+    return student, teacher, report

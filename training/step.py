@@ -1,0 +1,108 @@
+"""One DINOv3-style training step: teacher targets, student losses, update, EMA."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training.centering import TeacherTargets
+from training.losses import dino_loss, gram_loss, ibot_loss, koleo_loss
+from training.metrics import collapse_stats
+from training.model import SSLModel, forward_tokens
+from training.optim import apply_schedules
+
+
+@dataclass
+class Learner:
+    """The modules and state a step touches; `student` may be DDP-wrapped, `student_module` never is."""
+
+    student: nn.Module
+    student_module: SSLModel
+    teacher: SSLModel
+    dino_targets: TeacherTargets
+    ibot_targets: TeacherTargets
+    optimizer: torch.optim.Optimizer
+    cfg: dict
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    gram_anchor: nn.Module | None = None
+
+    def __post_init__(self):
+        s = dict(self.student_module.named_parameters())
+        t = dict(self.teacher.named_parameters())
+        self.pairs = [(s[n], t[n]) for n in s if n in t]
+
+    def state_dict(self) -> dict:
+        return {"student": self.student_module.state_dict(), "teacher": self.teacher.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "dino_targets": self.dino_targets.state_dict(),
+                "ibot_targets": self.ibot_targets.state_dict(),
+                "gram_anchor": self.gram_anchor.state_dict() if self.gram_anchor is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student_module.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.dino_targets.load_state_dict(state["dino_targets"])
+        self.ibot_targets.load_state_dict(state["ibot_targets"])
+        if state.get("gram_anchor") is not None:
+            self.refresh_gram_anchor()
+            self.gram_anchor.load_state_dict(state["gram_anchor"])
+
+    def refresh_gram_anchor(self) -> None:
+        self.gram_anchor = copy.deepcopy(self.teacher.backbone).requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        student = [s.detach() for s, _ in self.pairs]
+        teacher = [t for _, t in self.pairs]
+        torch._foreach_mul_(teacher, momentum)
+        torch._foreach_add_(teacher, student, alpha=1 - momentum)
+
+
+def train_step(learner: Learner, batch: dict, step: int, schedules: dict) -> dict[str, float]:
+    """Forward, losses, backward, clip, optimizer step, EMA. Returns the values to log."""
+    cfg, dev = learner.cfg, learner.device
+    loss_cfg, optim_cfg = cfg["loss"], cfg["optim"]
+    glob = batch["global"].to(dev, non_blocking=True)
+    local = batch["local"].to(dev, non_blocking=True) if batch["local"] is not None else None
+    masks = batch["masks"].to(dev, non_blocking=True)
+    temp = float(schedules["teacher_temp"][step])
+    gram_on = loss_cfg["gram_weight"] > 0 and step >= loss_cfg["gram_start"]
+    if gram_on and (learner.gram_anchor is None or (step - loss_cfg["gram_start"]) % loss_cfg["gram_refresh"] == 0):
+        learner.refresh_gram_anchor()
+    apply_schedules(learner.optimizer, float(schedules["lr"][step]), float(schedules["weight_decay"][step]),
+                    freeze_last=step < optim_cfg["freeze_last_layer_steps"])
+
+    with torch.autocast(dev.type, dtype=learner.autocast_dtype or torch.float32,
+                        enabled=learner.autocast_dtype is not None):
+        with torch.no_grad():
+            t_out = learner.teacher.teacher_forward(glob, masks)
+            t_cls = learner.dino_targets(t_out["cls_logits"], temp)
+            t_patch = learner.ibot_targets(t_out["masked_logits"], temp)
+            anchor = forward_tokens(learner.gram_anchor, glob)[1] if gram_on else None
+        s_out = learner.student(glob, local, masks)
+    n_global = 2
+    losses = {
+        "dino": dino_loss(s_out["cls_logits"], t_cls, n_global, loss_cfg["student_temp"]),
+        "ibot": ibot_loss(s_out["masked_logits"], t_patch, masks, loss_cfg["student_temp"]),
+        "koleo": sum(koleo_loss(c) for c in s_out["cls"].chunk(n_global)) / n_global,
+    }
+    if gram_on:
+        losses["gram"] = gram_loss(s_out["patches"], anchor)
+    total = sum(loss_cfg[f"{name}_weight"] * value for name, value in losses.items())
+
+    learner.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(learner.student.parameters(), optim_cfg["clip_grad"] or float("inf"))
+    learner.optimizer.step()
+    momentum = float(schedules["momentum"][step])
+    learner.update_teacher(momentum)
+
+    out = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
+           "lr": float(schedules["lr"][step]), "weight_decay": float(schedules["weight_decay"][step]),
+           "momentum": momentum, "teacher_temp": temp}
+    out.update(collapse_stats(t_cls, s_out["cls"]))
+    return out

@@ -1,0 +1,274 @@
+"""The pretraining job: a run folder in, a trained backbone out.
+
+    prepare_run(cfg, manifest, run_dir)   writes config.yaml (resolved) and run.json (the manifest's sha256)
+    train(run_dir)                        trains; continues from checkpoint.pt when there is one
+
+A killed run is resumed by calling `train(run_dir)` again: same step, same batches, same loss
+curve. Works alone or under torchrun (DDP).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.backbone import export_backbone
+from training.centering import TeacherTargets
+from training.checkpoint import clear_partial, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training.config import dump_config, load_config
+from training.data import TrainingError, check_manifest, build_stream, make_loader
+from training.distributed import DistContext, all_mean, barrier, setup_distributed
+from training.metrics import CollapseWatch, MetricsWriter, read_metrics
+from training.model import build_ssl_models
+from training.optim import build_optimizer
+from training.schedules import build_schedules
+from training.step import Learner, train_step
+
+log = logging.getLogger("ortho.pretrain")
+BACKBONE = "backbone.safetensors"
+
+
+def new_run_id() -> str:
+    return "pretrain-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path) -> dict:
+    """Check the manifest, then write the run's identity: what it trains, on exactly which data."""
+    info = check_manifest(manifest, verify=cfg["train"]["verify_shards"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "run.json").exists():
+        raise TrainingError(f"run folder {run_dir} already holds a run: resume it with --resume {run_dir}")
+    dump_config(cfg, run_dir / "config.yaml")
+    run = {"run_id": run_dir.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+           "manifest": info.path, "manifest_sha256": info.sha256, "shard_set": info.name, "samples": info.samples,
+           "shards": info.shards, "catalog_snapshot": info.catalog_snapshot,
+           "versions": {"torch": torch.__version__, "timm": __import__("timm").__version__}}
+    tmp = run_dir / ".run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=2) + "\n")
+    os.replace(tmp, run_dir / "run.json")
+    return run
+
+
+def read_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, dict]:
+    if not (run_dir / "run.json").is_file():
+        raise TrainingError(f"{run_dir} is not a pretraining run folder (no run.json)")
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    return cfg, json.loads((run_dir / "run.json").read_text())
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _precision(cfg: dict, ctx: DistContext) -> torch.dtype | None:
+    p = cfg["train"]["precision"]
+    if p == "bf16" or (p == "auto" and ctx.device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
+    student, teacher, report = build_ssl_models(cfg, cfg["crops"]["global_size"])
+    if cfg["train"]["grad_checkpointing"]:
+        student.backbone.set_grad_checkpointing(True)
+    student.to(ctx.device)
+    teacher.to(ctx.device)
+    depth = len(student.backbone.blocks)
+    wrapped: torch.nn.Module = student
+    if ctx.world_size > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            student, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if cfg["train"]["compile"]:
+        wrapped = torch.compile(wrapped)
+    optimizer = build_optimizer(student, depth, cfg["optim"])
+    loss = cfg["loss"]
+    learner = Learner(student=wrapped, student_module=student, teacher=teacher,
+                      dino_targets=TeacherTargets(cfg["head"]["prototypes"], loss["centering"],
+                                                  loss["center_momentum"]).to(ctx.device),
+                      ibot_targets=TeacherTargets(student.ibot_head.prototypes.out_features, loss["centering"],
+                                                  loss["center_momentum"]).to(ctx.device),
+                      optimizer=optimizer, cfg=cfg, device=ctx.device, autocast_dtype=_precision(cfg, ctx))
+    return learner, report
+
+
+def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show_progress: bool = True,
+          until: int | None = None) -> dict:
+    """Train (or continue training) the run in `run_dir`; returns a summary of what it did.
+
+    `until` pauses after that step with a checkpoint (time-sliced or preemptible jobs); calling
+    train again continues exactly where it stopped."""
+    run_dir = Path(run_dir)
+    cfg, run = read_run(run_dir, overrides)
+    if overrides:
+        dump_config(cfg, run_dir / "config.yaml")
+    t = cfg["train"]
+    ctx = setup_distributed(t["device"])
+    info = check_manifest(run["manifest"], verify=t["verify_shards"] and ctx.is_main)
+    if info.sha256 != run["manifest_sha256"]:
+        raise TrainingError(f"manifest {Path(run['manifest']).name} changed since run {run['run_id']} started "
+                            "(sha256 differs): start a new run")
+    _seed_everything(t["seed"] + ctx.rank)
+    learner, report = build_learner(cfg, ctx)
+    if report is not None and ctx.is_main:
+        log.info("%s", report)
+    stream = build_stream(cfg, run["manifest"], learner.student_module.spec.mean[0],
+                          learner.student_module.spec.std[0], learner.student_module.spec.patch_size,
+                          rank=ctx.rank, world_size=ctx.world_size)
+    schedules = build_schedules(cfg)
+    position = {"step": 0, "epoch": 0, "step_in_epoch": 0}
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is not None:
+        learner.load_state_dict(ckpt["learner"])
+        position = ckpt["position"]
+        set_rng_state(ckpt["rng"][ctx.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+    if ctx.is_main:
+        clear_partial(run_dir)
+    start_step = position["step"]
+    metrics = MetricsWriter(run_dir, t["tensorboard"], resume_step=start_step) if ctx.is_main else None
+    watch = CollapseWatch(t["collapse_std"], t["collapse_entropy"], grace_steps=min(100, t["steps"] // 10))
+    try:
+        summary = _loop(learner, stream, schedules, position, cfg, ctx, run_dir, metrics, watch, show_progress,
+                        min(until or t["steps"], t["steps"]))
+    finally:
+        if metrics is not None:
+            metrics.close()
+    summary.update(run_id=run["run_id"], run_dir=str(run_dir), resumed_from=start_step,
+                   manifest_sha256=run["manifest_sha256"])
+    if ctx.is_main and summary["steps"] >= t["steps"]:
+        summary["backbone"] = str(export_backbone(learner.teacher.backbone, learner.teacher.spec, run_dir / BACKBONE))
+        _plot_losses(run_dir)
+    barrier()
+    return summary
+
+
+def _save(learner: Learner, position: dict, schedules: dict, cfg: dict, ctx: DistContext, run_dir: Path) -> None:
+    rngs = _gather_rng(ctx)
+    if ctx.is_main:
+        save_checkpoint(run_dir, {"learner": learner.state_dict(), "position": dict(position), "rng": rngs,
+                                  "schedules": schedules, "config": cfg})
+    barrier()
+
+
+def _gather_rng(ctx: DistContext):
+    state = rng_state()
+    if ctx.world_size == 1:
+        return state
+    out = [None] * ctx.world_size
+    torch.distributed.all_gather_object(out, state)
+    return out
+
+
+def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, ctx: DistContext, run_dir: Path,
+          metrics: MetricsWriter | None, watch: CollapseWatch, show_progress: bool, stop: int) -> dict:
+    t = cfg["train"]
+    steps, batch = t["steps"], cfg["optim"]["batch_size"]
+    progress = _Progress(steps, position["step"], enabled=show_progress and ctx.is_main)
+    window_start, window_steps, last = time.perf_counter(), 0, {}
+    learner.student.train()
+    while position["step"] < stop:
+        stream.set_epoch(position["epoch"], position["step_in_epoch"])
+        for batch_data in make_loader(stream, t["num_workers"]):
+            try:
+                values = train_step(learner, batch_data, position["step"], schedules)
+            except torch.OutOfMemoryError:
+                raise TrainingError(
+                    f"out of GPU memory at optim.batch_size={batch} per GPU (2 x {cfg['crops']['global_size']}px + "
+                    f"{cfg['crops']['local_crops']} x {cfg['crops']['local_size']}px crops each): lower "
+                    "optim.batch_size or set train.grad_checkpointing=true") from None
+            position["step"] += 1
+            position["step_in_epoch"] += 1
+            window_steps += 1
+            step = position["step"]
+            if step % t["log_every"] == 0 or step == steps:
+                values = all_mean(values, ctx.device)
+                elapsed = time.perf_counter() - window_start
+                values["images_per_s"] = window_steps * batch * ctx.world_size / max(elapsed, 1e-9)
+                if ctx.device.type == "cuda":
+                    values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+                values.update(step=step, epoch=position["epoch"])
+                watch.check(step, values)
+                if metrics is not None:
+                    metrics.write(values)
+                last = values
+                window_start, window_steps = time.perf_counter(), 0
+            progress.update(step, last)
+            if step % t["checkpoint_every"] == 0 or step == stop:
+                _save(learner, position, schedules, cfg, ctx, run_dir)
+            if step >= stop:
+                break
+        else:
+            position["epoch"] += 1
+            position["step_in_epoch"] = 0
+    progress.close()
+    return {"steps": position["step"], "epochs": position["epoch"] + 1, "last": last,
+            "collapse_warnings": sorted(watch.warned)}
+
+
+class _Progress:
+    """A rich progress line: step, loss, images/s."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[info]}"), transient=False)
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+            self.bar.start()
+
+    def update(self, step: int, values: dict) -> None:
+        if self.bar is None:
+            return
+        info = (f"loss {values['loss']:.3f} (dino {values['dino']:.3f} ibot {values['ibot']:.3f} "
+                f"koleo {values['koleo']:.3f}) {values['images_per_s']:.1f} img/s") if values else ""
+        self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _plot_losses(run_dir: Path) -> None:
+    rows = read_metrics(run_dir)
+    if len(rows) < 2:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [r["step"] for r in rows]
+    for key in ("loss", "dino", "ibot", "koleo", "gram"):
+        if key in rows[-1]:
+            axes[0].plot(steps, [r.get(key, np.nan) for r in rows], label=key)
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    axes[0].set_title("losses")
+    for key in ("teacher_batch_entropy", "teacher_entropy", "cls_std"):
+        axes[1].plot(steps, [r[key] for r in rows], label=key)
+    axes[1].set_xlabel("step")
+    axes[1].legend()
+    axes[1].set_title("collapse watch")
+    fig.tight_layout()
+    fig.savefig(run_dir / "losses.png", dpi=100)
+    plt.close(fig)
+
+
+def run_pretraining(manifest: str | Path, config: str | Path | None, overrides: list[str] | tuple[str, ...],
+                    run_dir: Path, show_progress: bool = True) -> dict:
+    """A new run: resolve the config, write the run's identity, train."""
+    cfg = load_config(config, overrides)
+    prepare_run(cfg, manifest, run_dir)
+    return train(run_dir, show_progress=show_progress)

@@ -122,7 +122,8 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
                    arg_max(files_processed, recorded_at) AS files_processed,
                    arg_max(files_skipped, recorded_at) AS files_skipped,
                    arg_max(images, recorded_at) AS images,
-                   arg_max(quarantined, recorded_at) AS quarantined
+                   arg_max(quarantined, recorded_at) AS quarantined,
+                   arg_max(params, recorded_at) AS params
             FROM {runs_src} GROUP BY ALL""",
     ]
     if private:

@@ -8,6 +8,7 @@ Layout (documented in docs/catalog.md):
       catalog/signatures/*.parquet, catalog/splits/*.parquet        curation, append-only
       catalog/curation/<run_id>/{dups,quality,leakage}.parquet      curation results, newest is current
       catalog/catalog.duckdb                                        views, rebuilt after each run
+      runs/<run_id>/              pretraining runs: config, run.json, metrics, checkpoint, backbone
       store/ab/<image_id>.png                                       de-identified pixels
       private/secret.key          0600, keys every pseudonym
       private/lineage/*.parquet   file id -> source path; never exported
@@ -63,6 +64,11 @@ class Workspace:
     @property
     def runs_dir(self) -> Path:
         return self.catalog_dir / "runs"
+
+    @property
+    def train_runs_dir(self) -> Path:
+        """Pretraining run folders (the catalog's `runs` view records them)."""
+        return self.root / "runs"
 
     @property
     def signatures_dir(self) -> Path:

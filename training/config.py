@@ -115,6 +115,11 @@ def _check_value(key: str, default: Any, value: Any) -> Any:
             raise ConfigError(f"config key '{key}' takes true or false, got {value!r}")
         return value
     if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' takes a number, got {value!r}")
         if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
@@ -166,10 +171,25 @@ def parse_override(text: str) -> dict:
     return out
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
+
+
+def find_config(name: str | Path) -> Path:
+    """A path, or the name of a bundled config (`cpu-tiny` -> configs/pretrain/cpu-tiny.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {name} does not exist (bundled configs: {known})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Defaults <- YAML file (which may name a `base:` file, relative to itself) <- overrides."""
     cfg = copy.deepcopy(DEFAULTS)
-    for layer in _file_layers(Path(path)) if path else []:
+    for layer in _file_layers(find_config(path)) if path else []:
         _merge(cfg, layer, DEFAULTS)
     for text in overrides:
         _merge(cfg, parse_override(text), DEFAULTS)

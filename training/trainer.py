@@ -117,8 +117,9 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     if info.sha256 != run["manifest_sha256"]:
         raise TrainingError(f"manifest {Path(run['manifest']).name} changed since run {run['run_id']} started "
                             "(sha256 differs): start a new run")
-    _seed_everything(t["seed"] + ctx.rank)
+    _seed_everything(t["seed"])  # every rank builds the same initial weights (the teacher is never synced)
     learner, report = build_learner(cfg, ctx)
+    _seed_everything(t["seed"] + ctx.rank)  # then each rank draws its own stochastic depth
     if report is not None and ctx.is_main:
         log.info("%s", report)
     stream = build_stream(cfg, run["manifest"], learner.student_module.spec.mean[0],
@@ -143,7 +144,8 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
         if metrics is not None:
             metrics.close()
     summary.update(run_id=run["run_id"], run_dir=str(run_dir), resumed_from=start_step,
-                   manifest_sha256=run["manifest_sha256"])
+                   manifest_sha256=run["manifest_sha256"],
+                   teacher_checksum=float(sum(p.double().sum() for p in learner.teacher.parameters())))
     if ctx.is_main and summary["steps"] >= t["steps"]:
         summary["backbone"] = str(export_backbone(learner.teacher.backbone, learner.teacher.spec, run_dir / BACKBONE))
         _plot_losses(run_dir)

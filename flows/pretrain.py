@@ -1,0 +1,80 @@
+"""Prefect flow for pretraining: launches the job (here, under torchrun, or through a cluster
+launcher) and records the run in the catalog's `runs` view."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import flows  # noqa: F401  (Prefect defaults)
+from prefect import flow
+
+from catalog import schema
+from catalog.parts import write_table
+from catalog.workspace import Workspace
+from training.config import load_config
+from training.data import TrainingError
+from training.trainer import new_run_id, prepare_run, read_run, train
+
+
+def record_pretrain_run(ws: Workspace, run: dict, phase: str, status: str, params: dict) -> None:
+    row = dict(run_id=run["run_id"], kind="pretrain", source=run["shard_set"], phase=phase, status=status,
+               generation=None, recorded_at=dt.datetime.now(dt.timezone.utc), files_seen=None, files_processed=None,
+               files_skipped=None, images=run["samples"], quarantined=None, params=json.dumps(params))
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    write_table(ws.runs_dir / f"{run['run_id']}-{phase}-{stamp}.parquet", [row], schema.RUN, ws.staging_dir)
+
+
+def torchrun_command(run_dir: Path, nproc: int, extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", "training",
+            "--resume", str(run_dir), *(extra or [])]
+
+
+@flow(name="pretrain", log_prints=False)
+def pretrain_flow(workspace: str, manifest: str | None = None, config: str | None = None,
+                  overrides: list[str] | None = None, resume: str | None = None, run_dir: str | None = None,
+                  nproc: int = 1, launcher: str = "local", until: int | None = None,
+                  show_progress: bool = True) -> dict:
+    """launcher: `local` trains in this process (or under torchrun when nproc > 1); any other value is a
+    command template with `{command}` (e.g. "sbatch --gpus 8 --wrap '{command}'") that is run and not waited on."""
+    ws = Workspace.open(workspace)
+    if resume:
+        path = Path(resume)
+        read_run(path)  # a one-line error when it is not a run folder
+    else:
+        if not manifest:
+            raise TrainingError("a new run needs --manifest")
+        path = Path(run_dir) if run_dir else ws.train_runs_dir / new_run_id()
+        prepare_run(load_config(config, overrides or []), manifest, path)
+    _, run = read_run(path)
+    params = {"run_dir": str(path), "manifest": run["manifest"], "manifest_sha256": run["manifest_sha256"],
+              "nproc": nproc, "launcher": launcher.split()[0] if launcher else "local", "resume": bool(resume)}
+    extra = [] if until is None else ["--until", str(until)]
+    if launcher != "local":
+        command = shlex.join(torchrun_command(path, nproc, extra))
+        subprocess.run(launcher.replace("{command}", command), shell=True, check=True)
+        record_pretrain_run(ws, run, "started", "submitted", params)
+        return {"run_id": run["run_id"], "run_dir": str(path), "submitted": command}
+    record_pretrain_run(ws, run, "started", "running", params)
+    try:
+        if nproc > 1:
+            subprocess.run(torchrun_command(path, nproc, extra), check=True)
+            summary = {"run_id": run["run_id"], "run_dir": str(path)}
+        else:
+            summary = train(path, overrides if resume else (), show_progress=show_progress, until=until)
+    except BaseException as e:
+        record_pretrain_run(ws, run, "finished", "failed", {**params, "error": type(e).__name__})
+        raise
+    from training.metrics import read_metrics
+
+    rows = read_metrics(path)
+    last = rows[-1] if rows else {}
+    done = bool(last) and last.get("step") == load_config(path / "config.yaml")["train"]["steps"]
+    record_pretrain_run(ws, run, "finished", "completed" if done else "paused",
+                        {**params, "steps": last.get("step"), "loss": last.get("loss"),
+                         "backbone": str(path / "backbone.safetensors") if done else None})
+    return {**summary, "steps": last.get("step"), "loss": last.get("loss"), "completed": done}

@@ -1,0 +1,55 @@
+"""`python -m training` / `torchrun -m training`: the pretraining job without Prefect.
+
+    torchrun --nproc-per-node 8 -m training --manifest M --config C [key=value ...] [--run-dir D]
+    torchrun --nproc-per-node 8 -m training --resume RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from training.backbone import CheckpointError
+from training.config import ConfigError, load_config
+from training.data import TrainingError
+from training.distributed import barrier, broadcast_object, setup_distributed
+from training.trainer import new_run_id, prepare_run, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    p.add_argument("--manifest")
+    p.add_argument("--config")
+    p.add_argument("--run-dir", help="run folder [default: runs/<run_id>]")
+    p.add_argument("--resume", help="continue the run in this folder")
+    p.add_argument("--until", type=int, help="pause after this step (with a checkpoint)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        ctx = setup_distributed(load_config(args.config, args.overrides)["train"]["device"]
+                                if not args.resume else "auto")
+        if args.resume:
+            run_dir = Path(args.resume)
+        else:
+            if not args.manifest:
+                raise TrainingError("--manifest is required for a new run")
+            run_dir = Path(broadcast_object(args.run_dir or str(Path("runs") / new_run_id())))
+            if ctx.is_main and not (run_dir / "run.json").exists():
+                prepare_run(load_config(args.config, args.overrides), args.manifest, run_dir)
+            barrier()
+        summary = train(run_dir, args.overrides if args.resume else (), show_progress=ctx.is_main,
+                        until=args.until)
+    except (TrainingError, ConfigError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if ctx.is_main:
+        print(f"run {summary['run_id']}: {summary['steps']} steps; backbone {summary.get('backbone', 'not yet')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

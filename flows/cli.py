@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -553,7 +554,7 @@ def phantom(root: Path = typer.Argument(Path("demo-data/phantom")), seed: int = 
 
 # --- pretraining -----------------------------------------------------------------------------
 
-@app.command(context_settings={"allow_extra_args": False})
+@app.command()
 def pretrain(
     overrides: Annotated[Optional[list[str]], typer.Argument(help="Config overrides, key=value (optim.lr=2e-4)")] = None,
     manifest: Optional[Path] = typer.Option(None, help="Shard set manifest.json to train on"),
@@ -632,8 +633,17 @@ def demo(
                  evaluation=False,
                  target_size="512MB", samples_per_shard=64, seed=0, overwrite=True, runner="threads", workers=workers,
                  workspace=ws.root)
+    console.rule("pretrain (a short CPU run; configs/pretrain/cpu-tiny.yaml runs ~10 min)")
+    run_dir = ws.train_runs_dir / "demo-pretrain"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    pretrain(overrides=["train.steps=40", "optim.batch_size=16", "train.checkpoint_every=20", "train.log_every=5",
+                        "optim.warmup_steps=10", "loss.teacher_temp_warmup_steps=20"],
+             manifest=ws.root / "shards" / "demo-knee" / "manifest.json", config=Path("cpu-tiny"), resume=None,
+             run_dir=run_dir, nproc=1, launcher="local", until=None, workspace=ws.root)
     console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]"
-                  f"\n     [bold]ortho shards verify {ws.root}/shards/demo-knee/manifest.json[/bold]")
+                  f"\n     [bold]ortho shards verify {ws.root}/shards/demo-knee/manifest.json[/bold]"
+                  f"\n     [bold]ortho sql \"SELECT run_id, kind, status, params FROM runs WHERE kind = 'pretrain'\"[/bold]")
 
 
 if __name__ == "__main__":

@@ -150,11 +150,12 @@ def load_weights(model: nn.Module, path: Path) -> LoadReport:
     return LoadReport(path.name, list(missing), list(unexpected), folded)
 
 
-def export_backbone(model: nn.Module, spec: BackboneSpec, path: Path) -> Path:
+def export_backbone(model: nn.Module | dict, spec: BackboneSpec, path: Path) -> Path:
     """Backbone-only safetensors (timm key names) plus `<name>.json` with the spec; written atomically."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    state = model if isinstance(model, dict) else model.state_dict()
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={"spec": spec.to_json()})
     os.replace(tmp, path)

@@ -86,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
         "compile": False,
         "precision": "auto",  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
         "device": "auto",
+        "parallel": "ddp",  # ddp | fsdp (FSDP2: parameters, gradients and optimizer state sharded; ViT-L and up)
         "grad_checkpointing": False,
         "tensorboard": True,
         "collapse_std": 0.2,  # warn when the CLS embedding std (x sqrt(dim)) falls below this
@@ -215,7 +216,7 @@ def _file_layers(path: Path, depth: int = 0) -> list[dict]:
 
 def _validate(cfg: dict) -> None:
     choices = {"loss.centering": ("center", "sinkhorn"), "optim.schedule": ("cosine", "constant"),
-               "train.precision": ("auto", "bf16", "fp32")}
+               "train.precision": ("auto", "bf16", "fp32"), "train.parallel": ("ddp", "fsdp")}
     for key, allowed in choices.items():
         section, name = key.split(".")
         if cfg[section][name] not in allowed:
@@ -228,6 +229,8 @@ def _validate(cfg: dict) -> None:
             raise ConfigError(f"config key '{key}' must be positive, got {cfg[section][name]}")
     if cfg["crops"]["local_crops"] < 0:
         raise ConfigError("config key 'crops.local_crops' must be 0 or more")
+    if cfg["train"]["parallel"] == "fsdp" and cfg["loss"]["gram_weight"] > 0:
+        raise ConfigError("Gram anchoring (loss.gram_weight > 0) runs under train.parallel=ddp only")
     lo, hi = cfg["loss"]["mask_ratio"]
     if not 0 <= lo <= hi < 1:
         raise ConfigError(f"config key 'loss.mask_ratio' must satisfy 0 <= min <= max < 1, got {[lo, hi]}")

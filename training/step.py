@@ -29,6 +29,7 @@ class Learner:
     device: torch.device
     autocast_dtype: torch.dtype | None = None
     gram_anchor: nn.Module | None = None
+    fsdp: bool = False
 
     def __post_init__(self):
         s = dict(self.student_module.named_parameters())
@@ -36,15 +37,35 @@ class Learner:
         self.pairs = [(s[n], t[n]) for n in s if n in t]
 
     def state_dict(self) -> dict:
-        return {"student": self.student_module.state_dict(), "teacher": self.teacher.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "dino_targets": self.dino_targets.state_dict(),
+        """Full (unsharded) tensors; under FSDP every rank must call it (it gathers)."""
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            models = {"student": get_model_state_dict(self.student_module, options=opts),
+                      "teacher": get_model_state_dict(self.teacher, options=opts),
+                      "optimizer": get_optimizer_state_dict(self.student_module, self.optimizer, options=opts)}
+        else:
+            models = {"student": self.student_module.state_dict(), "teacher": self.teacher.state_dict(),
+                      "optimizer": self.optimizer.state_dict()}
+        return {**models, "dino_targets": self.dino_targets.state_dict(),
                 "ibot_targets": self.ibot_targets.state_dict(),
                 "gram_anchor": self.gram_anchor.state_dict() if self.gram_anchor is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.student_module.load_state_dict(state["student"])
-        self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.student_module, state["student"], options=opts)
+            set_model_state_dict(self.teacher, state["teacher"], options=opts)
+            set_optimizer_state_dict(self.student_module, self.optimizer, state["optimizer"], options=opts)
+        else:
+            self.student_module.load_state_dict(state["student"])
+            self.teacher.load_state_dict(state["teacher"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.dino_targets.load_state_dict(state["dino_targets"])
         self.ibot_targets.load_state_dict(state["ibot_targets"])
         if state.get("gram_anchor") is not None:
@@ -54,12 +75,31 @@ class Learner:
     def refresh_gram_anchor(self) -> None:
         self.gram_anchor = copy.deepcopy(self.teacher.backbone).requires_grad_(False).eval()
 
+    def backbone_state(self) -> dict:
+        """The teacher's backbone, full tensors (gathers under FSDP: call on every rank)."""
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.teacher, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            state = self.teacher.state_dict()
+        return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        student = [s.detach() for s, _ in self.pairs]
-        teacher = [t for _, t in self.pairs]
+        # Under FSDP both are sharded the same way: the EMA runs on each rank's local shards.
+        student = [_local(s.detach()) for s, _ in self.pairs]
+        teacher = [_local(t) for _, t in self.pairs]
         torch._foreach_mul_(teacher, momentum)
         torch._foreach_add_(teacher, student, alpha=1 - momentum)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _scalar(t: torch.Tensor) -> float:
+    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
 
 
 def train_step(learner: Learner, batch: dict, step: int, schedules: dict) -> dict[str, float]:
@@ -101,7 +141,7 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict) -> dic
     momentum = float(schedules["momentum"][step])
     learner.update_teacher(momentum)
 
-    out = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
+    out = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": _scalar(grad_norm),
            "lr": float(schedules["lr"][step]), "weight_decay": float(schedules["weight_decay"][step]),
            "momentum": momentum, "teacher_temp": temp}
     out.update(collapse_stats(t_cls, s_out["cls"]))

@@ -4,7 +4,7 @@
     train(run_dir)                        trains; continues from checkpoint.pt when there is one
 
 A killed run is resumed by calling `train(run_dir)` again: same step, same batches, same loss
-curve. Works alone or under torchrun (DDP).
+curve. Works alone or under torchrun (DDP, or FSDP2 with train.parallel=fsdp).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,21 @@ def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
     teacher.to(ctx.device)
     depth = len(student.backbone.blocks)
     wrapped: torch.nn.Module = student
-    if ctx.world_size > 1:
+    fsdp = ctx.world_size > 1 and cfg["train"]["parallel"] == "fsdp"
+    if fsdp:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+        bf16 = _precision(cfg, ctx) is not None
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
+                                      reduce_dtype=torch.float32 if bf16 else None)
+        for model in (student, teacher):  # sharded alike, so the EMA runs shard by shard
+            for block in model.backbone.blocks:
+                fully_shard(block, mp_policy=policy)
+            fully_shard(model, mp_policy=policy)
+        register_fsdp_forward_method(teacher, "teacher_forward")
+        # The outputs are views (CLS = tokens[:, 0]); nothing modifies them in place, so FSDP's warning is moot.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    elif ctx.world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             student, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if cfg["train"]["compile"]:
@@ -97,7 +112,7 @@ def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
                                                   loss["center_momentum"]).to(ctx.device),
                       ibot_targets=TeacherTargets(student.ibot_head.prototypes.out_features, loss["centering"],
                                                   loss["center_momentum"]).to(ctx.device),
-                      optimizer=optimizer, cfg=cfg, device=ctx.device, autocast_dtype=_precision(cfg, ctx))
+                      optimizer=optimizer, cfg=cfg, device=ctx.device, autocast_dtype=_precision(cfg, ctx), fsdp=fsdp)
     return learner, report
 
 
@@ -143,11 +158,12 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     finally:
         if metrics is not None:
             metrics.close()
+    backbone = learner.backbone_state()
     summary.update(run_id=run["run_id"], run_dir=str(run_dir), resumed_from=start_step,
                    manifest_sha256=run["manifest_sha256"],
-                   teacher_checksum=float(sum(p.double().sum() for p in learner.teacher.parameters())))
+                   teacher_checksum=float(sum(v.double().sum() for v in backbone.values())))
     if ctx.is_main and summary["steps"] >= t["steps"]:
-        summary["backbone"] = str(export_backbone(learner.teacher.backbone, learner.teacher.spec, run_dir / BACKBONE))
+        summary["backbone"] = str(export_backbone(backbone, learner.teacher.spec, run_dir / BACKBONE))
         _plot_losses(run_dir)
     barrier()
     return summary
@@ -155,8 +171,9 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
 
 def _save(learner: Learner, position: dict, schedules: dict, cfg: dict, ctx: DistContext, run_dir: Path) -> None:
     rngs = _gather_rng(ctx)
+    state = learner.state_dict() if (learner.fsdp or ctx.is_main) else None  # FSDP gathers on every rank
     if ctx.is_main:
-        save_checkpoint(run_dir, {"learner": learner.state_dict(), "position": dict(position), "rng": rngs,
+        save_checkpoint(run_dir, {"learner": state, "position": dict(position), "rng": rngs,
                                   "schedules": schedules, "config": cfg})
     barrier()
 

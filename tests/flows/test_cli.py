@@ -13,7 +13,7 @@ from flows.cli import app
 runner = CliRunner()
 COMMANDS = [[], ["sources"], ["sources", "add"], ["sources", "list"], ["ingest"], ["sql"], ["status"], ["lineage"],
             ["demo"], ["phantom"], ["shards"], ["shards", "build"], ["shards", "list"], ["shards", "verify"],
-            ["shards", "show"], ["curate"], ["tasks"], ["tasks", "list"], ["export"], ["export", "dicom"], ["catalog"], ["catalog", "compact"]]
+            ["shards", "show"], ["curate"], ["tasks"], ["tasks", "list"], ["export"], ["export", "dicom"], ["catalog"], ["catalog", "compact"], ["pretrain"]]
 NO_WORKSPACE = (["phantom"], ["shards", "verify"], ["shards", "show"])  # they take a path
 
 

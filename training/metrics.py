@@ -29,20 +29,25 @@ def collapse_stats(teacher_probs: torch.Tensor, student_cls: torch.Tensor) -> di
 
 
 class CollapseWatch:
-    """Warn (once per kind) when the embedding std or the teacher's batch entropy say collapse."""
+    """Warn (once per kind) when the embedding std or the teacher's batch entropy say collapse.
 
-    def __init__(self, min_std: float, min_batch_entropy: float, grace_steps: int = 0):
-        self.min_std, self.min_entropy, self.grace = min_std, min_batch_entropy, grace_steps
+    DINOv3's layer-scale init (1e-5) gives every image nearly the same CLS token at first, so a
+    low std is only a collapse when it falls after having risen, or when it never rises by
+    `patience` steps; the batch entropy is checked after `grace` steps."""
+
+    def __init__(self, min_std: float, min_batch_entropy: float, grace_steps: int = 0, patience: int = 0):
+        self.min_std, self.min_entropy, self.grace, self.patience = min_std, min_batch_entropy, grace_steps, patience
+        self.max_std = 0.0
         self.warned: set[str] = set()
 
     def check(self, step: int, stats: dict[str, float]) -> list[str]:
-        if step < self.grace:
-            return []
+        std = stats["cls_std"]
+        self.max_std = max(self.max_std, std) if math.isfinite(std) else self.max_std
         found = []
-        if stats["cls_std"] < self.min_std:
-            found.append(("std", f"step {step}: CLS embedding std {stats['cls_std']:.3f} (x sqrt(dim)) is below "
+        if std < self.min_std and (self.max_std >= 2 * self.min_std or step >= self.patience):
+            found.append(("std", f"step {step}: CLS embedding std {std:.3f} (x sqrt(dim)) is below "
                                  f"{self.min_std}: the student may be collapsing to one point"))
-        if stats["teacher_batch_entropy"] < self.min_entropy:
+        if step >= self.grace and stats["teacher_batch_entropy"] < self.min_entropy:
             found.append(("entropy", f"step {step}: teacher batch entropy {stats['teacher_batch_entropy']:.3f} of "
                                      f"log K: a few prototypes take every image (collapse)"))
         new = [msg for kind, msg in found if kind not in self.warned]

@@ -151,7 +151,8 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
         clear_partial(run_dir)
     start_step = position["step"]
     metrics = MetricsWriter(run_dir, t["tensorboard"], resume_step=start_step) if ctx.is_main else None
-    watch = CollapseWatch(t["collapse_std"], t["collapse_entropy"], grace_steps=min(100, t["steps"] // 10))
+    watch = CollapseWatch(t["collapse_std"], t["collapse_entropy"], grace_steps=min(100, t["steps"] // 10),
+                          patience=max(t["steps"] // 2, 1))
     try:
         summary = _loop(learner, stream, schedules, position, cfg, ctx, run_dir, metrics, watch, show_progress,
                         min(until or t["steps"], t["steps"]))

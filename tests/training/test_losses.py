@@ -90,3 +90,17 @@ def test_total_loss_decreases_on_a_fixed_batch(tiny_cfg):
     schedules = build_schedules(cfg)
     losses = [train_step(learner, batch, step, schedules)["loss"] for step in range(40)]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_collapse_watch_warns_on_a_fall_not_on_the_layer_scale_start():
+    from training.metrics import CollapseWatch
+
+    ok = {"teacher_batch_entropy": 0.9}
+    watch = CollapseWatch(min_std=0.2, min_batch_entropy=0.05, grace_steps=5, patience=50)
+    assert watch.check(1, {**ok, "cls_std": 0.0}) == []  # every image starts alike
+    assert watch.check(10, {**ok, "cls_std": 0.8}) == []
+    assert "collapsing" in watch.check(20, {**ok, "cls_std": 0.05})[0]
+    assert watch.check(21, {**ok, "cls_std": 0.01}) == []  # once per kind
+    assert "collapse" in watch.check(22, {"teacher_batch_entropy": 0.01, "cls_std": 0.8})[0]
+    never = CollapseWatch(0.2, 0.05, grace_steps=5, patience=50)
+    assert never.check(49, {**ok, "cls_std": 0.01}) == [] and never.check(50, {**ok, "cls_std": 0.01})

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.pixels import encode_png  # noqa: E402
-from shards.manifest import Manifest, ShardEntry  # noqa: E402
+from shards.manifest import Manifest, ShardEntry, file_sha256  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.data import build_stream, make_loader  # noqa: E402
 from training.distributed import setup_distributed  # noqa: E402
@@ -39,8 +39,6 @@ DINOV3_VITL_PER_GPU = 2048 / 32 / 0.57  # images/s per H100 in the DINOv3 recipe
 
 
 def synthetic_shards(folder: Path, images: int, size: int = 512, per_shard: int = 64) -> Path:
-    import hashlib
-
     rng = np.random.default_rng(0)
     entries = []
     yy, xx = np.mgrid[0:size, 0:size]
@@ -55,7 +53,7 @@ def synthetic_shards(folder: Path, images: int, size: int = 512, per_shard: int 
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
         entries.append(ShardEntry(path.name, min(per_shard, images - s), path.stat().st_size,
-                                  hashlib.sha256(path.read_bytes()).hexdigest()))
+                                  file_sha256(path)))
     manifest = Manifest(name="synthetic", created="", query="synthetic", include_excluded=False, seed=0,
                         selection_sha256="", catalog_snapshot={}, samples=images,
                         bytes=sum(e.bytes for e in entries), shards=entries)
@@ -85,7 +83,7 @@ def measure(model: str, batch: int, steps: int, warmup: int, manifest: Path, wor
                 break
             if t0 is not None:
                 loader_wait += time.perf_counter() - w0
-            train_step(learner, batch_data, step, schedules)
+            train_step(learner, batch_data, step, schedules, log=False)
             step += 1
             if step == warmup:
                 if ctx.device.type == "cuda":

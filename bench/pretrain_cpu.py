@@ -24,9 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from catalog.workspace import Workspace  # noqa: E402
-from evaluation.embed import embed_images, file_sha256, load_task, pixel_features  # noqa: E402
+from evaluation.embed import embed_images, load_task, pixel_features  # noqa: E402
 from evaluation.metrics import bootstrap_ci, metric_set, quadratic_kappa  # noqa: E402
 from evaluation.protocols import knn_predict, linear_probe, majority_predict, pca_fit_transform  # noqa: E402
+from shards.manifest import file_sha256  # noqa: E402
 from training.backbone import build_backbone, load_exported  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def features(ws, model, spec, ids, cache_key, pool):
     return {"cls": cls, "mean": mean, "both": np.concatenate([cls, mean], 1)}[pool]
 
 
-def evaluate(name, train_x, val_x, data, tr, va, n_classes, metrics, seed=0, knn_k=20):
+def evaluate(train_x, val_x, data, tr, va, n_classes, metrics, seed=0, knn_k=20):
     out = {}
     select = (lambda y, p: quadratic_kappa(y, p, n_classes)) if "qwk" in metrics else None
     protocols = {"knn": lambda: knn_predict(train_x, data.labels[tr], val_x, n_classes, k=knn_k),
@@ -60,7 +61,6 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pool", default="both", choices=["cls", "mean", "both"])
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     ws = Workspace.open(args.workspace)
     if args.train:
         from training.trainer import new_run_id, run_pretraining
@@ -84,17 +84,17 @@ def main() -> None:
 
     t0 = time.time()
     x = features(ws, model, spec, ids, file_sha256(backbone_path)[:16], args.pool)
-    results["models"]["pretrained"] = evaluate("pretrained", x[tr], x[va], data, tr, va, n_classes, metrics)
+    results["models"]["pretrained"] = evaluate(x[tr], x[va], data, tr, va, n_classes, metrics)
     print(f"pretrained features in {time.time() - t0:.0f} s")
     for seed in range(args.seeds):
         torch.manual_seed(seed)
         rnd, rspec, _ = build_backbone(spec.name, spec.in_chans, spec.img_size, kwargs=spec.kwargs)
         x = features(ws, rnd, rspec, ids, None, args.pool)
-        results["models"][f"random-{seed}"] = evaluate(f"random-{seed}", x[tr], x[va], data, tr, va, n_classes,
+        results["models"][f"random-{seed}"] = evaluate(x[tr], x[va], data, tr, va, n_classes,
                                                        metrics, seed=seed)
     px = pixel_features(ws, ids, 64)
     ptr, (pva,) = pca_fit_transform(px[tr], [px[va]], 128)
-    results["models"]["pixels-pca128"] = evaluate("pixels", ptr, pva, data, tr, va, n_classes, metrics)
+    results["models"]["pixels-pca128"] = evaluate(ptr, pva, data, tr, va, n_classes, metrics)
     maj = majority_predict(data.labels[tr], len(va), n_classes)
     results["models"]["majority"] = {"majority": {"metrics": bootstrap_ci(
         data.labels[va], maj.pred, maj.proba, data.patients[va], metrics, n_classes), "chosen": maj.chosen}}

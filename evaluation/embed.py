@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -68,14 +67,6 @@ def preprocess(pixels: np.ndarray, size: int, mean: float, std: float) -> torch.
     x = ((x - lo) / (hi - lo)).clamp_(0, 1)
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
     return (x - mean) / std
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _CACHE_SCHEMA = pa.schema([("image_id", pa.string()), ("cls", pa.list_(pa.float32())),

@@ -16,7 +16,7 @@ from prefect import flow
 from catalog import schema
 from catalog.parts import write_table
 from catalog.workspace import Workspace
-from training.config import load_config
+from training.config import dump_config, load_config
 from training.data import TrainingError
 from training.trainer import new_run_id, prepare_run, read_run, train
 
@@ -42,9 +42,12 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
     """launcher: `local` trains in this process (or under torchrun when nproc > 1); any other value is a
     command template with `{command}` (e.g. "sbatch --gpus 8 --wrap '{command}'") that is run and not waited on."""
     ws = Workspace.open(workspace)
+    fresh = not resume
     if resume:
         path = Path(resume)
-        read_run(path)  # a one-line error when it is not a run folder
+        cfg, _ = read_run(path, overrides or [])  # a one-line error when it is not a run folder
+        if overrides:
+            dump_config(cfg, path / "config.yaml")
     else:
         if not manifest:
             raise TrainingError("a new run needs --manifest")
@@ -65,7 +68,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
             subprocess.run(torchrun_command(path, nproc, extra), check=True)
             summary = {"run_id": run["run_id"], "run_dir": str(path)}
         else:
-            summary = train(path, overrides if resume else (), show_progress=show_progress, until=until)
+            summary = train(path, show_progress=show_progress, until=until, verify_shards=False if fresh else None)
     except BaseException as e:
         record_pretrain_run(ws, run, "finished", "failed", {**params, "error": type(e).__name__})
         raise

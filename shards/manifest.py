@@ -49,6 +49,17 @@ class Manifest:
         return cls(**d)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, read in 1 MiB blocks (shards, manifests, checkpoints)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _read_text(path: str) -> str:
     if "://" in path and not path.startswith("file://"):
         import fsspec

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.pixels import decode_png
-from shards.manifest import Manifest
+from shards.manifest import Manifest, file_sha256
 
 
 @dataclass
@@ -30,13 +29,9 @@ def verify(manifest_path: str | Path, decode: bool = True) -> list[Problem]:
         if not path.exists():
             problems.append(Problem(entry.file, "missing"))
             continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
         if path.stat().st_size != entry.bytes:
             problems.append(Problem(entry.file, f"size {path.stat().st_size} bytes, manifest says {entry.bytes}"))
-        if digest.hexdigest() != entry.sha256:
+        if file_sha256(path) != entry.sha256:
             problems.append(Problem(entry.file, "sha256 does not match the manifest"))
         try:
             n = _check_samples(path, decode)

@@ -8,7 +8,6 @@ fixed order, mtime 0, uid/gid 0, no user names; PNG payloads are the store's byt
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from catalog.workspace import Workspace
-from shards.manifest import Manifest, ShardEntry
+from shards.manifest import Manifest, ShardEntry, file_sha256
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -111,11 +110,7 @@ def write_shard(store_root: Path, plan: ShardPlan, out_dir: Path) -> ShardEntry:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    digest = hashlib.sha256()
-    with open(final, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return ShardEntry(plan.file, len(plan.records), final.stat().st_size, digest.hexdigest())
+    return ShardEntry(plan.file, len(plan.records), final.stat().st_size, file_sha256(final))
 
 
 def counts(records: list[dict]) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from shards.manifest import Manifest, shard_urls
+from shards.manifest import Manifest, file_sha256, shard_urls
 from shards.reader import ShardStream
 from training.augment import CollateCrops, MultiCrop
 
@@ -51,18 +51,10 @@ def check_manifest(path: str | Path, verify: bool = True) -> ManifestInfo:
             raise TrainingError(f"shard {entry.file} of manifest {path.name} is missing")
         if shard.stat().st_size != entry.bytes:
             raise TrainingError(f"shard {entry.file} is {shard.stat().st_size} bytes, the manifest says {entry.bytes}")
-        if verify and _sha256(shard) != entry.sha256:
+        if verify and file_sha256(shard) != entry.sha256:
             raise TrainingError(f"shard {entry.file} fails its sha256 checksum: rebuild the shard set")
     return ManifestInfo(str(path.absolute()), hashlib.sha256(raw).hexdigest(), manifest.name, manifest.samples,
                         len(manifest.shards), manifest.evaluation, manifest.catalog_snapshot)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_stream(cfg: dict, manifest: str, mean: float, std: float, patch_size: int, rank: int | None = None,

@@ -102,8 +102,9 @@ def _scalar(t: torch.Tensor) -> float:
     return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
 
 
-def train_step(learner: Learner, batch: dict, step: int, schedules: dict) -> dict[str, float]:
-    """Forward, losses, backward, clip, optimizer step, EMA. Returns the values to log."""
+def train_step(learner: Learner, batch: dict, step: int, schedules: dict, log: bool = True) -> dict[str, float]:
+    """Forward, losses, backward, clip, optimizer step, EMA. Returns the values to log when `log`
+    (reading them waits for the GPU, so steps that are not logged return {} and never wait)."""
     cfg, dev = learner.cfg, learner.device
     loss_cfg, optim_cfg = cfg["loss"], cfg["optim"]
     glob = batch["global"].to(dev, non_blocking=True)
@@ -141,6 +142,8 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict) -> dic
     momentum = float(schedules["momentum"][step])
     learner.update_teacher(momentum)
 
+    if not log:
+        return {}
     out = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": _scalar(grad_norm),
            "lr": float(schedules["lr"][step]), "weight_decay": float(schedules["weight_decay"][step]),
            "momentum": momentum, "teacher_temp": temp}

@@ -117,18 +117,20 @@ def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
 
 
 def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show_progress: bool = True,
-          until: int | None = None) -> dict:
+          until: int | None = None, verify_shards: bool | None = None) -> dict:
     """Train (or continue training) the run in `run_dir`; returns a summary of what it did.
 
     `until` pauses after that step with a checkpoint (time-sliced or preemptible jobs); calling
-    train again continues exactly where it stopped."""
+    train again continues exactly where it stopped. `verify_shards=False` skips the shard checksums
+    (run_pretraining has just done them in prepare_run); the manifest's own sha256 is always checked."""
     run_dir = Path(run_dir)
     cfg, run = read_run(run_dir, overrides)
     if overrides:
         dump_config(cfg, run_dir / "config.yaml")
     t = cfg["train"]
     ctx = setup_distributed(t["device"])
-    info = check_manifest(run["manifest"], verify=t["verify_shards"] and ctx.is_main)
+    verify = t["verify_shards"] if verify_shards is None else verify_shards
+    info = check_manifest(run["manifest"], verify=verify and ctx.is_main)
     if info.sha256 != run["manifest_sha256"]:
         raise TrainingError(f"manifest {Path(run['manifest']).name} changed since run {run['run_id']} started "
                             "(sha256 differs): start a new run")
@@ -199,7 +201,9 @@ def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, 
         stream.set_epoch(position["epoch"], position["step_in_epoch"])
         for batch_data in make_loader(stream, t["num_workers"]):
             try:
-                values = train_step(learner, batch_data, position["step"], schedules)
+                step = position["step"] + 1
+                logged = step % t["log_every"] == 0 or step == steps
+                values = train_step(learner, batch_data, position["step"], schedules, log=logged)
             except torch.OutOfMemoryError:
                 raise TrainingError(
                     f"out of GPU memory at optim.batch_size={batch} per GPU (2 x {cfg['crops']['global_size']}px + "
@@ -208,8 +212,7 @@ def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, 
             position["step"] += 1
             position["step_in_epoch"] += 1
             window_steps += 1
-            step = position["step"]
-            if step % t["log_every"] == 0 or step == steps:
+            if logged:
                 values = all_mean(values, ctx.device)
                 elapsed = time.perf_counter() - window_start
                 values["images_per_s"] = window_steps * batch * ctx.world_size / max(elapsed, 1e-9)
@@ -291,4 +294,4 @@ def run_pretraining(manifest: str | Path, config: str | Path | None, overrides: 
     """A new run: resolve the config, write the run's identity, train."""
     cfg = load_config(config, overrides)
     prepare_run(cfg, manifest, run_dir)
-    return train(run_dir, show_progress=show_progress)
+    return train(run_dir, show_progress=show_progress, verify_shards=False)

@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from catalog.workspace import Workspace  # noqa: E402
-from evaluation.embed import embed_images, load_task, pixel_features  # noqa: E402
+from evaluation.data import load_task  # noqa: E402
+from evaluation.embed import embed_images, pixel_features  # noqa: E402
 from evaluation.metrics import bootstrap_ci, metric_set, quadratic_kappa  # noqa: E402
 from evaluation.protocols import knn_predict, linear_probe, majority_predict, pca_fit_transform  # noqa: E402
 from shards.manifest import file_sha256  # noqa: E402

@@ -56,7 +56,9 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
     else:
         runs_src = f"({schema.empty_select(schema.RUN)})"
     cur = _curation_sources(ws)
+    evals_src = _glob_source(ws.evals_catalog_dir, "*.parquet", schema.EVAL)
     stmts = [
+        f"CREATE OR REPLACE VIEW evals AS SELECT * FROM {evals_src}",
         f"CREATE OR REPLACE VIEW signatures AS SELECT * FROM {cur['signatures']}",
         f"""CREATE OR REPLACE VIEW splits AS SELECT * FROM {cur['splits']}
             QUALIFY row_number() OVER (PARTITION BY patient_key ORDER BY run_id) = 1""",

@@ -132,6 +132,34 @@ RUN = pa.schema(
 TABLES = {"files": FILE_ROW, "occurrences": OCCURRENCE, "labels": LABEL}
 
 
+# One row per evaluation result: a (task, model, protocol, label fraction, seed) scored on the
+# task's test part. Metric columns a task kind does not use are null; *_lo/*_hi bound the 95% CI
+# from a bootstrap over patients.
+EVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "auroc", "auprc")
+EVAL = pa.schema(
+    [
+        ("eval_id", pa.string()),
+        ("task", pa.string()),
+        ("model", pa.string()),  # pretrained | random | supervised | pixels | majority | a checkpoint name
+        ("protocol", pa.string()),  # linear | knn | finetune | majority
+        ("fraction", pa.float64()),
+        ("seed", pa.int32()),
+        ("checkpoint", pa.string()),
+        ("checkpoint_sha256", pa.string()),
+        ("architecture", pa.string()),
+        ("pretrained_on", pa.string()),  # body parts / modalities of the run's shard set, e.g. knee/DX
+        ("task_domain", pa.string()),
+        ("transfer", pa.string()),  # in-domain | cross-anatomy | cross-modality | cross-anatomy+modality | unknown
+        ("n_fit", pa.int64()),
+        ("n_test", pa.int64()),
+        ("test_patients", pa.int64()),
+        *[(f"{m}{suffix}", pa.float64()) for m in EVAL_METRICS for suffix in ("", "_lo", "_hi")],
+        ("chosen", pa.string()),  # JSON: hyper-parameters picked on the selection split
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
 @functools.lru_cache(maxsize=None)
 def empty_select(schema: pa.Schema) -> str:
     """A typed, empty SELECT for a view whose parts do not exist yet."""

@@ -8,7 +8,10 @@ Layout (documented in docs/catalog.md):
       catalog/signatures/*.parquet, catalog/splits/*.parquet        curation, append-only
       catalog/curation/<run_id>/{dups,quality,leakage}.parquet      curation results, newest is current
       catalog/catalog.duckdb                                        views, rebuilt after each run
+      catalog/evals/<eval_id>.parquet                               evaluation results, one row per result
       runs/<run_id>/              pretraining runs: config, run.json, metrics, checkpoint, backbone
+      evals/<eval_id>/            evaluations: metrics.json, report.html, plots
+      evals/embeddings/           frozen features cached by (checkpoint sha256, input size, image id)
       store/ab/<image_id>.png                                       de-identified pixels
       private/secret.key          0600, keys every pseudonym
       private/lineage/*.parquet   file id -> source path; never exported
@@ -48,7 +51,7 @@ class Workspace:
     def open(cls, path: str | os.PathLike | None = None) -> "Workspace":
         ws = cls(resolve_workspace(path))
         for d in (ws.parts_dir, ws.runs_dir, ws.store_dir, ws.lineage_dir, ws.staging_dir, ws.logs_dir,
-                  ws.signatures_dir, ws.splits_dir, ws.curation_dir):
+                  ws.signatures_dir, ws.splits_dir, ws.curation_dir, ws.evals_catalog_dir):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(ws.private_dir, 0o700)
         return ws
@@ -69,6 +72,16 @@ class Workspace:
     def train_runs_dir(self) -> Path:
         """Pretraining run folders (the catalog's `runs` view records them)."""
         return self.root / "runs"
+
+    @property
+    def evals_catalog_dir(self) -> Path:
+        """Evaluation result rows (the catalog's `evals` view)."""
+        return self.catalog_dir / "evals"
+
+    @property
+    def evals_dir(self) -> Path:
+        """Evaluation folders: metrics.json, report.html, plots; and the embedding cache."""
+        return self.root / "evals"
 
     @property
     def signatures_dir(self) -> Path:

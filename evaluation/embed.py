@@ -9,7 +9,6 @@ second protocol, seed or label fraction never re-embeds.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -17,45 +16,10 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from catalog import db
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
-from curation.tasks import TASKS, describe
 from training.augment import robust_range
 from training.model import forward_tokens
-
-
-@dataclass
-class TaskData:
-    """One row per image: ids, patients, splits and labels as class indices of the task's classes."""
-
-    task: str
-    kind: str
-    classes: tuple[str, ...]
-    image_ids: list[str]
-    patients: np.ndarray
-    splits: np.ndarray
-    labels: np.ndarray
-    exams: np.ndarray
-
-
-def load_task(ws: Workspace, task: str) -> TaskData:
-    """The task's labelled, non-excluded images with their patient-level split."""
-    con = db.connect(ws)
-    try:
-        rows = con.execute("""
-            SELECT i.image_id, i.patient_key, i.split, l.value, coalesce(i.study_key, i.series_key, i.image_id)
-            FROM images i JOIN labels l USING (image_id)
-            WHERE l.task = ? AND NOT i.excluded AND i.split IS NOT NULL
-            ORDER BY i.image_id""", [task]).fetchall()
-    finally:
-        con.close()
-    spec = TASKS.get(task) or describe(task, {r[3] for r in rows})
-    index = {c: i for i, c in enumerate(spec.classes)}
-    rows = [r for r in rows if r[3] in index]
-    return TaskData(task, spec.kind, spec.classes, [r[0] for r in rows], np.array([r[1] for r in rows]),
-                    np.array([r[2] for r in rows]), np.array([index[r[3]] for r in rows], dtype=np.int64),
-                    np.array([r[4] for r in rows]))
 
 
 def preprocess(pixels: np.ndarray, size: int, mean: float, std: float) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Probing protocols on frozen features: kNN (DINO's weighted vote) and a linear probe.
 
 Hyper-parameters are never chosen on the split that is reported: the linear probe picks its
-regularisation by patient-grouped cross-validation on the training split.
+regularisation, and kNN its k, on a separate selection split (`val`); without one, the linear
+probe falls back to patient-grouped cross-validation on the training split.
 """
 
 from __future__ import annotations
@@ -40,10 +41,27 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_
     return Predictions(proba.argmax(1), proba, {"k": k, "temperature": temperature})
 
 
+def knn_select(train_x: np.ndarray, train_y: np.ndarray, select_x: np.ndarray, select_y: np.ndarray,
+               test_x: np.ndarray, n_classes: int, ks: tuple[int, ...] = (10, 20, 50), temperature: float = 0.07,
+               select_score=None) -> Predictions:
+    """kNN with k chosen on the selection split (score(y, proba), accuracy by default)."""
+    score = select_score or (lambda y, proba: float(np.mean(y == proba.argmax(1))))
+    best_k, best = ks[0], -np.inf
+    for k in ks:
+        value = score(select_y, knn_predict(train_x, train_y, select_x, n_classes, k, temperature).proba)
+        if value > best:
+            best_k, best = k, value
+    p = knn_predict(train_x, train_y, test_x, n_classes, best_k, temperature)
+    p.chosen["select_score"] = float(best) if np.isfinite(best) else None
+    return p
+
+
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, train_groups: np.ndarray, test_x: np.ndarray,
                  n_classes: int, cs: tuple[float, ...] = (0.003, 0.03, 0.3), folds: int = 3,
-                 select_metric=None, seed: int = 0) -> Predictions:
-    """Standardised features -> multinomial logistic regression; C by patient-grouped CV on train."""
+                 select_metric=None, seed: int = 0, select: tuple[np.ndarray, np.ndarray] | None = None,
+                 select_score=None) -> Predictions:
+    """Standardised features -> multinomial logistic regression. C is chosen on `select` = (x, y) by
+    select_score(y, proba) when given, else by patient-grouped CV on train with select_metric(y, pred)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
@@ -68,7 +86,14 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, train_groups: np.ndar
     score = select_metric or (lambda y, pred: float(np.mean(y == pred)))
     best_c, best = cs[0], -np.inf
     n_folds = min(folds, len(np.unique(train_groups)))
-    if len(cs) > 1 and n_folds >= 2:
+    if select is not None and len(cs) > 1:
+        proba_score = select_score or (lambda y, proba: float(np.mean(y == proba.argmax(1))))
+        for c in cs:
+            scaler, model = fit(train_x, train_y, c)
+            value = proba_score(select[1], predict_proba(scaler, model, select[0]))
+            if value > best:
+                best_c, best = c, value
+    elif len(cs) > 1 and n_folds >= 2:
         for c in cs:
             values = []
             for tr, va in GroupKFold(n_splits=n_folds).split(train_x, train_y, train_groups):
@@ -80,7 +105,8 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, train_groups: np.ndar
                 best_c, best = c, float(np.mean(values))
     scaler, model = fit(train_x, train_y, best_c)
     proba = predict_proba(scaler, model, test_x)
-    return Predictions(proba.argmax(1), proba, {"C": best_c, "cv_score": best if np.isfinite(best) else None})
+    return Predictions(proba.argmax(1), proba, {"C": best_c, "select_score" if select is not None else "cv_score":
+                                                float(best) if np.isfinite(best) else None})
 
 
 def majority_predict(train_y: np.ndarray, n: int, n_classes: int) -> Predictions:

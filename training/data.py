@@ -26,6 +26,7 @@ class ManifestInfo:
     shards: int
     evaluation: bool
     catalog_snapshot: dict
+    counts: dict  # images per modality, body part, source, split, bit depth: what the run learns from
 
 
 def check_manifest(path: str | Path, verify: bool = True) -> ManifestInfo:
@@ -54,7 +55,8 @@ def check_manifest(path: str | Path, verify: bool = True) -> ManifestInfo:
         if verify and file_sha256(shard) != entry.sha256:
             raise TrainingError(f"shard {entry.file} fails its sha256 checksum: rebuild the shard set")
     return ManifestInfo(str(path.absolute()), hashlib.sha256(raw).hexdigest(), manifest.name, manifest.samples,
-                        len(manifest.shards), manifest.evaluation, manifest.catalog_snapshot)
+                        len(manifest.shards), manifest.evaluation, manifest.catalog_snapshot,
+                        dict(getattr(manifest, "counts", None) or {}))
 
 
 def build_stream(cfg: dict, manifest: str, mean: float, std: float, patch_size: int, rank: int | None = None,

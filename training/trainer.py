@@ -50,7 +50,7 @@ def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path) -> dict:
     dump_config(cfg, run_dir / "config.yaml")
     run = {"run_id": run_dir.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
            "manifest": info.path, "manifest_sha256": info.sha256, "shard_set": info.name, "samples": info.samples,
-           "shards": info.shards, "catalog_snapshot": info.catalog_snapshot,
+           "shards": info.shards, "catalog_snapshot": info.catalog_snapshot, "counts": info.counts,
            "versions": {"torch": torch.__version__, "timm": __import__("timm").__version__}}
     tmp = run_dir / ".run.json.tmp"
     tmp.write_text(json.dumps(run, indent=2) + "\n")

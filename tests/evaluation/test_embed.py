@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from evaluation.embed import embed_images, load_task, pixel_features
+from evaluation.data import load_task
+from evaluation.embed import embed_images, pixel_features
 from training.backbone import build_backbone
 
 

@@ -1,0 +1,163 @@
+"""A task's images, its evaluation splits, label-fraction subsets and exam-level aggregation.
+
+Splits come from the catalog (patient-level, issue 3). Evaluation needs three roles:
+
+  fit     the `train` split: probes and fine-tuning are fitted here;
+  select  the `val` split: hyper-parameters (probe regularisation, kNN k, fine-tuning epoch) are
+          chosen here and nowhere else;
+  test    the `test` split: the only figures reported.
+
+A public dataset often defines only train and val (knee-xray-kl does). When a task has no `test`
+image at all, half of its `val` patients, picked by a hash of the patient key (stable, and the
+same for every checkpoint), become the untouched test part; the other half stays for selection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from catalog import db
+from catalog.workspace import Workspace
+from curation.tasks import TASKS, TaskSpec, describe
+
+
+class EvaluationError(ValueError):
+    """A task or checkpoint that cannot be evaluated; the message is one line for the user."""
+
+
+@dataclass
+class TaskData:
+    """One row per image: ids, patients, splits, labels (class indices of the task's classes) and exams."""
+
+    task: str
+    kind: str
+    classes: tuple[str, ...]
+    image_ids: list[str]
+    patients: np.ndarray
+    splits: np.ndarray
+    labels: np.ndarray
+    exams: np.ndarray
+    modalities: np.ndarray
+    body_parts: np.ndarray
+    spec: TaskSpec | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, idx: np.ndarray) -> "TaskData":
+        idx = np.asarray(idx, dtype=np.int64)
+        return TaskData(self.task, self.kind, self.classes, [self.image_ids[i] for i in idx], self.patients[idx],
+                        self.splits[idx], self.labels[idx], self.exams[idx], self.modalities[idx],
+                        self.body_parts[idx], self.spec)
+
+
+def load_task(ws: Workspace, task: str) -> TaskData:
+    """The task's labelled, non-excluded images with their patient-level split."""
+    con = db.connect(ws)
+    try:
+        rows = con.execute("""
+            SELECT i.image_id, i.patient_key, i.split, l.value,
+                   coalesce(i.study_key, i.series_key, i.image_id), coalesce(i.modality, 'unknown'),
+                   coalesce(i.body_part, 'unknown')
+            FROM images i JOIN labels l USING (image_id)
+            WHERE l.task = ? AND NOT i.excluded AND i.split IS NOT NULL
+            ORDER BY i.image_id""", [task]).fetchall()
+    finally:
+        con.close()
+    spec = TASKS.get(task) or describe(task, {r[3] for r in rows})
+    index = {c: i for i, c in enumerate(spec.classes)}
+    rows = [r for r in rows if r[3] in index]
+    col = lambda k: np.array([r[k] for r in rows], dtype=object)  # noqa: E731
+    return TaskData(task, spec.kind, spec.classes, [r[0] for r in rows], col(1).astype(str), col(2).astype(str),
+                    np.array([index[r[3]] for r in rows], dtype=np.int64), col(4).astype(str), col(5).astype(str),
+                    col(6).astype(str), spec)
+
+
+def _hash01(text: str) -> float:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2 ** 64
+
+
+@dataclass
+class EvalSplits:
+    fit: np.ndarray
+    select: np.ndarray
+    test: np.ndarray
+    test_from_val: bool  # the task had no test split: half of val's patients were set aside
+
+    def describe(self, data: TaskData) -> dict:
+        def part(idx):
+            return {"images": int(len(idx)), "patients": int(len(set(data.patients[idx]))),
+                    "classes": np.bincount(data.labels[idx], minlength=data.n_classes).tolist()}
+        return {"fit": part(self.fit), "select": part(self.select), "test": part(self.test),
+                "test_from_val": self.test_from_val}
+
+
+def eval_splits(data: TaskData) -> EvalSplits:
+    """fit = train, select = val, test = test (or the hashed half of val when there is no test)."""
+    fit = np.flatnonzero(data.splits == "train")
+    val = np.flatnonzero(data.splits == "val")
+    test = np.flatnonzero(data.splits == "test")
+    carved = False
+    if not len(test) and len(val):
+        patients = sorted(set(data.patients[val]))
+        held = {p for p in patients if _hash01(f"eval-test:{p}") < 0.5}
+        if not held or len(held) == len(patients):  # tiny val: split it by order of the hash instead
+            ranked = sorted(patients, key=lambda p: _hash01(f"eval-test:{p}"))
+            held = set(ranked[: max(1, len(ranked) // 2)]) if len(ranked) > 1 else set()
+        in_test = np.array([p in held for p in data.patients[val]], dtype=bool)
+        test, val, carved = val[in_test], val[~in_test], True
+    problems = [name for name, idx in (("train", fit), ("val", val), ("test", test)) if not len(idx)]
+    if problems:
+        raise EvaluationError(f"task {data.task} has no labelled {' or '.join(problems)} images "
+                              f"({len(fit)} train, {len(val)} val, {len(test)} test); run `ortho curate` "
+                              "and check `ortho tasks list`")
+    if len(np.unique(data.labels[fit])) < 2:
+        raise EvaluationError(f"task {data.task}: the train split has a single class; nothing can be fitted")
+    return EvalSplits(fit, val, test, carved)
+
+
+def label_fraction(data: TaskData, fit: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A subset of `fit` holding about `fraction` of its patients, stratified by each patient's most
+    frequent class, with at least one patient per class present. Patients, not images, are sampled,
+    so a patient's images stay together."""
+    if fraction >= 1.0:
+        return fit
+    if not 0 < fraction < 1:
+        raise EvaluationError(f"label fraction {fraction} must be in (0, 1]")
+    by_patient: dict[str, list[int]] = {}
+    for i in fit:
+        by_patient.setdefault(data.patients[i], []).append(i)
+    strata: dict[int, list[str]] = {}
+    for p, idx in sorted(by_patient.items()):
+        strata.setdefault(int(np.bincount(data.labels[idx]).argmax()), []).append(p)
+    rng = np.random.default_rng([seed, int(round(fraction * 1e6))])
+    chosen: list[int] = []
+    for _, patients in sorted(strata.items()):
+        k = max(1, int(round(fraction * len(patients))))
+        for p in rng.permutation(len(patients))[:k]:
+            chosen += by_patient[patients[p]]
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def exam_groups(data: TaskData, idx: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """For exam-level tasks: the rows of each exam among `idx` (in first-seen order), the exam label
+    (all slices carry it) and the exam's patient."""
+    groups: dict[str, list[int]] = {}
+    for i in idx:
+        groups.setdefault(data.exams[i], []).append(int(i))
+    members = [np.asarray(g, dtype=np.int64) for g in groups.values()]
+    labels = np.array([np.bincount(data.labels[g]).argmax() for g in members], dtype=np.int64)
+    patients = np.array([data.patients[g[0]] for g in members])
+    return members, labels, patients
+
+
+def aggregate(x: np.ndarray, members: list[np.ndarray], how: str = "mean") -> np.ndarray:
+    """Slice features (or probabilities) [N, D] -> exam rows [E, D] by mean or max over each exam's slices."""
+    if how not in ("mean", "max"):
+        raise EvaluationError(f"unknown exam aggregation {how!r}: mean or max")
+    fn = np.mean if how == "mean" else np.max
+    return np.stack([fn(x[g], axis=0) for g in members]) if members else np.zeros((0, x.shape[1]), x.dtype)

@@ -1,0 +1,278 @@
+"""The evaluation report: one self-contained HTML page (plots and thumbnails inlined), the same plots
+as PNG files beside it, and the metrics.json it is drawn from.
+
+    write_report(workspace/evals/<eval_id>)  ->  report.html, label_efficiency_<task>.png,
+                                                confusion_<task>.png, retrieval.png
+
+Headline figures are the test part at 100% of the labels; a row run with several seeds shows the
+mean over seeds and the 95% CI (bootstrap over patients) of seed 0. Label-efficiency curves show
+the mean over seeds with the seeds' range as a band.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from catalog.store import ImageStore
+
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1",
+                "qwk": "QWK", "auroc": "AUROC", "auprc": "AUPRC"}
+ORDER = {"pretrained": 0, "supervised": 2, "random": 3, "pixels": 4, "majority": 5}
+
+
+def _model_order(name: str) -> int:
+    return ORDER.get(name, 1)  # other checkpoints right after the one under evaluation
+
+
+def group_results(results: list[dict], task: str) -> dict[tuple[str, str], dict[float, list[dict]]]:
+    """{(model, protocol): {fraction: [result per seed]}} for one task."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if r["task"] == task:
+            out[(r["model"], r["protocol"])][r["fraction"]].append(r)
+    return out
+
+
+def seed_summary(runs: list[dict], metric: str) -> tuple[float, float, float, float, float, int]:
+    """(mean over seeds, CI low, CI high of seed 0, min, max over seeds, seeds)."""
+    values = np.array([r["metrics"][metric][0] for r in runs], float)
+    first = min(runs, key=lambda r: r["seed"])["metrics"][metric]
+    return float(np.nanmean(values)), first[1], first[2], float(np.nanmin(values)), float(np.nanmax(values)), len(runs)
+
+
+def label_efficiency_sentence(groups, metric: str) -> str:
+    """Answers "does the pretrained model match the supervised baseline with fewer labels?": each
+    protocol of the pretrained model against the supervised baseline (fine-tuned from random init) at
+    100% of the labels, or, without one, against random init under the same protocol."""
+    sentences = []
+    for proto in ("finetune", "linear", "knn"):
+        curve = groups.get(("pretrained", proto))
+        ref_key = ("supervised", "finetune") if ("supervised", "finetune") in groups else ("random", proto)
+        if not curve or 1.0 not in groups.get(ref_key, {}):
+            continue
+        ref = seed_summary(groups[ref_key][1.0], metric)[0]
+        ref_name = ("the supervised baseline (fine-tuned from random init)" if ref_key[0] == "supervised"
+                    else "the same architecture at random init")
+        points = sorted((f, seed_summary(runs, metric)[0]) for f, runs in curve.items())
+        match = next(((f, v) for f, v in points if v >= ref), None)
+        name = {"finetune": "Fine-tuned", "linear": "With a linear probe", "knn": "With kNN"}[proto]
+        if match:
+            sentences.append(f"{name}, the pretrained backbone matches {ref_name} trained on 100% of the labels "
+                             f"with {match[0]:.0%} of them ({METRIC_NAMES[metric]} {match[1]:.3f} vs {ref:.3f}).")
+        else:
+            best = max(points, key=lambda p: p[1])
+            sentences.append(f"{name}, the pretrained backbone does not reach {ref_name} at 100% of the labels "
+                             f"({METRIC_NAMES[metric]} {ref:.3f}) at any fraction measured; its best is "
+                             f"{best[1]:.3f} at {best[0]:.0%}.")
+    return " ".join(sentences) or "No baseline at 100% of the labels to compare the pretrained backbone against."
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {k: v for k, v in groups.items() if len(v) > 1}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for (model, proto), by_f in sorted(curves.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])):
+        fs = sorted(by_f)
+        stats = [seed_summary(by_f[f], metric) for f in fs]
+        style = "-" if model == "pretrained" else "--"
+        line, = ax.plot(fs, [s[0] for s in stats], style, marker="o", label=f"{model} · {proto}")
+        ax.fill_between(fs, [s[3] for s in stats], [s[4] for s in stats], color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({f for v in curves.values() for f in v}))
+    ax.set_xticklabels([f"{f:.0%}" for f in ax.get_xticks()])
+    ax.set_xlabel("fraction of training labels (patients, stratified by class)")
+    ax.set_ylabel(f"{METRIC_NAMES[metric]} on test")
+    ax.set_title(f"{task}: label efficiency (mean over seeds, band = range)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def plot_confusions(groups, classes: list[str], task: str) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, min(v[1.0], key=lambda r: r["seed"])) for k, v in
+              sorted(groups.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])) if 1.0 in v]
+    panels = [p for p in panels if p[0][0] in ("pretrained", "supervised", "random") or p[0][0] not in ORDER][:6]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
+    for ax, ((model, proto), r) in zip(axes[0], panels):
+        m = np.array(r["confusion"], float)
+        rows = m / np.maximum(m.sum(1, keepdims=True), 1)
+        ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, int(v), ha="center", va="center", fontsize=7,
+                    color="white" if rows[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(classes)), classes, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_title(f"{model} · {proto}", fontsize=8)
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.suptitle(f"{task}: confusion on test (100% labels, seed 0)", fontsize=9)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def plot_retrieval(store: ImageStore, retrieval: list[dict]) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not retrieval:
+        return None
+    n = len(retrieval)
+    fig, axes = plt.subplots(n, 6, figsize=(9, 1.6 * n), squeeze=False)
+    for row, q in zip(axes, retrieval):
+        items = [(q["query"], f"query · {q['label']}")] + \
+                [(nb["image_id"], f"{nb['label']} · {nb['similarity']:.2f}") for nb in q["neighbours"]]
+        for ax, (image_id, title) in zip(row, items):
+            ax.imshow(_display(store.get(image_id)), cmap="gray")
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    fig.suptitle("nearest training images of test queries (cosine, pretrained features; label · similarity)",
+                 fontsize=8)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _display(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 3:
+        pixels = pixels[..., :3].mean(-1)
+    lo, hi = np.percentile(pixels, [0.5, 99.5])
+    return np.clip((pixels.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def _fmt(summary, seeds_note: bool = True) -> str:
+    mean, lo, hi, mn, mx, n = summary
+    if not np.isfinite(mean):
+        return "–"
+    text = f"{mean:.3f} <span class=ci>[{lo:.3f}, {hi:.3f}]</span>"
+    if seeds_note and n > 1:
+        text += f" <span class=ci>({n} seeds: {mn:.3f}–{mx:.3f})</span>"
+    return text
+
+
+def _img(data: bytes | None, alt: str) -> str:
+    if not data:
+        return ""
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+     color:#1d2330;line-height:1.45;padding:0 1rem}
+h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.88rem} th,td{padding:.25rem .6rem;text-align:left}
+th{background:#f1f3f8} tr:nth-child(even) td{background:#fafbfd} td.num{font-variant-numeric:tabular-nums}
+.ci{color:#6a7283;font-size:.8em} .meta{color:#4a5263;font-size:.9rem} .finding{background:#eef6ee;
+padding:.6rem .9rem;border-left:4px solid #3a8a3a;margin:.8rem 0} img{max-width:100%;margin:.4rem 0}
+code{background:#f1f3f8;padding:0 .25rem;border-radius:3px}
+"""
+
+
+def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None) -> Path:
+    """Render report.html (self-contained) and the PNGs from eval_dir/metrics.json."""
+    eval_dir = Path(eval_dir)
+    doc = json.loads((eval_dir / "metrics.json").read_text())
+    ws_root = Path(workspace_root) if workspace_root else eval_dir.parents[1]
+    store = ImageStore(ws_root / "store")
+    ck = doc["checkpoint"]
+    pre = ck.get("pretrained_on") or {}
+    parts = [f"<h1>Evaluation {html.escape(doc['eval_id'])}</h1>",
+             f"<p class=meta>created {html.escape(doc['created'])} · {doc['seconds']:.0f} s</p>",
+             "<h2>Checkpoint</h2><table>",
+             f"<tr><th>architecture</th><td>{html.escape(ck['architecture'])} at {ck['img_size']} px</td></tr>",
+             f"<tr><th>file</th><td><code>{html.escape(Path(ck['path']).name)}</code> "
+             f"sha256 <code>{html.escape((ck['sha256'] or '')[:16])}</code></td></tr>",
+             f"<tr><th>pretraining run</th><td>{html.escape(str(pre.get('run_id') or 'unknown'))}</td></tr>",
+             f"<tr><th>pretrained on</th><td>{html.escape(str(pre.get('shard_set') or 'unknown'))}: "
+             f"{html.escape(', '.join(pre.get('body_part', [])) or 'unknown anatomy')} · "
+             f"{html.escape(', '.join(pre.get('modality', [])) or 'unknown modality')}</td></tr>",
+             f"<tr><th>baselines</th><td>{html.escape(', '.join(doc['baselines']) or 'none')} (+ majority class)"
+             "</td></tr></table>"]
+    pngs: dict[str, bytes] = {}
+    for t in doc["tasks"]:
+        task, metric = t["task"], t["primary_metric"]
+        groups = group_results(doc["results"], task)
+        names = [m for m in METRIC_NAMES if any(m in r["metrics"] for rs in groups.values() for r in rs.get(1.0, []))]
+        sp = t["splits"]
+        transfer = next((r.get("transfer") for r in doc["results"] if r["task"] == task and r["model"] == "pretrained"),
+                        "unknown")
+        parts += [f"<h2>{html.escape(task)} <span class=meta>({html.escape(t['kind'])}, "
+                  f"{html.escape(t['level'])}-level, {html.escape(t['domain'])}, {html.escape(str(transfer))})"
+                  "</span></h2>",
+                  f"<p class=meta>{html.escape(t['description'])}. Fit on <b>{sp['fit']['images']}</b> images "
+                  f"({sp['fit']['patients']} patients), hyper-parameters chosen on <b>{sp['select']['images']}</b> "
+                  f"({sp['select']['patients']} patients), reported on <b>{sp['test']['images']}</b> test images "
+                  f"({sp['test']['patients']} patients)"
+                  + ("; the task has no test split, so half of its val patients were set aside as test"
+                     if sp["test_from_val"] else "") + f". Classes {', '.join(t['classes'])}; test counts "
+                  f"{sp['test']['classes']}.</p>",
+                  f"<div class=finding>{html.escape(label_efficiency_sentence(groups, metric))}</div>",
+                  "<table><tr><th>model</th><th>protocol</th>"
+                  + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]
+        for (model, proto), by_f in sorted(groups.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])):
+            if 1.0 not in by_f:
+                continue
+            runs = by_f[1.0]
+            chosen = min(runs, key=lambda r: r["seed"])["chosen"]
+            chosen_text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in chosen.items() if k not in ("history", "select_score"))
+            parts.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(proto)}</td>"
+                         + "".join(f"<td class=num>{_fmt(seed_summary(runs, m))}</td>" for m in names)
+                         + f"<td class=meta>{html.escape(chosen_text)}</td></tr>")
+        parts.append("</table>")
+        curve = plot_label_efficiency(groups, metric, task)
+        conf = plot_confusions(groups, t["classes"], task)
+        for name, data in ((f"label_efficiency_{task}.png", curve), (f"confusion_{task}.png", conf)):
+            if data:
+                pngs[name] = data
+        parts += [_img(curve, f"label efficiency {task}"), _img(conf, f"confusion {task}")]
+    retrieval = plot_retrieval(store, doc.get("retrieval") or [])
+    if retrieval:
+        pngs["retrieval.png"] = retrieval
+        parts += ["<h2>Nearest neighbours</h2>", _img(retrieval, "retrieval examples")]
+    cfg = doc["config"]
+    parts.append(f"<h2>Settings</h2><p class=meta>protocols {', '.join(cfg['protocols'])}; label fractions "
+                 f"{', '.join(f'{f:g}' for f in cfg['fractions'])}; seeds {cfg['seeds']}; features {cfg['pool']}; "
+                 f"kNN k from {list(cfg['knn_ks'])}, T={cfg['knn_temperature']}; linear C from "
+                 f"{list(cfg['linear_cs'])}; fine-tuning {cfg['finetune']['epochs']} epochs, lr "
+                 f"{cfg['finetune']['lr']:g}, layer decay {cfg['finetune']['layer_decay']}; exam aggregation "
+                 f"{cfg['exam_aggregation']}; {cfg['n_boot']} bootstrap draws over patients.</p>")
+    page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{html.escape(doc['eval_id'])}</title><style>{CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    for name, data in pngs.items():
+        (eval_dir / name).write_bytes(data)
+    tmp = eval_dir / ".report.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(eval_dir / "report.html")
+    return eval_dir / "report.html"

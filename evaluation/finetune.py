@@ -152,7 +152,7 @@ def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: Ta
             loss.backward()
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
         y_sel, p_sel = unit_scores(select, _predict(model, pixels[select], 2 * cfg.batch_size))
         score = float(select_score(y_sel, p_sel))

@@ -86,9 +86,10 @@ def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {k: v for k, v in groups.items() if len(v) > 1}
+    curves = {k: v for k, v in groups.items() if len(v) > 1
+              and any(np.isfinite(r["metrics"][metric][0]) for runs in v.values() for r in runs)}
     if not curves:
-        return None
+        return None  # one fraction only, or a metric undefined on this test set (e.g. AUROC of one class)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for (model, proto), by_f in sorted(curves.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])):
         fs = sorted(by_f)
@@ -96,9 +97,11 @@ def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
         style = "-" if model == "pretrained" else "--"
         line, = ax.plot(fs, [s[0] for s in stats], style, marker="o", label=f"{model} · {proto}")
         ax.fill_between(fs, [s[3] for s in stats], [s[4] for s in stats], color=line.get_color(), alpha=0.15)
+    fractions = sorted({f for v in curves.values() for f in v})
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({f for v in curves.values() for f in v}))
-    ax.set_xticklabels([f"{f:.0%}" for f in ax.get_xticks()])
+    ax.set_xlim(fractions[0] / 1.2, fractions[-1] * 1.2)
+    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+    ax.minorticks_off()
     ax.set_xlabel("fraction of training labels (patients, stratified by class)")
     ax.set_ylabel(f"{METRIC_NAMES[metric]} on test")
     ax.set_title(f"{task}: label efficiency (mean over seeds, band = range)")

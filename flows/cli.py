@@ -611,6 +611,103 @@ def print_pretrain_summary(s: dict) -> None:
     console.print(t)
 
 
+# --- evaluation ------------------------------------------------------------------------------
+
+def _csv(values: Optional[list[str]], cast=str) -> list:
+    """Repeated options and comma-separated lists alike: --task a --task b,c -> [a, b, c]."""
+    out = []
+    for v in values or []:
+        out += [cast(x.strip()) for x in str(v).split(",") if x.strip()]
+    return out
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="backbone.safetensors of a run, a run folder, or (with --model) "
+                                              "any local timm/DINOv3 checkpoint"),
+    task: Annotated[list[str], typer.Option(help="Task name(s), repeated or comma-separated (ortho tasks list)")] = ...,
+    protocol: str = typer.Option("linear,knn", help="linear, knn, finetune (comma-separated)"),
+    label_fractions: str = typer.Option("1.0", help="Fractions of training patients, e.g. 0.125,0.25,0.5,1.0"),
+    baseline: Annotated[Optional[list[str]], typer.Option(
+        help="random, supervised, pixels, or a local checkpoint (ARCH=PATH for non-exported files); repeatable")] = None,
+    seeds: int = typer.Option(3, help="Seeds per label fraction (label subset, init, fine-tuning order)"),
+    model: Optional[str] = typer.Option(None, help="Architecture of --checkpoint when it is not an exported backbone"),
+    pool: str = typer.Option("both", help="Frozen features: cls, mean (of patch tokens) or both"),
+    knn_k: str = typer.Option("10,20,50", help="kNN k values; the best on val is used"),
+    epochs: int = typer.Option(5, help="Fine-tuning epochs (the supervised baseline gets the same budget)"),
+    finetune_lr: float = typer.Option(5e-4, help="Fine-tuning learning rate of the head (layer-wise decay below)"),
+    finetune_blocks: int = typer.Option(-1, help="Fine-tune only the last N blocks (-1: all)"),
+    exam_aggregation: str = typer.Option("mean", help="Slices -> exam for exam-level tasks: mean or max"),
+    bootstrap: int = typer.Option(1000, help="Bootstrap draws over patients for the 95% CIs"),
+    eval_id: Optional[str] = typer.Option(None, help="Name of the evaluation [default: eval-<time>]"),
+    report: bool = typer.Option(True, help="Render evals/<eval_id>/report.html"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Evaluate a checkpoint on downstream tasks: kNN, linear probe, fine-tuning, label efficiency, baselines."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evaluation.data import EvaluationError
+    from flows.evaluate import evaluate_flow
+    from training.backbone import CheckpointError
+
+    ws = _ws(workspace)
+    _setup_logging(ws, "evaluate")
+    try:
+        fractions = _csv([label_fractions], float)
+        ks = tuple(_csv([knn_k], int))
+    except ValueError as e:
+        _fail(f"not a number: {e}")
+    settings = dict(protocols=_csv([protocol]), fractions=fractions, seeds=seeds,
+                    baselines=_csv(baseline) if baseline is not None else ["random"], pool=pool, knn_ks=ks,
+                    exam_aggregation=exam_aggregation, n_boot=bootstrap,
+                    finetune=dict(epochs=epochs, lr=finetune_lr, blocks=finetune_blocks))
+    with Progress(TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True) as bar:
+        job = bar.add_task("loading", total=None)
+        progress_hooks.hooks["evaluate"] = lambda done, total, label: bar.update(job, completed=done, total=total,
+                                                                                  description=label)
+        try:
+            summary = evaluate_flow(str(ws.root), str(checkpoint), _csv(task), settings, eval_id=eval_id,
+                                    model_name=model, report=report)
+        except (EvaluationError, CheckpointError) as e:
+            _fail(str(e))
+        finally:
+            progress_hooks.hooks.pop("evaluate", None)
+    print_eval_summary(Path(summary["eval_dir"]))
+    if summary["report"]:
+        console.print(f"report: {summary['report']}")
+
+
+def print_eval_summary(eval_dir: Path) -> None:
+    from evaluation.report import METRIC_NAMES, _model_order, group_results, seed_summary
+
+    doc = json.loads((eval_dir / "metrics.json").read_text())
+    for t in doc["tasks"]:
+        metric = t["primary_metric"]
+        sp = t["splits"]["test"]
+        table = Table("model", "protocol", METRIC_NAMES[metric] + " [95% CI]", "accuracy", "seeds",
+                      title=f"{t['task']} on test ({sp['images']} images, {sp['patients']} patients), 100% labels")
+        groups = group_results(doc["results"], t["task"])
+        for (model_name, proto), by_f in sorted(groups.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])):
+            if 1.0 not in by_f:
+                continue
+            m, lo, hi, *_, n = seed_summary(by_f[1.0], metric)
+            acc = seed_summary(by_f[1.0], "accuracy")[0]
+            table.add_row(model_name, proto, f"{m:.3f} [{lo:.3f}, {hi:.3f}]", f"{acc:.3f}", str(n))
+        console.print(table)
+
+
+@app.command()
+def report(eval_dir: Path = typer.Argument(..., help="workspace/evals/<eval_id>")) -> None:
+    """Render an evaluation's report: report.html (self-contained), PNG plots beside it."""
+    from evaluation.report import write_report
+
+    if not (eval_dir / "metrics.json").is_file():
+        _fail(f"{eval_dir} holds no metrics.json: give an evaluation folder (workspace/evals/<eval_id>)")
+    print_eval_summary(eval_dir)
+    console.print(f"report: {write_report(eval_dir)}")
+
+
 @app.command()
 def demo(
     data_dir: Path = typer.Option(Path("demo-data"), help="Where the phantom tree is drawn (outside the workspace)"),
@@ -618,9 +715,11 @@ def demo(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The main job end to end on the embedded default data: phantom + pydicom's real files."""
-    from flows.demo import register_demo_sources
+    from flows.demo import DEMO_PATIENTS, register_demo_sources
+    from ingest.phantom import write_phantom
 
     ws = _ws(workspace)
+    write_phantom(data_dir / "phantom", n_patients=DEMO_PATIENTS)
     names = register_demo_sources(ws, data_dir)
     console.rule("ingest")
     run_ingest(ws, names, workers=workers)
@@ -641,9 +740,16 @@ def demo(
                         "optim.warmup_steps=10", "loss.teacher_temp_warmup_steps=20"],
              manifest=ws.root / "shards" / "demo-knee" / "manifest.json", config=Path("cpu-tiny"), resume=None,
              run_dir=run_dir, nproc=1, launcher="local", until=None, workspace=ws.root)
+    console.rule("evaluate (linear, kNN, fine-tuning; label fractions; random, supervised and raw-pixel baselines)")
+    evaluate(checkpoint=run_dir / "backbone.safetensors", task=["kl_grade", "mri_acl"],
+             protocol="linear,knn,finetune", label_fractions="0.5,1.0", baseline=["random", "supervised", "pixels"],
+             seeds=2, model=None, pool="both", knn_k="5,10,20", epochs=3, finetune_lr=5e-4, finetune_blocks=-1,
+             exam_aggregation="mean", bootstrap=500, eval_id="demo-eval", report=True, workspace=ws.root)
     console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]"
                   f"\n     [bold]ortho shards verify {ws.root}/shards/demo-knee/manifest.json[/bold]"
-                  f"\n     [bold]ortho sql \"SELECT run_id, kind, status, params FROM runs WHERE kind = 'pretrain'\"[/bold]")
+                  f"\n     [bold]ortho sql \"SELECT run_id, kind, status, params FROM runs WHERE kind = 'pretrain'\"[/bold]"
+                  "\n     [bold]ortho sql \"SELECT task, model, protocol, fraction, seed, qwk, auroc FROM evals\"[/bold]"
+                  f"\n     open [bold]{ws.evals_dir / 'demo-eval' / 'report.html'}[/bold]")
 
 
 if __name__ == "__main__":

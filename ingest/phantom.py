@@ -66,7 +66,10 @@ def patients(n: int = 6, seed: int = 0) -> list[PhantomPatient]:
     for i in range(n):
         birth = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 20000)))
         study = dt.date(2019, 1, 1) + dt.timedelta(days=int(rng.integers(0, 1400)))
-        out.append(PhantomPatient(i, _FAMILY[i % 8], _GIVEN[i % 8], f"PHX{7731 + 97 * i}ZQ",
+        # distinct (family, given initial) pairs, so file names and label keys never collide: 64 pairs,
+        # then double-barrelled family names (up to 512 patients)
+        family = _FAMILY[i % 8] + (f"-{_FAMILY[(i // 64) % 8]}" if i >= 64 else "")
+        out.append(PhantomPatient(i, family, _GIVEN[(i + i // 8) % 8], f"PHX{7731 + 97 * i}ZQ",
                                   birth.strftime("%Y%m%d"), study.strftime("%Y%m%d"), f"ACC{99812734 + 13 * i}"))
     return out
 
@@ -300,11 +303,17 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_phantom(root: Path, seed: int = 0, n_patients: int = 6) -> Path:
-    """Write the tree once (atomically: a temporary folder renamed into place)."""
+def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None) -> Path:
+    """Write the tree once (atomically: a temporary folder renamed into place). With n_patients=None
+    an existing tree of any size is kept (6 patients when none exists); a tree drawn with another
+    seed or size than asked is drawn again."""
     root = Path(root)
-    if (root / MARKER).exists():
+    stamp = f"phantom v1 seed={seed} patients={n_patients or 6}\n"
+    if (root / MARKER).exists() and (n_patients is None or (root / MARKER).read_text() == stamp):
         return root
+    n_patients = n_patients or 6
+    if n_patients > 512:
+        raise ValueError("the phantom draws at most 512 distinct patients")
     tmp = root.with_name(f".{root.name}.tmp-{uuid.uuid4().hex[:6]}")
     rng = np.random.default_rng(seed)
     pacs, public = tmp / "pacs", tmp / "public"
@@ -357,7 +366,7 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int = 6) -> Path:
         writer = csv.DictWriter(f, fieldnames=["file", "kl_grade", "mri_acl"])
         writer.writeheader()
         writer.writerows(label_rows)
-    (tmp / MARKER).write_text("phantom v1\n")
+    (tmp / MARKER).write_text(stamp)
     if root.exists():
         shutil.rmtree(root)  # an incomplete earlier attempt
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,45 @@
+"""Prefect flow for evaluation: a task per downstream task is not worth its overhead (they share the
+checkpoint and the embedding cache), so one flow runs the evaluation, then renders the report; the
+results land in the catalog's `evals` view."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import flows  # noqa: F401  (Prefect defaults)
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from catalog import db
+from catalog.workspace import Workspace, WorkspaceBusy
+from evaluation.finetune import FinetuneConfig
+from evaluation.report import write_report
+from evaluation.run import EvalConfig, run_evaluation
+from flows import progress
+
+
+def eval_config(settings: dict) -> EvalConfig:
+    """An EvalConfig from plain values (what a flow parameter or a pipeline file carries)."""
+    settings = dict(settings or {})
+    ft = FinetuneConfig(**settings.pop("finetune", {}))
+    return EvalConfig(**settings, finetune=ft)
+
+
+@task(name="report", cache_policy=NO_CACHE, persist_result=False)
+def report_task(eval_dir: str) -> str:
+    return str(write_report(eval_dir))
+
+
+@flow(name="evaluate", log_prints=False)
+def evaluate_flow(workspace: str, checkpoint: str, tasks: list[str], settings: dict | None = None,
+                  eval_id: str | None = None, model_name: str | None = None, report: bool = True) -> dict:
+    ws = Workspace.open(workspace)
+    out = run_evaluation(ws, checkpoint, tasks, eval_config(settings or {}), eval_id=eval_id, model_name=model_name,
+                         on_progress=partial(progress.report, "evaluate"))
+    try:  # catalog.duckdb (for the duckdb CLI) picks up the new view rows; `ortho sql` sees them anyway
+        with ws.write_lock(10.0):
+            db.write_duckdb_file(ws)
+    except WorkspaceBusy:
+        pass
+    html = report_task(str(out)) if report else None
+    return {"eval_id": out.name, "eval_dir": str(out), "report": html}

@@ -1,0 +1,61 @@
+"""A small labelled workspace with a known answer: three classes drawn as a bright bar at three
+heights, 40 patients (two knees each) in declared train/val/test folders."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+N_PATIENTS = {"train": 24, "val": 8, "test": 8}
+
+
+def draw(label: int, rng) -> np.ndarray:
+    img = rng.normal(90, 12, (96, 96)).clip(0, 255)
+    row = 16 + 28 * label
+    img[row:row + 12, 10:86] += 120
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def write_bars(root: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    pid = 70000
+    for split, n in N_PATIENTS.items():
+        for _ in range(n):
+            pid += 1
+            for side in "LR":
+                label = int(rng.integers(0, 3))
+                path = root / split / str(label) / f"{pid}{side}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(draw(label, rng)).save(path)
+    return root
+
+
+@pytest.fixture(scope="session")
+def bars_workspace(tmp_path_factory):
+    """Ingested (serially) and curated once; tests copy it when they write."""
+    from catalog.workspace import Workspace
+    from curation.run import curate
+    from flows.demo import KL_PATTERN
+    from ingest.run import ingest_source
+    from ingest.sources import Source, add_source
+
+    root = write_bars(tmp_path_factory.mktemp("bars") / "tree")
+    ws = Workspace.open(tmp_path_factory.mktemp("bars-ws") / "workspace")
+    add_source(ws, Source("bars", str(root), "public", labels=["folder:kl_grade"], path_pattern=KL_PATTERN,
+                          modality="DX", body_part="knee"))
+    ingest_source(ws, "bars")
+    curate(ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def pico_checkpoint(tmp_path_factory):
+    """A randomly initialised pico ViT exported as a run would export it (32 px)."""
+    import torch
+
+    from training.backbone import build_backbone, export_backbone
+
+    torch.manual_seed(0)
+    model, spec, _ = build_backbone("vit_pico_patch8_dinov3", img_size=32)
+    return export_backbone(model, spec, tmp_path_factory.mktemp("ckpt") / "backbone.safetensors")

@@ -5,7 +5,7 @@ as PNG files beside it, and the metrics.json it is drawn from.
                                                 confusion_<task>.png, retrieval.png
 
 Headline figures are the test part at 100% of the labels; a row run with several seeds shows the
-mean over seeds and the 95% CI (bootstrap over patients) of seed 0. Label-efficiency curves show
+mean over seeds of the point estimate and of the 95% CI bounds (bootstrap over patients). Label-efficiency curves show
 the mean over seeds with the seeds' range as a band.
 """
 
@@ -41,10 +41,15 @@ def group_results(results: list[dict], task: str) -> dict[tuple[str, str], dict[
 
 
 def seed_summary(runs: list[dict], metric: str) -> tuple[float, float, float, float, float, int]:
-    """(mean over seeds, CI low, CI high of seed 0, min, max over seeds, seeds)."""
-    values = np.array([r["metrics"][metric][0] for r in runs], float)
-    first = min(runs, key=lambda r: r["seed"])["metrics"][metric]
-    return float(np.nanmean(values)), first[1], first[2], float(np.nanmin(values)), float(np.nanmax(values)), len(runs)
+    """(mean over seeds of the point estimates, of the CI lows, of the CI highs, min, max, seeds).
+    NaN (a metric undefined on this test set) when no seed has a value."""
+    values = np.array([r["metrics"][metric] for r in runs if metric in r["metrics"]], float).reshape(-1, 3)
+    finite = values[np.isfinite(values[:, 0])]
+    if not len(finite):
+        return (float("nan"),) * 5 + (len(runs),)
+    point, lo, hi = (float(np.nanmean(finite[:, k])) if np.isfinite(finite[:, k]).any() else float("nan")
+                     for k in range(3))
+    return point, lo, hi, float(finite[:, 0].min()), float(finite[:, 0].max()), len(runs)
 
 
 def label_efficiency_sentence(groups, metric: str) -> str:
@@ -176,7 +181,7 @@ def _display(pixels: np.ndarray) -> np.ndarray:
 def _fmt(summary, seeds_note: bool = True) -> str:
     mean, lo, hi, mn, mx, n = summary
     if not np.isfinite(mean):
-        return "–"
+        return "undefined"
     text = f"{mean:.3f} <span class=ci>[{lo:.3f}, {hi:.3f}]</span>"
     if seeds_note and n > 1:
         text += f" <span class=ci>({n} seeds: {mn:.3f}–{mx:.3f})</span>"
@@ -238,7 +243,11 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
                   f"({sp['test']['patients']} patients)"
                   + ("; the task has no test split, so half of its val patients were set aside as test"
                      if sp["test_from_val"] else "") + f". Classes {', '.join(t['classes'])}; test counts "
-                  f"{sp['test']['classes']}.</p>",
+                  f"{t.get('test_classes', sp['test']['classes'])}"
+                  + (" (exams)" if t["level"] == "exam" else "") + ".</p>"
+                  + ("<p class=meta><b>The test part holds a single class</b>: metrics that compare classes "
+                     "(AUROC, AUPRC, QWK) are undefined on it.</p>"
+                     if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2 else ""),
                   f"<div class=finding>{html.escape(label_efficiency_sentence(groups, metric))}</div>",
                   "<table><tr><th>model</th><th>protocol</th>"
                   + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]

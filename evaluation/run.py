@@ -280,11 +280,8 @@ class Evaluation:
             n += (n_checkpoints + ("supervised" in self.cfg.baselines)) * self.cfg.seeds * len(self.cfg.fractions)
         return n * n_tasks
 
-    def run_task(self, name: str, main: Backbone, others: list[Backbone]) -> dict:
-        task = load_task(self.ws, name)
-        if not task.image_ids:
-            raise EvaluationError(f"task {name} has no labelled images in this catalog (see `ortho tasks list`)")
-        splits = eval_splits(task)
+    def run_task(self, task: TaskData, splits: EvalSplits, main: Backbone, others: list[Backbone]) -> dict:
+        name = task.task
         exam_level = bool(task.spec and task.spec.level == "exam")
         domain = domain_text(task.body_parts, task.modalities)
         t0 = time.time()
@@ -326,6 +323,8 @@ class Evaluation:
         return {"task": name, "kind": task.kind, "classes": list(task.classes), "level": "exam" if exam_level
                 else "image", "domain": domain, "description": task.spec.description if task.spec else "",
                 "splits": splits.describe(task), "primary_metric": primary_metric(task.kind),
+                "test_units": int(len(test.labels)), "test_classes": np.bincount(
+                    test.labels, minlength=task.n_classes).tolist(),
                 "seconds": round(time.time() - t0, 1)}
 
     def retrieve(self, task: TaskData, splits: EvalSplits, x: np.ndarray) -> list[dict]:
@@ -360,6 +359,12 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
     if not tasks:
         raise EvaluationError("no task to evaluate: give --task (see `ortho tasks list`)")
     eval_id = eval_id or new_eval_id()
+    loaded = []
+    for name in dict.fromkeys(tasks):  # every task checked before any work starts
+        task = load_task(ws, name)
+        if not task.image_ids:
+            raise EvaluationError(f"task {name} has no labelled images in this catalog (see `ortho tasks list`)")
+        loaded.append((task, eval_splits(task)))
     main = load_checkpoint(checkpoint, model_name)
     others = []
     for text in cfg.baselines:
@@ -367,9 +372,9 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
         if path:
             others.append(load_checkpoint(path, arch, main.spec.img_size if arch else None, name=name))
     ev = Evaluation(ws, cfg, eval_id, on_progress)
-    ev.done, ev.total, ev.retrieval = 0, ev.plan(len(tasks), 1 + len(others)), []
+    ev.done, ev.total, ev.retrieval = 0, ev.plan(len(loaded), 1 + len(others)), []
     t0 = time.time()
-    task_info = [ev.run_task(name, main, others) for name in tasks]
+    task_info = [ev.run_task(task, splits, main, others) for task, splits in loaded]
     out = ws.evals_dir / eval_id
     out.mkdir(parents=True, exist_ok=True)
     doc = {"eval_id": eval_id, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

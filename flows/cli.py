@@ -685,16 +685,22 @@ def print_eval_summary(eval_dir: Path) -> None:
     for t in doc["tasks"]:
         metric = t["primary_metric"]
         sp = t["splits"]["test"]
+        unit = "exams" if t["level"] == "exam" else "images"
         table = Table("model", "protocol", METRIC_NAMES[metric] + " [95% CI]", "accuracy", "seeds",
-                      title=f"{t['task']} on test ({sp['images']} images, {sp['patients']} patients), 100% labels")
+                      title=f"{t['task']} on test ({t.get('test_units', sp['images'])} {unit}, {sp['patients']} "
+                            "patients), 100% labels")
         groups = group_results(doc["results"], t["task"])
         for (model_name, proto), by_f in sorted(groups.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])):
             if 1.0 not in by_f:
                 continue
             m, lo, hi, *_, n = seed_summary(by_f[1.0], metric)
             acc = seed_summary(by_f[1.0], "accuracy")[0]
-            table.add_row(model_name, proto, f"{m:.3f} [{lo:.3f}, {hi:.3f}]", f"{acc:.3f}", str(n))
+            value = f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if m == m else "undefined"
+            table.add_row(model_name, proto, value, f"{acc:.3f}", str(n))
         console.print(table)
+        if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2:
+            console.print(f"[yellow]{t['task']}: the test part holds a single class; "
+                          f"{METRIC_NAMES[metric]} is undefined there[/yellow]")
 
 
 @app.command()

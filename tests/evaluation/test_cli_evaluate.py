@@ -1,0 +1,58 @@
+"""`ortho evaluate` and `ortho report` through the real Prefect flow, and their one-line errors."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def workspace(tmp_path, bars_workspace):
+    root = tmp_path / "workspace"
+    shutil.copytree(bars_workspace.root, root)
+    return root
+
+
+def test_bad_inputs_are_one_line_errors(workspace, pico_checkpoint, tmp_path):
+    w = ["--workspace", str(workspace)]
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "nope.safetensors"), "--task", "kl_grade", *w])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(pico_checkpoint), "--task", "kl_grade",
+                            "--protocol", "linear,svm", *w])
+    assert r.exit_code == 2 and "unknown protocol 'svm'" in r.output
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(pico_checkpoint), "--task", "kl_grade",
+                            "--label-fractions", "0,1", *w])
+    assert r.exit_code == 2 and "label fractions must be in (0, 1]" in r.output
+    r = runner.invoke(app, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "no metrics.json" in r.output
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_evaluate_then_report_then_sql(workspace, pico_checkpoint, prefect_harness):
+    w = ["--workspace", str(workspace)]
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(pico_checkpoint), "--task", "kl_grade,no_such_task",
+                            "--protocol", "knn", "--seeds", "1", *w])
+    assert r.exit_code == 2 and "task no_such_task has no labelled images" in r.output
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(pico_checkpoint), "--task", "kl_grade",
+                            "--protocol", "linear,knn", "--label-fractions", "0.5,1", "--seeds", "2",
+                            "--baseline", "random", "--knn-k", "3,5", "--bootstrap", "100", "--eval-id", "cli", *w])
+    assert r.exit_code == 0, r.output
+    assert "kl_grade on test (16 images, 8 patients)" in r.output and "report:" in r.output
+    out = workspace / "evals" / "cli"
+    assert (out / "report.html").is_file() and json.loads((out / "metrics.json").read_text())["eval_id"] == "cli"
+    (out / "report.html").unlink()
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 0 and (out / "report.html").is_file()
+    r = runner.invoke(app, ["sql", "SELECT model, protocol, fraction, count(*) AS n FROM evals "
+                                   "WHERE task = 'kl_grade' GROUP BY ALL ORDER BY ALL", "--format", "json", *w])
+    rows = {(d["model"], d["protocol"], d["fraction"]): d["n"] for d in json.loads(r.output)}
+    assert rows == {("majority", "majority", 1.0): 1, ("pretrained", "knn", 0.5): 2, ("pretrained", "knn", 1.0): 1,
+                    ("pretrained", "linear", 0.5): 2, ("pretrained", "linear", 1.0): 1,
+                    ("random", "knn", 0.5): 2, ("random", "knn", 1.0): 2, ("random", "linear", 0.5): 2,
+                    ("random", "linear", 1.0): 2}

@@ -19,6 +19,8 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("kl_grade", "ordinal", ("0", "1", "2", "3", "4"), "knee", "DX,CR", "image",
              "Kellgren-Lawrence osteoarthritis grade of a knee radiograph"),
+    TaskSpec("hip_kl_grade", "ordinal", ("0", "1", "2", "3", "4"), "hip", "DX,CR", "image",
+             "Kellgren-Lawrence osteoarthritis grade of a hip radiograph"),
     TaskSpec("mri_abnormal", "binary", ("0", "1"), "knee", "MR", "exam", "any abnormality on knee MRI (MRNet)"),
     TaskSpec("mri_acl", "binary", ("0", "1"), "knee", "MR", "exam", "anterior cruciate ligament tear (MRNet)"),
     TaskSpec("mri_meniscus", "binary", ("0", "1"), "knee", "MR", "exam", "meniscal tear (MRNet)"),

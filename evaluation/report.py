@@ -80,9 +80,15 @@ def label_efficiency_sentence(groups, metric: str) -> str:
 
 
 def _png(fig) -> bytes:
+    """The figure as a PNG with pixel chunks only (no text or metadata chunks, like the store's)."""
+    from PIL import Image
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    buf.seek(0)
+    out = io.BytesIO()
+    Image.open(buf).convert("RGB").save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:

@@ -150,6 +150,13 @@ def domain_text(body_parts, modalities) -> str:
     return f"{'+'.join(parts)}/{'+'.join(mods)}"
 
 
+def task_body_parts(task: TaskData) -> set[str]:
+    """The body parts of a task's images; where an image's is unknown (a NIfTI file carries none), the
+    anatomy the task registry declares for the task."""
+    declared = task.spec.anatomy if task.spec and task.spec.anatomy != "unknown" else "unknown"
+    return {declared if p == "unknown" else p for p in task.body_parts}
+
+
 def transfer_kind(pretrained_on: dict, task_parts, task_modalities) -> str:
     """in-domain, cross-anatomy, cross-modality or cross-anatomy+modality (unknown without a run)."""
     if not pretrained_on:
@@ -283,7 +290,8 @@ class Evaluation:
     def run_task(self, task: TaskData, splits: EvalSplits, main: Backbone, others: list[Backbone]) -> dict:
         name = task.task
         exam_level = bool(task.spec and task.spec.level == "exam")
-        domain = domain_text(task.body_parts, task.modalities)
+        parts = task_body_parts(task)
+        domain = domain_text(parts, task.modalities)
         t0 = time.time()
         checkpoints = [main, *others]
         frozen_seeds = lambda f: [0] if f >= 1 else list(range(self.cfg.seeds))  # noqa: E731
@@ -291,7 +299,7 @@ class Evaluation:
             common = dict(checkpoint=bb.path, checkpoint_sha256=bb.sha256, architecture=bb.spec.name,
                           pretrained_on=domain_text(bb.pretrained_on.get("body_part", []),
                                                     bb.pretrained_on.get("modality", [])) if bb.pretrained_on else None,
-                          transfer=transfer_kind(bb.pretrained_on, task.body_parts, task.modalities))
+                          transfer=transfer_kind(bb.pretrained_on, parts, task.modalities))
             if any(p in FROZEN for p in self.cfg.protocols):
                 x = self.features(bb, task)
                 self.frozen(task, splits, x, bb.name, frozen_seeds, exam_level, common)

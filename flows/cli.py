@@ -545,11 +545,13 @@ def show_manifest(path: Path) -> None:
 # --- demo ------------------------------------------------------------------------------------
 
 @app.command()
-def phantom(root: Path = typer.Argument(Path("demo-data/phantom")), seed: int = 0, patients: int = 6) -> None:
+def phantom(root: Path = typer.Argument(Path("demo-data/phantom")), seed: int = 0, patients: int = 6,
+            hips: bool = typer.Option(False, help="Add graded hip radiographs (a second anatomy, task hip_kl_grade)")
+            ) -> None:
     """Write the synthetic phantom tree (PACS-like DICOM with planted PHI, NIfTI, PNG, broken files)."""
     from ingest.phantom import write_phantom
 
-    console.print(f"phantom tree at {write_phantom(root, seed=seed, n_patients=patients)}")
+    console.print(f"phantom tree at {write_phantom(root, seed=seed, n_patients=patients, hips=hips)}")
 
 
 # --- pretraining -----------------------------------------------------------------------------
@@ -725,7 +727,7 @@ def demo(
     from ingest.phantom import write_phantom
 
     ws = _ws(workspace)
-    write_phantom(data_dir / "phantom", n_patients=DEMO_PATIENTS)
+    write_phantom(data_dir / "phantom", n_patients=DEMO_PATIENTS, hips=True)
     names = register_demo_sources(ws, data_dir)
     console.rule("ingest")
     run_ingest(ws, names, workers=workers)
@@ -746,8 +748,8 @@ def demo(
                         "optim.warmup_steps=10", "loss.teacher_temp_warmup_steps=20"],
              manifest=ws.root / "shards" / "demo-knee" / "manifest.json", config=Path("cpu-tiny"), resume=None,
              run_dir=run_dir, nproc=1, launcher="local", until=None, workspace=ws.root)
-    console.rule("evaluate (linear, kNN, fine-tuning; label fractions; random, supervised and raw-pixel baselines)")
-    evaluate(checkpoint=run_dir / "backbone.safetensors", task=["kl_grade", "mri_acl"],
+    console.rule("evaluate: knee KL, knee MRI ACL and hip KL (cross-anatomy) with all protocols and baselines")
+    evaluate(checkpoint=run_dir / "backbone.safetensors", task=["kl_grade", "mri_acl", "hip_kl_grade"],
              protocol="linear,knn,finetune", label_fractions="0.5,1.0", baseline=["random", "supervised", "pixels"],
              seeds=2, model=None, pool="both", knn_k="5,10,20", epochs=3, finetune_lr=5e-4, finetune_blocks=-1,
              exam_aggregation="mean", bootstrap=500, eval_id="demo-eval", report=True, workspace=ws.root)

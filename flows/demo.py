@@ -7,7 +7,7 @@ from pathlib import Path
 from catalog.workspace import Workspace
 from ingest.sources import Source, add_source
 
-DEMO_PATIENTS = 30  # enough patients for train, val and test parts of every phantom task
+DEMO_PATIENTS = 40  # enough patients for train, val and test parts of every phantom task
 KL_PATTERN = r"(?P<split>train|val|test)/(?P<label>\d)/(?P<patient>\d+)(?P<laterality>[LR])\.png"
 
 

@@ -133,6 +133,41 @@ def draw_radiograph(grade: int, side: str, rng: np.random.Generator, size: int =
     return np.clip(img, 0, 4095).astype(np.uint16)
 
 
+def draw_hip(grade: int, side: str, rng: np.random.Generator, size: int = 256) -> np.ndarray:
+    """A hip AP radiograph (the phantom's second anatomy), 12 bits in uint16: the femoral head in the
+    acetabulum, neck and shaft towards the lateral side. Grade 0-4 narrows the joint space and adds
+    osteophytes (>= 2) and a sclerotic acetabular roof (>= 3)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    lateral = 1 if side == "L" else -1  # image left = patient right, as in an AP view
+    hx, hy = size * 0.45 + rng.normal(0, 4), size * 0.42 + rng.normal(0, 4)
+    r = size * 0.12
+    jsw = [10, 8, 6, 4, 1.5][grade] * size / 256
+    img = 700 + 400 * _soft(np.abs(y - size / 2) - size * 0.45, 12)
+    head = _soft(np.hypot(x - hx, y - hy) - r)
+    t = np.clip(((x - hx) * lateral * 0.7 + (y - hy) * 0.7) / (size * 0.35), 0, 1)  # neck, down and lateral
+    nx, ny = hx + lateral * t * size * 0.245, hy + t * size * 0.245
+    neck = _soft(np.hypot(x - nx, y - ny) - size * 0.06) * (t > 0) * (t < 1)
+    sx = hx + lateral * size * 0.25
+    shaft = _soft(np.abs(x - sx) - size * 0.08) * _soft(-(y - (hy + size * 0.2)))
+    femur = np.clip(head + neck + shaft, 0, 1)
+    ring = np.hypot(x - hx, y - hy) - (r + jsw)
+    acetabulum = _soft(np.abs(ring - size * 0.03) - size * 0.03) * (y < hy + r * 0.3)
+    pelvis = _soft(-(x - hx) * lateral - size * 0.05) * _soft(np.abs(y - (hy - size * 0.05)) - size * 0.2)
+    bone = np.clip(femur + acetabulum + 0.7 * pelvis, 0, 1)
+    field = rng.normal(0, 1, (size // 2, size // 2)).astype(np.float32)
+    texture = np.asarray(Image.fromarray(field, mode="F").resize((size, size), Image.BICUBIC))
+    img = img + 2100 * bone + 450 * texture * bone
+    if grade >= 2:  # osteophytes at the rim of the acetabulum and the head-neck junction
+        rr = (grade - 1) * 2.5 * size / 256
+        for ang in (-0.6, 0.9):
+            ox, oy = hx + lateral * np.cos(ang) * (r + jsw + 4), hy - np.sin(ang) * (r + jsw + 4)
+            img += 1800 * _soft(np.hypot(x - ox, y - oy) - rr)
+    if grade >= 3:  # sclerosis: a dense acetabular roof
+        img += 600 * _soft(np.abs(ring - 3) - 3) * (y < hy - r * 0.3)
+    img += rng.normal(0, 40, img.shape)
+    return np.clip(img, 0, 4095).astype(np.uint16)
+
+
 def draw_mri(acl_tear: bool, rng: np.random.Generator, shape=(96, 96, 12)) -> np.ndarray:
     """A sagittal proton-density knee volume (rows, cols, slices), 12-bit in uint16."""
     h, w, n = shape
@@ -231,14 +266,15 @@ MR_CLASS = "1.2.840.10008.5.1.4.1.1.4"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
-def radiograph_dicom(p: PhantomPatient, arr: np.ndarray, side: str, rng, study_uid: str, monochrome1: bool = False) -> bytes:
+def radiograph_dicom(p: PhantomPatient, arr: np.ndarray, side: str, rng, study_uid: str, monochrome1: bool = False,
+                     body_part: str = "KNEE") -> bytes:
     ds = Dataset()
     _identity(ds, p, study_uid, _uid(rng), rng)
     ds.Modality = "CR" if monochrome1 else "DX"
-    ds.BodyPartExamined = "KNEE"
+    ds.BodyPartExamined = body_part
     ds.ViewPosition = "AP"
     ds.ImageLaterality = side
-    ds.SeriesDescription = f"{p.family} KNEE AP {'LEFT' if side == 'L' else 'RIGHT'}"
+    ds.SeriesDescription = f"{p.family} {body_part} AP {'LEFT' if side == 'L' else 'RIGHT'}"
     ds.ImagerPixelSpacing = [0.15, 0.15]
     ds.InstanceNumber = 1
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
@@ -303,12 +339,13 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None) -> Path:
+def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips: bool = False) -> Path:
     """Write the tree once (atomically: a temporary folder renamed into place). With n_patients=None
     an existing tree of any size is kept (6 patients when none exists); a tree drawn with another
-    seed or size than asked is drawn again."""
+    seed, size or anatomy than asked is drawn again. `hips` adds a second anatomy: one graded hip
+    radiograph per patient (task `hip_kl_grade`), for cross-anatomy evaluation."""
     root = Path(root)
-    stamp = f"phantom v1 seed={seed} patients={n_patients or 6}\n"
+    stamp = f"phantom v1 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}\n"
     if (root / MARKER).exists() and (n_patients is None or (root / MARKER).read_text() == stamp):
         return root
     n_patients = n_patients or 6
@@ -337,6 +374,14 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None) -> P
             else:  # public-only knees, 8-bit as public datasets often are
                 other = draw_radiograph(grade, side, rng)
                 _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png((other >> 4).astype(np.uint8)))
+        if hips:
+            hip_rng = np.random.default_rng([seed, p.index, 1])  # the knee draws stay as without hips
+            side = "L" if p.index % 2 else "R"
+            grade = int(hip_rng.integers(0, 5))
+            stem = f"{p.family}_{p.given[0]}_hip_{side}"
+            _write(study / "HIP" / f"{stem}.dcm",
+                   radiograph_dicom(p, draw_hip(grade, side, hip_rng), side, hip_rng, study_uid, body_part="HIP"))
+            label_rows.append({"file": stem, "kl_grade": "", "mri_acl": "", "hip_kl_grade": grade})
         acl = bool(rng.integers(0, 2))
         vol = draw_mri(acl, rng)
         for k, data in enumerate(mri_slices(p, vol, rng, study_uid)):
@@ -363,7 +408,7 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None) -> P
     nii = nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)).to_bytes()
     _write(broken / "corrupt.nii", b"\x00" * 40 + nii[40:])
     with open(pacs / "labels.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "kl_grade", "mri_acl"])
+        writer = csv.DictWriter(f, fieldnames=["file", "kl_grade", "mri_acl"] + (["hip_kl_grade"] if hips else []))
         writer.writeheader()
         writer.writerows(label_rows)
     (tmp / MARKER).write_text(stamp)

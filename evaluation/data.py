@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -161,3 +162,40 @@ def aggregate(x: np.ndarray, members: list[np.ndarray], how: str = "mean") -> np
         raise EvaluationError(f"unknown exam aggregation {how!r}: mean or max")
     fn = np.mean if how == "mean" else np.max
     return np.stack([fn(x[g], axis=0) for g in members]) if members else np.zeros((0, x.shape[1]), x.dtype)
+
+
+class ShardImages:
+    """A task's pixels and metadata read from a shard set (built with `ortho shards build --evaluation`),
+    for machines that have the shards but not the store. Samples are kept in memory, as the store
+    would serve them: evaluation sets are small next to pretraining sets."""
+
+    def __init__(self, manifest: str | Path):
+        from shards.reader import ShardStream
+
+        path = Path(manifest)
+        if not path.is_file():
+            raise EvaluationError(f"shard manifest {path} does not exist")
+        self.manifest = str(path)
+        self.pixels: dict[str, np.ndarray] = {}
+        self.meta: dict[str, dict] = {}
+        for sample in ShardStream(str(path)):
+            self.pixels[sample["__key__"]] = sample["image"]
+            self.meta[sample["__key__"]] = sample["meta"]
+
+    def get(self, image_id: str) -> np.ndarray:
+        return self.pixels[image_id]
+
+    def task(self, task: str) -> TaskData:
+        """The shard set's images labelled for `task`, as load_task reads them from the catalog."""
+        rows = sorted((k, m) for k, m in self.meta.items() if task in (m.get("labels") or {}) and m.get("split"))
+        spec = TASKS.get(task) or describe(task, {m["labels"][task] for _, m in rows})
+        index = {c: i for i, c in enumerate(spec.classes)}
+        rows = [(k, m) for k, m in rows if m["labels"][task] in index]
+
+        def col(key: str, fallback: str = "unknown") -> np.ndarray:
+            return np.array([str(m.get(key) or fallback) for _, m in rows])
+
+        exams = np.array([str(m.get("study_key") or m.get("series_key") or k) for k, m in rows])
+        return TaskData(task, spec.kind, spec.classes, [k for k, _ in rows], col("patient_key"), col("split"),
+                        np.array([index[m["labels"][task]] for _, m in rows], dtype=np.int64), exams,
+                        col("modality"), col("body_part"), spec)

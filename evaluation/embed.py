@@ -66,12 +66,12 @@ class FeatureCache:
 @torch.no_grad()
 def embed_images(ws: Workspace, model: torch.nn.Module, image_ids: list[str], size: int, mean: float, std: float,
                  cache_key: str | None = None, batch_size: int = 64, device: str = "cpu",
-                 on_progress=None) -> tuple[np.ndarray, np.ndarray]:
+                 on_progress=None, images=None) -> tuple[np.ndarray, np.ndarray]:
     """(cls [N, D], mean-pooled patches [N, D]) for the images, in order; cached when cache_key is given."""
     cache = FeatureCache(ws, f"{cache_key}-{size}") if cache_key else None
     have = cache.load() if cache else {}
     todo = [i for i in dict.fromkeys(image_ids) if i not in have]
-    store = ImageStore(ws.store_dir)
+    store = images or ImageStore(ws.store_dir)  # anything with .get(image_id) -> pixels
     model = model.to(device).eval()
     for start in range(0, len(todo), batch_size):
         ids = todo[start:start + batch_size]
@@ -89,7 +89,7 @@ def embed_images(ws: Workspace, model: torch.nn.Module, image_ids: list[str], si
     return cls, mean_
 
 
-def pixel_features(ws: Workspace, image_ids: list[str], size: int = 64) -> np.ndarray:
+def pixel_features(ws: Workspace, image_ids: list[str], size: int = 64, images=None) -> np.ndarray:
     """Raw pixels as features (the baseline any learned representation must beat): [N, size*size]."""
-    store = ImageStore(ws.store_dir)
+    store = images or ImageStore(ws.store_dir)
     return np.stack([preprocess(store.get(i), size, 0.0, 1.0).numpy().ravel() for i in image_ids])

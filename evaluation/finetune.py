@@ -95,16 +95,20 @@ def _augment(x: torch.Tensor, g: torch.Generator, cfg: FinetuneConfig) -> torch.
     return out * gain + offset
 
 
-def load_pixels(ws: Workspace, image_ids: list[str], size: int, mean: float, std: float) -> torch.Tensor:
-    store = ImageStore(ws.store_dir)
-    return torch.stack([preprocess(store.get(i), size, mean, std) for i in image_ids]) if image_ids \
-        else torch.zeros(0, 1, size, size)
+def load_pixels(ws: Workspace, image_ids: list[str], size: int, mean: float, std: float,
+                images=None) -> torch.Tensor:
+    """[N, 1, size, size] preprocessed images, held as float16 (half the memory; batches are cast back)."""
+    store = images or ImageStore(ws.store_dir)
+    out = torch.empty(len(image_ids), 1, size, size, dtype=torch.float16)
+    for k, i in enumerate(image_ids):
+        out[k] = preprocess(store.get(i), size, mean, std).half()
+    return out
 
 
 @torch.no_grad()
 def _predict(model: Classifier, x: torch.Tensor, batch_size: int) -> np.ndarray:
     model.eval()
-    out = [F.softmax(model(x[s:s + batch_size]).float(), dim=1) for s in range(0, len(x), batch_size)]
+    out = [F.softmax(model(x[s:s + batch_size].float()).float(), dim=1) for s in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features))
 
 
@@ -146,7 +150,7 @@ def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: Ta
             lr = cfg.lr * (step + 1) / warmup if step < warmup else \
                 cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
             apply_schedules(optimizer, lr, cfg.weight_decay, False)
-            x = _augment(pixels[batch], g, cfg)
+            x = _augment(pixels[batch].float(), g, cfg)
             loss = F.cross_entropy(model(x), labels[batch], label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

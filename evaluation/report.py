@@ -177,6 +177,25 @@ def plot_retrieval(store: ImageStore, retrieval: list[dict]) -> bytes | None:
     return data
 
 
+class _Thumbnails:
+    """Pixels for the retrieval examples: the de-identified store, or the shard set evaluated."""
+
+    def __init__(self, store: ImageStore, shards: str | None):
+        self.store, self.shards, self._shard_images = store, shards, None
+
+    def get(self, image_id: str) -> np.ndarray:
+        try:
+            return self.store.get(image_id)
+        except (FileNotFoundError, OSError):
+            if not self.shards:
+                raise
+            if self._shard_images is None:
+                from evaluation.data import ShardImages
+
+                self._shard_images = ShardImages(self.shards)
+            return self._shard_images.get(image_id)
+
+
 def _display(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 3:
         pixels = pixels[..., :3].mean(-1)
@@ -217,7 +236,7 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
     eval_dir = Path(eval_dir)
     doc = json.loads((eval_dir / "metrics.json").read_text())
     ws_root = Path(workspace_root) if workspace_root else eval_dir.parents[1]
-    store = ImageStore(ws_root / "store")
+    store = _Thumbnails(ImageStore(ws_root / "store"), (doc.get("data") or {}).get("shards"))
     ck = doc["checkpoint"]
     pre = ck.get("pretrained_on") or {}
     parts = [f"<h1>Evaluation {html.escape(doc['eval_id'])}</h1>",

@@ -31,8 +31,8 @@ import torch
 from catalog import schema
 from catalog.parts import write_table
 from catalog.workspace import Workspace
-from evaluation.data import (EvalSplits, EvaluationError, TaskData, aggregate, eval_splits, exam_groups,
-                             label_fraction, load_task)
+from evaluation.data import (EvalSplits, EvaluationError, ShardImages, TaskData, aggregate, eval_splits,
+                             exam_groups, label_fraction, load_task)
 from evaluation.embed import embed_images, pixel_features
 from evaluation.finetune import FinetuneConfig, finetune, load_pixels
 from evaluation.metrics import bootstrap_ci, confusion, metric_set, quadratic_kappa, auroc, balanced_accuracy
@@ -211,6 +211,7 @@ def unit_features(x: np.ndarray, units: Units, how: str) -> np.ndarray:
 class Evaluation:
     def __init__(self, ws: Workspace, cfg: EvalConfig, eval_id: str, on_progress=None):
         self.ws, self.cfg, self.eval_id = ws, cfg, eval_id
+        self.images = None  # the store; or a ShardImages when evaluating from a shard set
         self.results: list[dict] = []
         self.on_progress = on_progress or (lambda *a: None)
 
@@ -229,7 +230,8 @@ class Evaluation:
     def features(self, bb: Backbone, task: TaskData) -> np.ndarray:
         cache = bb.sha256[:16] if bb.sha256 else None
         cls, mean = embed_images(self.ws, bb.model, task.image_ids, bb.spec.img_size, bb.spec.mean[0],
-                                 bb.spec.std[0], cache_key=cache, batch_size=self.cfg.batch_size)
+                                 bb.spec.std[0], cache_key=cache, batch_size=self.cfg.batch_size,
+                                 images=self.images)
         return {"cls": cls, "mean": mean, "both": np.concatenate([cls, mean], 1)}[self.cfg.pool]
 
     def frozen(self, task: TaskData, splits: EvalSplits, x: np.ndarray, model: str, seeds_for,
@@ -306,7 +308,8 @@ class Evaluation:
                 if bb is main:
                     self.retrieval = self.retrieval or self.retrieve(task, splits, x)
             if "finetune" in self.cfg.protocols:
-                pixels = load_pixels(self.ws, task.image_ids, bb.spec.img_size, bb.spec.mean[0], bb.spec.std[0])
+                pixels = load_pixels(self.ws, task.image_ids, bb.spec.img_size, bb.spec.mean[0], bb.spec.std[0],
+                                     images=self.images)
                 self.tuned(task, splits, bb, pixels, bb.name, exam_level, common)
         base = dict(checkpoint=None, checkpoint_sha256=None, architecture=main.spec.name, pretrained_on=None,
                     transfer="none")
@@ -315,13 +318,14 @@ class Evaluation:
                 x = self.features(random_backbone(main.spec, seed), task)
                 self.frozen(task, splits, x, "random", lambda f, s=seed: [s], exam_level, base)
         if "pixels" in self.cfg.baselines and any(p in FROZEN for p in self.cfg.protocols):
-            px = pixel_features(self.ws, task.image_ids, 64)
+            px = pixel_features(self.ws, task.image_ids, 64, images=self.images)
             _, (x,) = pca_fit_transform(px[splits.fit], [px], 128)  # fitted on the training images only
             self.frozen(task, splits, x, "pixels", frozen_seeds, exam_level,
                         {**base, "architecture": "pixels-pca128"})
         if "supervised" in self.cfg.baselines and "finetune" in self.cfg.protocols:
             sup = Backbone("supervised", None, main.spec, None, None, {})
-            pixels = load_pixels(self.ws, task.image_ids, main.spec.img_size, main.spec.mean[0], main.spec.std[0])
+            pixels = load_pixels(self.ws, task.image_ids, main.spec.img_size, main.spec.mean[0], main.spec.std[0],
+                                 images=self.images)
             self.tuned(task, splits, sup, pixels, "supervised", exam_level, base)
         test = units_of(task, splits.test, exam_level)
         fit = units_of(task, splits.fit, exam_level)
@@ -361,17 +365,23 @@ def new_eval_id() -> str:
 
 
 def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str], cfg: EvalConfig | None = None,
-                   eval_id: str | None = None, model_name: str | None = None, on_progress=None) -> Path:
-    """Evaluate, write evals/<eval_id>/metrics.json and the catalog rows; returns the eval folder."""
+                   eval_id: str | None = None, model_name: str | None = None, on_progress=None,
+                   shards: str | os.PathLike | None = None) -> Path:
+    """Evaluate, write evals/<eval_id>/metrics.json and the catalog rows; returns the eval folder.
+
+    Images, labels, patients and splits come from the catalog and the store, or, with `shards`, from
+    a shard set's manifest (its samples carry the same metadata)."""
     cfg = cfg or EvalConfig()
     if not tasks:
         raise EvaluationError("no task to evaluate: give --task (see `ortho tasks list`)")
     eval_id = eval_id or new_eval_id()
+    source = ShardImages(shards) if shards else None
     loaded = []
     for name in dict.fromkeys(tasks):  # every task checked before any work starts
-        task = load_task(ws, name)
+        task = source.task(name) if source else load_task(ws, name)
         if not task.image_ids:
-            raise EvaluationError(f"task {name} has no labelled images in this catalog (see `ortho tasks list`)")
+            where = f"shard set {Path(shards).parent.name}" if shards else "this catalog (see `ortho tasks list`)"
+            raise EvaluationError(f"task {name} has no labelled images in {where}")
         loaded.append((task, eval_splits(task)))
     main = load_checkpoint(checkpoint, model_name)
     others = []
@@ -380,6 +390,7 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
         if path:
             others.append(load_checkpoint(path, arch, main.spec.img_size if arch else None, name=name))
     ev = Evaluation(ws, cfg, eval_id, on_progress)
+    ev.images = source
     ev.done, ev.total, ev.retrieval = 0, ev.plan(len(loaded), 1 + len(others)), []
     t0 = time.time()
     task_info = [ev.run_task(task, splits, main, others) for task, splits in loaded]
@@ -388,6 +399,7 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
     doc = {"eval_id": eval_id, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "checkpoint": {"path": main.path, "sha256": main.sha256, "architecture": main.spec.name,
                           "img_size": main.spec.img_size, "pretrained_on": main.pretrained_on},
+           "data": {"shards": str(Path(shards).absolute()) if shards else None},
            "baselines": cfg.baselines, "config": _config_dict(cfg), "tasks": task_info,
            "results": ev.results, "retrieval": ev.retrieval, "seconds": round(time.time() - t0, 1)}
     tmp = out / ".metrics.json.tmp"

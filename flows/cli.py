@@ -641,6 +641,8 @@ def evaluate(
     finetune_blocks: int = typer.Option(-1, help="Fine-tune only the last N blocks (-1: all)"),
     exam_aggregation: str = typer.Option("mean", help="Slices -> exam for exam-level tasks: mean or max"),
     bootstrap: int = typer.Option(1000, help="Bootstrap draws over patients for the 95% CIs"),
+    shards: Optional[Path] = typer.Option(None, help="Read images and labels from this shard set's manifest "
+                                                     "(built with --evaluation) instead of the store"),
     eval_id: Optional[str] = typer.Option(None, help="Name of the evaluation [default: eval-<time>]"),
     report: bool = typer.Option(True, help="Render evals/<eval_id>/report.html"),
     workspace: WorkspaceOpt = None,
@@ -670,7 +672,7 @@ def evaluate(
                                                                                   description=label)
         try:
             summary = evaluate_flow(str(ws.root), str(checkpoint), _csv(task), settings, eval_id=eval_id,
-                                    model_name=model, report=report)
+                                    model_name=model, report=report, shards=str(shards) if shards else None)
         except (EvaluationError, CheckpointError) as e:
             _fail(str(e))
         finally:
@@ -752,7 +754,7 @@ def demo(
     evaluate(checkpoint=run_dir / "backbone.safetensors", task=["kl_grade", "mri_acl", "hip_kl_grade"],
              protocol="linear,knn,finetune", label_fractions="0.5,1.0", baseline=["random", "supervised", "pixels"],
              seeds=2, model=None, pool="both", knn_k="5,10,20", epochs=3, finetune_lr=5e-4, finetune_blocks=-1,
-             exam_aggregation="mean", bootstrap=500, eval_id="demo-eval", report=True, workspace=ws.root)
+             exam_aggregation="mean", bootstrap=500, shards=None, eval_id="demo-eval", report=True, workspace=ws.root)
     console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]"
                   f"\n     [bold]ortho shards verify {ws.root}/shards/demo-knee/manifest.json[/bold]"
                   f"\n     [bold]ortho sql \"SELECT run_id, kind, status, params FROM runs WHERE kind = 'pretrain'\"[/bold]"

@@ -32,10 +32,11 @@ def report_task(eval_dir: str) -> str:
 
 @flow(name="evaluate", log_prints=False)
 def evaluate_flow(workspace: str, checkpoint: str, tasks: list[str], settings: dict | None = None,
-                  eval_id: str | None = None, model_name: str | None = None, report: bool = True) -> dict:
+                  eval_id: str | None = None, model_name: str | None = None, report: bool = True,
+                  shards: str | None = None) -> dict:
     ws = Workspace.open(workspace)
     out = run_evaluation(ws, checkpoint, tasks, eval_config(settings or {}), eval_id=eval_id, model_name=model_name,
-                         on_progress=partial(progress.report, "evaluate"))
+                         on_progress=partial(progress.report, "evaluate"), shards=shards)
     try:  # catalog.duckdb (for the duckdb CLI) picks up the new view rows; `ortho sql` sees them anyway
         with ws.write_lock(10.0):
             db.write_duckdb_file(ws)

@@ -119,3 +119,27 @@ def test_the_report_renders_in_a_headless_browser(evaluated, tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10  # text, tables and plots drawn, not a blank page
+
+
+def test_a_shard_set_gives_the_same_results_as_the_catalog(evaluated, pico_checkpoint):
+    from shards.writer import build_shard_set
+
+    ws, _, doc = evaluated
+    path, manifest, _ = build_shard_set(ws, "bars-eval", "SELECT image_id FROM images", target_size="1MB",
+                                        evaluation=True)
+    from catalog.store import ImageStore
+    from evaluation.data import ShardImages
+
+    shard_images, store = ShardImages(path), ImageStore(ws.store_dir)
+    assert len(shard_images.pixels) == manifest.samples == 80
+    assert all(np.array_equal(px, store.get(i)) for i, px in shard_images.pixels.items())
+    cfg = EvalConfig(protocols=["knn", "linear"], seeds=1, baselines=["pixels"], knn_ks=(3, 5), n_boot=100)
+    a = json.loads((run_evaluation(ws, pico_checkpoint, ["kl_grade"], cfg, eval_id="a") / "metrics.json").read_text())
+    b = json.loads((run_evaluation(ws, pico_checkpoint, ["kl_grade"], cfg, eval_id="b", shards=path)
+                    / "metrics.json").read_text())
+    assert b["data"]["shards"] == str(path.absolute()) and a["data"]["shards"] is None
+    assert a["tasks"][0]["splits"] == b["tasks"][0]["splits"]
+    for ra, rb in zip(a["results"], b["results"]):
+        assert (ra["model"], ra["protocol"]) == (rb["model"], rb["protocol"])
+        assert ra["metrics"] == rb["metrics"] and ra["confusion"] == rb["confusion"]
+    assert a["retrieval"] == b["retrieval"]

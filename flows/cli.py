@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -718,48 +717,73 @@ def report(eval_dir: Path = typer.Argument(..., help="workspace/evals/<eval_id>"
     console.print(f"report: {write_report(eval_dir)}")
 
 
+# --- the whole pipeline ----------------------------------------------------------------------
+
 @app.command()
-def demo(
-    data_dir: Path = typer.Option(Path("demo-data"), help="Where the phantom tree is drawn (outside the workspace)"),
-    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
+def pipeline(
+    pipeline_file: Path = typer.Argument(..., help="Pipeline YAML (e.g. configs/pipelines/demo.yaml)"),
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """The main job end to end on the embedded default data: phantom + pydicom's real files."""
-    from flows.demo import DEMO_PATIENTS, register_demo_sources
-    from ingest.phantom import write_phantom
+    """Run every stage of a pipeline file as one Prefect flow, skipping what is up to date."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from flows.pipeline import Pipeline, PipelineError, pipeline_flow
+
+    try:
+        spec = Pipeline.load(pipeline_file)
+    except PipelineError as e:
+        _fail(str(e))
+    ws = _ws(workspace or (Path(spec.workspace) if spec.workspace else None))
+    log_path = _setup_logging(ws, "pipeline")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        jobs: dict[str, int] = {}
+
+        def update(name: str, done, total) -> None:
+            if name not in jobs:
+                jobs[name] = bar.add_task(name, total=None)
+            bar.update(jobs[name], completed=done, total=total)
+
+        progress_hooks.hooks["ingest"] = lambda result, s: update(f"ingest {s.source}", s.result.files,
+                                                                   s.files_seen - s.files_skipped)
+        progress_hooks.hooks["curate"] = lambda stage, done, total: update("curate", done, total)
+        progress_hooks.hooks["evaluate"] = lambda done, total, label: update("evaluate", done, total)
+        try:
+            results = pipeline_flow(str(ws.root), str(pipeline_file))
+        except (PipelineError, WorkspaceBusy) as e:
+            _fail(str(e))
+        finally:
+            for name in ("ingest", "curate", "evaluate"):
+                progress_hooks.hooks.pop(name, None)
+    colour = {"done": "green", "up to date": "cyan", "failed": "red", "blocked": "yellow"}
+    t = Table("stage", "status", "detail", title=f"pipeline {pipeline_file.name} on {ws.root}")
+    for r in results:
+        c = colour.get(r["status"], "white")
+        t.add_row(r["stage"], f"[{c}]{r['status']}[/{c}]", r["detail"])
+    console.print(t)
+    report_path = next((r.get("report") for r in results if r["stage"] == "evaluate" and r["status"] != "failed"), None)
+    if report_path:
+        console.print(f"report: {report_path}")
+    if any(r["status"] in ("failed", "blocked") for r in results):
+        err.print(f"[red]some stages failed[/red]: details in {ws.logs_dir / 'pipeline-errors.log'} and {log_path}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    pipeline_file: Path = typer.Option(Path(__file__).resolve().parents[1] / "configs" / "pipelines" / "demo.yaml",
+                                       "--pipeline", help="The bundled demo pipeline file"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The main job end to end on the embedded default data: `ortho pipeline` on the bundled demo file
+    (the phantom source, pydicom's real files, ingest, curate, shards, pretraining, evaluation)."""
     ws = _ws(workspace)
-    write_phantom(data_dir / "phantom", n_patients=DEMO_PATIENTS, hips=True)
-    names = register_demo_sources(ws, data_dir)
-    console.rule("ingest")
-    run_ingest(ws, names, workers=workers)
-    console.rule("curate")
-    curate(runner="processes", workers=workers, wait=0.0, workspace=ws.root)
-    console.rule("catalog")
-    status(workspace=ws.root, as_json=False)
-    console.rule("shards")
-    shards_build("demo-knee", query="SELECT image_id FROM images WHERE body_part = 'knee'", include_excluded=False,
-                 evaluation=False,
-                 target_size="512MB", samples_per_shard=64, seed=0, overwrite=True, runner="threads", workers=workers,
-                 workspace=ws.root)
-    console.rule("pretrain (a short CPU run; configs/pretrain/cpu-tiny.yaml runs ~10 min)")
-    run_dir = ws.train_runs_dir / "demo-pretrain"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    pretrain(overrides=["train.steps=40", "optim.batch_size=16", "train.checkpoint_every=20", "train.log_every=5",
-                        "optim.warmup_steps=10", "loss.teacher_temp_warmup_steps=20"],
-             manifest=ws.root / "shards" / "demo-knee" / "manifest.json", config=Path("cpu-tiny"), resume=None,
-             run_dir=run_dir, nproc=1, launcher="local", until=None, workspace=ws.root)
-    console.rule("evaluate: knee KL, knee MRI ACL and hip KL (cross-anatomy) with all protocols and baselines")
-    evaluate(checkpoint=run_dir / "backbone.safetensors", task=["kl_grade", "mri_acl", "hip_kl_grade"],
-             protocol="linear,knn,finetune", label_fractions="0.5,1.0", baseline=["random", "supervised", "pixels"],
-             seeds=2, model=None, pool="both", knn_k="5,10,20", epochs=3, finetune_lr=5e-4, finetune_blocks=-1,
-             exam_aggregation="mean", bootstrap=500, shards=None, eval_id="demo-eval", report=True, workspace=ws.root)
-    console.print("\nTry: [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]"
+    pipeline(pipeline_file=pipeline_file, workspace=ws.root)
+    console.print("\nTry: [bold]ortho status[/bold]"
+                  "\n     [bold]ortho sql \"SELECT modality, body_part, count(*) FROM images GROUP BY ALL\"[/bold]"
                   f"\n     [bold]ortho shards verify {ws.root}/shards/demo-knee/manifest.json[/bold]"
-                  f"\n     [bold]ortho sql \"SELECT run_id, kind, status, params FROM runs WHERE kind = 'pretrain'\"[/bold]"
-                  "\n     [bold]ortho sql \"SELECT task, model, protocol, fraction, seed, qwk, auroc FROM evals\"[/bold]"
-                  f"\n     open [bold]{ws.evals_dir / 'demo-eval' / 'report.html'}[/bold]")
+                  "\n     [bold]ortho sql \"SELECT run_id, kind, status, params FROM runs WHERE kind = 'pretrain'\"[/bold]"
+                  "\n     [bold]ortho sql \"SELECT task, transfer, model, protocol, fraction, qwk, auroc FROM evals\"[/bold]")
 
 
 if __name__ == "__main__":

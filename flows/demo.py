@@ -1,13 +1,11 @@
-"""The embedded default workspace: the phantom tree plus the real DICOM files pydicom ships."""
+"""Shared pieces of the embedded default data: the KL path pattern and the real DICOM folders that
+pydicom (and pydicom-data, when installed) ship. The demo itself is a pipeline file:
+configs/pipelines/demo.yaml."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from catalog.workspace import Workspace
-from ingest.sources import Source, add_source
-
-DEMO_PATIENTS = 40  # enough patients for train, val and test parts of every phantom task
 KL_PATTERN = r"(?P<split>train|val|test)/(?P<label>\d)/(?P<patient>\d+)(?P<laterality>[LR])\.png"
 
 
@@ -23,22 +21,3 @@ def pydicom_folders() -> dict[str, Path]:
     except ImportError:
         pass
     return {k: v for k, v in found.items() if v.is_dir()}
-
-
-def demo_sources(data_dir: Path) -> list[Source]:
-    root = Path(data_dir).absolute() / "phantom"
-    sources = [
-        Source("phantom-pacs", str(root / "pacs"), "phantom", labels=["csv:labels.csv"]),
-        Source("phantom-public", str(root / "public"), "phantom", labels=["folder:kl_grade"], path_pattern=KL_PATTERN,
-               modality="DX", body_part="knee"),
-    ]
-    sources += [Source(name, str(path), "public") for name, path in pydicom_folders().items()]
-    return sources
-
-
-def register_demo_sources(ws: Workspace, data_dir: Path) -> list[str]:
-    names = []
-    for source in demo_sources(data_dir):
-        add_source(ws, source, replace=True)
-        names.append(source.name)
-    return names

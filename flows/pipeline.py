@@ -1,0 +1,294 @@
+"""The whole pipeline as one Prefect flow: sources -> ingest -> curate -> shards -> pretrain -> evaluate.
+
+    ortho pipeline configs/pipelines/demo.yaml
+
+A pipeline file (YAML) names every stage's settings (see docs/pipeline.md). Each stage runs as a
+subflow of the parent `pipeline` flow and is skipped, saying so, when its inputs have not changed:
+
+  ingest    incremental by construction: only new or changed files are read ("up to date" when none)
+  curate    skipped when the catalog snapshot and the settings are the ones it last curated
+  shards    a shard set whose selection is unchanged is found up to date, not rewritten
+  pretrain  the run folder is named by its inputs (shard manifest sha256 + resolved config); a finished
+            one is skipped, an unfinished one resumed
+  evaluate  the evaluation id is named by its inputs (checkpoint sha256, settings, labels and splits);
+            one already written is skipped
+
+A stage that fails stops the stages that depend on it (shards -> pretrain -> evaluate) and leaves
+every other result in place; the summary says which failed and why, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+import flows  # noqa: F401  (Prefect defaults)
+from prefect import flow
+
+from catalog.workspace import Workspace
+
+SECTIONS = {"workspace", "phantom", "sources", "ingest", "curate", "shards", "pretrain", "evaluate"}
+SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality", "body_part", "slice_axis"}
+STAGE_KEYS = {
+    "phantom": {"root", "patients", "seed", "hips"},
+    "ingest": {"runner", "workers", "batch_size"},
+    "curate": {"runner", "workers"},
+    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard"},
+    "pretrain": {"name", "shards", "config", "overrides"},
+    "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
+                 "n_boot", "finetune"},
+}
+
+
+class PipelineError(ValueError):
+    """A pipeline file that cannot run; the message is one line."""
+
+
+def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(allowed))}"
+            raise PipelineError(f"{where}: unknown key '{key}'{hint}")
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    workspace: str | None = None
+    phantom: dict | None = None
+    sources: list[dict] = field(default_factory=list)
+    ingest: dict = field(default_factory=dict)
+    curate: dict = field(default_factory=dict)
+    shards: list[dict] = field(default_factory=list)
+    pretrain: dict | None = None
+    evaluate: dict | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Pipeline":
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineError(f"pipeline file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PipelineError(f"pipeline file {path.name} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise PipelineError(f"pipeline file {path.name} must be a mapping of sections")
+        _check_keys(path.name, raw, SECTIONS)
+        for i, s in enumerate(raw.get("sources") or []):
+            _check_keys(f"sources[{i}]", s, SOURCE_KEYS)
+            if "name" not in s or "location" not in s:
+                raise PipelineError(f"sources[{i}] needs a name and a location")
+        for name in ("phantom", "ingest", "curate", "pretrain", "evaluate"):
+            if raw.get(name) is not None:
+                _check_keys(name, raw[name], STAGE_KEYS[name])
+        for i, s in enumerate(raw.get("shards") or []):
+            _check_keys(f"shards[{i}]", s, STAGE_KEYS["shards"])
+            if "name" not in s or "query" not in s:
+                raise PipelineError(f"shards[{i}] needs a name and a query")
+        names = [s["name"] for s in raw.get("shards") or []]
+        pre = raw.get("pretrain")
+        if pre and pre.get("shards") not in names:
+            raise PipelineError(f"pretrain.shards '{pre.get('shards')}' is not a shard set of this file ({names})")
+        if raw.get("evaluate") and not pre:
+            raise PipelineError("evaluate needs a pretrain section (the checkpoint it evaluates)")
+        return cls(path=path, workspace=raw.get("workspace"), phantom=raw.get("phantom"),
+                   sources=list(raw.get("sources") or []), ingest=dict(raw.get("ingest") or {}),
+                   curate=dict(raw.get("curate") or {}), shards=list(raw.get("shards") or []),
+                   pretrain=pre, evaluate=raw.get("evaluate"))
+
+    def resolve(self, location: str) -> Path | None:
+        """Paths as given (relative ones from the working directory, like every `ortho` path); URLs as
+        they are; `pkg:NAME` for test data shipped with a package (pydicom-test-files, pydicom-data)."""
+        if location.startswith("pkg:"):
+            from flows.demo import pydicom_folders
+
+            return pydicom_folders().get(location[4:])
+        return Path(location) if "://" in location else Path(location).expanduser().absolute()
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _state(ws: Workspace) -> dict:
+    path = ws.root / "pipeline" / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_state(ws: Workspace, state: dict) -> None:
+    path = ws.root / "pipeline" / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # done | up to date | failed | blocked | not configured
+    detail: str = ""
+
+
+def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str]]:
+    """Register (or update) the file's sources; returns (names, notes about sources left out)."""
+    from ingest.sources import Source, add_source, load_sources
+
+    names, notes = [], []
+    known = load_sources(ws)
+    for s in spec.sources:
+        location = spec.resolve(str(s["location"]))
+        if location is None:
+            notes.append(f"source {s['name']}: {s['location']} is not installed here; left out")
+            continue
+        src = Source(s["name"], str(location), s.get("kind", "internal"), labels=list(s.get("labels") or []),
+                     path_pattern=s.get("path_pattern"), modality=s.get("modality"), body_part=s.get("body_part"),
+                     slice_axis=str(s.get("slice_axis", "auto")))
+        add_source(ws, src, replace=s["name"] in known)
+        names.append(s["name"])
+    return names, notes
+
+
+@flow(name="pipeline", log_prints=False)
+def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True) -> list[dict]:
+    """Every stage of the pipeline file, in order, each a subflow; returns one result per stage."""
+    from catalog import db
+    from flows.curate import run_curate
+    from flows.evaluate import eval_config, evaluate_flow
+    from flows.ingest import ingest_flow
+    from flows.pretrain import pretrain_flow
+    from flows.shards import run_build
+    from shards.select import catalog_snapshot
+
+    spec = Pipeline.load(pipeline_file)
+    ws = Workspace.open(workspace)
+    state = _state(ws)
+    results: list[StageResult] = []
+    failed: set[str] = set()
+
+    def stage(name: str, needs: tuple[str, ...], fn) -> None:
+        blocked = [n for n in needs if n in failed]
+        if blocked:
+            failed.add(name)
+            results.append(StageResult(name, "blocked", f"{blocked[0]} failed"))
+            return
+        try:
+            status, detail = fn()
+        except Exception as e:  # a stage's failure is reported, its dependents stop, the others go on
+            failed.add(name)
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            results.append(StageResult(name, "failed", f"{type(e).__name__}: {message}"))
+            (ws.logs_dir / "pipeline-errors.log").open("a").write(f"--- {name}\n{traceback.format_exc()}\n")
+            return
+        results.append(StageResult(name, status, detail))
+
+    if spec.phantom:
+        from ingest.phantom import write_phantom
+
+        p = spec.phantom
+        stage("phantom", (), lambda: ("done", str(write_phantom(spec.resolve(str(p.get("root", "demo-data/phantom"))),
+                                                                 seed=int(p.get("seed", 0)),
+                                                                 n_patients=p.get("patients"),
+                                                                 hips=bool(p.get("hips", False))))))
+    names, notes = register_sources(ws, spec)
+
+    def do_ingest():
+        if not names:
+            return "not configured", "no sources"
+        ing = spec.ingest
+        out = ingest_flow(str(ws.root), names, batch_size=int(ing.get("batch_size", 64)),
+                          runner=ing.get("runner", "processes"), workers=ing.get("workers"))
+        new = sum(r["files_processed"] for r in out)
+        detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
+                 f"{sum(r['images'] for r in out)} images" + ("; " + "; ".join(notes) if notes else "")
+        return ("done" if new else "up to date"), detail
+
+    stage("ingest", ("phantom",), do_ingest)
+
+    def do_curate():
+        fingerprint = _digest({"catalog": catalog_snapshot(ws), "settings": spec.curate})
+        if state.get("curate") == fingerprint:
+            return "up to date", "catalog unchanged since the last curation"
+        cur = spec.curate
+        s = run_curate(str(ws.root), runner=cur.get("runner", "processes"), workers=cur.get("workers"))
+        state["curate"] = _digest({"catalog": catalog_snapshot(ws), "settings": spec.curate})
+        _save_state(ws, state)
+        return "done", f"{s['images']} images, {s['excluded']} excluded, {s['leakage_removed']} removed by the " \
+                       "leakage guard"
+
+    stage("curate", ("ingest",), do_curate)
+
+    manifests: dict[str, str] = {}
+    for sel in spec.shards:
+        def do_shards(sel=sel):
+            r = run_build(str(ws.root), sel["name"], sel["query"], runner="threads",
+                          include_excluded=bool(sel.get("include_excluded", False)),
+                          evaluation=bool(sel.get("evaluation", False)), seed=int(sel.get("seed", 0)),
+                          target_size=sel.get("target_size", "512MB"), samples_per_shard=sel.get("samples_per_shard"),
+                          overwrite=True)
+            manifests[sel["name"]] = r["manifest"]
+            return ("done" if r["built"] else "up to date"), f"{r['samples']} samples in {r['shards']} shards"
+
+        stage(f"shards:{sel['name']}", ("curate",), do_shards)
+
+    checkpoint: dict[str, str] = {}
+    if spec.pretrain:
+        pre = spec.pretrain
+
+        def do_pretrain():
+            from training.config import load_config
+            from training.data import check_manifest
+
+            manifest = manifests[pre["shards"]]
+            cfg = load_config(pre.get("config"), list(pre.get("overrides") or []))
+            key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg})[:10]
+            run_dir = ws.train_runs_dir / f"{pre.get('name', 'pretrain')}-{key}"
+            checkpoint["path"] = str(run_dir / "backbone.safetensors")
+            if (run_dir / "backbone.safetensors").is_file():
+                return "up to date", f"{run_dir.name}: same shards and config already trained"
+            resume = (run_dir / "run.json").is_file()
+            s = pretrain_flow(str(ws.root), manifest=None if resume else manifest,
+                              config=None if resume else pre.get("config"),
+                              overrides=[] if resume else list(pre.get("overrides") or []),
+                              resume=str(run_dir) if resume else None, run_dir=str(run_dir),
+                              show_progress=show_progress)
+            if not s.get("completed"):
+                raise RuntimeError(f"run {run_dir.name} stopped at step {s.get('steps')}")
+            return "done", f"{run_dir.name}: {s.get('steps')} steps{' (resumed)' if resume else ''}, " \
+                           f"loss {s.get('loss', float('nan')):.3f}"
+
+        stage("pretrain", (f"shards:{pre['shards']}",), do_pretrain)
+
+    eval_out: dict[str, str] = {}
+    if spec.evaluate:
+        ev = dict(spec.evaluate)
+
+        def do_evaluate():
+            from shards.manifest import file_sha256
+
+            name, tasks = ev.pop("name", "eval"), list(ev.pop("tasks", []))
+            eval_config(ev)  # settings checked before anything runs
+            labels = db.query(ws, "SELECT l.task, count(*), count(DISTINCT i.split) FROM labels l JOIN images i "
+                                  "USING (image_id) GROUP BY ALL ORDER BY ALL")[1]
+            key = _digest({"checkpoint": file_sha256(Path(checkpoint["path"])), "tasks": tasks, "settings": ev,
+                           "labels": labels, "splits": db.query(ws, "SELECT count(*), count(DISTINCT patient_key) "
+                                                                    "FROM splits")[1]})[:10]
+            eval_id = f"{name}-{key}"
+            out = ws.evals_dir / eval_id
+            eval_out["report"] = str(out / "report.html")
+            if (out / "metrics.json").is_file() and (out / "report.html").is_file():
+                return "up to date", f"{eval_id}: this checkpoint, these tasks and labels already evaluated"
+            r = evaluate_flow(str(ws.root), checkpoint["path"], tasks, ev, eval_id=eval_id)
+            return "done", f"{eval_id}: {', '.join(tasks)}; report {r['report']}"
+
+        stage("evaluate", ("pretrain",), do_evaluate)
+
+    return [r.__dict__ | ({"report": eval_out.get("report")} if r.stage == "evaluate" else {}) for r in results]

@@ -1,0 +1,83 @@
+"""`ortho pipeline`: one file, every stage as a subflow, skipped when up to date, failures contained."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.demo import KL_PATTERN
+from flows.pipeline import Pipeline, PipelineError
+from tests.training.conftest import TINY
+
+runner = CliRunner()
+
+
+def stage_rows(output: str) -> dict[str, str]:
+    """stage -> status from the summary table (rows wrapped onto more lines have no stage cell)."""
+    rows = [line.split("│") for line in output.splitlines() if line.count("│") >= 3]
+    return {r[1].strip(): r[2].strip() for r in rows if r[1].strip() and r[1].strip() != "stage"}
+
+
+def write(tmp_path: Path, spec: dict) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_bad_pipeline_files_are_one_line_errors(tmp_path):
+    with pytest.raises(PipelineError, match="does not exist"):
+        Pipeline.load(tmp_path / "nope.yaml")
+    with pytest.raises(PipelineError, match="unknown key 'shard' \\(did you mean 'shards'\\?\\)"):
+        Pipeline.load(write(tmp_path, {"shard": []}))
+    with pytest.raises(PipelineError, match="pretrain.shards 'x' is not a shard set"):
+        Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "x"}}))
+    with pytest.raises(PipelineError, match="evaluate: unknown key 'protocol'"):
+        Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "a"},
+                                       "evaluate": {"protocol": ["knn"]}}))
+    r = runner.invoke(app, ["pipeline", str(write(tmp_path, {"sources": [{"name": "x"}]})),
+                            "--workspace", str(tmp_path / "w")])
+    assert r.exit_code == 2 and "sources[0] needs a name and a location" in r.output
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_a_pipeline_runs_every_stage_then_skips_them_and_contains_a_failure(tmp_path, prefect_harness):
+    from tests.evaluation.conftest import write_bars
+
+    bars = write_bars(tmp_path / "bars")
+    spec = {
+        "sources": [{"name": "bars", "location": str(bars), "kind": "public", "labels": ["folder:kl_grade"],
+                     "path_pattern": KL_PATTERN, "modality": "DX", "body_part": "knee"}],
+        "ingest": {"runner": "threads", "workers": 2},
+        "curate": {"runner": "threads", "workers": 2},
+        "shards": [{"name": "train", "query": "SELECT image_id FROM images WHERE split = 'train'",
+                    "samples_per_shard": 16}],
+        "pretrain": {"name": "p", "shards": "train", "overrides": TINY + ["train.steps=3"]},
+        "evaluate": {"name": "e", "tasks": ["kl_grade"], "protocols": ["knn"], "seeds": 1, "baselines": [],
+                     "knn_ks": [3], "n_boot": 20},
+    }
+    w = ["--workspace", str(tmp_path / "ws")]
+    r = runner.invoke(app, ["pipeline", str(write(tmp_path, spec)), *w])
+    assert r.exit_code == 0, r.output
+    status = {k: v for k, v in stage_rows(r.output).items()}
+    assert status == {"ingest": "done", "curate": "done", "shards:train": "done", "pretrain": "done",
+                      "evaluate": "done"}
+    evals = list((tmp_path / "ws" / "evals").glob("e-*/report.html"))
+    assert len(evals) == 1 and "report:" in r.output
+    # the same file again: nothing to do anywhere
+    r = runner.invoke(app, ["pipeline", str(write(tmp_path, spec)), *w])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("up to date") == 5
+    # a broken selection fails its stage; pretraining and evaluation are blocked; the rest stands
+    spec["shards"][0]["query"] = "SELECT image_id FROM no_such_table"
+    r = runner.invoke(app, ["pipeline", str(write(tmp_path, spec)), *w])
+    assert r.exit_code == 1
+    lines = stage_rows(r.output)
+    assert "failed" in lines["shards:train"] and "blocked" in lines["pretrain"] and "blocked" in lines["evaluate"]
+    assert "up to date" in lines["ingest"] and "up to date" in lines["curate"]
+    assert len(list((tmp_path / "ws" / "evals").glob("e-*/report.html"))) == 1  # earlier results in place
+    rows = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM evals", "--format", "json", *w]).output
+    assert json.loads(rows)[0]["n"] == 2  # knn + majority, from the first run only

@@ -387,60 +387,98 @@ def sql(
 
 @app.command()
 def status(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Summarise the workspace: sources, files by status, images by modality and body part, runs."""
-    from ingest.sources import load_sources
-
-    ws = _ws(workspace)
-    con = db.connect(ws)
-    try:
-        files = con.execute("SELECT source, status, count(*) FROM files GROUP BY ALL ORDER BY ALL").fetchall()
-        images = con.execute("SELECT modality, body_part, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall()
-        reasons = con.execute("SELECT reason, count(*) FROM files WHERE status='quarantined' GROUP BY ALL ORDER BY 2 DESC").fetchall()
-        runs = con.execute("SELECT run_id, kind, source, status, files_processed, images FROM runs ORDER BY started_at DESC LIMIT 10").fetchall()
-        labels = con.execute("SELECT task, count(DISTINCT image_id) FROM labels GROUP BY ALL ORDER BY ALL").fetchall()
-    finally:
-        con.close()
-    sources = sorted(load_sources(ws).values(), key=lambda s: s.seq)
-    data = {
-        "workspace": str(ws.root),
-        "sources": [{"name": s.name, "kind": s.kind} for s in sources],
-        "files": [{"source": a, "status": b, "count": c} for a, b, c in files],
-        "images": [{"modality": a, "body_part": b, "count": c} for a, b, c in images],
-        "quarantine_reasons": {a: b for a, b in reasons},
-        "labels": {a: b for a, b in labels},
-        "recent_runs": [dict(zip(("run_id", "kind", "source", "status", "files", "images"), r)) for r in runs],
-    }
+    """The workspace on one screen: sources, files by status, images by modality and body part, labels,
+    shard sets, pretraining runs, evaluations and the latest failures."""
+    data = workspace_status(_ws(workspace))
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
+    print_status(data)
+
+
+def workspace_status(ws: Workspace) -> dict:
+    from ingest.sources import load_sources
+    from shards.writer import list_shard_sets
+
+    con = db.connect(ws)
+    try:
+        q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        files = q("SELECT source, status, count(*) FROM files GROUP BY ALL ORDER BY ALL")
+        images = q("SELECT modality, body_part, count(*), count(*) FILTER (WHERE excluded) FROM images "
+                   "GROUP BY ALL ORDER BY ALL")
+        reasons = q("SELECT reason, count(*) FROM files WHERE status='quarantined' GROUP BY ALL ORDER BY 2 DESC")
+        labels = q("SELECT task, count(DISTINCT image_id) FROM labels GROUP BY ALL ORDER BY ALL")
+        splits = q("SELECT split, count(*) FROM splits GROUP BY ALL ORDER BY ALL")
+        ingests = q("SELECT run_id, kind, source, status, files_processed, images, finished_at FROM runs "
+                    "WHERE kind <> 'pretrain' ORDER BY started_at DESC LIMIT 5")
+        pretrains = q("SELECT run_id, source, status, params, started_at FROM runs WHERE kind = 'pretrain' "
+                      "ORDER BY started_at DESC LIMIT 5")
+        evals = q("SELECT eval_id, string_agg(DISTINCT task, ', '), count(*), max(recorded_at) FROM evals "
+                  "GROUP BY ALL ORDER BY 4 DESC LIMIT 5")
+        failures = q("SELECT file_id, source, reason, committed_at FROM files WHERE status = 'quarantined' "
+                     "ORDER BY committed_at DESC, file_id LIMIT 5")
+        failed_runs = q("SELECT run_id, kind, status, started_at FROM runs WHERE status = 'failed' "
+                        "ORDER BY started_at DESC LIMIT 5")
+    finally:
+        con.close()
+    sources = sorted(load_sources(ws).values(), key=lambda s: s.seq)
+    pretrain_rows = []
+    for run_id, shard_set, st, params, started in pretrains:
+        p = json.loads(params or "{}")
+        pretrain_rows.append({"run_id": run_id, "shard_set": shard_set, "status": st, "steps": p.get("steps"),
+                              "loss": p.get("loss"), "started": started})
+    return {
+        "workspace": str(ws.root),
+        "sources": [{"name": s.name, "kind": s.kind} for s in sources],
+        "files": [{"source": a, "status": b, "count": c} for a, b, c in files],
+        "images": [{"modality": a, "body_part": b, "count": c, "excluded": e} for a, b, c, e in images],
+        "quarantine_reasons": {a: b for a, b in reasons},
+        "labels": {a: b for a, b in labels},
+        "patients_by_split": {a: b for a, b in splits},
+        "shard_sets": [{"name": m.name, "samples": m.samples, "shards": len(m.shards), "bytes": m.bytes,
+                        "created": m.created, "evaluation": m.evaluation} for m in list_shard_sets(ws)],
+        "recent_runs": [dict(zip(("run_id", "kind", "source", "status", "files", "images", "finished"), r))
+                        for r in ingests],
+        "pretraining_runs": pretrain_rows,
+        "evaluations": [{"eval_id": a, "tasks": b, "results": c, "recorded": d} for a, b, c, d in evals],
+        "last_failures": {"files": [dict(zip(("file_id", "source", "reason", "at"), r)) for r in failures],
+                          "runs": [dict(zip(("run_id", "kind", "status", "at"), r)) for r in failed_runs]},
+    }
+
+
+def print_status(data: dict) -> None:
+    def table(title: str, columns: list[str], rows: list[list]) -> None:
+        if rows:
+            t = Table(*columns, title=title)
+            for row in rows:
+                t.add_row(*("" if v is None else str(v) for v in row))
+            console.print(t)
+
     by_source: dict[str, dict[str, int]] = {}
-    for source, st, n in files:
-        by_source.setdefault(source, {})[st] = n
-    t = Table("source", "kind", "ingested", "duplicate", "quarantined", title=f"workspace {ws.root}")
-    kinds = {s.name: s.kind for s in sources}
-    for name in [s.name for s in sources]:
-        c = by_source.get(name, {})
-        t.add_row(name, kinds.get(name, ""), str(c.get("ingested", 0)), str(c.get("duplicate", 0)), str(c.get("quarantined", 0)))
-    console.print(t)
-    ti = Table("modality", "body part", "images", title="images")
-    for m, b, n in images:
-        ti.add_row(str(m), str(b), str(n))
-    console.print(ti)
-    if labels:
-        tl = Table("task", "labelled images", title="labels")
-        for task, n in labels:
-            tl.add_row(task, str(n))
-        console.print(tl)
-    if reasons:
-        tq = Table("reason", "files", title="quarantined")
-        for r, n in reasons:
-            tq.add_row(r, str(n))
-        console.print(tq)
-    if runs:
-        tr = Table("run", "kind", "source", "status", "files", "images", title="recent runs")
-        for r in runs:
-            tr.add_row(*(str(v) for v in r))
-        console.print(tr)
+    for f in data["files"]:
+        by_source.setdefault(f["source"], {})[f["status"]] = f["count"]
+    table(f"workspace {data['workspace']}", ["source", "kind", "ingested", "duplicate", "quarantined"],
+          [[s["name"], s["kind"], *(by_source.get(s["name"], {}).get(k, 0) for k in
+                                    ("ingested", "duplicate", "quarantined"))] for s in data["sources"]])
+    table("images", ["modality", "body part", "images", "excluded"],
+          [[i["modality"], i["body_part"], i["count"], i["excluded"]] for i in data["images"]])
+    table("labels", ["task", "labelled images"], [[k, v] for k, v in data["labels"].items()])
+    table("patients by split", ["split", "patients"], [[k, v] for k, v in data["patients_by_split"].items()])
+    table("quarantined", ["reason", "files"], [[k, v] for k, v in data["quarantine_reasons"].items()])
+    table("shard sets", ["name", "samples", "shards", "MB", "created"],
+          [[m["name"] + (" (evaluation)" if m["evaluation"] else ""), m["samples"], m["shards"],
+            f"{m['bytes'] / 1e6:.1f}", m["created"]] for m in data["shard_sets"]])
+    table("recent ingest and curation runs", ["run", "kind", "source", "status", "files", "images"],
+          [[r["run_id"], r["kind"], r["source"], r["status"], r["files"], r["images"]] for r in data["recent_runs"]])
+    table("pretraining runs", ["run", "shard set", "status", "steps", "loss"],
+          [[r["run_id"], r["shard_set"], r["status"], r["steps"],
+            f"{r['loss']:.3f}" if isinstance(r["loss"], (int, float)) else ""] for r in data["pretraining_runs"]])
+    table("evaluations", ["eval", "tasks", "results", "recorded"],
+          [[e["eval_id"], e["tasks"], e["results"], e["recorded"]] for e in data["evaluations"]])
+    fail = data["last_failures"]
+    table("latest quarantined files (ortho lineage FILE_ID tells where from)", ["file id", "source", "reason"],
+          [[f["file_id"], f["source"], f["reason"]] for f in fail["files"]])
+    table("failed runs", ["run", "kind", "at"], [[r["run_id"], r["kind"], r["at"]] for r in fail["runs"]])
 
 
 @app.command()
@@ -767,6 +805,65 @@ def pipeline(
     if any(r["status"] in ("failed", "blocked") for r in results):
         err.print(f"[red]some stages failed[/red]: details in {ws.logs_dir / 'pipeline-errors.log'} and {log_path}")
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    pipeline_file: Path = typer.Argument(..., help="Pipeline YAML; read again at every scheduled run"),
+    cron: str = typer.Option("0 2 * * *", help="When to run (cron, in --timezone)"),
+    timezone: str = typer.Option("UTC", help="Time zone of the cron schedule"),
+    stages: str = typer.Option("ingest,curate", help="Stages to run on schedule (comma-separated), or 'all'"),
+    name: Optional[str] = typer.Option(None, help="Deployment name [default: the file's name]"),
+    dry_run: bool = typer.Option(False, help="Show the deployment and its next runs, then exit"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Serve the pipeline as a scheduled Prefect deployment (incremental ingest + curate by default).
+    Runs without a Prefect server (a temporary one is started); with `prefect server start` the runs
+    show in its UI."""
+    from prefect.schedules import Cron
+
+    from flows.pipeline import STAGES, Pipeline, PipelineError, pipeline_flow
+
+    try:
+        spec = Pipeline.load(pipeline_file)
+    except PipelineError as e:
+        _fail(str(e))
+    chosen = list(STAGES) if stages == "all" else _csv([stages])
+    bad = [s for s in chosen if s not in STAGES]
+    if bad:
+        _fail(f"unknown stage {bad[0]!r}: choose from {', '.join(STAGES)}")
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)  # validates the expression now, not at the first run
+    except Exception as e:
+        why = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e).splitlines()[0]
+        _fail(f"bad schedule {cron!r} ({timezone}): {why[:120]}")
+    schedule = Cron(cron, timezone=timezone)
+    ws = _ws(workspace or (Path(spec.workspace) if spec.workspace else None))
+    params = {"workspace": str(ws.root), "pipeline_file": str(pipeline_file.absolute()), "show_progress": False,
+              "stages": chosen}
+    deployment_name = name or pipeline_file.stem
+    if dry_run:
+        import datetime as dt
+        from zoneinfo import ZoneInfo
+
+        t = Table("", "", title=f"deployment pipeline/{deployment_name}")
+        t.add_row("stages", ", ".join(chosen))
+        t.add_row("schedule", f"{cron} ({timezone})")
+        try:
+            from prefect._vendor.croniter import croniter  # what Prefect's scheduler itself uses
+
+            it = croniter(cron, dt.datetime.now(ZoneInfo(timezone)))
+            t.add_row("next runs", ", ".join(it.get_next(dt.datetime).isoformat(timespec="minutes")
+                                             for _ in range(3)))
+        except ImportError:
+            pass
+        t.add_row("workspace", str(ws.root))
+        console.print(t)
+        return
+    _setup_logging(ws, "serve")
+    pipeline_flow.serve(name=deployment_name, schedule=schedule, parameters=params)
 
 
 @app.command()

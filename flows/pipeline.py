@@ -157,9 +157,18 @@ def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str
     return names, notes
 
 
+STAGES = ("phantom", "ingest", "curate", "shards", "pretrain", "evaluate")
+
+
 @flow(name="pipeline", log_prints=False)
-def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True) -> list[dict]:
-    """Every stage of the pipeline file, in order, each a subflow; returns one result per stage."""
+def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True,
+                  stages: list[str] | None = None) -> list[dict]:
+    """Every stage of the pipeline file (or only `stages`), in order, each a subflow; returns one
+    result per stage. The file is read at each run, so a scheduled deployment picks up its edits."""
+    wanted = set(stages or STAGES)
+    unknown = wanted - set(STAGES)
+    if unknown:
+        raise PipelineError(f"unknown stage {sorted(unknown)[0]!r}: choose from {', '.join(STAGES)}")
     from catalog import db
     from flows.curate import run_curate
     from flows.evaluate import eval_config, evaluate_flow
@@ -175,6 +184,8 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
     failed: set[str] = set()
 
     def stage(name: str, needs: tuple[str, ...], fn) -> None:
+        if name.split(":")[0] not in wanted:
+            return
         blocked = [n for n in needs if n in failed]
         if blocked:
             failed.add(name)

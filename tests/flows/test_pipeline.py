@@ -81,3 +81,15 @@ def test_a_pipeline_runs_every_stage_then_skips_them_and_contains_a_failure(tmp_
     assert len(list((tmp_path / "ws" / "evals").glob("e-*/report.html"))) == 1  # earlier results in place
     rows = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM evals", "--format", "json", *w]).output
     assert json.loads(rows)[0]["n"] == 2  # knn + majority, from the first run only
+
+
+def test_serve_checks_its_schedule_and_shows_the_next_runs(tmp_path):
+    spec = write(tmp_path, {"curate": {}})
+    w = ["--workspace", str(tmp_path / "w")]
+    r = runner.invoke(app, ["serve", str(spec), "--cron", "30 1 * * *", "--dry-run", *w])
+    assert r.exit_code == 0, r.output
+    assert "ingest, curate" in r.output and "T01:30" in r.output
+    r = runner.invoke(app, ["serve", str(spec), "--cron", "61 * * * *", *w])
+    assert r.exit_code == 2 and "Invalid cron string" in r.output
+    r = runner.invoke(app, ["serve", str(spec), "--stages", "ingest,train", "--dry-run", *w])
+    assert r.exit_code == 2 and "unknown stage 'train'" in r.output

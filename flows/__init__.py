@@ -9,6 +9,7 @@ for _key, _value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "ortho",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # task code on Dask/Ray workers logs locally
     "HF_HUB_OFFLINE": "1",
 }.items():
     os.environ.setdefault(_key, _value)

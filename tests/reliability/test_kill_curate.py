@@ -1,0 +1,78 @@
+"""kill -9 a curation at random moments, run it again: the curated catalog equals an uninterrupted
+run's (signatures, duplicate groups, quality flags, splits, leakage guard)."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from catalog import db
+from catalog.workspace import Workspace
+
+SCRIPT = """
+import sys
+from catalog.workspace import Workspace
+from curation.run import CurateConfig, curate
+curate(Workspace.open(sys.argv[1]), CurateConfig(batch_size=8))
+"""
+
+VIEWS = {
+    "signatures": "SELECT * EXCLUDE (run_id) FROM signatures ORDER BY image_id",
+    "dup_groups": "SELECT * EXCLUDE (run_id) FROM dup_groups ORDER BY ALL",
+    "quality": "SELECT * EXCLUDE (run_id) FROM quality ORDER BY ALL",
+    "splits": "SELECT * EXCLUDE (run_id) FROM splits ORDER BY ALL",
+    "leakage": "SELECT * EXCLUDE (run_id) FROM leakage ORDER BY ALL",
+    "images": "SELECT image_id, split, dup_group, dup_representative, excluded, held_out FROM images ORDER BY ALL",
+}
+
+
+def snapshot(ws):
+    out = {}
+    for name, sql in VIEWS.items():
+        if "run_id" not in db.query(ws, f"SELECT * FROM {name} LIMIT 0")[0]:
+            sql = sql.replace(" EXCLUDE (run_id)", "")
+        out[name] = db.query(ws, sql)[1]
+    return out
+
+
+def run(ws, kill_after_signature_parts=None):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(ws.root)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if kill_after_signature_parts is None:
+        assert proc.wait(timeout=300) == 0
+        return True
+    while proc.poll() is None and len(list(ws.signatures_dir.glob("*.parquet"))) < kill_after_signature_parts:
+        time.sleep(0.002)
+    time.sleep(random.uniform(0, 0.05))
+    finished = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return finished
+
+
+@pytest.mark.slow
+def test_killed_and_rerun_curation_equals_uninterrupted(tmp_path, phantom_workspace):
+    src, _ = phantom_workspace
+    reference = Workspace.open(tmp_path / "ref")
+    shutil.copytree(src.root, reference.root, dirs_exist_ok=True)
+    victim = Workspace.open(tmp_path / "victim")
+    shutil.copytree(src.root, victim.root, dirs_exist_ok=True)
+    run(reference)
+    expected = snapshot(reference)
+    assert len(expected["signatures"]) > 20 and expected["splits"]
+
+    kills = 0
+    for parts in (1, 3, 6):
+        if run(victim, kill_after_signature_parts=parts):
+            break
+        kills += 1
+    run(victim)
+    assert kills >= 1
+    assert snapshot(victim) == expected
+    assert not any(victim.staging_dir.iterdir()) and not list(victim.root.rglob("*.tmp"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from catalog.store import ImageStore
+from training.metrics import figure_png
 
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1",
                 "qwk": "QWK", "auroc": "AUROC", "auprc": "AUPRC"}
@@ -80,15 +80,7 @@ def label_efficiency_sentence(groups, metric: str) -> str:
 
 
 def _png(fig) -> bytes:
-    """The figure as a PNG with pixel chunks only (no text or metadata chunks, like the store's)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    buf.seek(0)
-    out = io.BytesIO()
-    Image.open(buf).convert("RGB").save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:

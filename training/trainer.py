@@ -285,7 +285,11 @@ def _plot_losses(run_dir: Path) -> None:
     axes[1].legend()
     axes[1].set_title("collapse watch")
     fig.tight_layout()
-    fig.savefig(run_dir / "losses.png", dpi=100)
+    from training.metrics import figure_png
+
+    tmp = run_dir / ".losses.png.tmp"
+    tmp.write_bytes(figure_png(fig, dpi=100))
+    tmp.replace(run_dir / "losses.png")
     plt.close(fig)
 
 

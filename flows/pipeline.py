@@ -114,6 +114,19 @@ class Pipeline:
         return Path(location) if "://" in location else Path(location).expanduser().absolute()
 
 
+def scrub_paths(text: str, ws: Workspace) -> str:
+    """Paths under a registered source may name a patient: an error message or traceback written by
+    the pipeline keeps none of them (the file id and `ortho lineage` say where a file came from)."""
+    import re
+
+    from ingest.sources import load_sources
+
+    for src in load_sources(ws).values():
+        if src.location:
+            text = re.sub(re.escape(src.location.rstrip("/")) + r"[^\s'\"]*", f"<a path under source {src.name}>", text)
+    return text
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -196,8 +209,9 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
         except Exception as e:  # a stage's failure is reported, its dependents stop, the others go on
             failed.add(name)
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            results.append(StageResult(name, "failed", f"{type(e).__name__}: {message}"))
-            (ws.logs_dir / "pipeline-errors.log").open("a").write(f"--- {name}\n{traceback.format_exc()}\n")
+            results.append(StageResult(name, "failed", scrub_paths(f"{type(e).__name__}: {message}", ws)))
+            with (ws.logs_dir / "pipeline-errors.log").open("a") as log:
+                log.write(f"--- {name}\n{scrub_paths(traceback.format_exc(), ws)}\n")
             return
         results.append(StageResult(name, status, detail))
 

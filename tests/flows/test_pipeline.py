@@ -93,3 +93,17 @@ def test_serve_checks_its_schedule_and_shows_the_next_runs(tmp_path):
     assert r.exit_code == 2 and "Invalid cron string" in r.output
     r = runner.invoke(app, ["serve", str(spec), "--stages", "ingest,train", "--dry-run", *w])
     assert r.exit_code == 2 and "unknown stage 'train'" in r.output
+
+
+def test_error_text_keeps_no_path_under_a_source(tmp_path):
+    from catalog.workspace import Workspace
+    from flows.pipeline import scrub_paths
+    from ingest.sources import Source, add_source
+
+    src = tmp_path / "QUIMBLETON_ERMINTRUDE_19500101"
+    (src / "study").mkdir(parents=True)
+    ws = Workspace.open(tmp_path / "w")
+    add_source(ws, Source("pacs", str(src), "internal"))
+    text = f"OSError: [Errno 5] Input/output error: '{src}/study/IM0001.dcm'\n  File \"{src}/x\", line 1"
+    out = scrub_paths(text, ws)
+    assert "QUIMBLETON" not in out and out.count("<a path under source pacs>") == 2

@@ -88,17 +88,44 @@ class EvalSplits:
     select: np.ndarray
     test: np.ndarray
     test_from_val: bool  # the task had no test split: half of val's patients were set aside
+    # A task too small for three patient-disjoint parts is evaluated by leave-one-patient-out
+    # cross-validation instead: (fit rows, test rows) per fold; `test` is then every row.
+    folds: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def describe(self, data: TaskData) -> dict:
         def part(idx):
             return {"images": int(len(idx)), "patients": int(len(set(data.patients[idx]))),
                     "classes": np.bincount(data.labels[idx], minlength=data.n_classes).tolist()}
         return {"fit": part(self.fit), "select": part(self.select), "test": part(self.test),
-                "test_from_val": self.test_from_val}
+                "test_from_val": self.test_from_val,
+                "cross_validation": f"leave-one-patient-out, {len(self.folds)} folds" if self.folds else None}
 
 
-def eval_splits(data: TaskData) -> EvalSplits:
-    """fit = train, select = val, test = test (or the hashed half of val when there is no test)."""
+def cross_validation(data: TaskData) -> EvalSplits:
+    """Leave-one-patient-out folds over every labelled row (hyper-parameters are then chosen inside
+    each fold's training part, never on its held-out patient)."""
+    rows = np.arange(len(data.labels))
+    folds = []
+    for p in sorted(set(data.patients)):
+        held = data.patients == p
+        if len(np.unique(data.labels[~held])) >= 2:
+            folds.append((rows[~held], rows[held]))
+    return EvalSplits(rows, np.zeros(0, dtype=np.int64), rows, False, folds)
+
+
+def eval_splits(data: TaskData, small_task_cv: bool = True) -> EvalSplits:
+    """fit = train, select = val, test = test (or the hashed half of val when there is no test).
+    A task whose splits cannot give all three parts but has at least 4 patients and 2 classes is
+    cross-validated (leave one patient out) when small_task_cv, and said so in every result."""
+    try:
+        return _fixed_splits(data)
+    except EvaluationError:
+        if small_task_cv and len(set(data.patients)) >= 4 and len(np.unique(data.labels)) >= 2:
+            return cross_validation(data)
+        raise
+
+
+def _fixed_splits(data: TaskData) -> EvalSplits:
     fit = np.flatnonzero(data.splits == "train")
     val = np.flatnonzero(data.splits == "val")
     test = np.flatnonzero(data.splits == "test")

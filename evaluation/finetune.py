@@ -40,6 +40,7 @@ class FinetuneConfig:
     crop_scale: tuple[float, float] = (0.7, 1.0)
     intensity_jitter: float = 0.1
     label_smoothing: float = 0.1
+    balanced: bool = True  # weight the loss by inverse class frequency (KL grades are imbalanced)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -131,6 +132,11 @@ def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: Ta
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_fraction * total))
     labels = torch.from_numpy(data.labels)
+    weight = None
+    if cfg.balanced:
+        counts = np.bincount(data.labels[fit], minlength=data.n_classes).astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / (data.n_classes * np.maximum(counts, 1)), 0.0)
+        weight = torch.tensor(w, dtype=torch.float32)
 
     def unit_scores(idx: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not exam_level:
@@ -151,7 +157,7 @@ def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: Ta
                 cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
             apply_schedules(optimizer, lr, cfg.weight_decay, False)
             x = _augment(pixels[batch].float(), g, cfg)
-            loss = F.cross_entropy(model(x), labels[batch], label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(model(x), labels[batch], weight=weight, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)

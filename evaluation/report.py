@@ -265,6 +265,7 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
                   + ("<p class=meta><b>The test part holds a single class</b>: metrics that compare classes "
                      "(AUROC, AUPRC, QWK) are undefined on it.</p>"
                      if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2 else ""),
+                  "".join(f"<p class=meta><b>Note</b>: {html.escape(n)}.</p>" for n in t.get("notes", [])),
                   f"<div class=finding>{html.escape(label_efficiency_sentence(groups, metric))}</div>",
                   "<table><tr><th>model</th><th>protocol</th>"
                   + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]

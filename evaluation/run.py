@@ -36,7 +36,8 @@ from evaluation.data import (EvalSplits, EvaluationError, ShardImages, TaskData,
 from evaluation.embed import embed_images, pixel_features
 from evaluation.finetune import FinetuneConfig, finetune, load_pixels
 from evaluation.metrics import bootstrap_ci, confusion, metric_set, quadratic_kappa, auroc, balanced_accuracy
-from evaluation.protocols import Predictions, knn_select, linear_probe, majority_predict, pca_fit_transform
+from evaluation.protocols import (Predictions, knn_predict, knn_select, linear_probe, majority_predict,
+                                  pca_fit_transform)
 from shards.manifest import file_sha256
 from training.backbone import BackboneSpec, CheckpointError, build_backbone, load_exported
 
@@ -234,28 +235,41 @@ class Evaluation:
                                  images=self.images)
         return {"cls": cls, "mean": mean, "both": np.concatenate([cls, mean], 1)}[self.cfg.pool]
 
-    def frozen(self, task: TaskData, splits: EvalSplits, x: np.ndarray, model: str, seeds_for,
-               exam_level: bool, common: dict) -> None:
-        """kNN and linear probes on frozen features x [N, D], at every label fraction and its seeds."""
+    def probe(self, protocol: str, task: TaskData, x: np.ndarray, fit_rows: np.ndarray, sel_rows: np.ndarray,
+              test_rows: np.ndarray, exam_level: bool, seed: int) -> tuple[Predictions, Units, int]:
+        """One frozen-feature probe: fitted on fit_rows, hyper-parameters chosen on sel_rows (or, when
+        there are none, by patient-grouped CV inside fit_rows), predictions for test_rows' units."""
         how = self.cfg.exam_aggregation
         score = proba_scorer(task.kind, task.n_classes)
-        sel, test = units_of(task, splits.select, exam_level), units_of(task, splits.test, exam_level)
-        x_sel, x_test = unit_features(x, sel, how), unit_features(x, test, how)
+        fit, test = units_of(task, fit_rows, exam_level), units_of(task, test_rows, exam_level)
+        x_fit, x_test = unit_features(x, fit, how), unit_features(x, test, how)
+        sel = units_of(task, sel_rows, exam_level) if len(sel_rows) else None
+        x_sel = unit_features(x, sel, how) if sel else None
+        if protocol == "linear":
+            select_metric = (lambda y, pred: score(y, np.eye(task.n_classes)[pred]))
+            p = linear_probe(x_fit, fit.labels, fit.patients, x_test, task.n_classes, cs=self.cfg.linear_cs,
+                             seed=seed, select=(x_sel, sel.labels) if sel else None, select_score=score,
+                             select_metric=select_metric)
+        elif sel:
+            p = knn_select(x_fit, fit.labels, x_sel, sel.labels, x_test, task.n_classes, ks=self.cfg.knn_ks,
+                           temperature=self.cfg.knn_temperature, select_score=score)
+        else:  # nothing to choose k on: the smallest k of the sweep
+            p = knn_predict(x_fit, fit.labels, x_test, task.n_classes, min(self.cfg.knn_ks), self.cfg.knn_temperature)
+        return p, test, len(fit.labels)
+
+    def frozen(self, task: TaskData, splits: EvalSplits, x: np.ndarray, model: str, seeds_for,
+               exam_level: bool, common: dict) -> None:
+        """kNN and linear probes on frozen features x [N, D], at every label fraction and its seeds;
+        with cross-validation folds, the held-out predictions of every fold pooled."""
+        folds = splits.folds or [(splits.fit, splits.test)]
         for fraction in self.cfg.fractions:
             for seed in seeds_for(fraction):
-                fit = units_of(task, label_fraction(task, splits.fit, fraction, seed), exam_level)
-                x_fit = unit_features(x, fit, how)
                 for protocol in (p for p in self.cfg.protocols if p in FROZEN):
-                    if protocol == "linear":
-                        p = linear_probe(x_fit, fit.labels, fit.patients, x_test, task.n_classes,
-                                         cs=self.cfg.linear_cs, seed=seed, select=(x_sel, sel.labels),
-                                         select_score=score)
-                    else:
-                        p = knn_select(x_fit, fit.labels, x_sel, sel.labels, x_test, task.n_classes,
-                                       ks=self.cfg.knn_ks, temperature=self.cfg.knn_temperature,
-                                       select_score=score)
+                    parts = [self.probe(protocol, task, x, label_fraction(task, fit, fraction, seed),
+                                        splits.select, test, exam_level, seed) for fit, test in folds]
+                    p, test, n_fit = _pool(parts)
                     self.score(task, test, p, model=model, protocol=protocol, fraction=fraction, seed=seed,
-                               n_fit=int(len(fit.labels)), **common)
+                               n_fit=n_fit, **common)
                     self.tick(f"{task.task}: {model} {protocol} {fraction:g}")
 
     def tuned(self, task: TaskData, splits: EvalSplits, bb: Backbone, pixels: torch.Tensor, model: str,
@@ -307,7 +321,7 @@ class Evaluation:
                 self.frozen(task, splits, x, bb.name, frozen_seeds, exam_level, common)
                 if bb is main:
                     self.retrieval = self.retrieval or self.retrieve(task, splits, x)
-            if "finetune" in self.cfg.protocols:
+            if "finetune" in self.cfg.protocols and not splits.folds:
                 pixels = load_pixels(self.ws, task.image_ids, bb.spec.img_size, bb.spec.mean[0], bb.spec.std[0],
                                      images=self.images)
                 self.tuned(task, splits, bb, pixels, bb.name, exam_level, common)
@@ -322,17 +336,24 @@ class Evaluation:
             _, (x,) = pca_fit_transform(px[splits.fit], [px], 128)  # fitted on the training images only
             self.frozen(task, splits, x, "pixels", frozen_seeds, exam_level,
                         {**base, "architecture": "pixels-pca128"})
-        if "supervised" in self.cfg.baselines and "finetune" in self.cfg.protocols:
+        if "supervised" in self.cfg.baselines and "finetune" in self.cfg.protocols and not splits.folds:
             sup = Backbone("supervised", None, main.spec, None, None, {})
             pixels = load_pixels(self.ws, task.image_ids, main.spec.img_size, main.spec.mean[0], main.spec.std[0],
                                  images=self.images)
             self.tuned(task, splits, sup, pixels, "supervised", exam_level, base)
-        test = units_of(task, splits.test, exam_level)
-        fit = units_of(task, splits.fit, exam_level)
-        maj = majority_predict(fit.labels, len(test.labels), task.n_classes)
+        parts = []
+        for fit_rows, test_rows in splits.folds or [(splits.fit, splits.test)]:
+            fit, test = units_of(task, fit_rows, exam_level), units_of(task, test_rows, exam_level)
+            parts.append((majority_predict(fit.labels, len(test.labels), task.n_classes), test, len(fit.labels)))
+        maj, test, n_fit = _pool(parts)
         self.score(task, test, maj, model="majority", protocol="majority", fraction=1.0, seed=0,
-                   n_fit=int(len(fit.labels)), **{**base, "architecture": None})
-        return {"task": name, "kind": task.kind, "classes": list(task.classes), "level": "exam" if exam_level
+                   n_fit=n_fit, **{**base, "architecture": None})
+        notes = []
+        if splits.folds:
+            notes.append(f"too few patients for train/val/test parts: leave-one-patient-out cross-validation "
+                         f"({len(splits.folds)} folds), hyper-parameters chosen inside each fold"
+                         + ("; fine-tuning skipped" if "finetune" in self.cfg.protocols else ""))
+        return {"task": name, "kind": task.kind, "notes": notes, "classes": list(task.classes), "level": "exam" if exam_level
                 else "image", "domain": domain, "description": task.spec.description if task.spec else "",
                 "splits": splits.describe(task), "primary_metric": primary_metric(task.kind),
                 "test_units": int(len(test.labels)), "test_classes": np.bincount(
@@ -352,12 +373,27 @@ class Evaluation:
         queries += [int(i) for i in splits.test if int(i) not in queries]
         out = []
         for q in queries[: self.cfg.retrieval_queries]:
-            sim = norm[splits.fit] @ norm[q]
-            top = splits.fit[np.argsort(-sim, kind="stable")[:5]]
+            pool = splits.fit[task.patients[splits.fit] != task.patients[q]]  # never the query's own patient
+            sim = norm[pool] @ norm[q]
+            top = pool[np.argsort(-sim, kind="stable")[:5]]
             out.append({"query": task.image_ids[q], "label": task.classes[task.labels[q]],
                         "neighbours": [{"image_id": task.image_ids[i], "label": task.classes[task.labels[i]],
                                         "similarity": float(norm[i] @ norm[q])} for i in top]})
         return out
+
+
+def _pool(parts: list[tuple[Predictions, Units, int]]) -> tuple[Predictions, Units, int]:
+    """The held-out predictions of every fold as one prediction set (one fold: itself)."""
+    if len(parts) == 1:
+        return parts[0]
+    preds, units, n_fit = zip(*parts)
+    pooled = Predictions(np.concatenate([p.pred for p in preds]), np.concatenate([p.proba for p in preds]),
+                         {"folds": len(parts), **{k: v for k, v in preds[0].chosen.items() if k in ("k", "temperature")},
+                          "C per fold": [p.chosen.get("C") for p in preds] if "C" in preds[0].chosen else None})
+    pooled.chosen = {k: v for k, v in pooled.chosen.items() if v is not None}
+    merged = Units([r for u in units for r in u.rows], np.concatenate([u.labels for u in units]),
+                   np.concatenate([u.patients for u in units]))
+    return pooled, merged, int(np.mean(n_fit))
 
 
 def new_eval_id() -> str:

@@ -739,6 +739,8 @@ def print_eval_summary(eval_dir: Path) -> None:
             value = f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if m == m else "undefined"
             table.add_row(model_name, proto, value, f"{acc:.3f}", str(n))
         console.print(table)
+        for note in t.get("notes", []):
+            console.print(f"[yellow]{t['task']}: {note}[/yellow]")
         if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2:
             console.print(f"[yellow]{t['task']}: the test part holds a single class; "
                           f"{METRIC_NAMES[metric]} is undefined there[/yellow]")

@@ -34,7 +34,7 @@ def test_a_declared_test_split_is_used_as_is_and_missing_parts_are_one_line_erro
     with pytest.raises(EvaluationError, match="no labelled val or test"):
         eval_splits(task(["a", "b"], ["train", "train"], [0, 1]))
     with pytest.raises(EvaluationError, match="single class"):
-        eval_splits(task(["a", "b", "c", "d"], ["train", "train", "val", "test"], [1, 1, 0, 1]))
+        eval_splits(task(["a", "b", "c", "d"], ["train", "train", "val", "test"], [1, 1, 0, 1]), small_task_cv=False)
 
 
 def test_label_fractions_sample_whole_patients_stratified_by_class_and_reproducibly():
@@ -65,3 +65,38 @@ def test_exam_level_features_are_the_mean_or_max_of_their_slices():
     x = np.array([[1.0, 0], [2, 0], [3, 9], [4, 4], [6, 0]])
     assert aggregate(x, members, "mean").tolist() == [[2.0, 3.0], [5.0, 2.0]]
     assert aggregate(x, members, "max").tolist() == [[3.0, 9.0], [6.0, 4.0]]
+
+
+def test_a_task_too_small_for_three_parts_is_cross_validated_one_patient_out():
+    from evaluation.data import cross_validation
+
+    patients = ["a", "a", "b", "c", "c", "d", "e", "f"]
+    data = task(patients, ["train"] * 7 + ["val"], [0, 0, 1, 0, 0, 1, 1, 0])
+    s = eval_splits(data)  # one val patient, no test: three parts cannot be formed
+    assert s.folds is not None and len(s.folds) == 6
+    for fit, test in s.folds:
+        assert len({patients[i] for i in test}) == 1 and not {patients[i] for i in test} & {patients[i] for i in fit}
+    assert sorted(np.concatenate([t for _, t in s.folds]).tolist()) == list(range(8))
+    assert "leave-one-patient-out" in s.describe(data)["cross_validation"]
+    with pytest.raises(EvaluationError):
+        eval_splits(data, small_task_cv=False)
+    assert len(cross_validation(data).folds) == 6
+
+
+def test_cross_validated_probes_pool_every_fold_and_separable_features_score_high():
+    from evaluation.run import EvalConfig, Evaluation
+
+    rng = np.random.default_rng(0)
+    patients = [f"p{i}" for i in range(12)]
+    labels = [i % 2 for i in range(12)]
+    data = task(patients, ["train"] * 12, labels)
+    data.kind, data.classes = "binary", ("0", "1")
+    x = np.eye(4)[np.array(labels)] * 5 + rng.normal(0, 0.3, (12, 4))  # one direction per class (cosine kNN)
+    ev = Evaluation(None, EvalConfig(protocols=["linear", "knn"], seeds=1, knn_ks=(3,), n_boot=50), "t")
+    ev.done, ev.total = 0, 2
+    ev.frozen(data, eval_splits(data), x, "m", lambda f: [0], False, {})
+    assert [r["protocol"] for r in ev.results] == ["linear", "knn"]
+    for r in ev.results:
+        assert r["n_test"] == 12 and r["test_patients"] == 12  # every patient predicted once, held out
+        assert r["metrics"]["accuracy"][0] == 1.0 and r["metrics"]["auroc"][0] == 1.0
+        assert r["chosen"]["folds"] == 12

@@ -352,7 +352,10 @@ class Evaluation:
         if splits.folds:
             notes.append(f"too few patients for train/val/test parts: leave-one-patient-out cross-validation "
                          f"({len(splits.folds)} folds), hyper-parameters chosen inside each fold"
-                         + ("; fine-tuning skipped" if "finetune" in self.cfg.protocols else ""))
+                         + ("; fine-tuning skipped" if "finetune" in self.cfg.protocols else "")
+                         + ("; pooled leave-one-out AUROC/AUPRC are biased low for predictors that follow the "
+                            "training prevalence (the majority class scores 0 by construction): read accuracy "
+                            "and the CIs" if task.kind == "binary" else ""))
         return {"task": name, "kind": task.kind, "notes": notes, "classes": list(task.classes), "level": "exam" if exam_level
                 else "image", "domain": domain, "description": task.spec.description if task.spec else "",
                 "splits": splits.describe(task), "primary_metric": primary_metric(task.kind),

@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast reliability bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,13 @@ demo: $(STAMP)
 	$(BIN)/ortho demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not reliability"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not reliability"
+
+reliability: $(STAMP)
+	$(BIN)/python -m pytest -q -m reliability
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -38,6 +38,7 @@ def start(script: str, *args: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_concurrent_ingest_and_curate(tmp_path, phantom_root):
     from curation.run import curate
     from ingest.run import ingest_source

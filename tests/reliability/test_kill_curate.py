@@ -57,6 +57,7 @@ def run(ws, kill_after_signature_parts=None):
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_killed_and_rerun_curation_equals_uninterrupted(tmp_path, phantom_workspace):
     src, _ = phantom_workspace
     reference = Workspace.open(tmp_path / "ref")

@@ -16,6 +16,7 @@ from tests.training.conftest import TINY
 
 @pytest.mark.prefect
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_no_planted_value_lands_anywhere_after_the_whole_pipeline(tmp_path, prefect_harness):
     from curation.export_dicom import export_selection
     from flows.pipeline import pipeline_flow

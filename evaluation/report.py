@@ -52,11 +52,20 @@ def seed_summary(runs: list[dict], metric: str) -> tuple[float, float, float, fl
     return point, lo, hi, float(finite[:, 0].min()), float(finite[:, 0].max()), len(runs)
 
 
+def pct(fraction: float) -> str:
+    """0.125 -> '12.5%', 0.5 -> '50%'."""
+    return f"{fraction * 100:g}%"
+
+
 def label_efficiency_sentence(groups, metric: str) -> str:
     """Answers "does the pretrained model match the supervised baseline with fewer labels?": each
     protocol of the pretrained model against the supervised baseline (fine-tuned from random init) at
     100% of the labels, or, without one, against random init under the same protocol."""
     sentences = []
+    majority = groups.get(("majority", "majority"), {}).get(1.0)
+    floor = seed_summary(majority, metric)[0] if majority else None
+    if floor is not None and not np.isfinite(floor):
+        floor = 0.5 if metric == "auroc" else None
     for proto in ("finetune", "linear", "knn"):
         curve = groups.get(("pretrained", proto))
         ref_key = ("supervised", "finetune") if ("supervised", "finetune") in groups else ("random", proto)
@@ -67,15 +76,18 @@ def label_efficiency_sentence(groups, metric: str) -> str:
                     else "the same architecture at random init")
         points = sorted((f, seed_summary(runs, metric)[0]) for f, runs in curve.items())
         match = next(((f, v) for f, v in points if v >= ref), None)
+        if floor is not None and ref <= floor + 0.05 and ref_key[0] == "supervised" and proto == "finetune":
+            sentences.append(f"Caution: the supervised baseline itself is at the majority class's level "
+                             f"({METRIC_NAMES[metric]} {ref:.3f} vs {floor:.3f}), so matching it says little.")
         name = {"finetune": "Fine-tuned", "linear": "With a linear probe", "knn": "With kNN"}[proto]
         if match:
             sentences.append(f"{name}, the pretrained backbone matches {ref_name} trained on 100% of the labels "
-                             f"with {match[0]:.0%} of them ({METRIC_NAMES[metric]} {match[1]:.3f} vs {ref:.3f}).")
+                             f"with {pct(match[0])} of them ({METRIC_NAMES[metric]} {match[1]:.3f} vs {ref:.3f}).")
         else:
             best = max(points, key=lambda p: p[1])
             sentences.append(f"{name}, the pretrained backbone does not reach {ref_name} at 100% of the labels "
                              f"({METRIC_NAMES[metric]} {ref:.3f}) at any fraction measured; its best is "
-                             f"{best[1]:.3f} at {best[0]:.0%}.")
+                             f"{best[1]:.3f} at {pct(best[0])}.")
     return " ".join(sentences) or "No baseline at 100% of the labels to compare the pretrained backbone against."
 
 
@@ -103,7 +115,7 @@ def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
     fractions = sorted({f for v in curves.values() for f in v})
     ax.set_xscale("log", base=2)
     ax.set_xlim(fractions[0] / 1.2, fractions[-1] * 1.2)
-    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+    ax.set_xticks(fractions, [pct(f) for f in fractions])
     ax.minorticks_off()
     ax.set_xlabel("fraction of training labels (patients, stratified by class)")
     ax.set_ylabel(f"{METRIC_NAMES[metric]} on test")

@@ -143,3 +143,29 @@ def test_a_shard_set_gives_the_same_results_as_the_catalog(evaluated, pico_check
         assert (ra["model"], ra["protocol"]) == (rb["model"], rb["protocol"])
         assert ra["metrics"] == rb["metrics"] and ra["confusion"] == rb["confusion"]
     assert a["retrieval"] == b["retrieval"]
+
+
+def test_a_local_checkpoint_is_a_baseline_side_by_side(evaluated, pico_checkpoint, tmp_path):
+    import torch
+
+    from training.backbone import build_backbone, export_backbone
+
+    ws, _, _ = evaluated
+    torch.manual_seed(7)
+    model, spec, _ = build_backbone("vit_pico_patch8_dinov3", img_size=32)
+    other = export_backbone(model, spec, tmp_path / "dinov3-like.safetensors")
+    # a plain timm state dict (no spec inside) needs its architecture: ARCH=PATH
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))
+    cfg = EvalConfig(protocols=["knn"], seeds=1, baselines=[str(other), f"vit_pico_patch8_dinov3={bare}"],
+                     knn_ks=(3,), n_boot=20)
+    doc = json.loads((run_evaluation(ws, pico_checkpoint, ["kl_grade"], cfg, eval_id="side") / "metrics.json")
+                     .read_text())
+    by_model = {r["model"]: r for r in doc["results"]}
+    assert {"pretrained", "dinov3-like", "bare", "majority"} == set(by_model)
+    assert by_model["dinov3-like"]["checkpoint"].endswith("dinov3-like.safetensors")
+    assert by_model["bare"]["architecture"] == "vit_pico_patch8_dinov3"
+    # the same weights give the same predictions whichever way they were stored
+    assert by_model["dinov3-like"]["confusion"] == by_model["bare"]["confusion"]

@@ -583,12 +583,12 @@ def show_manifest(path: Path) -> None:
 
 @app.command()
 def phantom(root: Path = typer.Argument(Path("demo-data/phantom")), seed: int = 0, patients: int = 6,
-            hips: bool = typer.Option(False, help="Add graded hip radiographs (a second anatomy, task hip_kl_grade)")
-            ) -> None:
+            hips: bool = typer.Option(False, help="Add graded hip radiographs (a second anatomy, task hip_kl_grade)"),
+            poses: bool = typer.Option(False, help="Position and expose each knee radiograph differently")) -> None:
     """Write the synthetic phantom tree (PACS-like DICOM with planted PHI, NIfTI, PNG, broken files)."""
     from ingest.phantom import write_phantom
 
-    console.print(f"phantom tree at {write_phantom(root, seed=seed, n_patients=patients, hips=hips)}")
+    console.print(f"phantom tree at {write_phantom(root, seed=seed, n_patients=patients, hips=hips, poses=poses)}")
 
 
 # --- pretraining -----------------------------------------------------------------------------

@@ -97,10 +97,19 @@ def _soft(d: np.ndarray, width: float = 1.5) -> np.ndarray:
     return 0.5 * (1 - np.tanh(d / width))
 
 
-def draw_radiograph(grade: int, side: str, rng: np.random.Generator, size: int = 256) -> np.ndarray:
+def draw_radiograph(grade: int, side: str, rng: np.random.Generator, size: int = 256,
+                    pose: np.random.Generator | None = None) -> np.ndarray:
     """A knee AP radiograph, 12 bits stored in uint16. Grade 0-4 narrows the joint space and
-    adds osteophytes (>= 2) and subchondral sclerosis (>= 3)."""
+    adds osteophytes (>= 2) and subchondral sclerosis (>= 3). With `pose` (a generator of its own),
+    the knee is positioned and exposed as real radiographs are: scale 0.85-1.15, rotation +-8
+    degrees, shift +-8% of the field, exposure gain 0.75-1.25 and offset, gamma 0.8-1.25."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    if pose is not None:  # draw in the knee's own frame: coordinates mapped through a random similarity
+        scale, angle = pose.uniform(0.85, 1.15), np.deg2rad(pose.uniform(-8, 8))
+        tx, ty = pose.uniform(-0.08, 0.08, 2) * size
+        c, s_ = np.cos(angle) / scale, np.sin(angle) / scale
+        u, v = x - size / 2 - tx, y - size / 2 - ty
+        x, y = c * u + s_ * v + size / 2, -s_ * u + c * v + size / 2
     cx = size / 2 + rng.normal(0, 4)
     joint = size * 0.5 + rng.normal(0, 4)
     jsw = [14, 11, 8, 5, 2][grade] * size / 256
@@ -130,6 +139,9 @@ def draw_radiograph(grade: int, side: str, rng: np.random.Generator, size: int =
     if grade >= 3:  # sclerosis: a dense band under the plateau
         img += 500 * _soft(np.abs(y - (joint + jsw / 2 + 4)) - 3) * _soft(np.abs(x - cx) - size * 0.18)
     img += rng.normal(0, 40, img.shape)
+    if pose is not None:
+        gain, offset, gamma = pose.uniform(0.75, 1.25), pose.uniform(-300, 300), pose.uniform(0.8, 1.25)
+        img = 4095 * (np.clip(img * gain + offset, 0, 4095) / 4095) ** gamma
     return np.clip(img, 0, 4095).astype(np.uint16)
 
 
@@ -339,13 +351,15 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips: bool = False) -> Path:
+def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips: bool = False,
+                  poses: bool = False) -> Path:
     """Write the tree once (atomically: a temporary folder renamed into place). With n_patients=None
     an existing tree of any size is kept (6 patients when none exists); a tree drawn with another
     seed, size or anatomy than asked is drawn again. `hips` adds a second anatomy: one graded hip
-    radiograph per patient (task `hip_kl_grade`), for cross-anatomy evaluation."""
+    radiograph per patient (task `hip_kl_grade`), for cross-anatomy evaluation. `poses` positions and
+    exposes every knee radiograph differently (see draw_radiograph), as real ones are."""
     root = Path(root)
-    stamp = f"phantom v1 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}\n"
+    stamp = f"phantom v1 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}{' poses' if poses else ''}\n"
     if (root / MARKER).exists() and (n_patients is None or (root / MARKER).read_text() == stamp):
         return root
     n_patients = n_patients or 6
@@ -360,7 +374,8 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
         study = pacs / p.folder / f"{p.study_date}_KNEE"
         for side in ("L", "R"):
             grade = int(rng.integers(0, 5))
-            arr = draw_radiograph(grade, side, rng)
+            pose_rng = np.random.default_rng([seed, p.index, 2, side == "L"]) if poses else None
+            arr = draw_radiograph(grade, side, rng, pose=pose_rng)
             stem = f"{p.family}_{p.given[0]}_knee_{side}"
             mono1 = p.index == 1 and side == "R"
             _write(study / "XR" / f"{stem}.dcm", radiograph_dicom(p, arr, side, rng, study_uid, monochrome1=mono1))
@@ -372,7 +387,8 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
                 enhanced = np.power(arr / 4095.0, 0.6) * 255
                 _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png(enhanced.astype(np.uint8)))
             else:  # public-only knees, 8-bit as public datasets often are
-                other = draw_radiograph(grade, side, rng)
+                other = draw_radiograph(grade, side, rng, pose=np.random.default_rng([seed, p.index, 3, side == "L"])
+                                        if poses else None)
                 _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png((other >> 4).astype(np.uint8)))
         if hips:
             hip_rng = np.random.default_rng([seed, p.index, 1])  # the knee draws stay as without hips

@@ -584,7 +584,8 @@ def show_manifest(path: Path) -> None:
 @app.command()
 def phantom(root: Path = typer.Argument(Path("demo-data/phantom")), seed: int = 0, patients: int = 6,
             hips: bool = typer.Option(False, help="Add graded hip radiographs (a second anatomy, task hip_kl_grade)"),
-            poses: bool = typer.Option(False, help="Position and expose each knee radiograph differently")) -> None:
+            poses: bool = typer.Option(True, help="Position and expose each knee radiograph differently, as real "
+                                                  "ones are (--no-poses: all alike)")) -> None:
     """Write the synthetic phantom tree (PACS-like DICOM with planted PHI, NIfTI, PNG, broken files)."""
     from ingest.phantom import write_phantom
 

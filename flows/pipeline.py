@@ -36,7 +36,7 @@ from catalog.workspace import Workspace
 SECTIONS = {"workspace", "phantom", "sources", "ingest", "curate", "shards", "pretrain", "evaluate"}
 SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality", "body_part", "slice_axis"}
 STAGE_KEYS = {
-    "phantom": {"root", "patients", "seed", "hips"},
+    "phantom": {"root", "patients", "seed", "hips", "poses"},
     "ingest": {"runner", "workers", "batch_size"},
     "curate": {"runner", "workers"},
     "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard"},
@@ -222,7 +222,8 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
         stage("phantom", (), lambda: ("done", str(write_phantom(spec.resolve(str(p.get("root", "demo-data/phantom"))),
                                                                  seed=int(p.get("seed", 0)),
                                                                  n_patients=p.get("patients"),
-                                                                 hips=bool(p.get("hips", False))))))
+                                                                 hips=bool(p.get("hips", False)),
+                                                                 poses=bool(p.get("poses", True))))))
     names, notes = register_sources(ws, spec)
 
     def do_ingest():

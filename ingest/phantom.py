@@ -352,7 +352,7 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips: bool = False,
-                  poses: bool = False) -> Path:
+                  poses: bool = True) -> Path:
     """Write the tree once (atomically: a temporary folder renamed into place). With n_patients=None
     an existing tree of any size is kept (6 patients when none exists); a tree drawn with another
     seed, size or anatomy than asked is drawn again. `hips` adds a second anatomy: one graded hip

@@ -95,14 +95,15 @@ def whole_rate(files: list[Path], workers: int, tmp: Path) -> float:
 
 
 MEMORY_CHILD = """
-import resource, sys
+import sys
 from catalog.workspace import Workspace
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
 ws = Workspace.open(sys.argv[1])
 add_source(ws, Source("mem", sys.argv[2], "internal"))
 s = ingest_source(ws, "mem", batch_size=256)
-print(s.result.files, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this process's own peak RSS in kB (ru_maxrss would keep the forking parent's peak)
+print(s.result.files, next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
 

@@ -39,7 +39,7 @@ def _ws(path: Optional[Path]) -> Workspace:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code)
 
 

@@ -18,15 +18,16 @@ from ingest.sources import Source, add_source
 from tests.ingest.dicom_factory import make_dicom
 
 SCRIPT = """
-import json, resource, sys
+import json, sys
 from catalog import db
 from catalog.workspace import Workspace
 from ingest.run import ingest_source
 ws = Workspace.open(sys.argv[1])
 s = ingest_source(ws, "hostile")
 rows = db.query(ws, "SELECT file_id, status, reason FROM files ORDER BY ALL")[1]
-print(json.dumps({"seen": s.files_seen, "rows": rows,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process's own peak (ru_maxrss would carry over the forking parent's peak across exec)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"seen": s.files_seen, "rows": rows, "peak_mb": hwm / 1024}))
 """
 
 

@@ -803,7 +803,8 @@ def pipeline(
         t.add_row(r["stage"], f"[{c}]{r['status']}[/{c}]", r["detail"])
     console.print(t)
     report_path = next((r.get("report") for r in results if r["stage"] == "evaluate" and r["status"] != "failed"), None)
-    if report_path:
+    if report_path and Path(report_path).is_file():
+        print_eval_summary(Path(report_path).parent)
         console.print(f"report: {report_path}")
     if any(r["status"] in ("failed", "blocked") for r in results):
         err.print(f"[red]some stages failed[/red]: details in {ws.logs_dir / 'pipeline-errors.log'} and {log_path}")

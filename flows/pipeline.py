@@ -218,12 +218,19 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
     if spec.phantom:
         from ingest.phantom import write_phantom
 
+        from ingest.phantom import MARKER
+
         p = spec.phantom
-        stage("phantom", (), lambda: ("done", str(write_phantom(spec.resolve(str(p.get("root", "demo-data/phantom"))),
-                                                                 seed=int(p.get("seed", 0)),
-                                                                 n_patients=p.get("patients"),
-                                                                 hips=bool(p.get("hips", False)),
-                                                                 poses=bool(p.get("poses", True))))))
+
+        def do_phantom():
+            root = spec.resolve(str(p.get("root", "demo-data/phantom")))
+            before = (root / MARKER).read_text() if (root / MARKER).exists() else None
+            write_phantom(root, seed=int(p.get("seed", 0)), n_patients=p.get("patients"),
+                          hips=bool(p.get("hips", False)), poses=bool(p.get("poses", True)))
+            same = before is not None and before == (root / MARKER).read_text()
+            return ("up to date" if same else "done"), f"{root} ({(root / MARKER).read_text().strip()})"
+
+        stage("phantom", (), do_phantom)
     names, notes = register_sources(ws, spec)
 
     def do_ingest():

@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/ortho demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not reliability"
+	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not reliability"

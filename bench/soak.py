@@ -9,9 +9,11 @@ signs and compares it): half DICOM (pydicom's real MR/CT files, or ../shared/dat
 present, with a few pixels changed and new UIDs), half PNG (the real knee radiographs of
 ../shared/data/knee-xray-kl when present, else phantom radiographs, with a few pixels changed).
 
-Memory is sampled every 0.5 s from /proc (RSS of the child and its workers); the verdict compares
-the peak of the last quarter of the run with the peak of the second quarter (flat memory: ratio
-close to 1, and no trend with the number of files). Disk: store + catalog against the input.
+Memory is sampled every 0.5 s from /proc (RSS of the child and its workers). Ingest should be
+flat: the peak of its last quarter is compared with the peak of its second quarter (ratio close
+to 1). Curation is reported apart: RSS while signing new images (flat) and the peak of its global
+passes (near-duplicate search, quality, leakage over the whole catalog), which grows with the
+catalog; compare it across --files. Disk: store + catalog against the input.
 Prints a table and writes soak.png (RSS and files done over time) beside the workspace.
 """
 
@@ -43,6 +45,7 @@ ws = Workspace.open(sys.argv[1])
 t0 = time.time()
 summaries = [ingest_source(ws, name, batch_size=256) for name in ("soak-dicom", "soak-png")]
 t1 = time.time()
+open(sys.argv[2], "w").write(str(t1))  # the parent splits its memory samples into ingest and curate
 c = curate(ws)
 t2 = time.time()
 print(json.dumps({"ingest_s": t1 - t0, "curate_s": t2 - t1, "files": sum(s.files_seen for s in summaries),
@@ -159,7 +162,10 @@ def main() -> None:
     add_source(ws, Source("soak-dicom", str(corpus / "dicom"), "internal"))
     add_source(ws, Source("soak-png", str(corpus / "png"), "public", modality="DX", body_part="knee"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(wsdir)], env=env, stdout=subprocess.PIPE, text=True)
+    phase_file = base / "ingest-ended"
+    phase_file.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(wsdir), str(phase_file)], env=env,
+                            stdout=subprocess.PIPE, text=True)
     samples = []  # (seconds, rss MB, catalog parts: one per batch of 256 files ingested)
     start = time.time()
     while proc.poll() is None:
@@ -171,14 +177,19 @@ def main() -> None:
         raise SystemExit(f"soak child failed with status {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
     t, rss = np.array([s[0] for s in samples]), np.array([s[1] for s in samples])
-    q = len(rss) // 4
-    early, late = (rss[q:2 * q].max(), rss[3 * q:].max()) if q else (rss.max(), rss.max())
+    ingest_end = float(phase_file.read_text()) - start
+    ing = rss[t <= ingest_end]
+    q = len(ing) // 4
+    early, late = (ing[q:2 * q].max(), ing[3 * q:].max()) if q else (ing.max(), ing.max())
+    cur = rss[t > ingest_end]
     store_b, catalog_b = du(ws.store_dir), du(ws.catalog_dir)
     rows = [("files", f"{result['files']:,}"), ("images", f"{result['images']:,}"),
             ("ingest", f"{result['ingest_s']:.0f} s = {result['files'] / result['ingest_s']:.1f} files/s"),
             ("curate", f"{result['curate_s']:.0f} s = {result['images'] / max(result['curate_s'], 1e-9):.1f} images/s"),
             ("peak RSS (child + workers)", f"{rss.max():.0f} MB"),
-            ("peak RSS, 2nd vs last quarter of the run", f"{early:.0f} -> {late:.0f} MB (ratio {late / early:.2f})"),
+            ("ingest: peak RSS, 2nd vs last quarter", f"{early:.0f} -> {late:.0f} MB (ratio {late / early:.2f})"),
+            ("curate: RSS while signing, peak of the global passes",
+             f"{np.median(cur):.0f} MB, {cur.max():.0f} MB" if len(cur) else "n/a"),
             ("input", f"{input_bytes / 1e6:.0f} MB"),
             ("store + catalog", f"{store_b / 1e6:.0f} + {catalog_b / 1e6:.1f} MB = "
                                 f"{(store_b + catalog_b) / input_bytes:.2f} x input")]
@@ -196,6 +207,7 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(t, rss, label="RSS MB (child + workers)")
+    ax.axvline(ingest_end, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("seconds")
     ax.set_ylabel("MB")
     ax2 = ax.twinx()

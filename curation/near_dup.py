@@ -56,19 +56,27 @@ class NeighbourSearch:
 
     def range(self, queries: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
         """All (query i, item j, cosine) with cosine >= threshold, i != j."""
+        out = []
+        for qi, ji, sims in self.range_blocks(queries, threshold):
+            out += list(zip(qi.tolist(), ji.tolist(), sims.tolist()))
+        return out
+
+    def range_blocks(self, queries: np.ndarray, threshold: float):
+        """The same pairs as arrays (query i, item j, cosine), one block of queries at a time, so that a
+        caller folding them into groups never holds them all (a series of near-identical slices
+        makes pairs quadratic in its length)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         return self._exact(q, threshold) if self.index is None else self._ivf(q, threshold)
 
-    def _exact(self, q: np.ndarray, threshold: float, block: int = 2048) -> list[tuple[int, int, float]]:
-        out = []
+    def _exact(self, q: np.ndarray, threshold: float, block: int = 1024):
         for start in range(0, len(q), block):
             sims = q[start : start + block] @ self.emb.T
             qi, ji = np.nonzero(sims >= threshold)
-            out += [(int(a + start), int(b), float(sims[a, b])) for a, b in zip(qi, ji) if a + start != b]
-        return out
+            keep = qi + start != ji
+            qi, ji = qi[keep], ji[keep]
+            yield qi + start, ji, sims[qi, ji].astype(np.float32)
 
-    def _ivf(self, q: np.ndarray, threshold: float, margin: float = 0.03) -> list[tuple[int, int, float]]:
-        out = []
+    def _ivf(self, q: np.ndarray, threshold: float, margin: float = 0.03):
         for start in range(0, len(q), 65536):
             lims, _, labels = self.index.range_search(q[start : start + 65536], threshold - margin)
             rows = np.repeat(np.arange(len(lims) - 1) + start, np.diff(lims).astype(np.int64))
@@ -76,8 +84,7 @@ class NeighbourSearch:
             rows, labels = rows[keep], labels[keep]
             sims = np.einsum("ij,ij->i", q[rows], self.emb[labels])  # exact cosine of each candidate
             ok = sims >= threshold
-            out += list(zip(rows[ok].tolist(), labels[ok].tolist(), sims[ok].tolist()))
-        return out
+            yield rows[ok], labels[ok].astype(np.int64), sims[ok].astype(np.float32)
 
 
 def search(emb: np.ndarray, queries: np.ndarray, threshold: float, cfg: DedupConfig) -> list[tuple[int, int, float]]:
@@ -106,6 +113,68 @@ def find_edges(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: 
             if prev is None or sim > prev.similarity:
                 found[(a, b)] = Edge(a, b, sim, method)
     return sorted(found.values(), key=lambda e: (e.a, e.b))
+
+
+@dataclass
+class DupGraph:
+    """Near-duplicate groups and, per image, its most similar match: O(images) memory, whatever the
+    number of matching pairs."""
+
+    group: np.ndarray  # [N] the smallest index of each image's group
+    best_other: np.ndarray  # [N] the most similar match (-1: none)
+    best_similarity: np.ndarray  # [N]
+    best_flip: np.ndarray  # [N] bool: that match was found with the mirrored embedding
+    pairs: int  # accepted pairs, counted per search pass
+
+
+def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: list, cfg: DedupConfig) -> DupGraph:
+    """The groups find_edges + groups would give, folded block by block: the same thresholds (the
+    same-series one for slices of one series), laterality respected, union-find with the smallest
+    index as root."""
+    n = len(emb)
+    parent = list(range(n))
+    best_other = np.full(n, -1, dtype=np.int64)
+    best_sim = np.full(n, -np.inf, dtype=np.float32)
+    best_flip = np.zeros(n, dtype=bool)
+    pairs = 0
+    if n == 0:
+        return DupGraph(np.zeros(0, np.int64), best_other, best_sim, best_flip, 0)
+    codes = {v: k for k, v in enumerate(dict.fromkeys(s for s in series if s is not None))}
+    series_code = np.array([codes[s] if s is not None else -1 for s in series], dtype=np.int64)
+    lat = np.array([{"L": 1, "R": 2}.get(x, 0) for x in laterality], dtype=np.int8)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    low = min(cfg.threshold, cfg.same_series_threshold)
+    index = NeighbourSearch(emb, cfg)
+    passes = [(False, emb)] + ([(True, emb_flip)] if cfg.use_flip else [])
+    for flipped, queries in passes:
+        for qi, ji, sims in index.range_blocks(queries, low):
+            a, b = np.minimum(qi, ji), np.maximum(qi, ji)
+            same = (series_code[a] >= 0) & (series_code[a] == series_code[b])
+            keep = sims >= np.where(same, cfg.same_series_threshold, cfg.threshold)
+            keep &= ~((lat[a] > 0) & (lat[b] > 0) & (lat[a] != lat[b]))  # left and right knees of one person
+            a, b, sims = a[keep], b[keep], sims[keep]
+            if not len(a):
+                continue
+            pairs += int(np.count_nonzero(qi[keep] < ji[keep])) if not flipped else len(a)
+            for x, other in ((a, b), (b, a)):  # each endpoint keeps its most similar match (ties: lower index)
+                order = np.lexsort((other, -sims, x))
+                first = np.r_[True, x[order][1:] != x[order][:-1]]
+                xs, os_, ss = x[order][first], other[order][first], sims[order][first]
+                better = (ss > best_sim[xs]) | ((ss == best_sim[xs]) & (os_ < best_other[xs]))
+                best_sim[xs[better]], best_other[xs[better]] = ss[better], os_[better]
+                best_flip[xs[better]] = flipped
+            for u, v in zip(a.tolist(), b.tolist()):
+                ru, rv = root(u), root(v)
+                if ru != rv:
+                    parent[max(ru, rv)] = min(ru, rv)
+    group = np.array([root(i) for i in range(n)], dtype=np.int64)
+    return DupGraph(group, best_other, best_sim, best_flip, pairs)
 
 
 def groups(n: int, edges: list[Edge]) -> np.ndarray:

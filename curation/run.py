@@ -109,15 +109,9 @@ def _dup_rows(con, cfg: near_dup.DedupConfig) -> tuple[list[dict], int]:
     ids = [r[0] for r in rows]
     emb = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
     flip = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
-    edges = near_dup.find_edges(emb, flip, [r[1] for r in rows], [r[2] for r in rows], cfg)
-    group = near_dup.groups(len(rows), edges)
-    best_edge: dict[int, near_dup.Edge] = {}
-    for e in edges:
-        for x in (e.a, e.b):
-            if x not in best_edge or e.similarity > best_edge[x].similarity:
-                best_edge[x] = e
+    graph = near_dup.dup_graph(emb, flip, [r[1] for r in rows], [r[2] for r in rows], cfg)
     members: dict[int, list[int]] = {}
-    for i, g in enumerate(group):
+    for i, g in enumerate(graph.group):
         members.setdefault(int(g), []).append(i)
     out = []
     for g, idx in members.items():
@@ -126,11 +120,11 @@ def _dup_rows(con, cfg: near_dup.DedupConfig) -> tuple[list[dict], int]:
         # Representative: highest bit depth, then most pixels, then earliest source, then id.
         rep = min(idx, key=lambda i: (-rows[i][3], -rows[i][4], rows[i][5], ids[i]))
         for i in idx:
-            e = best_edge[i]
-            other = e.b if e.a == i else e.a
             out.append({"image_id": ids[i], "dup_group": ids[g], "representative": i == rep, "group_size": len(idx),
-                        "matched_image_id": ids[other], "method": e.method, "similarity": e.similarity})
-    return out, len(edges)
+                        "matched_image_id": ids[int(graph.best_other[i])],
+                        "method": "embedding_flip" if graph.best_flip[i] else "embedding",
+                        "similarity": float(graph.best_similarity[i])})
+    return out, graph.pairs
 
 
 def _leakage_rows(con) -> list[dict]:

@@ -159,3 +159,35 @@ def test_tasks_list_counts_per_split_and_class(curated):
     total = sum(n for split in out["kl_grade"]["counts"].values() for n in split.values())
     assert total == q(ws, "SELECT count(DISTINCT image_id) FROM labels WHERE task = 'kl_grade'")[0][0]
     assert set(out["kl_grade"]["counts"]) <= {"train", "val", "test"}
+
+
+def test_streamed_dup_graph_equals_all_pairs_and_stays_small_for_long_near_identical_runs():
+    from curation.near_dup import dup_graph
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(40, 256)).astype(np.float32)
+    # 40 distinct images, 30 near-copies of a few of them, one flipped copy, L/R knees and a series
+    emb = np.concatenate([base, base[:30] + rng.normal(0, 0.25, (30, 256)).astype(np.float32)])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    flip = emb[:, ::-1].copy()
+    flip[5] = emb[60]  # image 5's mirror matches image 60
+    lat = ["L" if i % 7 == 0 else ("R" if i % 7 == 1 else None) for i in range(len(emb))]
+    series = ["s1" if 10 <= i < 14 else None for i in range(len(emb))]
+    cfg = DedupConfig()
+    edges = find_edges(emb.astype(np.float16), flip.astype(np.float16), lat, series, cfg)
+    graph = dup_graph(emb.astype(np.float16), flip.astype(np.float16), lat, series, cfg)
+    assert list(graph.group) == list(groups(len(emb), edges))
+    best = {}
+    for e in edges:
+        for x, o in ((e.a, e.b), (e.b, e.a)):
+            if x not in best or e.similarity > best[x][1]:
+                best[x] = (o, e.similarity)
+    assert {i: int(graph.best_other[i]) for i in best} == {i: o for i, (o, _) in best.items()}
+    assert all(graph.best_other[i] == -1 for i in range(len(emb)) if i not in best)
+    assert len(edges) > 20
+    # 3,000 copies of one image (a pathological export): pairs ~ 4.5 million, state stays O(N)
+    many = np.repeat(emb[:1], 3000, axis=0) + rng.normal(0, 0.01, (3000, 256)).astype(np.float32)
+    many /= np.linalg.norm(many, axis=1, keepdims=True)
+    g = dup_graph(many.astype(np.float16), many[:, ::-1].astype(np.float16), [None] * 3000, [None] * 3000,
+                  DedupConfig(use_flip=False))
+    assert set(g.group.tolist()) == {0} and g.pairs == 3000 * 2999 // 2 and (g.best_other >= 0).all()

@@ -17,7 +17,10 @@ runner = CliRunner()
 
 def stage_rows(output: str) -> dict[str, str]:
     """stage -> status from the summary table (rows wrapped onto more lines have no stage cell)."""
-    rows = [line.split("│") for line in output.splitlines() if line.count("│") >= 3]
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "stage" in line and "status" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("└"))  # the stage table only
+    rows = [line.split("│") for line in lines[start:end] if line.count("│") >= 3]
     return {r[1].strip(): r[2].strip() for r in rows if r[1].strip() and r[1].strip() != "stage"}
 
 

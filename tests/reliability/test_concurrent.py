@@ -39,9 +39,13 @@ def start(script: str, *args: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.reliability
-def test_concurrent_ingest_and_curate(tmp_path, phantom_root):
+def test_concurrent_ingest_and_curate(tmp_path):
     from curation.run import curate
+    from ingest.phantom import write_phantom
     from ingest.run import ingest_source
+
+    # 24 patients: an ingest long enough (~10 s) that both curations start while it holds the lock
+    phantom_root = write_phantom(tmp_path / "tree", n_patients=24)
 
     serial = Workspace.open(tmp_path / "serial")
     add_source(serial, Source("pacs", str(phantom_root / "pacs"), "internal", labels=["csv:labels.csv"]))
@@ -58,6 +62,7 @@ def test_concurrent_ingest_and_curate(tmp_path, phantom_root):
     impatient = start(CURATE, str(ws.root), "0")
     patient = start(CURATE, str(ws.root), "300")
     out, _ = impatient.communicate(timeout=120)
+    assert ingest.poll() is None or impatient.returncode == 75, "ingest ended before curation could race it"
     assert impatient.returncode == 75
     assert "is busy: another ortho process" in out and "--wait" in out and str(tmp_path) not in out
     assert ingest.wait(timeout=300) == 0

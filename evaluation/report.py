@@ -91,10 +91,6 @@ def label_efficiency_sentence(groups, metric: str) -> str:
     return " ".join(sentences) or "No baseline at 100% of the labels to compare the pretrained backbone against."
 
 
-def _png(fig) -> bytes:
-    return figure_png(fig, dpi=110)
-
-
 def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
     import matplotlib
 
@@ -122,7 +118,7 @@ def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
     ax.set_title(f"{task}: label efficiency (mean over seeds, band = range)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    data = _png(fig)
+    data = figure_png(fig, dpi=110)
     plt.close(fig)
     return data
 
@@ -152,7 +148,7 @@ def plot_confusions(groups, classes: list[str], task: str) -> bytes | None:
         ax.set_xlabel("predicted", fontsize=7)
     axes[0][0].set_ylabel("true", fontsize=7)
     fig.suptitle(f"{task}: confusion on test (100% labels, seed 0)", fontsize=9)
-    data = _png(fig)
+    data = figure_png(fig, dpi=110)
     plt.close(fig)
     return data
 
@@ -176,7 +172,7 @@ def plot_retrieval(store: ImageStore, retrieval: list[dict]) -> bytes | None:
             ax.axis("off")
     fig.suptitle("nearest training images of test queries (cosine, pretrained features; label · similarity)",
                  fontsize=8)
-    data = _png(fig)
+    data = figure_png(fig, dpi=110)
     plt.close(fig)
     return data
 

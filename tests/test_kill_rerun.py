@@ -1,18 +1,14 @@
 """kill -9 an ingest at random moments, start it again: the catalog equals an uninterrupted run's."""
 
 import os
-import random
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from catalog import db
 from catalog.workspace import Workspace
 from ingest.sources import Source, add_source
+from tests.killing import run_or_kill
 
 SCRIPT = """
 import sys
@@ -42,19 +38,8 @@ def make_ws(path, phantom_root, secret_from=None):
 
 def run(ws, kill_at_parts=None):
     """Run to the end, or SIGKILL once `kill_at_parts` parts exist (plus a random few ms)."""
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(ws.root)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if kill_at_parts is None:
-        assert proc.wait(timeout=300) == 0
-        return True
-    while proc.poll() is None and len(os.listdir(ws.parts_dir)) < kill_at_parts:
-        time.sleep(0.002)
-    time.sleep(random.uniform(0, 0.02))
-    finished = proc.poll() is not None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return finished
+    return run_or_kill(SCRIPT, [str(ws.root)], None if kill_at_parts is None else
+                       lambda: len(os.listdir(ws.parts_dir)) >= kill_at_parts)
 
 
 @pytest.mark.slow
@@ -95,14 +80,10 @@ def test_killed_shard_build_leaves_nothing_and_rebuilds_identically(tmp_path, ph
     src, _ = phantom_workspace
     ws = Workspace.open(tmp_path / "ws")
     shutil.copytree(src.root, ws.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("shards"))
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", BUILD, str(ws.root)], env=env)
     shards = ws.root / "shards"
-    while proc.poll() is None and not (shards.exists() and any(p.glob("shard-*.tar") for p in shards.iterdir())):
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert list_shard_sets(ws) == [] and not (shards / "killed").exists()
+    finished = run_or_kill(BUILD, [str(ws.root)], jitter_s=0.0, kill_when=lambda: shards.exists() and any(
+        p.glob("shard-*.tar") for p in shards.iterdir()))
+    assert not finished and list_shard_sets(ws) == [] and not (shards / "killed").exists()
     _, m1, built = build_shard_set(ws, "killed", "SELECT image_id FROM images", samples_per_shard=2)
     _, m2, _ = build_shard_set(ws, "again", "SELECT image_id FROM images", samples_per_shard=2)
     assert built and [s.sha256 for s in m1.shards] == [s.sha256 for s in m2.shards]

@@ -1,18 +1,13 @@
 """kill -9 a curation at random moments, run it again: the curated catalog equals an uninterrupted
 run's (signatures, duplicate groups, quality flags, splits, leakage guard)."""
 
-import os
-import random
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from catalog import db
 from catalog.workspace import Workspace
+from tests.killing import run_or_kill
 
 SCRIPT = """
 import sys
@@ -41,19 +36,9 @@ def snapshot(ws):
 
 
 def run(ws, kill_after_signature_parts=None):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(ws.root)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if kill_after_signature_parts is None:
-        assert proc.wait(timeout=300) == 0
-        return True
-    while proc.poll() is None and len(list(ws.signatures_dir.glob("*.parquet"))) < kill_after_signature_parts:
-        time.sleep(0.002)
-    time.sleep(random.uniform(0, 0.05))
-    finished = proc.poll() is not None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return finished
+    return run_or_kill(SCRIPT, [str(ws.root)], None if kill_after_signature_parts is None else
+                       lambda: len(list(ws.signatures_dir.glob("*.parquet"))) >= kill_after_signature_parts,
+                       jitter_s=0.05)
 
 
 @pytest.mark.slow

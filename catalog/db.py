@@ -43,6 +43,7 @@ def _curation_sources(ws: Workspace) -> dict[str, str]:
         out[name] = (f"read_parquet('{_sql_str(current / f'{name}.parquet')}')" if current
                      else f"({schema.empty_select(pa_schema)})")
     out["signatures"] = _glob_source(ws.signatures_dir, "*.parquet", curation.SIGNATURE)
+    out["keypoints"] = _glob_source(ws.keypoints_dir, "*.parquet", curation.KEYPOINTS)
     out["splits"] = _glob_source(ws.splits_dir, "*.parquet", curation.SPLIT)
     return out
 
@@ -60,6 +61,7 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
     stmts = [
         f"CREATE OR REPLACE VIEW evals AS SELECT * FROM {evals_src}",
         f"CREATE OR REPLACE VIEW signatures AS SELECT * FROM {cur['signatures']}",
+        f"CREATE OR REPLACE VIEW keypoints AS SELECT * FROM {cur['keypoints']}",
         f"""CREATE OR REPLACE VIEW splits AS SELECT * FROM {cur['splits']}
             QUALIFY row_number() OVER (PARTITION BY patient_key ORDER BY run_id) = 1""",
         f"CREATE OR REPLACE VIEW dup_groups AS SELECT * FROM {cur['dups']}",

@@ -51,7 +51,7 @@ class Workspace:
     def open(cls, path: str | os.PathLike | None = None) -> "Workspace":
         ws = cls(resolve_workspace(path))
         for d in (ws.parts_dir, ws.runs_dir, ws.store_dir, ws.lineage_dir, ws.staging_dir, ws.logs_dir,
-                  ws.signatures_dir, ws.splits_dir, ws.curation_dir, ws.evals_catalog_dir):
+                  ws.signatures_dir, ws.keypoints_dir, ws.splits_dir, ws.curation_dir, ws.evals_catalog_dir):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(ws.private_dir, 0o700)
         return ws
@@ -86,6 +86,11 @@ class Workspace:
     @property
     def signatures_dir(self) -> Path:
         return self.catalog_dir / "signatures"
+
+    @property
+    def keypoints_dir(self) -> Path:
+        """Local features per image for cropped re-exports (curation/crops.py)."""
+        return self.catalog_dir / "keypoints"
 
     @property
     def splits_dir(self) -> Path:

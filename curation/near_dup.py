@@ -1,4 +1,5 @@
-"""Near-duplicate search and grouping, in pass order: NeighbourSearch -> EdgeFilter -> DupGroups.
+"""Near-duplicate search and grouping, in pass order: NeighbourSearch -> EdgeFilter -> DupGroups,
+then the crop search (curation/crops.py) over the pairs still apart.
 
 Search is sub-quadratic: an inverted-file index (faiss IVF with 8-bit scalar-quantised lists,
 inner product on unit vectors) probes the few cells nearest each query, so cost grows
@@ -11,9 +12,13 @@ re-export is found; a flipped match is accepted only when laterality does not co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from curation.crops import CropConfig
+
+METHODS = ("embedding", "embedding_flip", "crop")  # evidence recorded with each image's best match
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class DedupConfig:
     use_flip: bool = True
     exact_below: int = 50_000
     nprobe: int = 16
+    crops: CropConfig = field(default_factory=CropConfig)
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,46 @@ class DupGraph:
     group: np.ndarray  # [N] the smallest index of each image's group
     best_other: np.ndarray  # [N] the most similar match (-1: none)
     best_similarity: np.ndarray  # [N]
-    best_flip: np.ndarray  # [N] bool: that match was found with the mirrored embedding
+    best_method: np.ndarray  # [N] index into METHODS of the evidence for that match
     pairs: int  # accepted pairs, counted per search pass
+    series_code: np.ndarray | None = None  # [N] -1: no series
+    laterality_code: np.ndarray | None = None  # [N] 0 unknown, 1 L, 2 R
+
+    def apart_from_crop(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Candidate pairs (arrays) the crop search need not check: already one group, slices of one
+        series (the global pass owns those, with its strict same-series threshold), or left against
+        right (a crop does not mirror)."""
+        skip = self.group[a] == self.group[b]
+        if self.series_code is not None:
+            skip |= (self.series_code[a] >= 0) & (self.series_code[a] == self.series_code[b])
+        if self.laterality_code is not None:
+            la, lb = self.laterality_code[a], self.laterality_code[b]
+            skip |= (la > 0) & (lb > 0) & (la != lb)
+        return skip
+
+    def add_edges(self, edges: list[tuple[int, int, float]], method: int) -> None:
+        """Joins the groups of each (a, b, similarity); an image with no match yet records the most
+        similar of these (the similarity scales of two methods are not comparable, so a match the
+        global signature found is kept)."""
+        parent = self.group.copy()
+
+        def root(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b, _ in edges:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        self.group = np.array([root(i) for i in range(len(parent))], dtype=np.int64)
+        had = self.best_other >= 0
+        for a, b, sim in sorted(edges, key=lambda e: (-e[2], e[0], e[1])):
+            for x, other in ((a, b), (b, a)):
+                if not had[x] and self.best_other[x] < 0:
+                    self.best_other[x], self.best_similarity[x], self.best_method[x] = other, sim, method
+            self.pairs += 1
 
 
 def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: list, cfg: DedupConfig) -> DupGraph:
@@ -138,7 +182,7 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
     best_flip = np.zeros(n, dtype=bool)
     pairs = 0
     if n == 0:
-        return DupGraph(np.zeros(0, np.int64), best_other, best_sim, best_flip, 0)
+        return DupGraph(np.zeros(0, np.int64), best_other, best_sim, np.zeros(0, np.int8), 0)
     codes = {v: k for k, v in enumerate(dict.fromkeys(s for s in series if s is not None))}
     series_code = np.array([codes[s] if s is not None else -1 for s in series], dtype=np.int64)
     lat = np.array([{"L": 1, "R": 2}.get(x, 0) for x in laterality], dtype=np.int8)
@@ -174,7 +218,7 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
                 if ru != rv:
                     parent[max(ru, rv)] = min(ru, rv)
     group = np.array([root(i) for i in range(n)], dtype=np.int64)
-    return DupGraph(group, best_other, best_sim, best_flip, pairs)
+    return DupGraph(group, best_other, best_sim, best_flip.astype(np.int8), pairs, series_code, lat)
 
 
 def groups(n: int, edges: list[Edge]) -> np.ndarray:

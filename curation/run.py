@@ -22,7 +22,7 @@ from catalog import db
 from catalog.parts import write_table
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
-from curation import near_dup
+from curation import crops, near_dup
 from curation.quality import QualityConfig
 from curation.signatures import DIM, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
@@ -36,6 +36,7 @@ SIGNATURE = pa.schema([
     ("p01", pa.float32()), ("p99", pa.float32()), ("frac_at_min", pa.float32()), ("frac_at_max", pa.float32()),
     ("frac_at_full", pa.float32()),
 ])
+KEYPOINTS = pa.schema([("image_id", pa.string()), ("n", pa.int16()), ("kp", pa.binary()), ("desc", pa.binary())])
 SPLIT = pa.schema([("patient_key", pa.string()), ("split", pa.string()), ("basis", pa.string()), ("run_id", pa.string())])
 DUPS = pa.schema([("image_id", pa.string()), ("dup_group", pa.string()), ("representative", pa.bool_()),
                   ("group_size", pa.int32()), ("matched_image_id", pa.string()), ("method", pa.string()),
@@ -60,32 +61,53 @@ class CurateSummary:
     new_patients: int = 0
     dup_groups: int = 0
     near_duplicates: int = 0
+    matched_by: dict = field(default_factory=dict)  # method -> images whose recorded match it found
+    crop_search: dict = field(default_factory=dict)  # candidates at each stage of the crop search
     quality: dict = field(default_factory=dict)
     excluded: int = 0
     leakage_removed: int = 0
     splits: dict = field(default_factory=dict)
 
 
-def signature_rows(ws: Workspace, rows: list[tuple[str, int]]) -> list[dict]:
+def signature_rows(ws: Workspace, rows: list[tuple[str, int, bool, bool]]) -> tuple[list[dict], list[dict]]:
+    """Signature rows and keypoint rows for (image_id, bits, needs a signature, needs keypoints),
+    reading each image once."""
     store = ImageStore(ws.store_dir)
-    out = []
-    for image_id, bits in rows:
+    sigs, kps = [], []
+    for image_id, bits, need_sig, need_kp in rows:
         pixels = store.get(image_id)
-        emb, flip = signature(pixels)
-        out.append({"image_id": image_id, "emb": emb.tobytes(), "emb_flip": flip.tobytes(), **pixel_stats(pixels, bits)})
-    return out
+        if need_sig:
+            emb, flip = signature(pixels)
+            sigs.append({"image_id": image_id, "emb": emb.tobytes(), "emb_flip": flip.tobytes(),
+                         **pixel_stats(pixels, bits)})
+        if need_kp:
+            kp, desc = crops.features(pixels)
+            kps.append({"image_id": image_id, "n": len(kp), "kp": kp.tobytes(), "desc": desc.tobytes()})
+    return sigs, kps
 
 
-def serial_signatures(ws: Workspace, batches: Iterable[list[tuple[str, int]]]) -> Iterator[int]:
+def write_signature_part(ws: Workspace, part: str, rows: list[tuple[str, int, bool, bool]]) -> int:
+    """Computes and writes one batch; each table is written whole or not at all (a killed run
+    recomputes what is missing)."""
+    sigs, kps = signature_rows(ws, rows)
+    if sigs:
+        write_table(ws.signatures_dir / f"{part}.parquet", sigs, SIGNATURE, ws.staging_dir)
+    if kps:
+        write_table(ws.keypoints_dir / f"{part}.parquet", kps, KEYPOINTS, ws.staging_dir)
+    return len(rows)
+
+
+def serial_signatures(ws: Workspace, batches: Iterable[list[tuple[str, int, bool, bool]]]) -> Iterator[int]:
+    prefix = new_run_id()
     for i, batch in enumerate(batches):
-        rows = signature_rows(ws, batch)
-        write_table(ws.signatures_dir / f"{new_run_id()}-{i:06d}.parquet", rows, SIGNATURE, ws.staging_dir)
-        yield len(rows)
+        yield write_signature_part(ws, f"{prefix}-{i:06d}", batch)
 
 
-def _missing_signatures(con, batch_size: int) -> list[list[tuple[str, int]]]:
-    rows = con.execute("""SELECT image_id, bits FROM images
-                          WHERE image_id NOT IN (SELECT image_id FROM signatures) ORDER BY image_id""").fetchall()
+def _missing_signatures(con, batch_size: int, keypoints: bool) -> list[list[tuple[str, int, bool, bool]]]:
+    rows = con.execute("""SELECT image_id, bits, need_sig, need_kp AND $kp FROM (
+                              SELECT image_id, bits, image_id NOT IN (SELECT image_id FROM signatures) AS need_sig,
+                                     image_id NOT IN (SELECT image_id FROM keypoints) AS need_kp FROM images)
+                          WHERE need_sig OR (need_kp AND $kp) ORDER BY image_id""", {"kp": keypoints}).fetchall()
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
@@ -101,15 +123,17 @@ def _new_splits(con, policy: SplitPolicy, run_id: str) -> list[dict]:
     return out
 
 
-def _dup_rows(con, cfg: near_dup.DedupConfig) -> tuple[list[dict], int]:
+def _dup_rows(con, ws: Workspace, cfg: near_dup.DedupConfig) -> tuple[list[dict], int, dict]:
     rows = con.execute("""SELECT i.image_id, i.laterality, i.series_key, i.bits, i.rows * i.cols, i.source_seq, s.emb, s.emb_flip
                           FROM images i JOIN signatures s USING (image_id) ORDER BY i.image_id""").fetchall()
     if not rows:
-        return [], 0
+        return [], 0, {}
     ids = [r[0] for r in rows]
     emb = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
     flip = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
-    graph = near_dup.dup_graph(emb, flip, [r[1] for r in rows], [r[2] for r in rows], cfg)
+    laterality, series = [r[1] for r in rows], [r[2] for r in rows]
+    graph = near_dup.dup_graph(emb, flip, laterality, series, cfg)
+    crop_search = _crop_pass(con, ws, ids, graph, cfg) if cfg.crops.enabled else {}
     members: dict[int, list[int]] = {}
     for i, g in enumerate(graph.group):
         members.setdefault(int(g), []).append(i)
@@ -122,9 +146,37 @@ def _dup_rows(con, cfg: near_dup.DedupConfig) -> tuple[list[dict], int]:
         for i in idx:
             out.append({"image_id": ids[i], "dup_group": ids[g], "representative": i == rep, "group_size": len(idx),
                         "matched_image_id": ids[int(graph.best_other[i])],
-                        "method": "embedding_flip" if graph.best_flip[i] else "embedding",
+                        "method": near_dup.METHODS[int(graph.best_method[i])],
                         "similarity": float(graph.best_similarity[i])})
-    return out, graph.pairs
+    return out, graph.pairs, crop_search
+
+
+def _binary_column(table: pa.Table, name: str) -> np.ndarray:
+    """A binary column's values end to end as one uint8 array (nulls are empty), without a Python
+    object per row."""
+    col = table.column(name).combine_chunks()
+    if len(col) == 0:
+        return np.zeros(0, np.uint8)
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + len(col) + 1]
+    data = col.buffers()[2]
+    return np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+
+
+def _crop_pass(con, ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: near_dup.DedupConfig) -> dict:
+    """Cropped re-exports (curation/crops.py) among images the global signature left apart; their
+    verified pairs join the groups."""
+    table = con.sql("""SELECT i.image_id, coalesce(k.n, 0)::BIGINT AS n, k.kp, k.desc
+                           FROM images i JOIN signatures s USING (image_id) LEFT JOIN keypoints k USING (image_id)
+                           ORDER BY i.image_id""").to_arrow_table()
+    assert table.column("image_id").to_pylist() == ids
+    sizes = table.column("n").to_numpy()
+    kp = _binary_column(table, "kp").view(np.float32).reshape(-1, 4)
+    desc = _binary_column(table, "desc").reshape(-1, crops.DESC)
+    del table
+    store = ImageStore(ws.store_dir)
+    edges, counts = crops.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: store.get(ids[i]), cfg.crops)
+    graph.add_edges([(e.a, e.b, e.similarity) for e in edges], method=near_dup.METHODS.index("crop"))
+    return counts
 
 
 def _leakage_rows(con) -> list[dict]:
@@ -156,7 +208,7 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
         con = db.connect(ws)
         try:
             summary.images = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
-            batches = _missing_signatures(con, config.batch_size)
+            batches = _missing_signatures(con, config.batch_size, config.dedup.crops.enabled)
         finally:
             con.close()
         total = sum(len(b) for b in batches)
@@ -174,7 +226,7 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             con.close()
         con = db.connect(ws)
         try:
-            dups, n_edges = _dup_rows(con, config.dedup)
+            dups, n_edges, summary.crop_search = _dup_rows(con, ws, config.dedup)
             con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
             leakage = _leakage_rows(con)
             excluding = set(config.quality.exclude)
@@ -188,6 +240,7 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
         try:
             summary.dup_groups = con.execute("SELECT count(DISTINCT dup_group) FROM dup_groups").fetchall()[0][0]
             summary.near_duplicates = con.execute("SELECT count(*) FROM dup_groups WHERE NOT representative").fetchall()[0][0]
+            summary.matched_by = dict(con.execute("SELECT method, count(*) FROM dup_groups GROUP BY ALL ORDER BY ALL").fetchall())
             summary.quality = dict(con.execute("SELECT reason, count(*) FROM quality GROUP BY ALL ORDER BY ALL").fetchall())
             summary.excluded = con.execute("SELECT count(*) FROM images WHERE excluded").fetchall()[0][0]
             summary.leakage_removed = con.execute("SELECT count(*) FROM images WHERE held_out").fetchall()[0][0]

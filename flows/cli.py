@@ -217,6 +217,10 @@ def curate(
     print_curate_summary(summary)
 
 
+METHOD_NAMES = {"embedding": "the global signature", "embedding_flip": "the mirrored signature",
+                "crop": "the crop search"}
+
+
 def print_curate_summary(s: dict) -> None:
     if not s["images"]:
         console.print("the catalog holds no images yet: nothing to curate (run `ortho ingest` first)")
@@ -225,10 +229,15 @@ def print_curate_summary(s: dict) -> None:
     for label, value in (("images in the catalog", s["images"]), ("new signatures", s["new_signatures"]),
                          ("new patients given a split", s["new_patients"]), ("near-duplicate groups", s["dup_groups"]),
                          ("near-duplicates (not representative)", s["near_duplicates"]),
+                         *((f"  grouped by {METHOD_NAMES.get(m, m)}", n) for m, n in s.get("matched_by", {}).items()),
                          ("excluded from training selections", s["excluded"]),
                          ("held out by the leakage guard", s["leakage_removed"])):
         t.add_row(label, str(value))
     console.print(t)
+    c = s.get("crop_search") or {}
+    if c.get("descriptors"):
+        console.print(f"crop search: {c['votes']:,} descriptor matches -> {c['candidates']:,} candidate pairs -> "
+                      f"{c['transforms']:,} aligned -> {c['verified']:,} verified crops")
     tq = Table("quality flag", "images", title="quality (flags; `ortho sql \"SELECT * FROM quality\"`)")
     for reason, n in s["quality"].items():
         tq.add_row(reason, str(n))

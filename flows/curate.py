@@ -10,19 +10,16 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from catalog.parts import write_table
 from catalog.workspace import Workspace
-from curation.run import SIGNATURE, CurateConfig, curate, signature_rows
+from curation.run import CurateConfig, curate, write_signature_part
 from flows import progress
 from flows.runners import build_task_runner
 from ingest.run import new_run_id
 
 @task(name="signatures", retries=1, cache_policy=NO_CACHE, persist_result=False)
-def signature_task(workspace: str, image_ids: list[str], bits: list[int], part: str) -> int:
-    ws = Workspace.open(workspace)
-    rows = signature_rows(ws, list(zip(image_ids, bits)))
-    write_table(ws.signatures_dir / f"{part}.parquet", rows, SIGNATURE, ws.staging_dir)
-    return len(rows)
+def signature_task(workspace: str, rows: list[tuple[str, int, bool, bool]], part: str) -> int:
+    """Signatures and keypoints of one batch of (image_id, bits, needs a signature, needs keypoints)."""
+    return write_signature_part(Workspace.open(workspace), part, [tuple(r) for r in rows])
 
 
 def prefect_map(max_in_flight: int):
@@ -30,8 +27,8 @@ def prefect_map(max_in_flight: int):
         pending: deque = deque()
         prefix = new_run_id()
         for i, batch in enumerate(batches):
-            ids, bits = [b[0] for b in batch], [int(b[1]) for b in batch]
-            pending.append(signature_task.submit(str(ws.root), ids, bits, f"{prefix}-{i:06d}"))
+            rows = [(str(r[0]), int(r[1]), bool(r[2]), bool(r[3])) for r in batch]
+            pending.append(signature_task.submit(str(ws.root), rows, f"{prefix}-{i:06d}"))
             while len(pending) >= max_in_flight:
                 yield pending.popleft().result()
         while pending:

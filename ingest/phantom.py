@@ -11,7 +11,7 @@ menisci, an ACL that is torn in some exams), and writes them the way real export
                 broken files (truncated, empty, random bytes, wrong extension, corrupt NIfTI).
   root/public/  a public-dataset-like PNG tree, train/val/<KL>/<id><L|R>.png, some of it the
                 same pixels as pacs/ radiographs (cross-source duplicates), two of it re-windowed
-                8-bit copies of them (near-duplicates).
+                8-bit copies of them and two cropped, resized 8-bit copies (near-duplicates).
 
 Everything is deterministic for a seed. `planted_values()` lists the strings that must never
 appear in a workspace outside the private lineage table.
@@ -351,6 +351,17 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def cropped_reexport(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """12-bit knee -> 8 bits, 90-95% of each side kept at a random offset, resized back to the
+    original size: what a re-release that trims borders does."""
+    h, w = arr.shape
+    f = rng.uniform(0.90, 0.95)
+    ch, cw = round(h * f), round(w * f)
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    part = Image.fromarray(arr[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32), mode="F").resize((w, h), Image.BICUBIC)
+    return (np.clip(np.asarray(part), 0, 4095) / 16).astype(np.uint8)
+
+
 def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips: bool = False,
                   poses: bool = True) -> Path:
     """Write the tree once (atomically: a temporary folder renamed into place). With n_patients=None
@@ -359,7 +370,7 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
     radiograph per patient (task `hip_kl_grade`), for cross-anatomy evaluation. `poses` positions and
     exposes every knee radiograph differently (see draw_radiograph), as real ones are."""
     root = Path(root)
-    stamp = f"phantom v1 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}{' poses' if poses else ''}\n"
+    stamp = f"phantom v2 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}{' poses' if poses else ''}\n"
     if (root / MARKER).exists() and (n_patients is None or (root / MARKER).read_text() == stamp):
         return root
     n_patients = n_patients or 6
@@ -389,7 +400,11 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
             else:  # public-only knees, 8-bit as public datasets often are
                 other = draw_radiograph(grade, side, rng, pose=np.random.default_rng([seed, p.index, 3, side == "L"])
                                         if poses else None)
-                _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png((other >> 4).astype(np.uint8)))
+                out = (other >> 4).astype(np.uint8)
+                if p.index == 3:  # instead (drawn all the same, so later patients keep their pixels): a
+                    # cropped and resized 8-bit re-release of the pacs knee (near-duplicate)
+                    out = cropped_reexport(arr, np.random.default_rng([seed, p.index, 4, side == "L"]))
+                _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png(out))
         if hips:
             hip_rng = np.random.default_rng([seed, p.index, 1])  # the knee draws stay as without hips
             side = "L" if p.index % 2 else "R"

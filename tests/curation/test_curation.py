@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from catalog import db
+from curation.crops import CropConfig
 from curation.near_dup import DedupConfig, find_edges, groups, search
 from curation.run import curate
 from curation.signatures import signature
@@ -30,16 +31,20 @@ def curated(phantom_workspace, tmp_path_factory):
     return ws, curate(ws)
 
 
-def test_rewindowed_8_bit_copies_are_grouped_with_their_originals(curated):
+def test_rewindowed_and_cropped_8_bit_copies_are_grouped_with_their_originals(curated):
     ws, summary = curated
     rows = q(ws, """SELECT dup_group, list(source ORDER BY source), list(bits ORDER BY bits),
-                           list(dup_representative ORDER BY bits) FROM images WHERE dup_group IS NOT NULL
-                    GROUP BY dup_group""")
-    assert len(rows) == 2  # patient 1's two knees, re-windowed to 8 bits in the public tree
-    for _, sources, bits, representative in rows:
+                           list(dup_representative ORDER BY bits), list(DISTINCT d.method)
+                    FROM images JOIN dup_groups d USING (image_id, dup_group) GROUP BY dup_group""")
+    # patient 1's two knees re-windowed to 8 bits in the public tree, patient 3's cropped and resized
+    assert sorted(r[4] for r in rows) == [["crop"], ["crop"], ["embedding"], ["embedding"]]
+    for _, sources, bits, representative, _ in rows:
         assert sources == ["pacs", "public"] and bits == [8, 16]
         assert representative == [False, True]  # the 16-bit original represents the group
-    assert summary.near_duplicates == 2
+    assert summary.near_duplicates == 4 and summary.matched_by == {"crop": 4, "embedding": 4}
+    assert summary.crop_search["verified"] == 2
+    similarity = q(ws, "SELECT min(similarity) FROM dup_groups WHERE method = 'crop'")[0][0]
+    assert similarity > CropConfig().threshold + 0.2
 
 
 def test_no_different_knees_grouped(curated):

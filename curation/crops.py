@@ -43,6 +43,8 @@ DESC = 128
 class CropConfig:
     enabled: bool = True
     neighbours: int = 4
+    query_keypoints: int = 24  # each image asks with its strongest descriptors (all of them by default)
+    pca_dim: int = 64  # of the IVF search (candidates re-scored on all 128 dimensions)
     descriptor_similarity: float = 0.90
     min_votes: int = 3
     min_inliers: int = 3
@@ -50,7 +52,7 @@ class CropConfig:
     min_overlap: float = 0.6  # of the smaller image's area, once mapped
     threshold: float = 0.45  # aligned texture cosine; measured: different real knees <= 0.26, phantom knees <= 0.34, crops median 0.86
     exact_below: int = 20_000  # descriptors (about 800 images); an IVF index above (same matches, measured)
-    nprobe: int = 16
+    nprobe: int = 8
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,42 +105,68 @@ def features(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _unit(desc_u8: np.ndarray) -> np.ndarray:
     d = desc_u8.astype(np.float32)
-    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+    return d / np.maximum(np.sqrt(np.einsum("ij,ij->i", d, d)), 1e-6)[:, None]
 
 
 def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 65536
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Descriptor matches between different images: arrays (descriptor q, descriptor j, cosine),
-    q's owner < j's owner, each match once."""
+    q's owner < j's owner, each match once. Each image queries with its `query_keypoints` strongest
+    descriptors against everyone's `neighbours` nearest.
+
+    Below `exact_below` descriptors the search is exact. Above, it runs on a PCA projection
+    (`pca_dim`, fitted on a sample) in an IVF index of about 200 descriptors per list (at most
+    65,536 lists), whose centroids are trained and searched through an HNSW graph, so that cost
+    grows about linearly with the catalog; neighbours the approximate search puts near the
+    threshold are re-scored on the full descriptors, so `descriptor_similarity` means the same
+    either way."""
     import faiss
 
     m = len(desc)
     empty = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     if m == 0:
         return empty
+    starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
+    rank = np.arange(m) - np.repeat(starts, np.diff(np.r_[starts, m]))
+    queries = np.flatnonzero(rank < cfg.query_keypoints)
     k = min(cfg.neighbours + 1, m)
     if m < cfg.exact_below:
+        project = _unit
         index = faiss.IndexFlatIP(DESC)
-        for s in range(0, m, block):
-            index.add(_unit(desc[s : s + block]))
+        approx_cosine = lambda d: d  # noqa: E731  (inner products of unit vectors)
     else:
-        nlist = int(min(65536, 4 * np.sqrt(m), m // 40))  # at least 40 training points per list
-        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(DESC), DESC, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = 10
-        sample = np.sort(np.random.default_rng(0).choice(m, size=min(m, 64 * nlist), replace=False))
-        index.train(_unit(desc[sample]))
-        for s in range(0, m, block):
-            index.add(_unit(desc[s : s + block]))
-        index.nprobe = cfg.nprobe
-    qs, js, ss = [], [], []
+        rng = np.random.default_rng(0)
+        sample = _unit(desc[np.sort(rng.choice(m, size=min(m, 100_000), replace=False))])
+        mean = sample.mean(0)
+        basis = np.linalg.svd(sample - mean, full_matrices=False)[2][: cfg.pca_dim].T.astype(np.float32)
+
+        def project(d: np.ndarray) -> np.ndarray:
+            z = (_unit(d) - mean) @ basis
+            return np.ascontiguousarray(z / np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-6)[:, None])
+
+        # unit vectors, so L2 order is cosine order (HNSW works in L2): cosine = 1 - d^2 / 2
+        nlist = int(min(65536, max(64, m // 200)))
+        index = faiss.index_factory(cfg.pca_dim, f"IVF{nlist}_HNSW32,SQ8")
+        ivf = faiss.extract_index_ivf(index)
+        ivf.clustering_index = faiss.IndexHNSWFlat(cfg.pca_dim, 32)
+        ivf.cp.niter = 10
+        faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(2 * cfg.nprobe, 16)
+        index.train(project(desc[np.sort(rng.choice(m, size=min(m, 40 * nlist), replace=False))]))
+        ivf.nprobe = cfg.nprobe
+        approx_cosine = lambda d: 1.0 - d / 2  # noqa: E731
     for s in range(0, m, block):
-        sims, nb = index.search(_unit(desc[s : s + block]), k)
-        q = np.repeat(np.arange(s, s + len(nb)), k)
-        j, sim = nb.ravel(), sims.ravel()
-        ok = (j >= 0) & (sim >= cfg.descriptor_similarity)
-        q, j, sim = q[ok], j[ok], sim[ok]
+        index.add(project(desc[s : s + block]))
+    qs, js, ss = [], [], []
+    for s in range(0, len(queries), block):
+        q = queries[s : s + block]
+        dist, nb = index.search(project(desc[q]), k)
+        q, j, approx = np.repeat(q, k), nb.ravel().astype(np.int64), approx_cosine(dist.ravel())
+        ok = (j >= 0) & (approx >= cfg.descriptor_similarity - 0.1)
+        q, j = q[ok], j[ok]
         ok = owner[q] != owner[j]
+        q, j = q[ok], j[ok]
+        sim = np.einsum("ij,ij->i", _unit(desc[q]), _unit(desc[j]))  # exact cosine of each neighbour
+        ok = sim >= cfg.descriptor_similarity
         q, j, sim = q[ok], j[ok], sim[ok]
         swap = owner[q] > owner[j]
         q, j = np.where(swap, j, q), np.where(swap, q, j)

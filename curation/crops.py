@@ -130,7 +130,7 @@ def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 655
     rank = np.arange(m) - np.repeat(starts, np.diff(np.r_[starts, m]))
     queries = np.flatnonzero(rank < cfg.query_keypoints)
     k = min(cfg.neighbours + 1, m)
-    if m < cfg.exact_below:
+    if m < max(cfg.exact_below, 64 * 40):  # an IVF index needs some 40 training points per list
         project = _unit
         index = faiss.IndexFlatIP(DESC)
         approx_cosine = lambda d: d  # noqa: E731  (inner products of unit vectors)

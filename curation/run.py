@@ -133,7 +133,7 @@ def _dup_rows(con, ws: Workspace, cfg: near_dup.DedupConfig) -> tuple[list[dict]
     flip = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
     laterality, series = [r[1] for r in rows], [r[2] for r in rows]
     graph = near_dup.dup_graph(emb, flip, laterality, series, cfg)
-    crop_search = _crop_pass(con, ws, ids, graph, cfg) if cfg.crops.enabled else {}
+    crop_search = _crop_pass(ws, ids, graph, cfg) if cfg.crops.enabled else {}
     members: dict[int, list[int]] = {}
     for i, g in enumerate(graph.group):
         members.setdefault(int(g), []).append(i)
@@ -162,17 +162,28 @@ def _binary_column(table: pa.Table, name: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
 
 
-def _crop_pass(con, ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: near_dup.DedupConfig) -> dict:
+def _crop_pass(ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: near_dup.DedupConfig) -> dict:
     """Cropped re-exports (curation/crops.py) among images the global signature left apart; their
     verified pairs join the groups."""
-    table = con.sql("""SELECT i.image_id, coalesce(k.n, 0)::BIGINT AS n, k.kp, k.desc
-                           FROM images i JOIN signatures s USING (image_id) LEFT JOIN keypoints k USING (image_id)
-                           ORDER BY i.image_id""").to_arrow_table()
-    assert table.column("image_id").to_pylist() == ids
-    sizes = table.column("n").to_numpy()
-    kp = _binary_column(table, "kp").view(np.float32).reshape(-1, 4)
-    desc = _binary_column(table, "desc").reshape(-1, crops.DESC)
-    del table
+    con = db.connect(ws)  # its own connection: the caller's keeps its whole memory budget for what follows
+    try:
+        reader = con.sql("""SELECT i.image_id, coalesce(k.n, 0)::BIGINT AS n, k.kp, k.desc
+                            FROM images i JOIN signatures s USING (image_id) LEFT JOIN keypoints k USING (image_id)
+                            ORDER BY i.image_id""").to_arrow_reader(65536)
+        got, sizes, kp, desc = [], [], [], []
+        for batch in reader:  # copied out batch by batch
+            table = pa.Table.from_batches([batch])
+            got += table.column("image_id").to_pylist()
+            sizes.append(table.column("n").to_numpy().copy())
+            kp.append(_binary_column(table, "kp").copy())
+            desc.append(_binary_column(table, "desc").copy())
+    finally:
+        con.close()
+    if got != ids:
+        raise RuntimeError("signatures and keypoints read in different orders")
+    sizes = np.concatenate(sizes)
+    kp = np.concatenate(kp).view(np.float32).reshape(-1, 4)
+    desc = np.concatenate(desc).reshape(-1, crops.DESC)
     store = ImageStore(ws.store_dir)
     edges, counts = crops.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: store.get(ids[i]), cfg.crops)
     graph.add_edges([(e.a, e.b, e.similarity) for e in edges], method=near_dup.METHODS.index("crop"))
@@ -230,8 +241,9 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
             leakage = _leakage_rows(con)
             excluding = set(config.quality.exclude)
-            quality = [{"image_id": i, "reason": r, "excluding": r in excluding}
-                       for i, r in con.execute(config.quality.sql() + " ORDER BY 1, 2").fetchall()] if summary.images else []
+            quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding}
+                              for reason, sql in (config.quality.queries().items() if summary.images else [])
+                              for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
         finally:
             con.close()
         _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)})

@@ -195,6 +195,8 @@ def curate(
     runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    crops: bool = typer.Option(True, "--crops/--no-crops",
+                               help="Also search for cropped re-exports (local features; docs/catalog.md)"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Near-duplicates, quality flags, patient-level splits and the leakage guard, incrementally."""
@@ -209,7 +211,7 @@ def curate(
         bar = progress.add_task("signatures", total=None)
         progress_hooks.hooks["curate"] = lambda stage, done, total: progress.update(bar, completed=done, total=total)
         try:
-            summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait)
+            summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait, crops=crops)
         except WorkspaceBusy as e:
             _fail(str(e), code=75)
         finally:
@@ -229,7 +231,7 @@ def print_curate_summary(s: dict) -> None:
     for label, value in (("images in the catalog", s["images"]), ("new signatures", s["new_signatures"]),
                          ("new patients given a split", s["new_patients"]), ("near-duplicate groups", s["dup_groups"]),
                          ("near-duplicates (not representative)", s["near_duplicates"]),
-                         *((f"  grouped by {METHOD_NAMES.get(m, m)}", n) for m, n in s.get("matched_by", {}).items()),
+                         *((f"  images matched by {METHOD_NAMES.get(m, m)}", n) for m, n in s.get("matched_by", {}).items()),
                          ("excluded from training selections", s["excluded"]),
                          ("held out by the leakage guard", s["leakage_removed"])):
         t.add_row(label, str(value))
@@ -811,6 +813,9 @@ def pipeline(
         c = colour.get(r["status"], "white")
         t.add_row(r["stage"], f"[{c}]{r['status']}[/{c}]", r["detail"])
     console.print(t)
+    curated = next((r.get("summary") for r in results if r["stage"] == "curate" and r.get("summary")), None)
+    if curated:
+        print_curate_summary(curated)
     report_path = next((r.get("report") for r in results if r["stage"] == "evaluate" and r["status"] != "failed"), None)
     if report_path and Path(report_path).is_file():
         print_eval_summary(Path(report_path).parent)

@@ -11,6 +11,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog.workspace import Workspace
+from curation.crops import CropConfig
+from curation.near_dup import DedupConfig
 from curation.run import CurateConfig, curate, write_signature_part
 from flows import progress
 from flows.runners import build_task_runner
@@ -38,13 +40,17 @@ def prefect_map(max_in_flight: int):
 
 
 @flow(name="curate", log_prints=False)
-def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0) -> dict:
+def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
+                crops: bool = True) -> dict:
     ws = Workspace.open(workspace)
-
-    summary = curate(ws, CurateConfig(), map_signatures=prefect_map(2 * (workers or 2) + 1),
+    config = CurateConfig(dedup=DedupConfig(crops=CropConfig(enabled=crops)))
+    summary = curate(ws, config, map_signatures=prefect_map(2 * (workers or 2) + 1),
                      on_progress=partial(progress.report, "curate"), wait_s=wait_s)
     return summary.__dict__
 
 
-def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0) -> dict:
-    return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(workspace, runner, workers, wait_s)
+def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
+               crops: bool = True) -> dict:
+    """`crops=False` skips the crop search (and computing keypoints for new images)."""
+    return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(workspace, runner, workers, wait_s,
+                                                                                    crops)

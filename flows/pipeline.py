@@ -38,7 +38,7 @@ SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality",
 STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
     "ingest": {"runner", "workers", "batch_size"},
-    "curate": {"runner", "workers"},
+    "curate": {"runner", "workers", "crops"},
     "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard"},
     "pretrain": {"name", "shards", "config", "overrides"},
     "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
@@ -246,12 +246,16 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
 
     stage("ingest", ("phantom",), do_ingest)
 
+    curate_out: dict = {}  # the curation summary, printed after the stage table
+
     def do_curate():
         fingerprint = _digest({"catalog": catalog_snapshot(ws), "settings": spec.curate})
         if state.get("curate") == fingerprint:
             return "up to date", "catalog unchanged since the last curation"
         cur = spec.curate
-        s = run_curate(str(ws.root), runner=cur.get("runner", "processes"), workers=cur.get("workers"))
+        s = run_curate(str(ws.root), runner=cur.get("runner", "processes"), workers=cur.get("workers"),
+                       crops=bool(cur.get("crops", True)))
+        curate_out.update(s)
         state["curate"] = _digest({"catalog": catalog_snapshot(ws), "settings": spec.curate})
         _save_state(ws, state)
         return "done", f"{s['images']} images, {s['excluded']} excluded, {s['leakage_removed']} removed by the " \
@@ -324,4 +328,5 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
 
         stage("evaluate", ("pretrain",), do_evaluate)
 
-    return [r.__dict__ | ({"report": eval_out.get("report")} if r.stage == "evaluate" else {}) for r in results]
+    extra = {"evaluate": {"report": eval_out.get("report")}, "curate": {"summary": curate_out or None}}
+    return [r.__dict__ | extra.get(r.stage, {}) for r in results]

@@ -88,3 +88,20 @@ def test_crop_edges_join_groups_and_keep_the_global_match():
     assert list(graph.group) == [0, 0, 2, 0]
     assert METHODS[graph.best_method[3]] == "crop" and graph.best_other[3] == 1
     assert METHODS[graph.best_method[1]] == "embedding" and graph.best_other[1] == 0  # kept
+
+
+def test_approximate_vote_search_finds_what_the_exact_one_finds():
+    rng = np.random.default_rng(5)
+    n = 1500  # images, 24 descriptors each: 36,000, past the exact search's limit when it is set low
+    base = rng.dirichlet(np.full(crops.DESC, 0.3), n * crops.KEYPOINTS).astype(np.float32) ** 0.5
+    base[crops.KEYPOINTS * 100 : crops.KEYPOINTS * 200] = base[: crops.KEYPOINTS * 100] + rng.normal(
+        0, 0.02, (crops.KEYPOINTS * 100, crops.DESC))  # images 100-199 re-use the descriptors of 0-99
+    desc = np.round(255 * np.abs(base) / np.linalg.norm(base, axis=1, keepdims=True)).astype(np.uint8)
+    owner = np.repeat(np.arange(n), crops.KEYPOINTS)
+    exact = crops.votes(desc, owner, crops.CropConfig(exact_below=10**9))
+    approx = crops.votes(desc, owner, crops.CropConfig(exact_below=0))
+    pairs = lambda v: set(zip(v[0].tolist(), v[1].tolist()))  # noqa: E731
+    assert len(pairs(exact)) >= 100 * crops.KEYPOINTS * 0.9
+    assert pairs(approx) <= pairs(exact)  # re-scored exactly: nothing the exact search rejects
+    assert len(pairs(approx)) >= 0.95 * len(pairs(exact))
+    assert {(int(owner[q]), int(owner[j])) for q, j in pairs(approx)} == {(i, i + 100) for i in range(100)}

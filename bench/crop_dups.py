@@ -82,7 +82,9 @@ def real(n_crops: int) -> None:
         t0 = time.perf_counter()
         edges, counts = C.crop_edges(kp, desc, sizes, lambda a, b: np.zeros(len(a), bool), lambda i: everything[i], cfg)
         elapsed = time.perf_counter() - t0
-        print(f"   nprobe {nprobe}: search + checks {elapsed:.1f} s; stages {counts}")
+        per = counts["check_s"] / max(counts["candidates"], 1) * 1000
+        print(f"   nprobe {nprobe}: {elapsed:.1f} s = vote search {counts['search_s']:.1f} s + checks {counts['check_s']:.1f} s "
+              f"({per:.2f} ms per candidate, {counts['candidates'] / len(everything):.2f} candidates per image); {counts}")
     true_sim = {(e.a, e.b): e.similarity for e in edges if (e.a, e.b) in truth}
     false_sim = np.array([e.similarity for e in edges if (e.a, e.b) not in truth])
     print(f"   {'treatment':<22} {'reached the check':>18} {'cosine min / 5th pct / median':>32}")

@@ -25,6 +25,9 @@ Search over the catalog, in pass order:
 from __future__ import annotations
 
 import functools
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,6 +56,7 @@ class CropConfig:
     threshold: float = 0.45  # aligned texture cosine; measured: different real knees <= 0.26, phantom knees <= 0.34, crops median 0.86
     exact_below: int = 20_000  # descriptors (about 800 images); an IVF index above (same matches, measured)
     nprobe: int = 8
+    workers: int | None = None  # threads for the pixel checks (default: CPU count)
 
 
 @functools.lru_cache(maxsize=1)
@@ -257,14 +261,18 @@ class CropEdge:
 
 def crop_edges(kp: np.ndarray, desc: np.ndarray, sizes: np.ndarray,
                skip: Callable[[np.ndarray, np.ndarray], np.ndarray], load: Callable[[int], np.ndarray],
-               cfg: CropConfig) -> tuple[list[CropEdge], dict]:
+               cfg: CropConfig, shapes: np.ndarray | None = None) -> tuple[list[CropEdge], dict]:
     """Verified crop pairs among images 0..n-1, given every image's keypoints and descriptors one
     after another (`sizes[i]` rows for image i). `skip(a, b)` marks candidate pairs (arrays) not to
-    check; `load(i)` reads image i's pixels. Returns the edges and the count at each stage."""
+    check; `load(i)` reads image i's pixels (called from several threads); `shapes` [n, 2] (rows,
+    cols), when known, spares reading images whose candidate pairs fail RANSAC. Returns the edges
+    (in pair order) and the count and time of each stage."""
     n = len(sizes)
-    counts = {"descriptors": int(len(desc)), "votes": 0, "candidates": 0, "transforms": 0, "verified": 0}
+    counts = {"descriptors": int(len(desc)), "votes": 0, "candidates": 0, "transforms": 0, "verified": 0,
+              "search_s": 0.0, "check_s": 0.0}
     if n < 2 or len(desc) == 0:
         return [], counts
+    t0 = time.perf_counter()
     owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
     q, j, _ = votes(desc, owner, cfg)
     counts["votes"] = len(q)
@@ -277,29 +285,46 @@ def crop_edges(kp: np.ndarray, desc: np.ndarray, sizes: np.ndarray,
     keep = ~skip(keys // n, keys % n)
     keys, first, per_pair = keys[keep], first[keep], per_pair[keep]
     counts["candidates"] = len(keys)
+    t1 = time.perf_counter()
+    counts["search_s"] = round(t1 - t0, 3)
+    chunks = [range(s, min(s + 256, len(keys))) for s in range(0, len(keys), 256)]
+    workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(chunks)))
+
+    def check(chunk: range) -> tuple[list[CropEdge], int]:
+        """Checks candidates in key order (grouped by their first image): pixels cached per chunk."""
+        found, transforms = [], 0
+        cache: dict[int, np.ndarray] = {}
+
+        def pixels(i: int) -> np.ndarray:
+            if i not in cache:
+                if len(cache) >= 64:
+                    cache.pop(next(iter(cache)))
+                cache[i] = load(i)
+            return cache[i]
+
+        for x in chunk:
+            key, f, c = int(keys[x]), int(first[x]), int(per_pair[x])
+            a, b = divmod(key, n)
+            tol = 0.012 * (max(shapes[b]) if shapes is not None else max(pixels(b).shape))
+            mat = transform(kp[q[f : f + c], :2], kp[j[f : f + c], :2], cfg, tol_px=tol)
+            if mat is None:
+                continue
+            pix_a, pix_b = pixels(a), pixels(b)
+            rect = overlap_rect(pix_a.shape, pix_b.shape, mat)
+            if rect is None or rect[4] < cfg.min_overlap:
+                continue
+            transforms += 1
+            sim = aligned_similarity(pix_a, pix_b, mat, rect)
+            if sim >= cfg.threshold:
+                found.append(CropEdge(a, b, sim, c))
+        return found, transforms
+
     edges = []
-    cache: dict[int, np.ndarray] = {}
-
-    def pixels(i: int) -> np.ndarray:
-        if i not in cache:
-            if len(cache) >= 256:
-                cache.pop(next(iter(cache)))
-            cache[i] = load(i)
-        return cache[i]
-
-    for key, f, c in zip(keys.tolist(), first.tolist(), per_pair.tolist()):
-        a, b = divmod(key, n)
-        pix_b = pixels(b)
-        mat = transform(kp[q[f : f + c], :2], kp[j[f : f + c], :2], cfg, tol_px=0.012 * max(pix_b.shape))
-        if mat is None:
-            continue
-        pix_a = pixels(a)
-        rect = overlap_rect(pix_a.shape, pix_b.shape, mat)
-        if rect is None or rect[4] < cfg.min_overlap:
-            continue
-        counts["transforms"] += 1
-        sim = aligned_similarity(pix_a, pix_b, mat, rect)
-        if sim >= cfg.threshold:
-            counts["verified"] += 1
-            edges.append(CropEdge(a, b, sim, c))
+    # OpenCV, PIL and numpy release the GIL in the heavy steps: threads share the arrays above
+    with ThreadPoolExecutor(workers) as pool:
+        for found, transforms in pool.map(check, chunks):
+            edges += found
+            counts["transforms"] += transforms
+    counts["verified"] = len(edges)
+    counts["check_s"] = round(time.perf_counter() - t1, 3)
     return edges, counts

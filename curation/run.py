@@ -167,13 +167,15 @@ def _crop_pass(ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: nea
     verified pairs join the groups."""
     con = db.connect(ws)  # its own connection: the caller's keeps its whole memory budget for what follows
     try:
-        reader = con.sql("""SELECT i.image_id, coalesce(k.n, 0)::BIGINT AS n, k.kp, k.desc
+        reader = con.sql("""SELECT i.image_id, i.rows::BIGINT AS rows, i.cols::BIGINT AS cols,
+                                   coalesce(k.n, 0)::BIGINT AS n, k.kp, k.desc
                             FROM images i JOIN signatures s USING (image_id) LEFT JOIN keypoints k USING (image_id)
                             ORDER BY i.image_id""").to_arrow_reader(65536)
-        got, sizes, kp, desc = [], [], [], []
+        got, shapes, sizes, kp, desc = [], [], [], [], []
         for batch in reader:  # copied out batch by batch
             table = pa.Table.from_batches([batch])
             got += table.column("image_id").to_pylist()
+            shapes.append(np.stack([table.column("rows").to_numpy(), table.column("cols").to_numpy()], axis=1))
             sizes.append(table.column("n").to_numpy().copy())
             kp.append(_binary_column(table, "kp").copy())
             desc.append(_binary_column(table, "desc").copy())
@@ -185,7 +187,8 @@ def _crop_pass(ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: nea
     kp = np.concatenate(kp).view(np.float32).reshape(-1, 4)
     desc = np.concatenate(desc).reshape(-1, crops.DESC)
     store = ImageStore(ws.store_dir)
-    edges, counts = crops.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: store.get(ids[i]), cfg.crops)
+    edges, counts = crops.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: store.get(ids[i]), cfg.crops,
+                                     shapes=np.concatenate(shapes))
     graph.add_edges([(e.a, e.b, e.similarity) for e in edges], method=near_dup.METHODS.index("crop"))
     return counts
 

@@ -10,22 +10,22 @@ contrast. Per image, the strongest `KEYPOINTS` keypoints are kept (positions in 
 RootSIFT descriptors as uint8), computed once with the signature.
 
 Search over the catalog, in pass order:
-  1. every descriptor's few nearest descriptors (faiss: exact below `exact_below` descriptors, IVF
-     with 8-bit lists above); a neighbour closer than `descriptor_similarity` in another image is a
-     vote for that image pair;
+  1. every descriptor's few nearest descriptors (faiss: exact below `exact_below` descriptors, above
+     a PCA-64 IVF index with an HNSW coarse quantizer, neighbours re-scored exactly); a neighbour
+     closer than `descriptor_similarity` in another image is a vote for that image pair;
   2. pairs with `min_votes` votes, not already in one near-duplicate group, not in one MRI series
      (neighbouring slices) and not of opposite laterality, get a similarity transform (scale,
      rotation, shift) by RANSAC over their matched keypoints;
   3. a plausible transform (near-zero rotation, the smaller image mostly inside the larger one) is
      checked on the pixels: the overlap is resampled from both images onto one 128 x 128 grid,
-     whitened as the signature is, and compared by cosine. Keypoints on the same anatomy agree
-     geometrically between two different knees too; their texture does not.
+     whitened (finer than the signature: a 2-pixel high-pass), and compared by cosine. Keypoints on
+     the same anatomy agree geometrically between two different knees too; their texture does not.
 """
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,18 +53,24 @@ class CropConfig:
     min_inliers: int = 3
     max_rotation_deg: float = 3.0
     min_overlap: float = 0.6  # of the smaller image's area, once mapped
-    threshold: float = 0.45  # aligned texture cosine; measured: different real knees <= 0.26, phantom knees <= 0.34, crops median 0.86
+    # aligned texture cosine; measured: different real knees <= 0.26, phantom knees <= 0.34, crops median 0.86
+    threshold: float = 0.45
     exact_below: int = 20_000  # descriptors (about 800 images); an IVF index above (same matches, measured)
     nprobe: int = 8
     workers: int | None = None  # threads for the pixel checks (default: CPU count)
 
 
-@functools.lru_cache(maxsize=1)
-def _sift():
-    import cv2
+_local = threading.local()
 
-    cv2.setNumThreads(1)
-    return cv2.SIFT_create(nfeatures=KEYPOINTS, contrastThreshold=0.01)
+
+def _sift():
+    """One detector per thread (signature batches may run on threads)."""
+    if not hasattr(_local, "sift"):
+        import cv2
+
+        cv2.setNumThreads(1)
+        _local.sift = cv2.SIFT_create(nfeatures=KEYPOINTS, contrastThreshold=0.01)
+    return _local.sift
 
 
 def to_u8(pixels: np.ndarray) -> np.ndarray | None:

@@ -56,7 +56,7 @@ class EvalConfig:
     pool: str = "both"  # cls | mean | both (concatenated)
     knn_ks: tuple[int, ...] = (10, 20, 50)
     knn_temperature: float = 0.07
-    linear_cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    linear_cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # 1.0 was often chosen: the sweep goes past it
     exam_aggregation: str = "mean"  # slices -> exam: mean (default) or max of features / probabilities
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     n_boot: int = 1000

@@ -105,3 +105,11 @@ def test_approximate_vote_search_finds_what_the_exact_one_finds():
     assert pairs(approx) <= pairs(exact)  # re-scored exactly: nothing the exact search rejects
     assert len(pairs(approx)) >= 0.95 * len(pairs(exact))
     assert {(int(owner[q]), int(owner[j])) for q, j in pairs(approx)} == {(i, i + 100) for i in range(100)}
+
+
+def test_large_images_are_matched_on_their_reduced_versions():
+    originals = [textured(s, size=768) for s in range(20, 26)]
+    copies = [trimmed(originals[1], 0.92, 0.3, 0.6), trimmed(originals[4], 0.9, 1.0, 1.0, out_size=300)]
+    assert max(crops.features(originals[0])[0][:, :2].max(0)) > 600  # positions in stored pixels
+    edges, _ = search(originals + copies)
+    assert sorted((e.a, e.b) for e in edges) == [(1, 6), (4, 7)]

@@ -119,11 +119,14 @@ def _unit(desc_u8: np.ndarray) -> np.ndarray:
     return d / np.maximum(np.sqrt(np.einsum("ij,ij->i", d, d)), 1e-6)[:, None]
 
 
-def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 65536
+def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 65536,
+          skip: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Descriptor matches between different images: arrays (descriptor q, descriptor j, cosine),
-    q's owner < j's owner, each match once. Each image queries with its `query_keypoints` strongest
-    descriptors against everyone's `neighbours` nearest.
+    q's owner < j's owner, each match once, image pairs `skip` rejects left out as they are found
+    (so that a catalog of many near-identical images, already grouped, holds no votes for them).
+    Each image queries with its `query_keypoints` strongest descriptors against everyone's
+    `neighbours` nearest.
 
     Below `exact_below` descriptors the search is exact. Above, it runs on a PCA projection
     (`pca_dim`, fitted on a sample) in an IVF index of about 200 descriptors per list (at most
@@ -149,11 +152,16 @@ def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 655
         rng = np.random.default_rng(0)
         sample = _unit(desc[np.sort(rng.choice(m, size=min(m, 100_000), replace=False))])
         mean = sample.mean(0)
-        basis = np.linalg.svd(sample - mean, full_matrices=False)[2][: cfg.pca_dim].T.astype(np.float32)
+        cov = (sample.T @ sample) / len(sample) - np.outer(mean, mean)  # 128 x 128: no centred copy, no SVD workspace
+        del sample
+        basis = np.linalg.eigh(cov.astype(np.float64))[1][:, ::-1][:, : cfg.pca_dim].astype(np.float32)
 
         def project(d: np.ndarray) -> np.ndarray:
-            z = (_unit(d) - mean) @ basis
-            return np.ascontiguousarray(z / np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-6)[:, None])
+            out = np.empty((len(d), cfg.pca_dim), np.float32)
+            for s in range(0, len(d), 16384):  # float32 copies of 16,384 descriptors at a time
+                z = (_unit(d[s : s + 16384]) - mean) @ basis
+                out[s : s + 16384] = z / np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-6)[:, None]
+            return out
 
         # unit vectors, so L2 order is cosine order (HNSW works in L2): cosine = 1 - d^2 / 2
         nlist = int(min(65536, max(64, m // 200)))
@@ -168,8 +176,9 @@ def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 655
     for s in range(0, m, block):
         index.add(project(desc[s : s + block]))
     qs, js, ss = [], [], []
-    for s in range(0, len(queries), block):
-        q = queries[s : s + block]
+    step = 8192  # queries per block: their neighbours are re-scored as float32 (k x 0.5 KB each)
+    for s in range(0, len(queries), step):
+        q = queries[s : s + step]
         dist, nb = index.search(project(desc[q]), k)
         q, j, approx = np.repeat(q, k), nb.ravel().astype(np.int64), approx_cosine(dist.ravel())
         ok = (j >= 0) & (approx >= cfg.descriptor_similarity - 0.1)
@@ -181,10 +190,15 @@ def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 655
         q, j, sim = q[ok], j[ok], sim[ok]
         swap = owner[q] > owner[j]
         q, j = np.where(swap, j, q), np.where(swap, q, j)
-        qs.append(q), js.append(j), ss.append(sim)
-    q, j, sim = np.concatenate(qs), np.concatenate(js), np.concatenate(ss).astype(np.float32)
-    _, first = np.unique(q * m + j, return_index=True)  # found from both ends: keep one
-    return q[first], j[first], sim[first]
+        if skip is not None:
+            ok = ~skip(owner[q], owner[j])
+            q, j, sim = q[ok], j[ok], sim[ok]
+        qs.append(q.astype(np.int32)), js.append(j.astype(np.int32)), ss.append(sim.astype(np.float32))
+    key = np.concatenate(qs).astype(np.int64) * m + np.concatenate(js)
+    sim = np.concatenate(ss)
+    del qs, js, ss
+    key, first = np.unique(key, return_index=True)  # found from both ends: keep one
+    return key // m, key % m, sim[first]
 
 
 def transform(pa: np.ndarray, pb: np.ndarray, cfg: CropConfig, tol_px: float) -> np.ndarray | None:
@@ -281,15 +295,15 @@ def crop_edges(kp: np.ndarray, desc: np.ndarray, sizes: np.ndarray,
         return [], counts
     t0 = time.perf_counter()
     owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    q, j, _ = votes(desc, owner, cfg)
+    q, j, _ = votes(desc, owner, cfg, skip=skip)
     counts["votes"] = len(q)
     pair = owner[q] * n + owner[j]
     order = np.argsort(pair, kind="stable")
     q, j, pair = q[order], j[order], pair[order]
+    del order
     keys, first, per_pair = np.unique(pair, return_index=True, return_counts=True)
+    del pair
     keep = per_pair >= cfg.min_votes
-    keys, first, per_pair = keys[keep], first[keep], per_pair[keep]
-    keep = ~skip(keys // n, keys % n)
     keys, first, per_pair = keys[keep], first[keep], per_pair[keep]
     counts["candidates"] = len(keys)
     t1 = time.perf_counter()

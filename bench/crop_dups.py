@@ -77,7 +77,8 @@ def real(n_crops: int) -> None:
     truth = {(int(i), len(imgs) + k): k % 4 for k, i in enumerate(pick)}
     print(f"1. real knees: {len(imgs)} originals + {n_crops} re-exports; keypoints {t_feat * 1000:.1f} ms per image "
           f"(one core), {sizes.mean():.1f} per image")
-    for nprobe in (4, 8, 16):
+    default = C.CropConfig().nprobe
+    for nprobe in sorted({4, default, 16}, key=lambda p: p == default):  # the default last: its edges are used below
         cfg = C.CropConfig(threshold=-1.0, nprobe=nprobe, exact_below=0)
         t0 = time.perf_counter()
         edges, counts = C.crop_edges(kp, desc, sizes, lambda a, b: np.zeros(len(a), bool), lambda i: everything[i], cfg)

@@ -34,10 +34,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from curation.signatures import _gauss
+from curation.signatures import whiten
 
 KEYPOINTS = 24
 SIZE = 128  # the pixel check's grid
+GRID_SIGMA = 2.0  # its high-pass, finer than the signature's 4: anatomy aligned by RANSAC correlates at coarse scales
 MAX_SIDE = 256  # keypoints are found on the image reduced to this longer side (never enlarged): SIFT
 # doubles its input first, so a 512-pixel side costs ~7x a 256-pixel one (measured ~100 vs ~14 ms)
 DESC = 128
@@ -257,19 +258,10 @@ def aligned_similarity(a: np.ndarray, b: np.ndarray, mat: np.ndarray, rect: tupl
         grid_to_a = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ grid_to_a
     ga = cv2.warpAffine(af, grid_to_a[:2], (SIZE, SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_REFLECT)
-    za, zb = _whiten(ga).ravel(), _whiten(gb).ravel()
+    za, zb = whiten(ga, GRID_SIGMA).ravel(), whiten(gb, GRID_SIGMA).ravel()
     za, zb = za - za.mean(), zb - zb.mean()
     den = float(np.linalg.norm(za) * np.linalg.norm(zb))
     return float(za @ zb / den) if den > 0 else 0.0
-
-
-GRID_SIGMA = 2.0  # finer than the signature's 4: anatomy aligned by RANSAC correlates at coarse scales
-
-
-def _whiten(x: np.ndarray) -> np.ndarray:
-    g = _gauss(x.shape[0], GRID_SIGMA)
-    hp = x - g @ x @ g.T
-    return hp / (np.sqrt(g @ (hp * hp) @ g.T) + 1e-3 * (float(np.abs(x).max()) + 1.0))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,3 @@ class QualityConfig:
         1,400-image catalog."""
         return {name: f"SELECT i.image_id FROM images i JOIN signatures s USING (image_id) WHERE {cond}"
                 for name, cond in self.conditions().items()}
-
-    def sql(self) -> str:
-        """SELECT image_id, reason FROM ... for every enabled filter, as one query."""
-        return " UNION ALL ".join(f"SELECT image_id, '{name}' AS reason FROM ({q})" for name, q in self.queries().items())

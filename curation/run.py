@@ -123,11 +123,12 @@ def _new_splits(con, policy: SplitPolicy, run_id: str) -> list[dict]:
     return out
 
 
-def _dup_rows(con, ws: Workspace, cfg: near_dup.DedupConfig) -> tuple[list[dict], int, dict]:
+def _dup_rows(con, ws: Workspace, cfg: near_dup.DedupConfig) -> tuple[list[dict], dict]:
+    """dup_groups rows for every grouped image, and the crop search's counts."""
     rows = con.execute("""SELECT i.image_id, i.laterality, i.series_key, i.bits, i.rows * i.cols, i.source_seq, s.emb, s.emb_flip
                           FROM images i JOIN signatures s USING (image_id) ORDER BY i.image_id""").fetchall()
     if not rows:
-        return [], 0, {}
+        return [], {}
     ids = [r[0] for r in rows]
     emb = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
     flip = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
@@ -148,7 +149,7 @@ def _dup_rows(con, ws: Workspace, cfg: near_dup.DedupConfig) -> tuple[list[dict]
                         "matched_image_id": ids[int(graph.best_other[i])],
                         "method": near_dup.METHODS[int(graph.best_method[i])],
                         "similarity": float(graph.best_similarity[i])})
-    return out, graph.pairs, crop_search
+    return out, crop_search
 
 
 def _binary_column(table: pa.Table, name: str) -> np.ndarray:
@@ -240,7 +241,7 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             con.close()
         con = db.connect(ws)
         try:
-            dups, n_edges, summary.crop_search = _dup_rows(con, ws, config.dedup)
+            dups, summary.crop_search = _dup_rows(con, ws, config.dedup)
             con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
             leakage = _leakage_rows(con)
             excluding = set(config.quality.exclude)

@@ -39,17 +39,17 @@ def _projection() -> np.ndarray:
     return r / np.sqrt(DIM)
 
 
-def _blur(x: np.ndarray) -> np.ndarray:
-    g = _gauss(x.shape[0], SIGMA)
-    return g @ x @ g.T
+def whiten(x: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
+    """(n, n) float32 -> locally zero-mean, unit-variance high-pass (Gaussian of `sigma` pixels)."""
+    g = _gauss(x.shape[0], sigma)
+    hp = x - g @ x @ g.T
+    return hp / (np.sqrt(g @ (hp * hp) @ g.T) + 1e-3 * (float(np.abs(x).max()) + 1.0))
 
 
 def whitened(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) any depth -> (128, 128) float32: locally zero-mean, unit-variance high-pass."""
+    """(H, W) any depth -> (128, 128) float32: box-resampled, then whitened."""
     img = Image.fromarray(pixels.astype(np.float32), mode="F").resize((SIZE, SIZE), Image.BOX)
-    x = np.asarray(img, dtype=np.float32)
-    hp = x - _blur(x)
-    return hp / (np.sqrt(_blur(hp * hp)) + 1e-3 * (float(np.abs(x).max()) + 1.0))
+    return whiten(np.asarray(img, dtype=np.float32))
 
 
 def embed(z: np.ndarray) -> np.ndarray:

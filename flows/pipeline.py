@@ -216,9 +216,7 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
         results.append(StageResult(name, status, detail))
 
     if spec.phantom:
-        from ingest.phantom import write_phantom
-
-        from ingest.phantom import MARKER
+        from ingest.phantom import MARKER, write_phantom
 
         p = spec.phantom
 

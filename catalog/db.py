@@ -131,12 +131,18 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
             FROM {runs_src} GROUP BY ALL""",
     ]
     if private:
-        if any(ws.lineage_dir.glob("*.parquet")):
-            src = f"read_parquet('{_sql_str(ws.lineage_dir / '*.parquet')}', union_by_name=true)"
-        else:
-            src = f"({schema.empty_select(schema.LINEAGE)})"
-        stmts.append(f"CREATE OR REPLACE VIEW lineage AS SELECT DISTINCT * FROM {src}")
+        stmts.append(_lineage_view(ws))
     return stmts
+
+
+def _lineage_view(ws: Workspace) -> str:
+    # Unioned by name with the full schema, so every column exists even when only parts written
+    # before `path_bytes` are there; those held UTF-8 paths only, so the bytes are their encoding.
+    src = f"({schema.empty_select(schema.LINEAGE)})"
+    if any(ws.lineage_dir.glob("*.parquet")):
+        src += f" UNION ALL BY NAME (SELECT * FROM read_parquet('{_sql_str(ws.lineage_dir / '*.parquet')}', union_by_name=true))"
+    return f"""CREATE OR REPLACE VIEW lineage AS
+               SELECT DISTINCT * REPLACE (coalesce(path_bytes, encode(path)) AS path_bytes) FROM ({src})"""
 
 
 def connect(ws: Workspace, private: bool = False) -> duckdb.DuckDBPyConnection:

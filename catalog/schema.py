@@ -83,6 +83,10 @@ OCCURRENCE = pa.schema(
         ("study_date", pa.date32()),
         ("patient_age_days", pa.int32()),
         ("store_path", pa.string()),
+        # burned-in text screening (ingest/text/): the detector's version when screened, else null
+        ("text_detector", pa.string()),
+        ("pixels_cleaned", pa.bool_()),  # text regions were masked before the pixels were stored
+        ("text_regions", pa.int16()),
     ]
 )
 
@@ -104,7 +108,8 @@ LINEAGE = pa.schema(
         ("file_id", pa.string()),
         ("file_version", pa.string()),
         ("location", pa.string()),
-        ("path", pa.string()),
+        ("path", pa.string()),  # readable: bytes that are not UTF-8 shown as \xNN escapes
+        ("path_bytes", pa.binary()),  # the path exactly as the file system has it (os.fsencode)
         ("size", pa.int64()),
         ("mtime_ns", pa.int64()),
         ("run_id", pa.string()),

@@ -2,58 +2,66 @@
 
 The profile lists identifying attributes and an action for each (table E.1-1: D dummy, Z empty,
 X remove, K keep, C clean, U consistent UID). This exporter is stricter than the table in one
-documented way: it keeps only attributes known to be safe (`KEEP`: pixel description, geometry,
-acquisition parameters, coded content) and removes everything else, so an attribute the table
-lists and this file forgets can only be removed, never leak. Private tags are removed. Then:
+documented way: it keeps only attributes known to be safe (`KEEP`: geometry, acquisition parameters,
+coded content) and removes everything else, so an attribute the table lists and this file forgets
+can only be removed, never leak. Private tags are removed. Then:
   U  every UID, at any depth, is replaced by 2.25.<HMAC of the original> (same input, same output)
-  D  Patient's Name and Patient ID become the patient pseudonym; Study ID, Accession Number and
-     the Patient/Study/Series attributes the IODs require (Type 1/2) get dummy or empty values
+  D  Patient's Name and Patient ID become the catalog's patient pseudonym; Study ID, Accession Number
+     and the Patient/Study/Series attributes the IODs require (Type 1/2) get dummy or empty values
   options "Retain Longitudinal Temporal Information with Modified Dates" (dates shifted by the
-     patient's offset, the same offset as the catalog's; times removed) and "Retain Patient
-     Characteristics" (sex, age, size, weight)
+     catalog's offset of that patient; times removed) and "Retain Patient Characteristics"
+     (sex, age, size, weight)
+The pixels are the catalog's, read from the store (after burned-in text was masked at ingest), never
+the source file's; the pixel module is written for them. "Clean Pixel Data" (113101) and
+BurnedInAnnotation = NO are claimed only for files whose every frame was screened for text.
 PatientIdentityRemoved = YES; DeidentificationMethodCodeSequence lists the CID 7050 codes applied.
-Objects that declare burned-in annotation are not exported unless allowed.
+Unscreened objects that declare burned-in annotation are not exported unless allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+import itertools
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import DSfloat
 
+from catalog.pseudonyms import Pseudonymizer
+from catalog.store import ImageStore
 from ingest import vocab
-from ingest.deid import Pseudonymizer
+from ingest.scan import read_bytes
 
-# Attributes that carry no identity: kept as they are (K), inside sequences too.
+# Attributes that carry no identity: kept as they are (K), inside sequences too. The pixel module
+# (rows, depth, photometric, rescale, window, frames, pixel data) is not here: it is written anew for
+# the stored pixels, and attributes that described the source's pixels (palettes, VOI LUTs, padding
+# and extreme values, per-frame rescale and window sequences) no longer apply and are dropped.
 KEEP = {
     # SOP common, general image and series descriptors that are coded, not free text
     "SOPClassUID", "SOPInstanceUID", "SpecificCharacterSet", "ImageType", "Modality", "InstanceNumber",
     "SeriesNumber", "AcquisitionNumber", "BodyPartExamined", "Laterality", "ImageLaterality", "ViewPosition",
-    "PatientOrientation", "PresentationIntentType", "BurnedInAnnotation", "RecognizableVisualFeatures",
+    "PatientOrientation", "PresentationIntentType", "RecognizableVisualFeatures",
     "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod", "StudyInstanceUID",
     "SeriesInstanceUID", "FrameOfReferenceUID", "ConversionType", "PatientPosition", "AnatomicRegionSequence",
     "ViewCodeSequence", "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion",
-    # image pixel, plane and frame geometry
-    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-    "PixelRepresentation", "PlanarConfiguration", "PixelAspectRatio", "NumberOfFrames", "FrameIncrementPointer",
-    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "SmallestImagePixelValue", "LargestImagePixelValue",
-    "PixelPaddingValue", "PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing", "SliceThickness",
-    "SpacingBetweenSlices", "ImageOrientationPatient", "ImagePositionPatient", "SliceLocation",
-    "RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter", "WindowWidth", "VOILUTFunction",
-    "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
-    "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
-    "BluePaletteColorLookupTableData", "PixelIntensityRelationship", "PixelIntensityRelationshipSign",
+    # plane and frame geometry, intensity units
+    "PixelAspectRatio", "FrameIncrementPointer", "PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing",
+    "SliceThickness", "SpacingBetweenSlices", "ImageOrientationPatient", "ImagePositionPatient", "SliceLocation",
+    "RescaleType", "PixelIntensityRelationship", "PixelIntensityRelationshipSign",
     "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "PixelMeasuresSequence",
-    "PlanePositionSequence", "PlaneOrientationSequence", "PixelValueTransformationSequence",
-    "FrameVOILUTSequence", "FrameContentSequence", "InStackPositionNumber", "TemporalPositionIndex",
-    "DimensionIndexValues",
+    "PlanePositionSequence", "PlaneOrientationSequence", "FrameContentSequence", "InStackPositionNumber",
+    "TemporalPositionIndex", "DimensionIndexValues",
     # acquisition parameters (numbers and coded values)
     "MagneticFieldStrength", "EchoTime", "RepetitionTime", "InversionTime", "FlipAngle", "EchoTrainLength",
     "NumberOfAverages", "ImagingFrequency", "ImagedNucleus", "ScanningSequence", "SequenceVariant",
@@ -74,6 +82,7 @@ DATES = {"StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"}
 
 CODES = {  # CID 7050 De-identification Method
     "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_pixels": ("113101", "Clean Pixel Data Option"),
     "modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     "patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
 }
@@ -86,10 +95,43 @@ class ExportOptions:
     allow_burned_in: bool = False
 
 
+@dataclass(frozen=True)
+class StoredFrame:
+    """One frame as the catalog holds it: real value = stored * intensity_scale + intensity_offset."""
+
+    image_id: str
+    intensity_scale: float = 1.0
+    intensity_offset: float = 0.0
+    window_center: float | None = None
+    window_width: float | None = None
+    screened: bool = False  # text_detector is set: screened for burned-in text before it was stored
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """A DICOM file as the catalog knows it: where its header is, whose it is, its frames in order."""
+
+    file_id: str
+    location: str
+    relpath: str
+    size: int | None
+    patient_key: str
+    frames: tuple[StoredFrame, ...]
+
+
 @dataclass
 class ExportResult:
     written: list[Path] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def remap_uid(secret: bytes, uid: str) -> str:
@@ -128,8 +170,13 @@ def _age_years(value) -> int | None:
     return int(int(m[1]) * {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1}[m[2]])
 
 
-def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: ExportOptions) -> Dataset:
-    patient_key = pseudo.patient(ds.get("PatientID", "") or f"{ds.get('PatientName', '')}|{ds.get('StudyInstanceUID', '')}")
+def _declares_burned_in(ds: Dataset) -> bool:
+    return str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES"
+
+
+def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: ExportOptions, patient_key: str,
+               screened: bool = False) -> Dataset:
+    """The header of `ds` de-identified; patient_key is the catalog's, so pseudonym and date shift agree."""
     keep = KEEP | (PATIENT_CHARACTERISTICS if options.retain_patient_characteristics else set())
     out = _filter(ds, secret, keep)
     # D / Z: the Type 1 and 2 identifying attributes the IODs require
@@ -150,8 +197,14 @@ def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: Expor
     else:
         out.StudyDate = ""
     out.StudyTime = ""  # times are removed either way (a time and a shifted date could re-identify)
+    if screened:
+        out.BurnedInAnnotation = "NO"
+    elif _declares_burned_in(ds):
+        out.BurnedInAnnotation = "YES"  # exported only when allowed; the warning travels with it
+    # an unscreened object claims nothing: the source's own NO was never checked
     out.PatientIdentityRemoved = "YES"
-    applied = ["basic"] + (["modified_dates"] if options.retain_modified_dates else []) + \
+    applied = ["basic"] + (["clean_pixels"] if screened else []) + \
+        (["modified_dates"] if options.retain_modified_dates else []) + \
         (["patient_characteristics"] if options.retain_patient_characteristics else [])
     out.DeidentificationMethod = "OrthoFoundation: PS3.15 Basic Profile, allow-list"
     items = []
@@ -164,59 +217,161 @@ def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: Expor
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = out.SOPClassUID
     meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
-    meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the stored pixels, uncompressed
     meta.ImplementationClassUID = "2.25.140112284726611097313815361226016478261"
     out.file_meta = meta
     return out
 
 
-def export_selection(ws, query: str, out_dir: Path, options: ExportOptions = ExportOptions()) -> ExportResult:
-    """Export the DICOM files behind the images a query selects (each file once)."""
-    from catalog import db
-
-    con = db.connect(ws, private=True)
+def stored_pixels(frames: tuple[StoredFrame, ...], store: ImageStore) -> tuple[np.ndarray, float, float]:
+    """(frames x rows x cols, slope, intercept). Frames of one file may have been shifted by different
+    offsets at ingest (signed data); one DICOM rescale needs one, so they are re-shifted to the lowest."""
     try:
-        selected = con.execute(f"SELECT count(DISTINCT image_id) FROM ({query.strip().rstrip(';')})").fetchall()[0][0]
-        rows = con.execute(f"""
-            SELECT DISTINCT i.file_id, l.location, l.path
-            FROM (SELECT DISTINCT image_id FROM ({query.strip().rstrip(';')})) q
-            JOIN images i USING (image_id)
-            JOIN current_files f ON f.source = i.source AND f.file_id = i.file_id
-            JOIN lineage l ON l.source = f.source AND l.file_id = f.file_id AND l.file_version = f.file_version
-            WHERE i.format = 'dicom' ORDER BY i.file_id""").fetchall()
-        dicom_images = con.execute(f"""SELECT count(*) FROM (SELECT DISTINCT image_id FROM ({query.strip().rstrip(';')}))
-                                       JOIN images USING (image_id) WHERE format = 'dicom'""").fetchall()[0][0]
-    finally:
-        con.close()
-    result = export_files(rows, out_dir, ws.secret(), options)
-    if selected - dicom_images:
-        result.skipped["not_dicom"] = selected - dicom_images
-    return result
+        arrays = [store.get(f.image_id) for f in frames]
+    except FileNotFoundError:
+        raise _Skip("missing_store_object") from None
+    scale = frames[0].intensity_scale or 1.0
+    base = min(f.intensity_offset or 0.0 for f in frames)
+    shifts = [((f.intensity_offset or 0.0) - base) / scale for f in frames]
+    if len({a.shape for a in arrays}) > 1 or any((f.intensity_scale or 1.0) != scale for f in frames) \
+            or any(abs(s - round(s)) > 1e-6 for s in shifts):
+        raise _Skip("frames_differ")
+    shifts = [round(s) for s in shifts]
+    if not any(shifts) and len({a.dtype for a in arrays}) == 1:
+        return np.stack(arrays), scale, base
+    top = max(int(a.max()) + s for a, s in zip(arrays, shifts))
+    if top > 65535:
+        raise _Skip("frames_differ")
+    dtype = np.uint8 if top <= 255 and all(a.dtype == np.uint8 for a in arrays) else np.uint16
+    return np.stack([a.astype(dtype) + s for a, s in zip(arrays, shifts)]), scale, base
 
 
-def export_files(sources: list[tuple[str, str, str]], out_dir: Path, secret: bytes, options: ExportOptions) -> ExportResult:
-    """sources: (file id, source location, relative path); output names hold only pseudonyms."""
-    import io
+def _common_window(frames: tuple[StoredFrame, ...]) -> tuple[float, float] | None:
+    windows = {(f.window_center, f.window_width) for f in frames}
+    if len(windows) != 1:
+        return None  # one window per frame is not expressible in a classic object: none is written
+    center, width = windows.pop()
+    return (center, width) if center is not None and width else None
 
-    from ingest.scan import read_bytes
 
+def write_pixel_module(out: Dataset, ds: Dataset, pixels: np.ndarray, slope: float, intercept: float,
+                       window: tuple[float, float] | None) -> None:
+    """The image pixel module of the stored frames: grey, unsigned, at the stored depth."""
+    bits = 8 * pixels.dtype.itemsize
+    out.SamplesPerPixel = 1
+    out.PhotometricInterpretation = "MONOCHROME2"  # MONOCHROME1 inverted, palette and colour made grey at ingest
+    out.Rows, out.Columns = int(pixels.shape[1]), int(pixels.shape[2])
+    out.BitsAllocated = out.BitsStored = bits
+    out.HighBit = bits - 1
+    out.PixelRepresentation = 0
+    if len(pixels) > 1 or "NumberOfFrames" in ds:
+        out.NumberOfFrames = len(pixels)
+    out.RescaleSlope = DSfloat(slope, auto_format=True)
+    out.RescaleIntercept = DSfloat(intercept, auto_format=True)
+    if window:  # the catalog's window is in real units, already inverted for MONOCHROME1
+        out.WindowCenter = DSfloat(window[0], auto_format=True)
+        out.WindowWidth = DSfloat(window[1], auto_format=True)
+        if str(ds.get("VOILUTFunction", "")) in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+            out.VOILUTFunction = ds.VOILUTFunction
+    inverted = str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    if inverted and "PixelIntensityRelationshipSign" in out:
+        out.PixelIntensityRelationshipSign = -int(out.PixelIntensityRelationshipSign)  # inversion flips it
+    data = np.ascontiguousarray(pixels.astype(f"<u{pixels.dtype.itemsize}", copy=False)).tobytes()
+    out.add_new(0x7FE00010, "OB" if bits == 8 else "OW", data + b"\x00" * (len(data) % 2))
+
+
+def _read_header(f: CatalogFile) -> Dataset:
+    try:
+        data = read_bytes(f.location, f.relpath, 4 << 30)
+    except Exception:
+        raise _Skip("unreadable") from None
+    if f.size is not None and len(data) != f.size:
+        raise _Skip("source_changed")  # not the version the catalog ingested
+    try:
+        with warnings.catch_warnings():  # pydicom's warnings quote element values
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+    except Exception:
+        raise _Skip("unreadable") from None
+
+
+def _export_file(f: CatalogFile, store: ImageStore, out_dir: Path, secret: bytes, pseudo: Pseudonymizer,
+                 options: ExportOptions) -> Path:
+    ds = _read_header(f)
+    screened = all(fr.screened for fr in f.frames)
+    if not screened and _declares_burned_in(ds) and not options.allow_burned_in:
+        raise _Skip("burned_in_annotation")
+    pixels, slope, intercept = stored_pixels(f.frames, store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clean = deidentify(ds, secret, pseudo, options, f.patient_key, screened)
+        write_pixel_module(clean, ds, pixels, slope, intercept, _common_window(f.frames))
+    study = str(clean.get("StudyInstanceUID", ""))[5:21] or "0"
+    target = out_dir / f.patient_key / study / f"{f.file_id}.dcm"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    clean.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, target)
+    return target
+
+
+def export_files(files: Iterable[CatalogFile], store: ImageStore, out_dir: Path, secret: bytes,
+                 options: ExportOptions) -> ExportResult:
+    """Output names hold only pseudonyms; a file that cannot be exported is counted, never fatal."""
     pseudo = Pseudonymizer(secret)
     result = ExportResult()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for file_id, location, relpath in sources:
+    for f in files:
         try:
-            ds = pydicom.dcmread(io.BytesIO(read_bytes(location, relpath, 4 << 30)))
-        except Exception:
-            result.skipped["unreadable"] = result.skipped.get("unreadable", 0) + 1
-            continue
-        if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and not options.allow_burned_in:
-            result.skipped["burned_in_annotation"] = result.skipped.get("burned_in_annotation", 0) + 1
-            continue
-        clean = deidentify(ds, secret, pseudo, options)
-        target = out_dir / clean.PatientID / remap_uid(secret, str(ds.StudyInstanceUID))[5:21] / f"{file_id}.dcm"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        clean.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, target)
-        result.written.append(target)
+            result.written.append(_export_file(f, store, out_dir, secret, pseudo, options))
+        except _Skip as e:
+            result.skip(e.reason)
+        except Exception:  # its message could quote a value: counted by kind only
+            result.skip("internal_error")
+    return result
+
+
+# Every frame of the DICOM files behind a selection, in file and frame order, with where each file is.
+_FILE_FRAMES = """
+    WITH selected AS ({selection}),
+         exported AS (SELECT DISTINCT i.source, i.file_id FROM selected s JOIN images i ON i.image_id = s.image_id
+                      WHERE i.format = 'dicom'),
+         origin AS (SELECT source, file_id, file_version, location, path_bytes, size FROM lineage
+                    QUALIFY row_number() OVER (PARTITION BY source, file_id, file_version ORDER BY run_id DESC) = 1)
+    SELECT o.file_id, l.location, l.path_bytes, l.size, o.patient_key,
+           o.image_id, o.intensity_scale, o.intensity_offset, o.window_center, o.window_width, {screened}
+    FROM exported e
+    JOIN occurrences o ON o.source = e.source AND o.file_id = e.file_id
+    JOIN current_files f ON f.source = o.source AND f.file_id = o.file_id
+    JOIN origin l ON l.source = f.source AND l.file_id = f.file_id AND l.file_version = f.file_version
+    ORDER BY o.source, o.file_id, o.frame_index"""
+
+
+def _catalog_files(cursor, batch: int = 4096) -> Iterator[CatalogFile]:
+    rows = itertools.chain.from_iterable(iter(lambda: cursor.fetchmany(batch), []))
+    for (file_id, location, path_bytes, size, patient_key), group in itertools.groupby(rows, key=lambda r: r[:5]):
+        # the path exactly as the file system has it (`path` only displays bytes that are not UTF-8)
+        yield CatalogFile(file_id, location, os.fsdecode(path_bytes), size, patient_key,
+                          tuple(StoredFrame(*r[5:]) for r in group))
+
+
+def export_selection(ws, query: str, out_dir: Path, options: ExportOptions = ExportOptions()) -> ExportResult:
+    """Export the DICOM files behind the images a query selects (each file once, all its frames)."""
+    from catalog import db
+
+    selection = f"SELECT DISTINCT image_id FROM ({query.strip().rstrip(';')})"
+    con = db.connect(ws, private=True)
+    try:
+        selected, dicom_images = con.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE i.format = 'dicom')
+            FROM ({selection}) s LEFT JOIN images i ON i.image_id = s.image_id""").fetchone()
+        # catalogs written before burned-in text screening have no text_detector column: nothing was screened
+        columns = {row[0] for row in con.execute("DESCRIBE occurrences").fetchall()}
+        screened = "o.text_detector IS NOT NULL" if "text_detector" in columns else "false"
+        cursor = con.execute(_FILE_FRAMES.format(selection=selection, screened=screened))
+        result = export_files(_catalog_files(cursor), ImageStore(ws.store_dir), out_dir, ws.secret(), options)
+    finally:
+        con.close()
+    if selected - dicom_images:
+        result.skipped["not_dicom"] = selected - dicom_images
     return result

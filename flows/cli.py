@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,10 +17,12 @@ from rich.table import Table
 from catalog import db
 from catalog.workspace import Workspace, WorkspaceBusy
 from flows import progress as progress_hooks
+from flows.firewall import ScrubbedError
 from ingest.scan import SourceUnavailable
 
 app = typer.Typer(help="OrthoFoundation data platform: ingest, catalog, curate, shard, pretrain, evaluate.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)  # a local can hold a path or a value
 sources_app = typer.Typer(help="Register and list image sources.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 shards_app = typer.Typer(help="Build, list, verify and inspect WebDataset shard sets.", no_args_is_help=True)
@@ -74,6 +75,8 @@ def sources_add(
     modality: Optional[str] = typer.Option(None, help="Modality for files without a header (e.g. DX, MR)"),
     body_part: Optional[str] = typer.Option(None, help="Body part for files without a header (e.g. knee)"),
     slice_axis: str = typer.Option("auto", help="NIfTI slicing: auto (acquisition plane), 0, 1, 2 or all"),
+    burned_in: str = typer.Option("mask", help="Text burned into pixels: mask it (default), quarantine the file, "
+                                               "or off (not screened; exports claim nothing)"),
     replace: bool = typer.Option(False, help="Change the settings of an existing source"),
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -82,7 +85,8 @@ def sources_add(
 
     try:
         src = add_source(_ws(workspace), Source(name, location, kind, labels=list(labels), path_pattern=path_pattern,
-                                                modality=modality, body_part=body_part, slice_axis=slice_axis), replace=replace)
+                                                modality=modality, body_part=body_part, slice_axis=slice_axis,
+                                                burned_in=burned_in), replace=replace)
     except SourceError as e:
         _fail(str(e))
     console.print(f"source [bold]{src.name}[/bold] registered ({src.kind}, #{src.seq})")
@@ -115,16 +119,26 @@ def ingest(
     workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
     retry_quarantined: bool = typer.Option(False, help="Read quarantined files again"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    burned_in: Optional[str] = typer.Option(None, help="This run's burned-in text policy (mask, quarantine, off) "
+                                                       "[default: each source's]"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Ingest registered sources: de-identify, store pixels, catalog every file."""
+    from ingest.sources import SourceError, check_burned_in
+
     ws = _ws(workspace)
+    try:
+        if burned_in:
+            check_burned_in(burned_in)
+    except SourceError as e:
+        _fail(str(e))
     run_ingest(ws, names or None, batch_size=batch_size, runner=runner, workers=workers,
-               retry_quarantined=retry_quarantined, wait=wait)
+               retry_quarantined=retry_quarantined, wait=wait, burned_in=burned_in)
 
 
 def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, runner: str = "processes",
-               workers: int | None = None, retry_quarantined: bool = False, wait: float = 0.0) -> list[dict]:
+               workers: int | None = None, retry_quarantined: bool = False, wait: float = 0.0,
+               burned_in: str | None = None) -> list[dict]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows import ingest as ingest_flows
@@ -152,11 +166,14 @@ def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, run
         progress_hooks.hooks["ingest"] = on_batch
         try:
             results = ingest_flows.ingest_flow(str(ws.root), names, batch_size=batch_size, runner=runner,
-                                               workers=workers, retry_quarantined=retry_quarantined, wait_s=wait)
+                                               workers=workers, retry_quarantined=retry_quarantined, wait_s=wait,
+                                               burned_in=burned_in)
         except WorkspaceBusy as e:
             _fail(str(e), code=75)
         except SourceUnavailable as e:
             _fail(str(e))
+        except ScrubbedError as e:  # one line that names a type, never an exception's text
+            _fail(str(e), code=1)
         finally:
             progress_hooks.hooks.pop("ingest", None)
     print_ingest_summary(ws, results)
@@ -166,7 +183,7 @@ def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, run
 
 def print_ingest_summary(ws: Workspace, results: list[dict]) -> None:
     table = Table("source", "seen", "new", "already done", "ingested", "duplicate", "quarantined", "images",
-                  title="ingest summary (this run)")
+                  "text cleaned", title="ingest summary (this run)")
     con = db.connect(ws)
     try:
         for r in results:
@@ -174,7 +191,7 @@ def print_ingest_summary(ws: Workspace, results: list[dict]) -> None:
             counts = dict(con.execute("SELECT status, count(*) FROM files WHERE run_id = ? GROUP BY status", [run_id]).fetchall())
             table.add_row(r["source"], str(r["files_seen"]), str(r["files_processed"]), str(r["files_skipped"]),
                           str(counts.get("ingested", 0)), str(counts.get("duplicate", 0)),
-                          str(counts.get("quarantined", 0)), str(r["images"]))
+                          str(counts.get("quarantined", 0)), str(r["images"]), str(r.get("text_cleaned", 0)))
         console.print(table)
         reasons = con.execute("""SELECT source, reason, count(*) FROM files WHERE status = 'quarantined'
                                  AND run_id IN (SELECT unnest(?)) GROUP BY ALL ORDER BY ALL""",
@@ -214,6 +231,8 @@ def curate(
             summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait, crops=crops)
         except WorkspaceBusy as e:
             _fail(str(e), code=75)
+        except ScrubbedError as e:
+            _fail(str(e), code=1)
         finally:
             progress_hooks.hooks.pop("curate", None)
     print_curate_summary(summary)
@@ -297,7 +316,7 @@ def export_dicom(
     out: Path = typer.Option(..., "--out", help="Output folder (patient pseudonym / study / file id .dcm)"),
     modified_dates: bool = typer.Option(True, help="Retain Longitudinal Temporal Information with Modified Dates"),
     retain_patient_characteristics: bool = typer.Option(False, help="Keep sex, age, size and weight"),
-    allow_burned_in: bool = typer.Option(False, help="Also export objects that declare burned-in annotation"),
+    allow_burned_in: bool = typer.Option(False, help="Also export unscreened objects that declare burned-in annotation"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """De-identified DICOM per PS3.15 Annex E (Basic Profile, safe-attribute allow-list, keyed UIDs)."""
@@ -504,7 +523,13 @@ def lineage(file_id: str, workspace: WorkspaceOpt = None) -> None:
     if not rows:
         _fail(f"no file with id {file_id}")
     for source, location, path, size, run_id in rows:
-        console.print(f"{file_id}  source={source}  path={os.path.join(location, path)}  bytes={size}  run={run_id}")
+        _print_plain(f"{file_id}  source={source}  path={os.path.join(location, path)}  bytes={size}  run={run_id}")
+
+
+def _print_plain(line: str) -> None:
+    """Not through rich (a path is not markup); what the terminal's encoding lacks is escaped, never a crash."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    sys.stdout.write(line.encode(encoding, "backslashreplace").decode(encoding) + "\n")
 
 
 # --- shards ----------------------------------------------------------------------------------
@@ -536,6 +561,8 @@ def shards_build(
                                seed=seed, target_size=target_size, samples_per_shard=samples_per_shard, overwrite=overwrite)
     except (SelectionError, ShardError) as e:
         _fail(str(e))
+    except ScrubbedError as e:
+        _fail(str(e), code=1)
     verb = "built" if result["built"] else "up to date:"
     console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
     show_manifest(Path(result["manifest"]))
@@ -634,8 +661,8 @@ def pretrain(
                                 nproc=nproc, launcher=launcher, until=until)
     except (TrainingError, ConfigError, CheckpointError) as e:
         _fail(str(e))
-    except subprocess.CalledProcessError as e:
-        _fail(f"the training processes exited with status {e.returncode}")
+    except ScrubbedError as e:
+        _fail(str(e), code=1)
     print_pretrain_summary(summary)
 
 
@@ -724,6 +751,8 @@ def evaluate(
                                     model_name=model, report=report, shards=str(shards) if shards else None)
         except (EvaluationError, CheckpointError) as e:
             _fail(str(e))
+        except ScrubbedError as e:
+            _fail(str(e), code=1)
         finally:
             progress_hooks.hooks.pop("evaluate", None)
     print_eval_summary(Path(summary["eval_dir"]))
@@ -804,6 +833,8 @@ def pipeline(
             results = pipeline_flow(str(ws.root), str(pipeline_file))
         except (PipelineError, WorkspaceBusy) as e:
             _fail(str(e))
+        except ScrubbedError as e:
+            _fail(str(e), code=1)
         finally:
             for name in ("ingest", "curate", "evaluate"):
                 progress_hooks.hooks.pop(name, None)

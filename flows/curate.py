@@ -15,10 +15,12 @@ from curation.crops import CropConfig
 from curation.near_dup import DedupConfig
 from curation.run import CurateConfig, curate, write_signature_part
 from flows import progress
+from flows.firewall import firewall
 from flows.runners import build_task_runner
 from ingest.run import new_run_id
 
 @task(name="signatures", retries=1, cache_policy=NO_CACHE, persist_result=False)
+@firewall("signatures")
 def signature_task(workspace: str, rows: list[tuple[str, int, bool, bool]], part: str) -> int:
     """Signatures and keypoints of one batch of (image_id, bits, needs a signature, needs keypoints)."""
     return write_signature_part(Workspace.open(workspace), part, [tuple(r) for r in rows])
@@ -40,6 +42,7 @@ def prefect_map(max_in_flight: int):
 
 
 @flow(name="curate", log_prints=False)
+@firewall("curate")
 def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
                 crops: bool = True) -> dict:
     ws = Workspace.open(workspace)

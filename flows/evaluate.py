@@ -16,6 +16,7 @@ from evaluation.finetune import FinetuneConfig
 from evaluation.report import write_report
 from evaluation.run import EvalConfig, run_evaluation
 from flows import progress
+from flows.firewall import firewall
 
 
 def eval_config(settings: dict) -> EvalConfig:
@@ -26,11 +27,13 @@ def eval_config(settings: dict) -> EvalConfig:
 
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
+@firewall("report")
 def report_task(eval_dir: str) -> str:
     return str(write_report(eval_dir))
 
 
 @flow(name="evaluate", log_prints=False)
+@firewall("evaluate")
 def evaluate_flow(workspace: str, checkpoint: str, tasks: list[str], settings: dict | None = None,
                   eval_id: str | None = None, model_name: str | None = None, report: bool = True,
                   shards: str | None = None) -> dict:

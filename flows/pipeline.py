@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,9 +31,11 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow
 
 from catalog.workspace import Workspace
+from flows.firewall import firewall, frames_only, one_line
 
 SECTIONS = {"workspace", "phantom", "sources", "ingest", "curate", "shards", "pretrain", "evaluate"}
-SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality", "body_part", "slice_axis"}
+SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality", "body_part", "slice_axis",
+               "burned_in"}
 STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
     "ingest": {"runner", "workers", "batch_size"},
@@ -164,7 +165,7 @@ def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str
             continue
         src = Source(s["name"], str(location), s.get("kind", "internal"), labels=list(s.get("labels") or []),
                      path_pattern=s.get("path_pattern"), modality=s.get("modality"), body_part=s.get("body_part"),
-                     slice_axis=str(s.get("slice_axis", "auto")))
+                     slice_axis=str(s.get("slice_axis", "auto")), burned_in=str(s.get("burned_in", "mask")))
         add_source(ws, src, replace=s["name"] in known)
         names.append(s["name"])
     return names, notes
@@ -174,6 +175,7 @@ STAGES = ("phantom", "ingest", "curate", "shards", "pretrain", "evaluate")
 
 
 @flow(name="pipeline", log_prints=False)
+@firewall("pipeline")
 def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True,
                   stages: list[str] | None = None) -> list[dict]:
     """Every stage of the pipeline file (or only `stages`), in order, each a subflow; returns one
@@ -207,11 +209,10 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
         try:
             status, detail = fn()
         except Exception as e:  # a stage's failure is reported, its dependents stop, the others go on
-            failed.add(name)
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            results.append(StageResult(name, "failed", scrub_paths(f"{type(e).__name__}: {message}", ws)))
+            failed.add(name)  # only curated errors keep their text (docs/catalog.md, the failure firewall)
+            results.append(StageResult(name, "failed", scrub_paths(one_line(e), ws)))
             with (ws.logs_dir / "pipeline-errors.log").open("a") as log:
-                log.write(f"--- {name}\n{scrub_paths(traceback.format_exc(), ws)}\n")
+                log.write(f"--- {name}\n{scrub_paths(frames_only(e), ws)}\n")
             return
         results.append(StageResult(name, status, detail))
 
@@ -238,8 +239,10 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
         out = ingest_flow(str(ws.root), names, batch_size=int(ing.get("batch_size", 64)),
                           runner=ing.get("runner", "processes"), workers=ing.get("workers"))
         new = sum(r["files_processed"] for r in out)
+        cleaned = sum(r.get("text_cleaned", 0) for r in out)
         detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
-                 f"{sum(r['images'] for r in out)} images" + ("; " + "; ".join(notes) if notes else "")
+                 f"{sum(r['images'] for r in out)} images, {cleaned} with burned-in text masked" + \
+                 ("; " + "; ".join(notes) if notes else "")
         return ("done" if new else "up to date"), detail
 
     stage("ingest", ("phantom",), do_ingest)
@@ -280,7 +283,7 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
 
         def do_pretrain():
             from training.config import load_config
-            from training.data import check_manifest
+            from training.data import TrainingError, check_manifest
 
             manifest = manifests[pre["shards"]]
             cfg = load_config(pre.get("config"), list(pre.get("overrides") or []))
@@ -296,7 +299,7 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
                               resume=str(run_dir) if resume else None, run_dir=str(run_dir),
                               show_progress=show_progress)
             if not s.get("completed"):
-                raise RuntimeError(f"run {run_dir.name} stopped at step {s.get('steps')}")
+                raise TrainingError(f"run {run_dir.name} stopped at step {s.get('steps')}")
             return "done", f"{run_dir.name}: {s.get('steps')} steps{' (resumed)' if resume else ''}, " \
                            f"loss {s.get('loss', float('nan')):.3f}"
 

@@ -16,6 +16,7 @@ from prefect import flow
 from catalog import schema
 from catalog.parts import write_table
 from catalog.workspace import Workspace
+from flows.firewall import firewall
 from training.config import dump_config, load_config
 from training.data import TrainingError
 from training.trainer import new_run_id, prepare_run, read_run, train
@@ -34,7 +35,15 @@ def torchrun_command(run_dir: Path, nproc: int, extra: list[str] | None = None) 
             "--resume", str(run_dir), *(extra or [])]
 
 
+def _run_checked(command, what: str, shell: bool = False) -> None:
+    # A TrainingError, not CalledProcessError: the firewall would reduce that to its type, losing the status.
+    status = subprocess.run(command, shell=shell).returncode
+    if status:
+        raise TrainingError(f"{what} exited with status {status}")
+
+
 @flow(name="pretrain", log_prints=False)
+@firewall("pretrain")
 def pretrain_flow(workspace: str, manifest: str | None = None, config: str | None = None,
                   overrides: list[str] | None = None, resume: str | None = None, run_dir: str | None = None,
                   nproc: int = 1, launcher: str = "local", until: int | None = None,
@@ -59,13 +68,13 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
     extra = [] if until is None else ["--until", str(until)]
     if launcher != "local":
         command = shlex.join(torchrun_command(path, nproc, extra))
-        subprocess.run(launcher.replace("{command}", command), shell=True, check=True)
+        _run_checked(launcher.replace("{command}", command), "the launcher", shell=True)
         record_pretrain_run(ws, run, "started", "submitted", params)
         return {"run_id": run["run_id"], "run_dir": str(path), "submitted": command}
     record_pretrain_run(ws, run, "started", "running", params)
     try:
         if nproc > 1:
-            subprocess.run(torchrun_command(path, nproc, extra), check=True)
+            _run_checked(torchrun_command(path, nproc, extra), "the training processes")
             summary = {"run_id": run["run_id"], "run_dir": str(path)}
         else:
             summary = train(path, show_progress=show_progress, until=until, verify_shards=False if fresh else None)

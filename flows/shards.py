@@ -9,12 +9,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog.workspace import Workspace
+from flows.firewall import firewall
 from flows.runners import build_task_runner
 from shards.manifest import ShardEntry
 from shards.writer import ShardPlan, build_shard_set, write_shard
 
 
 @task(name="write-shard", retries=1, cache_policy=NO_CACHE, persist_result=False)
+@firewall("write-shard")
 def write_shard_task(workspace: str, plan_path: str, out_dir: str) -> dict:
     entry = write_shard(Path(workspace), ShardPlan.load(Path(plan_path)), Path(out_dir))
     return entry.__dict__
@@ -33,6 +35,7 @@ def prefect_map(workspace: str):
 
 
 @flow(name="build-shards", log_prints=False)
+@firewall("build-shards")
 def build_shards_flow(workspace: str, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
                       seed: int = 0,
                       target_size: str | None = "512MB", samples_per_shard: int | None = None,

@@ -15,16 +15,19 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
+import pyarrow as pa
+
 from catalog import schema
 from catalog.parts import commit_part, write_table
+from catalog.pseudonyms import Pseudonymizer
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
 from ingest import vocab
-from ingest.deid import Pseudonymizer
 from ingest.pixels import image_id
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
 from ingest.scan import ScanEntry, read_bytes
+from ingest.text.screen import screen_frame
 from ingest.sources import LabelResolver, Source, load_sources
 
 log = logging.getLogger("ortho.ingest")
@@ -37,6 +40,7 @@ class BatchSpec:
     generation: int
     part_id: str
     entries: list[ScanEntry]
+    burned_in: str | None = None  # this run's text policy, over the source's (ingest/text/screen.py)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -57,6 +61,7 @@ class BatchResult:
     bytes: int = 0
     quarantined: Counter = field(default_factory=Counter)
     formats: Counter = field(default_factory=Counter)
+    cleaned: int = 0  # images whose burned-in text was masked before storing
 
     def merge(self, other: "BatchResult") -> "BatchResult":
         self.files += other.files
@@ -64,6 +69,7 @@ class BatchResult:
         self.bytes += other.bytes
         self.quarantined.update(other.quarantined)
         self.formats.update(other.formats)
+        self.cleaned += other.cleaned
         return self
 
 
@@ -96,36 +102,18 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     files, occurrences, labels, lineage = [], [], [], []
     result = BatchResult()
     for entry in batch.entries:
-        file_id = pseudo.file_id(source.name, entry.relpath)
-        lineage.append(dict(source=source.name, file_id=file_id, file_version=entry.version, location=source.location,
-                            path=entry.relpath, size=entry.size, mtime_ns=entry.mtime_ns, run_id=batch.run_id))
-        row = dict(source=source.name, source_seq=source.seq, file_id=file_id, file_version=entry.version,
-                   generation=batch.generation, run_id=batch.run_id, part_id=batch.part_id, format=None,
-                   outcome="ok", reason=None, detail=None, n_images=0, bytes=entry.size, committed_at=now,
-                   schema_version=schema.SCHEMA_VERSION)
-        file_occ: list[dict] = []
-        try:
-            file_occ, fmt = _ingest_file(source, entry, file_id, batch, pseudo, store, limits)
-            row.update(format=fmt, n_images=len(file_occ))
-        except Quarantine as q:
-            row.update(outcome="quarantined", reason=q.reason, detail=q.detail[:200])
-            result.quarantined[q.reason] += 1
-            log.warning("quarantined file %s (source %s): %s - %s", file_id, source.name, q.reason, q.detail)
-        except Exception as e:  # a reader bug must not stop the run, nor print the path
-            row.update(outcome="quarantined", reason="internal_error", detail=type(e).__name__)
-            result.quarantined["internal_error"] += 1
-            log.error("quarantined file %s (source %s): internal_error - %s", file_id, source.name, type(e).__name__)
-        files.append(row)
-        occurrences.extend(file_occ)
-        if file_occ:
-            hints = source.hints(entry.relpath)
-            for task, value in resolver.labels(entry.relpath, hints).items():
-                labels.extend(dict(image_id=o["image_id"], task=task, value=value, source=source.name,
-                                   file_id=file_id, part_id=batch.part_id) for o in file_occ)
+        rows = _file_rows(source, entry, batch, pseudo, store, limits, resolver, now)
+        files.append(rows.file)
+        lineage.extend(rows.lineage)
+        occurrences.extend(rows.occurrences)
+        labels.extend(rows.labels)
         result.files += 1
-        result.images += len(file_occ)
+        result.images += len(rows.occurrences)
+        result.cleaned += sum(bool(o["pixels_cleaned"]) for o in rows.occurrences)
         result.bytes += entry.size
-        result.formats[row["format"] or "none"] += 1
+        result.formats[rows.file["format"] or "none"] += 1
+        if rows.file["outcome"] == "quarantined":
+            result.quarantined[rows.file["reason"]] += 1
     # Lineage first: if the process dies between the two, the re-run writes the same lineage
     # again (the view is DISTINCT) and commits the part; never a part without its lineage.
     write_table(ws.lineage_dir / f"{batch.part_id}.parquet", lineage, schema.LINEAGE, ws.staging_dir)
@@ -135,6 +123,68 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
         "labels": (labels, schema.LABEL),
     })
     return result
+
+
+@dataclass
+class FileRows:
+    file: dict
+    lineage: list[dict] = field(default_factory=list)
+    occurrences: list[dict] = field(default_factory=list)
+    labels: list[dict] = field(default_factory=list)
+
+
+def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseudonymizer, store: ImageStore,
+               limits: Limits, resolver: LabelResolver, now: dt.datetime) -> FileRows:
+    """The failure firewall: whatever goes wrong with one file (any reader, hint, label or row), the file ends
+    quarantined and the batch goes on. The detail is a reason's or a type name, never an exception's message:
+    that can hold a path or a value."""
+    out = FileRows(dict(source=source.name, source_seq=source.seq, file_id=None, file_version=entry.version,
+                        generation=batch.generation, run_id=batch.run_id, part_id=batch.part_id, format=None,
+                        outcome="ok", reason=None, detail=None, n_images=0, bytes=entry.size, committed_at=now,
+                        schema_version=schema.SCHEMA_VERSION))
+    try:
+        file_id = out.file["file_id"] = pseudo.file_id(source.name, entry.relpath)
+        out.lineage = _checked([_lineage_row(source, entry, file_id, batch.run_id)], schema.LINEAGE)
+        occurrences, fmt = _ingest_file(source, entry, file_id, batch, pseudo, store, limits)
+        labels = _label_rows(source, entry, file_id, batch, resolver, occurrences)
+        out.occurrences = _checked(occurrences, schema.OCCURRENCE)
+        out.labels = _checked(labels, schema.LABEL)
+        out.file.update(format=fmt, n_images=len(occurrences))
+    except Quarantine as q:
+        out.file.update(outcome="quarantined", reason=q.reason, detail=q.detail[:200])
+        log.warning("quarantined file %s (source %s): %s - %s", out.file["file_id"], source.name, q.reason, q.detail)
+    except Exception as e:
+        if out.file["file_id"] is None:  # a name even the HMAC cannot encode: still one row, keyed by its ascii()
+            out.file["file_id"] = pseudo.file_id(source.name, ascii(entry.relpath))
+        out.file.update(outcome="quarantined", reason="internal_error", detail=type(e).__name__)
+        out.occurrences, out.labels = [], []
+        log.error("quarantined file %s (source %s): internal_error - %s", out.file["file_id"], source.name,
+                  type(e).__name__)
+    return out
+
+
+def _lineage_row(source: Source, entry: ScanEntry, file_id: str, run_id: str) -> dict:
+    # A local listing decodes names with surrogateescape: fsencode gives back the bytes on disk, and
+    # `path` stays valid UTF-8 (undecodable bytes as \xNN) so that Parquet can hold it.
+    raw = os.fsencode(entry.relpath)
+    return dict(source=source.name, file_id=file_id, file_version=entry.version, location=source.location,
+                path=raw.decode("utf-8", "backslashreplace"), path_bytes=raw, size=entry.size,
+                mtime_ns=entry.mtime_ns, run_id=run_id)
+
+
+def _label_rows(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpec, resolver: LabelResolver,
+                occurrences: list[dict]) -> list[dict]:
+    if not occurrences:
+        return []
+    labels = resolver.labels(entry.relpath, source.hints(entry.relpath))
+    return [dict(image_id=o["image_id"], task=task, value=value, source=source.name, file_id=file_id,
+                 part_id=batch.part_id) for task, value in labels.items() for o in occurrences]
+
+
+def _checked(rows: list[dict], pa_schema: pa.Schema) -> list[dict]:
+    # A value Arrow cannot take fails here, for this file, instead of failing the batch's write later.
+    pa.Table.from_pylist(rows, schema=pa_schema)
+    return rows
 
 
 def _ingest_file(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpec, pseudo: Pseudonymizer,
@@ -160,9 +210,10 @@ def _ingest_file(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpe
                       slice_axis=source.slice_axis)
     fmt, frames = read_frames(data, PurePosixPath(entry.relpath).name, ctx)
     del data
+    policy = batch.burned_in or source.burned_in
     out = []
     for frame in frames:
-        pixels = frame.pixels
+        pixels, screening = screen_frame(frame, policy)
         iid = image_id(pixels)
         store.put(iid, pixels)
         attrs = frame.attrs
@@ -176,7 +227,7 @@ def _ingest_file(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpe
         occ.update(image_id=iid, source=source.name, source_seq=source.seq, file_id=file_id,
                    file_version=entry.version, generation=batch.generation, part_id=batch.part_id,
                    rows=int(pixels.shape[0]), cols=int(pixels.shape[1]), bits=8 * pixels.dtype.itemsize,
-                   store_path=store.relpath(iid))
+                   store_path=store.relpath(iid), **screening)
         out.append(occ)
     if not out:
         raise Quarantine("no_pixel_data", "the file decoded to zero images")

@@ -9,6 +9,8 @@ menisci, an ACL that is torn in some exams), and writes them the way real export
                 tags, nested sequences, MONOCHROME1, a multi-frame object, a structured report,
                 a re-export of one study (exact duplicates), NIfTI volumes, labels.csv, and
                 broken files (truncated, empty, random bytes, wrong extension, corrupt NIfTI).
+                Some radiographs carry the patient's name, ID and birth date burned into the pixels
+                without BurnedInAnnotation = YES (`has_burned_text`), as consoles and digitisers draw them.
   root/public/  a public-dataset-like PNG tree, train/val/<KL>/<id><L|R>.png, some of it the
                 same pixels as pacs/ radiographs (cross-source duplicates), two of it re-windowed
                 8-bit copies of them and two cropped, resized 8-bit copies (near-duplicates).
@@ -89,6 +91,24 @@ def planted_values(n: int = 6, seed: int = 0) -> list[str]:
     for p in patients(n, seed):
         values += [p.family, p.given, p.patient_id, p.birth_date, p.study_date, p.accession]
     return sorted(set(values))
+
+
+def has_burned_text(p: PhantomPatient) -> bool:
+    """Patients whose radiographs show their identity in the pixels (none of them has a public copy of the
+    same pixels, so exact duplicates stay exact)."""
+    return p.index % 4 == 1 and p.index != 1
+
+
+def burned_lines(p: PhantomPatient) -> list[str]:
+    return [f"{p.family.upper()}^{p.given.upper()}", f"{p.patient_id} {p.birth_date}"]
+
+
+def burn_identity(arr: np.ndarray, p: PhantomPatient, side: str) -> np.ndarray:
+    from ingest.text.render import TextStyle, burn
+
+    style = TextStyle(font="DejaVuSans-Bold.ttf" if side == "L" else "DejaVuSansMono.ttf", height=0.035,
+                      frame="box" if side == "L" else "none", corner="top-left" if side == "L" else "bottom-right")
+    return burn(arr, burned_lines(p), style)[0]
 
 
 # --- drawing ---------------------------------------------------------------------------------
@@ -370,7 +390,7 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
     radiograph per patient (task `hip_kl_grade`), for cross-anatomy evaluation. `poses` positions and
     exposes every knee radiograph differently (see draw_radiograph), as real ones are."""
     root = Path(root)
-    stamp = f"phantom v2 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}{' poses' if poses else ''}\n"
+    stamp = f"phantom v3 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}{' poses' if poses else ''}\n"
     if (root / MARKER).exists() and (n_patients is None or (root / MARKER).read_text() == stamp):
         return root
     n_patients = n_patients or 6
@@ -389,7 +409,8 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
             arr = draw_radiograph(grade, side, rng, pose=pose_rng)
             stem = f"{p.family}_{p.given[0]}_knee_{side}"
             mono1 = p.index == 1 and side == "R"
-            _write(study / "XR" / f"{stem}.dcm", radiograph_dicom(p, arr, side, rng, study_uid, monochrome1=mono1))
+            shown = burn_identity(arr, p, side) if has_burned_text(p) else arr
+            _write(study / "XR" / f"{stem}.dcm", radiograph_dicom(p, shown, side, rng, study_uid, monochrome1=mono1))
             label_rows.append({"file": stem, "kl_grade": grade, "mri_acl": ""})
             split = "val" if p.index >= n_patients - 2 else "train"
             if p.index % 2 == 0:  # a public copy of the same pixels (cross-source duplicate)
@@ -404,6 +425,11 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
                 if p.index == 3:  # instead (drawn all the same, so later patients keep their pixels): a
                     # cropped and resized 8-bit re-release of the pacs knee (near-duplicate)
                     out = cropped_reexport(arr, np.random.default_rng([seed, p.index, 4, side == "L"]))
+                elif has_burned_text(p) and side == "L":  # a digitised film: the ID on a light label
+                    from ingest.text.render import TextStyle, burn
+
+                    out = burn(out, burned_lines(p)[1:], TextStyle(height=0.04, polarity="dark", frame="box",
+                                                                   corner="bottom-left"))[0]
                 _write(public / split / str(grade) / f"{90000 + p.index}{side}.png", _png(out))
         if hips:
             hip_rng = np.random.default_rng([seed, p.index, 1])  # the knee draws stay as without hips

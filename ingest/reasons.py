@@ -23,6 +23,7 @@ REASONS = {
     "decode_error": "the pixel data failed to decode",
     "absurd_dimensions": "declared image dimensions are zero or beyond the configured limit",
     "burned_in_annotation": "DICOM declares burned-in annotation: pixels may show identifying text",
+    "burned_in_text": "text was found in the pixels and the source's policy is --burned-in quarantine",
     "internal_error": "an unexpected error; the message names only the exception type",
 }
 

@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Iterator
 
 from catalog import db, schema
 from catalog.parts import write_table
+from catalog.pseudonyms import Pseudonymizer
 from catalog.workspace import Workspace
 from ingest.batch import BatchResult, BatchSpec, label_resolver, process_batch
-from ingest.deid import Pseudonymizer
 from ingest.scan import scan
 from ingest.sources import Source, load_sources
 
@@ -45,7 +45,8 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {"source": self.source, "run_id": self.run_id, "files_seen": self.files_seen,
                 "files_skipped": self.files_skipped, "files_processed": self.result.files,
-                "images": self.result.images, "quarantined": dict(self.result.quarantined)}
+                "images": self.result.images, "quarantined": dict(self.result.quarantined),
+                "text_cleaned": self.result.cleaned}
 
 
 def new_run_id() -> str:
@@ -80,7 +81,7 @@ def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str,
 
 
 def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,
-                 summary: IngestSummary, done: set[tuple[str, str]]) -> Iterator[Path]:
+                 summary: IngestSummary, done: set[tuple[str, str]], burned_in: str | None = None) -> Iterator[Path]:
     """Stream the listing into batch files under private/lineage/batches; only their paths travel further."""
     pseudo = Pseudonymizer(ws.secret())
     staging = ws.batches_dir / run_id
@@ -93,10 +94,12 @@ def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, ba
             continue
         batch.append(entry)
         if len(batch) >= batch_size:
-            yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch))
+            yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch,
+                                                 burned_in))
             batch, index = [], index + 1
     if batch:
-        yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch))
+        yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch,
+                                             burned_in))
 
 
 def _save_batch(staging: Path, spec: BatchSpec) -> Path:
@@ -134,7 +137,8 @@ def ensure_materialised(source: Source) -> None:
 
 def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches: MapBatches = serial_map,
                   retry_quarantined: bool = False, on_batch: Callable[[BatchResult, IngestSummary], None] | None = None,
-                  wait_s: float = 0.0) -> IngestSummary:
+                  wait_s: float = 0.0, burned_in: str | None = None) -> IngestSummary:
+    """`burned_in` overrides the source's burned-in text policy for this run (mask | quarantine | off)."""
     sources = load_sources(ws)
     if name not in sources:
         raise KeyError(f"no source named {name!r}; see `ortho sources list`")
@@ -145,10 +149,11 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
         run_id = new_run_id()
         generation, done = catalog_state(ws, name, retry_quarantined)
         summary = IngestSummary(name, run_id)
-        params = {"batch_size": batch_size, "retry_quarantined": retry_quarantined}
+        params = {"batch_size": batch_size, "retry_quarantined": retry_quarantined,
+                  "burned_in": burned_in or source.burned_in}
         record_run(ws, run_id, name, "started", "running", generation, params=params)
         try:
-            batches = plan_batches(ws, source, run_id, generation, batch_size, summary, done)
+            batches = plan_batches(ws, source, run_id, generation, batch_size, summary, done, burned_in)
             for result in map_batches(ws, batches):
                 summary.result.merge(result)
                 if on_batch:

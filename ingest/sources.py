@@ -68,6 +68,7 @@ class Source:
     modality: str | None = None
     body_part: str | None = None
     slice_axis: str = "auto"
+    burned_in: str = "mask"  # burned-in text: mask | quarantine | off (ingest/text/screen.py)
 
     def validate(self) -> "Source":
         if not _NAME.match(self.name):
@@ -89,6 +90,7 @@ class Source:
             raise SourceError(f"body part {self.body_part!r}: expected one of {sorted(vocab.BODY_PARTS)}")
         if self.slice_axis not in ("auto", "all", "0", "1", "2"):
             raise SourceError("slice axis must be auto, all, 0, 1 or 2")
+        check_burned_in(self.burned_in)
         return self
 
     @property
@@ -108,6 +110,12 @@ class Source:
             return {}
         m = re.search(self.path_pattern, relpath)
         return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
+
+
+def check_burned_in(policy: str) -> str:
+    if policy not in ("mask", "quarantine", "off"):
+        raise SourceError(f"burned-in text policy {policy!r}: expected mask, quarantine or off")
+    return policy
 
 
 def load_sources(ws: Workspace) -> dict[str, Source]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ingest.deid import Pseudonymizer
+from catalog.pseudonyms import Pseudonymizer
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.uid import UID_dictionary
 
+from catalog.identity import HEADER_FIELDS, patient_identity
 from ingest import vocab
 from ingest.deid import age_days
 from ingest.pixels import Frame, to_gray, to_storable
@@ -166,19 +167,8 @@ def _check_pixels(ds, ctx: ReadContext) -> tuple[int, int, int]:
 def _header_attrs(ds, ctx: ReadContext) -> dict:
     """Everything the catalog keeps from one header, already de-identified."""
     texts = [_get(ds, k) for k in ("SeriesDescription", "ProtocolName", "StudyDescription")]
-    pid = _get(ds, "PatientID")
     hints = ctx.hints
-    if hints.get("patient"):
-        patient_key, basis = ctx.pseudo.patient(hints["patient"]), "path_pattern"
-    elif pid is not None and str(pid).strip():
-        patient_key, basis = ctx.pseudo.patient(pid), "patient_id"
-    elif _get(ds, "PatientName") is not None:
-        patient_key = ctx.pseudo.patient(f"{_get(ds, 'PatientName')}|{_get(ds, 'PatientBirthDate', '')}")
-        basis = "name_birthdate"
-    elif _get(ds, "StudyInstanceUID") is not None:
-        patient_key, basis = ctx.pseudo.key("patient-of-study", _get(ds, "StudyInstanceUID")), "study"
-    else:
-        patient_key, basis = ctx.pseudo.key("patient-of-file", ctx.file_id), "file"
+    patient_key, basis = patient_identity(ctx.pseudo, ctx.file_id, hints, {k: _get(ds, k) for k in HEADER_FIELDS})
     study_uid, series_uid = _get(ds, "StudyInstanceUID"), _get(ds, "SeriesInstanceUID")
     date = next((d for d in (_get(ds, k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d), None)
     family, fat = vocab.sequence(*texts, _get(ds, "SequenceName"), _get(ds, "ScanningSequence"))
@@ -250,11 +240,12 @@ def _prepare(data: bytes, ctx: ReadContext):
         if any(w in name for w in _NON_IMAGE_WORDS) or vocab.modality(_get(ds, "Modality")) in {"SR", "PR", "KO", "DOC", "REG", "RTSTRUCT", "RTPLAN"}:
             raise Quarantine("non_image_object", f"SOP class {name or 'unknown'}")
         raise Quarantine("no_pixel_data", f"SOP class {name or 'unknown'} without pixel data")
-    if str(_get(ds, "BurnedInAnnotation", "")).strip().upper() == "YES":
-        raise Quarantine("burned_in_annotation", "BurnedInAnnotation is YES")
     _ensure_transfer_syntax(ds)
     _check_pixels(ds, ctx)
-    return ds, _header_attrs(ds, ctx)
+    header = _header_attrs(ds, ctx)
+    # screened like every image at ingest (ingest/text/screen.py); the policy decides what a YES means
+    header["burned_in_declared"] = str(_get(ds, "BurnedInAnnotation", "")).strip().upper() == "YES"
+    return ds, header
 
 
 def _frames(ds, header: dict) -> Iterator[Frame]:

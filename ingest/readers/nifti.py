@@ -24,6 +24,7 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 
+from catalog.identity import patient_identity
 from ingest.pixels import Frame, to_storable
 from ingest.reasons import Quarantine
 from ingest.readers.context import ReadContext
@@ -122,14 +123,13 @@ def read_nifti(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
     zooms = tuple(float(z) for z in header.get_zooms()[:3]) + (1.0,) * (3 - len(header.get_zooms()[:3]))
     orientation = "nominal" if nominal else "".join(nib.aff2axcodes(img.affine))
     pseudo, hints = ctx.pseudo, ctx.hints
-    patient = hints.get("patient") or hints.get("exam")
-    patient_key = pseudo.patient(patient) if patient else pseudo.key("patient-of-file", ctx.file_id)
+    patient_key, basis = patient_identity(pseudo, ctx.file_id, hints)
     base = {
         "format": "nifti",
         "modality": ctx.defaults.get("modality") or "MR",
         "body_part": ctx.defaults.get("body_part") or "unknown",
         "patient_key": patient_key,
-        "patient_key_basis": "path_pattern" if patient else "file",
+        "patient_key_basis": basis,
         "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else pseudo.key("study-of-file", ctx.file_id),
         "orientation": orientation,
         "bits_stored": 8 * arr.dtype.itemsize,

@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageSequence
 
+from catalog.identity import patient_identity
 from ingest import vocab
 from ingest.pixels import Frame, to_gray, to_storable
 from ingest.reasons import Quarantine
@@ -46,15 +47,15 @@ def read_raster(data: bytes, ctx: ReadContext, fmt: str) -> Iterator[Frame]:
     if w <= 0 or h <= 0 or w * h > ctx.limits.max_pixels_per_image:
         raise Quarantine("absurd_dimensions", f"declared {h}x{w}")
     hints, pseudo = ctx.hints, ctx.pseudo
-    patient = hints.get("patient")
+    patient_key, basis = patient_identity(pseudo, ctx.file_id, hints)
     base = {
         "format": fmt,
         "modality": ctx.defaults.get("modality"),
         "body_part": ctx.defaults.get("body_part") or "unknown",
         "laterality": vocab.laterality(hints.get("laterality")),
         "view": vocab.view(hints.get("view")),
-        "patient_key": pseudo.patient(patient) if patient else pseudo.key("patient-of-file", ctx.file_id),
-        "patient_key_basis": "path_pattern" if patient else "file",
+        "patient_key": patient_key,
+        "patient_key_basis": basis,
         "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else None,
         "source_split": vocab.split(hints.get("split")),
         "photometric": "MONOCHROME2",

@@ -1,6 +1,7 @@
 """De-identified DICOM export: planted values in the attributes of PS3.15 table E.1-1 (nested and
-private too) never reach the output, and every output file opens with its pixels intact."""
+private too) never reach the output, every output file opens, and its pixels are the store's."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -10,8 +11,15 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from curation.export_dicom import ExportOptions, export_files
+from catalog.pseudonyms import Pseudonymizer
+from catalog.store import ImageStore
+from curation.export_dicom import CatalogFile, ExportOptions, StoredFrame, export_files
+from ingest.pixels import image_id
+from ingest.readers import ReadContext
+from ingest.readers.dicom import read_dicom
 from tests.ingest.dicom_factory import make_dicom
+
+SECRET = b"k" * 32
 
 # Attributes of table E.1-1 (a broad sample across patient, study, series, equipment, request).
 E11 = """AccessionNumber AcquisitionComments AcquisitionDate AcquisitionDateTime AcquisitionDeviceProcessingDescription
@@ -73,50 +81,122 @@ def planted_dataset() -> tuple[bytes, list[str]]:
     return buf.getvalue(), planted
 
 
+def catalog_file(tmp_path, data: bytes, name: str = "in.dcm", screened: bool = False) -> tuple[CatalogFile, ImageStore]:
+    """What an ingest would have recorded for one file: its frames read by the DICOM reader, stored."""
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / name).write_bytes(data)
+    store = ImageStore(tmp_path / "store")
+    frames, attrs = [], {}
+    for f in read_dicom(data, ReadContext(Pseudonymizer(SECRET), "f" * 16)):
+        store.put(image_id(f.pixels), f.pixels)
+        attrs = f.attrs
+        frames.append(StoredFrame(image_id(f.pixels), attrs["intensity_scale"], attrs["intensity_offset"],
+                                  attrs["window_center"], attrs["window_width"], screened))
+    return CatalogFile("f" * 16, str(src), name, len(data), attrs["patient_key"], tuple(frames)), store
+
+
+def export_one(tmp_path, data: bytes, options: ExportOptions = ExportOptions(), screened: bool = False,
+               secret: bytes = SECRET, out: str = "out"):
+    f, store = catalog_file(tmp_path, data, screened=screened)
+    result = export_files([f], store, tmp_path / out, secret, options)
+    return result, f, store
+
+
+def stored_frames(f: CatalogFile, store: ImageStore) -> np.ndarray:
+    return np.stack([store.get(fr.image_id) for fr in f.frames])
+
+
+def codes(ds) -> list[str]:
+    return [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
+
+
+def exported_frames(ds) -> np.ndarray:
+    arr = ds.pixel_array
+    return arr if arr.ndim == 3 else arr[None]
+
+
 @pytest.mark.parametrize("options", [ExportOptions(), ExportOptions(retain_modified_dates=False),
                                      ExportOptions(retain_patient_characteristics=True)])
 def test_no_planted_value_survives_and_outputs_open(tmp_path, options):
     data, planted = planted_dataset()
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "in.dcm").write_bytes(data)
-    result = export_files([("f" * 16, str(src), "in.dcm")], tmp_path / "out", b"k" * 32, options)
-    assert len(result.written) == 1
+    result, f, store = export_one(tmp_path, data, options)
+    assert len(result.written) == 1 and result.skipped == {}
     out = result.written[0]
     raw = out.read_bytes().decode("latin-1")
     leaked = [p for p in planted if p in raw]
     assert leaked == []
     assert "QZ" not in str(out) and "7731" not in str(out)
     ds = pydicom.dcmread(out)
-    original = pydicom.dcmread(io.BytesIO(data))
-    assert np.array_equal(ds.pixel_array, original.pixel_array)
+    assert np.array_equal(exported_frames(ds), stored_frames(f, store))
     assert ds.PatientIdentityRemoved == "YES" and ds.BodyPartExamined == "KNEE"
-    codes = [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
-    assert codes[0] == "113100" and ("113107" in codes) == options.retain_modified_dates
+    assert ds.PatientID == ds.PatientName == f.patient_key
+    assert codes(ds)[0] == "113100" and ("113107" in codes(ds)) == options.retain_modified_dates
     assert not any(e.tag.is_private for e in ds.iterall())
 
 
 def test_uids_are_remapped_consistently(tmp_path):
     data, _ = planted_dataset()
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.dcm").write_bytes(data)
-    a = export_files([("a" * 16, str(src), "a.dcm")], tmp_path / "o1", b"k" * 32, ExportOptions()).written[0]
-    b = export_files([("a" * 16, str(src), "a.dcm")], tmp_path / "o2", b"k" * 32, ExportOptions()).written[0]
-    c = export_files([("a" * 16, str(src), "a.dcm")], tmp_path / "o3", b"j" * 32, ExportOptions()).written[0]
+    a = export_one(tmp_path, data, out="o1")[0].written[0]
+    b = export_one(tmp_path, data, out="o2")[0].written[0]
+    c = export_one(tmp_path, data, secret=b"j" * 32, out="o3")[0].written[0]
     da, db_, dc = (pydicom.dcmread(p) for p in (a, b, c))
     assert da.StudyInstanceUID == db_.StudyInstanceUID != dc.StudyInstanceUID
     assert da.StudyInstanceUID.startswith("2.25.")
 
 
-def test_burned_in_annotation_is_not_exported_unless_allowed(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "b.dcm").write_bytes(make_dicom(np.zeros((8, 8), np.uint16), BurnedInAnnotation="YES"))
-    r = export_files([("b" * 16, str(src), "b.dcm")], tmp_path / "o", b"k" * 32, ExportOptions())
+def test_burned_in_annotation_is_not_exported_unless_allowed_or_screened(tmp_path):
+    flagged = make_dicom(np.zeros((8, 8), np.uint16), BurnedInAnnotation="YES")
+    r = export_one(tmp_path, flagged, out="o1")[0]
     assert r.written == [] and r.skipped == {"burned_in_annotation": 1}
-    r = export_files([("b" * 16, str(src), "b.dcm")], tmp_path / "o", b"k" * 32, ExportOptions(allow_burned_in=True))
-    assert len(r.written) == 1
+    r = export_one(tmp_path, flagged, ExportOptions(allow_burned_in=True), out="o2")[0]
+    ds = pydicom.dcmread(r.written[0])
+    assert ds.BurnedInAnnotation == "YES" and "113101" not in codes(ds)
+    ds = pydicom.dcmread(export_one(tmp_path, flagged, screened=True, out="o3")[0].written[0])
+    assert ds.BurnedInAnnotation == "NO" and "113101" in codes(ds)
+
+
+def test_an_unscreened_file_claims_no_clean_pixels(tmp_path):
+    for i, flag in enumerate(({}, {"BurnedInAnnotation": "NO"})):
+        data = make_dicom(np.zeros((8, 8), np.uint16), **flag)
+        ds = pydicom.dcmread(export_one(tmp_path, data, out=f"o{i}")[0].written[0])
+        assert "BurnedInAnnotation" not in ds and "113101" not in codes(ds)
+
+
+def test_pixels_come_from_the_store_not_the_source(tmp_path):
+    data = make_dicom(np.full((8, 8), 700, np.uint16))
+    f, store = catalog_file(tmp_path, data, screened=True)
+    masked = np.zeros((8, 8), np.uint16)  # what screening stored instead of the source's pixels
+    store.put(image_id(masked), masked)
+    f = dataclasses.replace(f, frames=(StoredFrame(image_id(masked), screened=True),))
+    ds = pydicom.dcmread(export_files([f], store, tmp_path / "out", SECRET, ExportOptions()).written[0])
+    assert np.array_equal(ds.pixel_array, masked)
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+
+
+def test_monochrome1_is_written_as_the_stored_monochrome2_with_its_window(tmp_path):
+    arr = np.array([[0, 100], [4000, 4095]], dtype=np.uint16)
+    data = make_dicom(arr, PhotometricInterpretation="MONOCHROME1", Modality="CR", WindowCenter=1000, WindowWidth=800,
+                      RedPaletteColorLookupTableDescriptor=[256, 0, 16], PixelIntensityRelationship="LIN",
+                      PixelIntensityRelationshipSign=1)
+    result, f, store = export_one(tmp_path, data)
+    ds = pydicom.dcmread(result.written[0])
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and np.array_equal(ds.pixel_array, 4095 - arr)
+    assert np.array_equal(ds.pixel_array, store.get(f.frames[0].image_id))
+    assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (4095 - 1000, 800)
+    assert ds.PixelIntensityRelationshipSign == -1 and "RedPaletteColorLookupTableDescriptor" not in ds
+    assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (16, 16, 15, 0)
+
+
+def test_signed_multiframe_keeps_its_real_values_under_one_rescale(tmp_path):
+    raw = np.stack([np.array([[-1000, 0], [10, 20]]), np.array([[5, 6], [7, 3000]])]).astype(np.int16)
+    data = make_dicom(raw, signed=True, bits_stored=16, frames=2, Modality="CT", RescaleSlope=2, RescaleIntercept=-1024)
+    result, f, store = export_one(tmp_path, data)
+    assert len({fr.intensity_offset for fr in f.frames}) == 2  # the frames were stored with different shifts
+    ds = pydicom.dcmread(result.written[0])
+    assert ds.NumberOfFrames == 2 and ds.PixelRepresentation == 0
+    real = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert np.array_equal(real, raw * 2.0 - 1024)
 
 
 def test_export_from_the_catalog_leaves_no_phantom_phi(phantom_workspace, tmp_path):
@@ -144,12 +224,7 @@ def test_export_from_the_catalog_leaves_no_phantom_phi(phantom_workspace, tmp_pa
 
 
 def test_retained_ages_over_89_are_reported_as_90(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "old.dcm").write_bytes(make_dicom(np.zeros((8, 8), np.uint16), PatientAge="097Y", PatientSex="F"))
-    r = export_files([("c" * 16, str(src), "old.dcm")], tmp_path / "o", b"k" * 32,
-                     ExportOptions(retain_patient_characteristics=True))
-    ds = pydicom.dcmread(r.written[0])
+    data = make_dicom(np.zeros((8, 8), np.uint16), PatientAge="097Y", PatientSex="F")
+    ds = pydicom.dcmread(export_one(tmp_path, data, ExportOptions(retain_patient_characteristics=True))[0].written[0])
     assert ds.PatientAge == "090Y" and ds.PatientSex == "F"
-    r = export_files([("c" * 16, str(src), "old.dcm")], tmp_path / "o2", b"k" * 32, ExportOptions())
-    assert "PatientAge" not in pydicom.dcmread(r.written[0])
+    assert "PatientAge" not in pydicom.dcmread(export_one(tmp_path, data, out="o2")[0].written[0])

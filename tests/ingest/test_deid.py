@@ -1,6 +1,7 @@
 import datetime as dt
 
-from ingest.deid import MAX_AGE_DAYS, Pseudonymizer, age_days, parse_da
+from catalog.pseudonyms import Pseudonymizer, parse_da
+from ingest.deid import MAX_AGE_DAYS, age_days
 
 
 def test_pseudonyms_are_keyed_stable_and_secret_dependent():

@@ -5,7 +5,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from ingest.deid import Pseudonymizer
+from catalog.pseudonyms import Pseudonymizer
 from ingest.readers import ReadContext, read_frames
 from ingest.reasons import Quarantine
 from tests.ingest.dicom_factory import CT, SR, make_dicom
@@ -67,8 +67,30 @@ def test_short_pixel_data_is_truncated():
     assert reason(data[:-100]) == "truncated"
 
 
-def test_burned_in_annotation_is_refused():
-    assert reason(make_dicom(np.zeros((4, 4), np.uint16), BurnedInAnnotation="YES")) == "burned_in_annotation"
+def test_burned_in_annotation_is_declared_to_the_screening():
+    (f,) = frames(make_dicom(np.zeros((4, 4), np.uint16), BurnedInAnnotation="YES"))
+    assert f.attrs["burned_in_declared"] is True
+    (g,) = frames(make_dicom(np.zeros((4, 4), np.uint16)))
+    assert g.attrs["burned_in_declared"] is False
+
+
+def test_overlays_never_reach_the_pixels():
+    """An overlay plane (60xx,3000) and overlay bits above BitsStored in the pixel data are both dropped."""
+    arr = np.full((8, 8), 100, np.uint16)
+    with_bits = arr.copy()
+    with_bits[2:4, 2:6] |= 1 << 12  # an old-style overlay in the unused high bits
+    overlay = np.packbits(np.ones(64, np.uint8), bitorder="little").tobytes()
+    data = make_dicom(with_bits, bits_stored=12)
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    ds.add_new(0x60000010, "US", 8)
+    ds.add_new(0x60000011, "US", 8)
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    ds.add_new(0x60003000, "OW", overlay)
+    buf = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buf)
+    (f,) = frames(buf.getvalue())
+    assert np.array_equal(f.pixels, arr)
 
 
 def test_random_bytes_named_dcm():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.deid import Pseudonymizer
+from catalog.pseudonyms import Pseudonymizer
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
 
@@ -104,3 +104,19 @@ def test_path_hints_become_pseudonyms_not_text():
     (f,) = frames(data, "9001234L.png", hints={"patient": "9001234", "laterality": "L", "split": "train"})
     assert f.attrs["laterality"] == "L" and f.attrs["source_split"] == "train"
     assert "9001234" not in repr(f.attrs) and f.attrs["patient_key_basis"] == "path_pattern"
+
+
+def test_every_reader_derives_the_patient_the_same_way():
+    from tests.ingest.dicom_factory import make_dicom
+
+    dicom = make_dicom(np.zeros((4, 4), np.uint16), PatientID="9001234")
+    by_header = frames(dicom, "a.dcm")[0].attrs
+    by_path = [frames(dicom, "a.dcm", hints={"patient": "9001234"})[0].attrs,
+               frames(nifti_bytes(np.zeros((4, 4, 2), np.int16)), "v.nii.gz", hints={"patient": "9001234"})[0].attrs,
+               frames(png(np.zeros((4, 4), np.uint8)), "k.png", hints={"patient": "9001234"})[0].attrs]
+    assert by_header["patient_key_basis"] == "patient_id"
+    assert {a["patient_key"] for a in by_path} == {by_header["patient_key"]}
+    assert {a["patient_key_basis"] for a in by_path} == {"path_pattern"}
+    exams = [frames(nifti_bytes(np.zeros((4, 4, 2), np.int16)), "v.nii.gz", hints={"exam": "0042"})[0].attrs,
+             frames(png(np.zeros((4, 4), np.uint8)), "k.png", hints={"exam": "0042"})[0].attrs]
+    assert len({a["patient_key"] for a in exams}) == 1 and {a["patient_key_basis"] for a in exams} == {"exam"}

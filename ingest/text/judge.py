@@ -1,34 +1,58 @@
-"""What a person could still read: an independent OCR (Tesseract, a Debian package) over whole
-images, for the tests and bench/burned_text.py. The ingest path never uses it."""
+"""What a person could still read, for the tests and bench/burned_text.py (the ingest path never
+uses it): an independent OCR (Tesseract, a Debian package) and, as a second reader, RapidOCR's
+detector over the whole image (screening only ever runs it on candidate regions)."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from ingest.text.candidates import to_uint8
 
+UPSCALE_TO = 1600
+
 
 def available() -> bool:
     return shutil.which("tesseract") is not None
 
 
-def read_text(pixels: np.ndarray, upscale_to: int = 1600) -> str:
-    """Everything Tesseract reads in the image, at a robust window, in both polarities, enlarged so
-    small text has enough pixels (sparse-text mode: overlays are scattered words)."""
+def _views(pixels: np.ndarray) -> list[np.ndarray]:
+    """The image at a robust window, enlarged so small text has pixels enough, in both polarities."""
     gray = to_uint8(pixels)
-    factor = max(1.0, upscale_to / max(gray.shape))
-    big = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    factor = UPSCALE_TO / max(gray.shape)
+    big = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA)
+    return [big, 255 - big]
+
+
+def read_text(pixels: np.ndarray) -> str:
+    """Everything Tesseract reads (sparse-text mode: overlays are scattered words)."""
     texts = []
-    for image in (big, 255 - big):
+    for image in _views(pixels):
         ok, png = cv2.imencode(".png", image)
         done = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11"], input=png.tobytes(),
                               capture_output=True, timeout=120)
         texts.append(done.stdout.decode("utf-8", "replace"))
+    return "\n".join(texts)
+
+
+@lru_cache(maxsize=1)
+def _whole_image_engine():
+    from rapidocr import RapidOCR
+
+    return RapidOCR(params={"Global.log_level": "critical", "Global.use_cls": False,
+                            "Det.limit_type": "max", "Det.limit_side_len": UPSCALE_TO})
+
+
+def read_text_rapidocr(pixels: np.ndarray) -> str:
+    texts = []
+    for image in _views(pixels):
+        result = _whole_image_engine()(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+        texts += list(result.txts or ())
     return "\n".join(texts)
 
 

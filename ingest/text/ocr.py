@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 MIN_SCORE = 0.5  # recognition confidence of a line that counts as text
-TARGET_LINE_PX = 32  # candidate rows are scaled to about this height before detection
-MAX_SIDE = 1536
+TARGET_LINE_PX = 24  # candidate rows are scaled to about this height before detection
+MAX_SIDE = 1024
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,13 @@ def _text_in(pixels: np.ndarray, region: Box, candidates: list[Box]) -> list[Box
     line_height = int(np.median([b.height for b in inside])) if inside else region.height
     lines = read_lines(_local_window(crop), line_height, accept=lambda ln: is_text(ln, crop.shape[0]))
     found = [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1) for ln in lines]
-    if found:  # the candidates the text belongs to are masked whole: the detector saw strokes there
-        found += [b for b in inside if any(_overlap(b, f) for f in found)]
-    return [b.padded(max(2, b.height // 3), pixels.shape) for b in found]
+    if not found:
+        return []
+    # the candidates the text belongs to are masked whole (the detector saw strokes there), with the
+    # margin of a line: the recogniser's boxes can clip ascenders and the first or last character
+    margin = max(2, int(np.median([b.height for b in found])) // 3)
+    found += [b for b in inside if any(_overlap(b, f) for f in found)]
+    return [b.padded(margin, pixels.shape) for b in found]
 
 
 def _local_window(crop: np.ndarray) -> np.ndarray:

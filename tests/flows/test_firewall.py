@@ -59,6 +59,7 @@ def test_a_reader_error_in_a_flow_is_one_quarantined_file(tmp_path, monkeypatch,
 
 
 @pytest.mark.prefect
+@pytest.mark.slow
 def test_a_failure_outside_the_file_firewall_fails_the_flow_scrubbed(tmp_path, monkeypatch, prefect_harness,
                                                                     ortho_log):
     from flows.cli import app

@@ -1,0 +1,247 @@
+"""Burned-in text: what is still readable after ingest, clean images touched, and what screening costs.
+
+    python bench/burned_text.py                       # 160 radiographs with text, 600 clean images
+    python bench/burned_text.py --text 40 --clean 200 # quicker
+
+Text corpus: real knee radiographs (../shared/data/knee-xray-kl, else phantom knees) at 224 to
+3000 px, 8-bit PNG and 16-bit DICOM (no BurnedInAnnotation flag), carrying a made-up name, an ID and
+a date in one of six fonts, at 1-4% of the image height, light or dark, bare, boxed or outlined, in
+a corner or at an edge. Clean corpus: real knees as they are, plus phantom knees at 1024-2048 px.
+Both are ingested for real (ingest_source, one process) with screening off and on, each twice in
+alternation; throughput is the better run of each. An independent OCR (Tesseract) reads every text
+image before ingest and its stored pixels after: a token counts when it was readable before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ORTHO_FSYNC", "0")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from ingest.text import judge  # noqa: E402
+from ingest.text.render import CORNERS, FONTS, TextStyle, burn  # noqa: E402
+
+SIZES = (224, 512, 1024, 2048, 3000)
+HEIGHTS = (0.01, 0.015, 0.02, 0.03, 0.04)
+console = Console()
+SYLLABLES = ["mar", "vel", "tor", "qui", "zan", "bel", "dra", "ost", "wen", "kul", "pha", "rin", "sol", "tha", "gur"]
+
+
+def made_up_tokens(rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    family = "".join(rng.choice(SYLLABLES, 3)).upper()
+    given = "".join(rng.choice(SYLLABLES, 2)).upper()
+    pid = f"{''.join(rng.choice(list('ABCDEFGHKMNPRSTXZ'), 2))}{int(rng.integers(100000, 9999999))}"
+    y, m, d = int(rng.integers(1930, 2005)), int(rng.integers(1, 13)), int(rng.integers(1, 29))
+    date = [f"{y}{m:02d}{d:02d}", f"{d:02d}.{m:02d}.{y}", f"{y}-{m:02d}-{d:02d}"][int(rng.integers(0, 3))]
+    lines = [f"{family}^{given}", f"ID {pid}  {date}"]
+    return lines, [family, given, pid, judge.normalise(date)]
+
+
+def base_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    shared = ROOT.parent / "shared" / "data" / "knee-xray-kl"
+    files = sorted(shared.rglob("*.png")) if shared.is_dir() else []
+    if files:
+        return [np.asarray(Image.open(files[i])) for i in rng.choice(len(files), n, replace=False)]
+    from ingest.phantom import draw_radiograph
+
+    return [(draw_radiograph(int(rng.integers(0, 5)), "L", rng, pose=rng) >> 4).astype(np.uint8) for _ in range(n)]
+
+
+def as_depth(img8: np.ndarray, size: int, bits: int, rng: np.random.Generator) -> np.ndarray:
+    big = cv2.resize(img8, (size, size), interpolation=cv2.INTER_CUBIC) if size != img8.shape[0] else img8
+    if bits == 8:
+        return big
+    # 12 bits stored with a little detector noise, as a CR/DX at full depth
+    return np.clip(big.astype(np.float32) * 16 + rng.normal(0, 6, big.shape), 0, 4095).astype(np.uint16)
+
+
+def styles() -> list[tuple[int, int, TextStyle]]:
+    grid = itertools.product(SIZES, (8, 16), HEIGHTS, ("light", "dark"), ("none", "box", "outline"))
+    out = []
+    for i, (size, bits, height, polarity, frame) in enumerate(grid):
+        out.append((size, bits, TextStyle(font=FONTS[i % len(FONTS)], height=height, polarity=polarity, frame=frame,
+                                          corner=CORNERS[i % len(CORNERS)])))
+    return out
+
+
+def write_dicom(path: Path, pixels: np.ndarray) -> None:
+    from tests.ingest.dicom_factory import make_dicom
+
+    path.write_bytes(make_dicom(pixels, "1.2.840.10008.5.1.4.1.1.1.1", Modality="DX", BodyPartExamined="KNEE"))
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+
+
+def build_text_corpus(root: Path, n: int, rng: np.random.Generator) -> list[dict]:
+    grid = styles()
+    picks = rng.choice(len(grid), n, replace=n > len(grid))
+    bases = base_images(n, rng)
+    cases = []
+    for k, (pick, base) in enumerate(zip(picks, bases)):
+        size, bits, style = grid[pick]
+        lines, tokens = made_up_tokens(rng)
+        shown, _ = burn(as_depth(base, size, bits, rng), lines, style)
+        name = f"t{k:04d}.{'dcm' if bits == 16 else 'png'}"
+        (write_dicom if bits == 16 else write_png)(root / name, shown)
+        text = judge.read_text(shown)
+        second = judge.read_text_rapidocr(shown)
+        before = [t for t in tokens if judge.readable(t, text)]
+        before_either = [t for t in tokens if judge.readable(t, text) or judge.readable(t, second)]
+        cases.append(dict(file=name, size=size, bits=bits, height=style.height, polarity=style.polarity,
+                          frame=style.frame, corner=style.corner, font=style.font, tokens=tokens, before=before,
+                          before_either=before_either))
+    return cases
+
+
+def build_clean_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
+    from ingest.phantom import draw_radiograph
+
+    bases = base_images(n, rng)
+    for k, base in enumerate(bases):
+        write_png(root / f"c{k:04d}.png", base)
+    large = max(4, n // 20)
+    for k in range(large):
+        size = (1024, 2048)[k % 2]
+        write_dicom(root / f"l{k:04d}.dcm", draw_radiograph(int(rng.integers(0, 5)), "LR"[k % 2], rng, size=size, pose=rng))
+    return n + large
+
+
+def ingest_timed(tree: Path, ws_root: Path, policy: str) -> tuple[float, object]:
+    from catalog.workspace import Workspace
+    from ingest.run import ingest_source
+    from ingest.sources import Source, add_source
+
+    ws = Workspace.open(ws_root)
+    add_source(ws, Source("bench", str(tree), "internal", burned_in=policy))
+    t = time.perf_counter()
+    ingest_source(ws, "bench", batch_size=64)
+    return time.perf_counter() - t, ws
+
+
+def throughput(tree: Path, work: Path, files: int, label: str) -> dict:
+    times = {"off": [], "mask": []}
+    workspaces = {}
+    for attempt, policy in enumerate(("off", "mask", "off", "mask")):
+        seconds, workspaces[policy] = ingest_timed(tree, work / f"{label}-{policy}-{attempt}", policy)
+        times[policy].append(seconds)
+    off, mask = min(times["off"]), min(times["mask"])
+    return {"files": files, "off_files_per_s": files / off, "mask_files_per_s": files / mask, "ratio": off / mask,
+            "workspace": workspaces["mask"]}
+
+
+def stored_pixels(ws, relpath: str) -> list[np.ndarray]:
+    from catalog import db
+    from catalog.pseudonyms import Pseudonymizer
+    from catalog.store import ImageStore
+
+    file_id = Pseudonymizer(ws.secret()).file_id("bench", relpath)
+    con = db.connect(ws)
+    ids = [r[0] for r in con.execute("SELECT image_id FROM images WHERE file_id = ?", [file_id]).fetchall()]
+    con.close()
+    return [ImageStore(ws.store_dir).get(i) for i in ids]
+
+
+def text_results(cases: list[dict], ws) -> None:
+    for case in cases:
+        stored = stored_pixels(ws, case["file"])
+        text = "\n".join(judge.read_text(px) for px in stored)
+        second = "\n".join(judge.read_text_rapidocr(px) for px in stored)
+        case["after"] = [t for t in case["before"] if judge.readable(t, text)]
+        case["after_either"] = [t for t in case["before_either"] if judge.readable(t, text) or judge.readable(t, second)]
+
+
+def masked_clean(ws) -> tuple[int, int]:
+    from catalog import db
+
+    con = db.connect(ws)
+    n, cleaned = con.execute("SELECT count(*), count(*) FILTER (WHERE pixels_cleaned) FROM images").fetchall()[0]
+    con.close()
+    return int(cleaned), int(n)
+
+
+def report(cases: list[dict], clean: tuple[int, int], speed: dict) -> dict:
+    burned = sum(len(c["tokens"]) for c in cases)
+    before = sum(len(c["before"]) for c in cases)
+    after = sum(len(c["after"]) for c in cases)
+    before2 = sum(len(c["before_either"]) for c in cases)
+    after2 = sum(len(c["after_either"]) for c in cases)
+    table = Table("by", "value", "images", "readable before (Tesseract)", "after", "before (either reader)", "after",
+                  title="burned-in text: tokens readable before ingest and in the stored pixels after")
+    for key in ("size", "bits", "height", "polarity", "frame"):
+        for value in sorted({c[key] for c in cases}):
+            sub = [c for c in cases if c[key] == value]
+            table.add_row(key, str(value), str(len(sub)), *(str(sum(len(c[f]) for c in sub))
+                                                            for f in ("before", "after", "before_either", "after_either")))
+    console.print(table)
+    leaks = Counter(t for c in cases for t in c["after_either"])
+    for c in cases:
+        if c["after_either"]:
+            console.print(f"still readable in {c['file']}: {c['size']} px {c['bits']}-bit height {c['height']} "
+                          f"{c['polarity']} {c['frame']} {c['corner']} {c['font']}: {len(c['after_either'])} tokens")
+    speed_table = Table("corpus", "files", "screening off (files/s)", "on (files/s)", "ratio on/off (goal >= 0.8)",
+                        title="ingest throughput, one process")
+    for label, s in speed.items():
+        speed_table.add_row(label, str(s["files"]), f"{s['off_files_per_s']:.1f}", f"{s['mask_files_per_s']:.1f}",
+                            f"{s['ratio']:.2f}")
+    console.print(speed_table)
+    share = after / before if before else 0.0
+    console.print(f"tokens burned {burned}, readable by Tesseract before ingest {before}, still readable after "
+                  f"{after} ({share:.1%}; goal 0)")
+    console.print(f"with RapidOCR over the whole image as a second reader: readable before {before2}, after {after2}")
+    console.print(f"clean images with a masked region: {clean[0]} of {clean[1]} ({clean[0] / clean[1]:.2%}; goal < 2%)")
+    return {"tokens_burned": burned, "readable_before": before, "readable_after": after,
+            "readable_before_either": before2, "readable_after_either": after2, "leaked": dict(leaks),
+            "clean_masked": clean[0], "clean_images": clean[1],
+            "throughput": {k: {kk: vv for kk, vv in v.items() if kk != "workspace"} for k, v in speed.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text", type=int, default=160, help="radiographs with burned-in text")
+    ap.add_argument("--clean", type=int, default=600, help="clean real knees (plus 5%% large phantom knees)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args()
+    if not judge.available():
+        sys.exit("bench/burned_text.py needs Tesseract as the independent reader: apt-get install tesseract-ocr")
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        text_tree, clean_tree = tmp / "text", tmp / "clean"
+        text_tree.mkdir()
+        clean_tree.mkdir()
+        t = time.perf_counter()
+        cases = build_text_corpus(text_tree, args.text, rng)
+        n_clean = build_clean_corpus(clean_tree, args.clean, rng)
+        console.print(f"corpus: {len(cases)} text images, {n_clean} clean ({time.perf_counter() - t:.0f} s with OCR)")
+        speed = {"clean": throughput(clean_tree, tmp, n_clean, "clean"),
+                 "with text": throughput(text_tree, tmp, len(cases), "text")}
+        text_results(cases, speed["with text"]["workspace"])
+        figures = report(cases, masked_clean(speed["clean"]["workspace"]), speed)
+    if args.json:
+        args.json.write_text(json.dumps({"figures": figures, "cases": cases}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

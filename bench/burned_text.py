@@ -115,16 +115,23 @@ def build_text_corpus(root: Path, n: int, rng: np.random.Generator) -> list[dict
 
 
 def build_clean_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
+    """Real knees as released (224 px 8-bit PNG)."""
+    for k, base in enumerate(base_images(n, rng)):
+        write_png(root / f"c{k:04d}.png", base)
+    return n
+
+
+def build_clinical_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
+    """Clean radiographs at the size a PACS sends them: real knees enlarged to 2048-3000 px, 12 bits
+    stored with detector noise, as 16-bit DICOM; and every fourth a phantom knee (synthetic texture)."""
     from ingest.phantom import draw_radiograph
 
-    bases = base_images(n, rng)
-    for k, base in enumerate(bases):
-        write_png(root / f"c{k:04d}.png", base)
-    large = max(4, n // 20)
-    for k in range(large):
-        size = (1024, 2048)[k % 2]
-        write_dicom(root / f"l{k:04d}.dcm", draw_radiograph(int(rng.integers(0, 5)), "LR"[k % 2], rng, size=size, pose=rng))
-    return n + large
+    for k, base in enumerate(base_images(n, rng)):
+        size = (2048, 2500, 3000)[k % 3]
+        pixels = draw_radiograph(int(rng.integers(0, 5)), "LR"[k % 2], rng, size=size, pose=rng) if k % 4 == 3 \
+            else as_depth(base, size, 16, rng)
+        write_dicom(root / f"x{k:04d}.dcm", pixels)
+    return n
 
 
 def ingest_timed(tree: Path, ws_root: Path, policy: str) -> tuple[float, object]:
@@ -219,7 +226,8 @@ def report(cases: list[dict], clean: tuple[int, int], speed: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--text", type=int, default=160, help="radiographs with burned-in text")
-    ap.add_argument("--clean", type=int, default=600, help="clean real knees (plus 5%% large phantom knees)")
+    ap.add_argument("--clean", type=int, default=600, help="clean real knees as released (224 px PNG)")
+    ap.add_argument("--clinical", type=int, default=60, help="clean radiographs at clinical size (2048-3000 px DICOM)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
@@ -228,17 +236,21 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        text_tree, clean_tree = tmp / "text", tmp / "clean"
-        text_tree.mkdir()
-        clean_tree.mkdir()
+        trees = {name: tmp / name for name in ("text", "clean", "clinical")}
+        for tree in trees.values():
+            tree.mkdir()
         t = time.perf_counter()
-        cases = build_text_corpus(text_tree, args.text, rng)
-        n_clean = build_clean_corpus(clean_tree, args.clean, rng)
-        console.print(f"corpus: {len(cases)} text images, {n_clean} clean ({time.perf_counter() - t:.0f} s with OCR)")
-        speed = {"clean": throughput(clean_tree, tmp, n_clean, "clean"),
-                 "with text": throughput(text_tree, tmp, len(cases), "text")}
+        cases = build_text_corpus(trees["text"], args.text, rng)
+        n_clean = build_clean_corpus(trees["clean"], args.clean, rng)
+        n_clinical = build_clinical_corpus(trees["clinical"], args.clinical, rng)
+        console.print(f"corpus: {len(cases)} text images, {n_clean} clean public, {n_clinical} clean clinical-size "
+                      f"({time.perf_counter() - t:.0f} s with OCR)")
+        speed = {"clean, 224 px PNG": throughput(trees["clean"], tmp, n_clean, "clean"),
+                 "clean, 2048-3000 px DICOM": throughput(trees["clinical"], tmp, n_clinical, "clinical"),
+                 "with text": throughput(trees["text"], tmp, len(cases), "text")}
         text_results(cases, speed["with text"]["workspace"])
-        figures = report(cases, masked_clean(speed["clean"]["workspace"]), speed)
+        clean = [masked_clean(speed[k]["workspace"]) for k in ("clean, 224 px PNG", "clean, 2048-3000 px DICOM")]
+        figures = report(cases, (sum(c[0] for c in clean), sum(c[1] for c in clean)), speed)
     if args.json:
         args.json.write_text(json.dumps({"figures": figures, "cases": cases}, indent=1))
 

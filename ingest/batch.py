@@ -99,14 +99,10 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
     resolver = label_resolver(source)
     now = dt.datetime.now(dt.timezone.utc)
-    files, occurrences, labels, lineage = [], [], [], []
+    per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now)
+                               for entry in batch.entries])
     result = BatchResult()
-    for entry in batch.entries:
-        rows = _file_rows(source, entry, batch, pseudo, store, limits, resolver, now)
-        files.append(rows.file)
-        lineage.extend(rows.lineage)
-        occurrences.extend(rows.occurrences)
-        labels.extend(rows.labels)
+    for entry, rows in zip(batch.entries, per_file):
         result.files += 1
         result.images += len(rows.occurrences)
         result.cleaned += sum(bool(o["pixels_cleaned"]) for o in rows.occurrences)
@@ -114,6 +110,9 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
         result.formats[rows.file["format"] or "none"] += 1
         if rows.file["outcome"] == "quarantined":
             result.quarantined[rows.file["reason"]] += 1
+    files = [r.file for r in per_file]
+    lineage, occurrences, labels = ([row for r in per_file for row in getattr(r, name)]
+                                    for name in ("lineage", "occurrences", "labels"))
     # Lineage first: if the process dies between the two, the re-run writes the same lineage
     # again (the view is DISTINCT) and commits the part; never a part without its lineage.
     write_table(ws.lineage_dir / f"{batch.part_id}.parquet", lineage, schema.LINEAGE, ws.staging_dir)
@@ -144,11 +143,10 @@ def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseud
                         schema_version=schema.SCHEMA_VERSION))
     try:
         file_id = out.file["file_id"] = pseudo.file_id(source.name, entry.relpath)
-        out.lineage = _checked([_lineage_row(source, entry, file_id, batch.run_id)], schema.LINEAGE)
+        out.lineage = [_lineage_row(source, entry, file_id, batch.run_id)]
         occurrences, fmt = _ingest_file(source, entry, file_id, batch, pseudo, store, limits)
         labels = _label_rows(source, entry, file_id, batch, resolver, occurrences)
-        out.occurrences = _checked(occurrences, schema.OCCURRENCE)
-        out.labels = _checked(labels, schema.LABEL)
+        out.occurrences, out.labels = occurrences, labels
         out.file.update(format=fmt, n_images=len(occurrences))
     except Quarantine as q:
         out.file.update(outcome="quarantined", reason=q.reason, detail=q.detail[:200])
@@ -156,11 +154,45 @@ def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseud
     except Exception as e:
         if out.file["file_id"] is None:  # a name even the HMAC cannot encode: still one row, keyed by its ascii()
             out.file["file_id"] = pseudo.file_id(source.name, ascii(entry.relpath))
-        out.file.update(outcome="quarantined", reason="internal_error", detail=type(e).__name__)
-        out.occurrences, out.labels = [], []
-        log.error("quarantined file %s (source %s): internal_error - %s", out.file["file_id"], source.name,
-                  type(e).__name__)
+        _internal_error(out, e)
     return out
+
+
+def _internal_error(out: FileRows, e: Exception) -> None:
+    out.file.update(outcome="quarantined", reason="internal_error", detail=type(e).__name__)
+    out.occurrences, out.labels = [], []
+    log.error("quarantined file %s (source %s): internal_error - %s", out.file["file_id"], out.file["source"],
+              type(e).__name__)
+
+
+_ROW_SCHEMAS = (("lineage", schema.LINEAGE), ("occurrences", schema.OCCURRENCE), ("labels", schema.LABEL))
+
+
+def _arrow_checked(per_file: list[FileRows]) -> list[FileRows]:
+    """A value Arrow cannot take must fail its own file, not the batch's write: the batch is tried
+    whole (one conversion, the usual case), and file by file only when that fails."""
+    try:
+        for name, pa_schema in _ROW_SCHEMAS:
+            pa.Table.from_pylist([row for r in per_file for row in getattr(r, name)], schema=pa_schema)
+        return per_file
+    except Exception:
+        pass
+    for rows in per_file:
+        try:
+            for name, pa_schema in _ROW_SCHEMAS:
+                pa.Table.from_pylist(getattr(rows, name), schema=pa_schema)
+        except Exception as e:
+            _internal_error(rows, e)
+            rows.lineage = [r for r in rows.lineage if _converts(r, schema.LINEAGE)]
+    return per_file
+
+
+def _converts(row: dict, pa_schema: pa.Schema) -> bool:
+    try:
+        pa.Table.from_pylist([row], schema=pa_schema)
+        return True
+    except Exception:
+        return False
 
 
 def _lineage_row(source: Source, entry: ScanEntry, file_id: str, run_id: str) -> dict:
@@ -179,12 +211,6 @@ def _label_rows(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpec
     labels = resolver.labels(entry.relpath, source.hints(entry.relpath))
     return [dict(image_id=o["image_id"], task=task, value=value, source=source.name, file_id=file_id,
                  part_id=batch.part_id) for task, value in labels.items() for o in occurrences]
-
-
-def _checked(rows: list[dict], pa_schema: pa.Schema) -> list[dict]:
-    # A value Arrow cannot take fails here, for this file, instead of failing the batch's write later.
-    pa.Table.from_pylist(rows, schema=pa_schema)
-    return rows
 
 
 def _ingest_file(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpec, pseudo: Pseudonymizer,

@@ -45,8 +45,8 @@ class Box:
 
 
 def to_uint8(pixels: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    """A robust window over the whole image: percentile `lo_pct`..`hi_pct` -> 0..255, through a
-    lookup table (stored pixels are uint8 or uint16, so a histogram gives the percentiles)."""
+    """A robust window over the whole image: percentile `lo_pct`..`hi_pct` -> 0..255 (stored pixels
+    are uint8 or uint16, so a histogram of a sample gives the percentiles)."""
     step = max(1, int(np.sqrt(pixels.size / 65536)))
     counts = np.bincount(pixels[::step, ::step].ravel(), minlength=256)
     cdf = np.cumsum(counts) / counts.sum()
@@ -56,9 +56,8 @@ def to_uint8(pixels: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> n
         lo, hi = int(nz[0]), int(nz[-1])
     if hi <= lo:
         return np.zeros(pixels.shape, np.uint8)
-    levels = np.arange(len(counts) if pixels.dtype == np.uint8 else 65536, dtype=np.float32)
-    lut = np.clip((levels - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
-    return cv2.LUT(pixels, lut[:256]) if pixels.dtype == np.uint8 else lut[pixels]
+    # saturating subtract, then scale with saturation: one pass each, for uint8 and uint16 alike
+    return cv2.convertScaleAbs(cv2.subtract(pixels, lo), alpha=255.0 / (hi - lo))
 
 
 def reduce(pixels: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
@@ -87,18 +86,29 @@ def find_candidates(pixels: np.ndarray, min_contrast: int = 48) -> list[Box]:
     strong = (response >= min_contrast).astype(np.uint8)
     if not strong.any():  # most images: no thin structure of text-like contrast at all
         return []
-    strokes = _stroke_blobs(strong, h)
-    if not strokes.any():
-        return []
     gap = max(3, int(round(h * 0.012)))
-    rows = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))
-    n, _, stats, _ = _components(rows)
+    stats = _line_stats(strong, gap)
+    strokes = strong
+    if (stats[1:, cv2.CC_STAT_HEIGHT] > 0.2 * h).any():
+        # a row that anatomy (a bone edge, noisy texture) joined into something taller than text:
+        # drop the tall and sparse stroke blobs and group again (rare on real radiographs)
+        strokes = _stroke_blobs(strong, h)
+        stats = _line_stats(strokes, gap)
+    widths, heights = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    lines = np.flatnonzero((heights >= 3) & (heights <= 0.2 * h) & (widths >= 1.5 * heights))
     boxes = []
-    for x, y, w, hh, _area in stats[1:]:
-        if 3 <= hh <= 0.2 * h and w >= 1.5 * hh and _looks_like_text(gray[y:y + hh, x:x + w], strokes[y:y + hh, x:x + w], response[y:y + hh, x:x + w]):
+    for x, y, w, hh in stats[lines[lines > 0], :4].tolist():
+        cut = np.s_[y:y + hh, x:x + w]
+        if _looks_like_text(gray[cut], strokes[cut], response[cut]):
             boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + hh) * factor)),
                              int(np.ceil((x + w) * factor))))
     return boxes
+
+
+def _line_stats(strokes: np.ndarray, gap: int) -> np.ndarray:
+    """Bounding boxes of rows of strokes: characters closer than `gap` joined."""
+    rows = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))
+    return _components(rows)[2]
 
 
 def _components(mask: np.ndarray):

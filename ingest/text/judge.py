@@ -61,11 +61,18 @@ def normalise(text: str) -> str:
 
 
 def readable(token: str, text: str) -> bool:
-    """The token is in the text, allowing one wrong character for tokens of six or more."""
+    """The token is in the text, allowing one wrong, extra or missing character for tokens of six or more."""
     token, flat = normalise(token), normalise(text)
     if token in flat:
         return True
     if len(token) < 6:
         return False
-    n = len(token)
-    return any(sum(a != b for a, b in zip(token, flat[i:i + n])) <= 1 for i in range(len(flat) - n + 1))
+    return any(_within_one_edit(token, flat[i:i + n]) for n in (len(token) - 1, len(token), len(token) + 1)
+               for i in range(len(flat) - n + 1))
+
+
+def _within_one_edit(a: str, b: str) -> bool:
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) <= 1
+    short, long_ = sorted((a, b), key=len)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))

@@ -1,8 +1,8 @@
 """Burned-in text: found, masked before storing, unreadable afterwards; clean images left alone.
 
 Every check first shows that the original text reads (so the test can fail), then that nothing of
-it reads after screening. The reader is Tesseract when installed (independent of the RapidOCR
-engine that screening uses), else RapidOCR over the whole image.
+it reads after screening, by RapidOCR over the whole image and, when installed, by Tesseract (an
+OCR independent of the engine screening uses).
 """
 
 import io
@@ -23,14 +23,8 @@ TOKENS = ("QUIMBLETON", "HYACINTH", PID, BIRTH)
 
 
 def read(pixels: np.ndarray) -> str:
-    if judge.available():
-        return judge.read_text(pixels)
-    from ingest.text.ocr import engine
-    import cv2
-
-    gray = cv2.cvtColor(judge.to_uint8(pixels), cv2.COLOR_GRAY2BGR)
-    found = [engine()(image).txts or () for image in (gray, 255 - gray)]
-    return " ".join(t for texts in found for t in texts)
+    """RapidOCR over the whole image (screening runs it on candidates only), and Tesseract when installed."""
+    return judge.read_text_rapidocr(pixels) + ("\n" + judge.read_text(pixels) if judge.available() else "")
 
 
 def readable_tokens(pixels: np.ndarray) -> list[str]:

@@ -1,50 +1,10 @@
-"""No planted identifying value may appear anywhere in the workspace but the private lineage table.
-
-Parquet and PNG are compressed, so a byte scan alone proves little: Parquet columns are decoded
-and searched as text, and PNG files must hold no chunk other than pixels.
-"""
+"""No planted identifying value may appear anywhere in the workspace but the private lineage table."""
 
 import logging
 import re
-from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from ingest.phantom import planted_values
-
-ALLOWED_PNG_CHUNKS = {b"IHDR", b"IDAT", b"IEND"}
-
-
-def _png_chunks(data: bytes) -> set[bytes]:
-    chunks, pos = set(), 8
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        chunks.add(data[pos + 4 : pos + 8])
-        pos += 12 + length
-    return chunks
-
-
-def scan_workspace(root: Path, needles: list[str]) -> list[str]:
-    pattern = re.compile("|".join(re.escape(n) for n in needles), re.IGNORECASE)
-    hits = []
-    for path in root.rglob("*"):
-        if not path.is_file() or "lineage" in path.relative_to(root).parts:
-            continue
-        rel = str(path.relative_to(root))
-        if pattern.search(rel):
-            hits.append(f"path {rel}")
-        data = path.read_bytes()
-        if pattern.search(data.decode("latin-1")):
-            hits.append(f"bytes of {rel}")
-        if path.suffix == ".parquet":
-            text = str(pq.read_table(path).to_pylist())
-            if pattern.search(text):
-                hits.append(f"decoded {rel}: {pattern.search(text).group(0)}")
-        if path.suffix == ".png":
-            extra = _png_chunks(data) - ALLOWED_PNG_CHUNKS
-            if extra:
-                hits.append(f"png chunks {extra} in {rel}")
-    return hits
+from tests.phi_scan import scan_workspace
 
 
 def test_planted_phi_never_lands(phantom_workspace, phantom_root, caplog):

@@ -10,7 +10,7 @@ from catalog.workspace import Workspace
 from evaluation.report import write_report
 from evaluation.run import EvalConfig, run_evaluation
 from ingest.phantom import planted_values, write_phantom
-from tests.test_phi import scan_workspace
+from tests.phi_scan import scan_workspace
 
 
 @pytest.mark.slow

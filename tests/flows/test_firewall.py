@@ -2,8 +2,6 @@
 firewall fails the flow with a scrubbed error; Prefect's database (states, logs, events) never holds the text."""
 
 import re
-import sqlite3
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,32 +10,7 @@ from catalog.workspace import Workspace
 from flows.firewall import ScrubbedError, firewall
 from tests.ingest.test_failure_firewall import (NEEDLES, PLANTED, add_tree_source, file_statuses, ortho_log,  # noqa: F401
                                                 raising_for_one_file, write_tree)
-from tests.test_phi import scan_workspace
-
-
-def prefect_database() -> Path:
-    from prefect.logging.handlers import APILogHandler
-    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
-
-    APILogHandler().flush()  # the logs of this test reach the server before it is read
-    return Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
-
-
-def database_hits(path: Path, pattern: str) -> list[str]:
-    """Every table's rows as text, and the raw bytes of the file and its WAL (deleted rows too)."""
-    found = re.compile(pattern, re.IGNORECASE)
-    hits = [f"bytes of {p.name}" for p in path.parent.glob(path.name + "*") if found.search(p.read_bytes().decode("latin-1"))]
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
-            for row in con.execute(f'SELECT * FROM "{table}"'):
-                text = " ".join(v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in row)
-                if found.search(text):
-                    hits.append(f"{table}: {found.search(text).group(0)}")
-    finally:
-        con.close()
-    return hits
+from tests.phi_scan import database_hits, prefect_database, scan_workspace
 
 
 NEEDLE_PATTERN = "|".join(re.escape(n) for n in NEEDLES)

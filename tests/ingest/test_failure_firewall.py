@@ -20,7 +20,7 @@ from ingest.pixels import encode_png
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
 from tests.ingest.dicom_factory import make_dicom
-from tests.test_phi import scan_workspace
+from tests.phi_scan import scan_workspace
 
 PATIENT_DIR = "Zorblatt_Quentin_PHX7731ZQ"
 LATIN1_NAME = b"M\xfcller_knee.dcm"  # Latin-1: not valid UTF-8

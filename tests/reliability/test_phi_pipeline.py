@@ -1,8 +1,11 @@
 """After the whole pipeline (ingest, curate, shards, pretraining, evaluation and its report) and a
 de-identified DICOM export, no identifying value planted in the phantom is found anywhere in the
-workspace or the export, outside the private lineage table."""
+workspace or the export, outside the private lineage table, nor in Prefect's database; and the
+names and IDs burned into the phantom's pixels read nowhere: not in the store, the shards or the
+exported DICOM."""
 
 import os
+import re
 
 import pytest
 import yaml
@@ -10,7 +13,7 @@ import yaml
 from catalog.workspace import Workspace
 from flows.demo import KL_PATTERN
 from ingest.phantom import planted_values, write_phantom
-from tests.test_phi import scan_workspace
+from tests.phi_scan import database_hits, prefect_database, scan_workspace
 from tests.training.conftest import TINY
 
 
@@ -47,5 +50,39 @@ def test_no_planted_value_lands_anywhere_after_the_whole_pipeline(tmp_path, pref
     result = export_selection(ws, "SELECT image_id FROM images WHERE modality IN ('DX', 'CR', 'MR')", export)
     assert len(result.written) > 10
     assert list(ws.evals_dir.glob("e-*/report.html")) and list((ws.root / "shards" / "knees").glob("*.tar"))
-    needles = planted_values()
+    needles = planted_values(24)
     assert scan_workspace(ws.root, needles) == []
+    assert database_hits(prefect_database(), "|".join(re.escape(n) for n in needles)) == []
+    assert burned_tokens_read(ws, export) == []
+
+
+def burned_tokens_read(ws, export) -> list[str]:
+    """OCR of every stored image that was cleaned, its shard sample and its exported DICOM."""
+    import io
+    import tarfile
+
+    import pydicom
+
+    from catalog import db
+    from catalog.store import ImageStore
+    from ingest.phantom import burned_lines, has_burned_text, patients
+    from ingest.pixels import decode_png
+    from ingest.text import judge
+
+    tokens = [t for p in patients(24) if has_burned_text(p) for line in burned_lines(p) for t in line.replace("^", " ").split()]
+    con = db.connect(ws)
+    rows = con.execute("SELECT image_id, patient_key FROM images WHERE pixels_cleaned").fetchall()
+    con.close()
+    cleaned, burned_patients = [r[0] for r in rows], {r[1] for r in rows}
+    assert len(cleaned) == 3 * sum(has_burned_text(p) for p in patients(24))
+    images = [ImageStore(ws.store_dir).get(i) for i in cleaned]
+    for tar in (ws.root / "shards" / "knees").glob("*.tar"):
+        with tarfile.open(tar) as t:
+            images += [decode_png(t.extractfile(m).read()) for m in t.getmembers()
+                       if m.name.endswith(".png") and m.name.split(".")[0] in cleaned]
+    exported = [pydicom.dcmread(f) for f in export.rglob("*.dcm")]
+    mine = [ds for ds in exported if ds.PatientID in burned_patients and ds.Modality in ("DX", "CR")]
+    assert mine and all(ds.BurnedInAnnotation == "NO" for ds in mine)
+    images += [ds.pixel_array for ds in mine]
+    text = "\n".join(judge.read_text_rapidocr(px) + (judge.read_text(px) if judge.available() else "") for px in images)
+    return [t for t in tokens if judge.readable(t, text)]

@@ -35,6 +35,9 @@ class Box:
         return Box(max(self.y0 - margin, 0), max(self.x0 - margin, 0),
                    min(self.y1 + margin, shape[0]), min(self.x1 + margin, shape[1]))
 
+    def scaled(self, factor: float) -> "Box":
+        return Box(int(self.y0 * factor), int(self.x0 * factor), int(np.ceil(self.y1 * factor)), int(np.ceil(self.x1 * factor)))
+
     @property
     def height(self) -> int:
         return self.y1 - self.y0
@@ -89,20 +92,69 @@ def find_candidates(pixels: np.ndarray, min_contrast: int = 48) -> list[Box]:
     gap = max(3, int(round(h * 0.012)))
     stats = _line_stats(strong, gap)
     strokes = strong
-    if (stats[1:, cv2.CC_STAT_HEIGHT] > 0.2 * h).any():
-        # a row that anatomy (a bone edge, noisy texture) joined into something taller than text:
-        # drop the tall and sparse stroke blobs and group again (rare on real radiographs)
+    boxes = []
+    tall = stats[1:][stats[1:, cv2.CC_STAT_HEIGHT] > 0.2 * h]
+    if len(tall):
+        # rows that anatomy (a bone edge, noisy texture) joined into something taller than text (rare
+        # on real radiographs): search those areas window by window, then drop the tall and sparse
+        # stroke blobs and group the rest again
+        boxes += [b.scaled(factor) for x, y, w, hh in tall[:, :4].tolist() for b in _windows(gray[y:y + hh, x:x + w], y, x)]
         strokes = _stroke_blobs(strong, h)
         stats = _line_stats(strokes, gap)
     widths, heights = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     lines = np.flatnonzero((heights >= 3) & (heights <= 0.2 * h) & (widths >= 1.5 * heights))
-    boxes = []
     for x, y, w, hh in stats[lines[lines > 0], :4].tolist():
-        cut = np.s_[y:y + hh, x:x + w]
-        if _looks_like_text(gray[cut], strokes[cut], response[cut]):
-            boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + hh) * factor)),
-                             int(np.ceil((x + w) * factor))))
+        for x0, x1 in _text_spans(gray[y:y + hh, x:x + w], strokes[y:y + hh, x:x + w], response[y:y + hh, x:x + w]):
+            boxes.append(Box(int(y * factor), int((x + x0) * factor), int(np.ceil((y + hh) * factor)),
+                             int(np.ceil((x + x1) * factor))))
     return boxes
+
+
+def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray) -> list[tuple[int, int]]:
+    """The row, if it reads as text; else, for a long row (a caption that runs into anatomy or noise),
+    the stretches of it four line heights wide that do, merged."""
+    hh, w = strokes.shape
+    if _looks_like_text(gray, strokes, response):
+        return [(0, w)]
+    if w < 6 * hh:
+        return []
+    spans: list[tuple[int, int]] = []
+    for x0 in range(0, w - 4 * hh + 1, 2 * hh):
+        cut = np.s_[:, x0:x0 + 4 * hh]
+        if _looks_like_text(gray[cut], strokes[cut], response[cut]):
+            if spans and spans[-1][1] >= x0:
+                spans[-1] = (spans[-1][0], x0 + 4 * hh)
+            else:
+                spans.append((x0, x0 + 4 * hh))
+    return spans
+
+
+def _windows(gray: np.ndarray, y: int, x: int) -> list[Box]:
+    """Windows of a text line's shape (1.5 to 5% of the image high, four heights wide) that hold two
+    clean intensity classes crossed often along each row: text and its background or label. Found
+    windows are merged; coordinates in the working copy."""
+    found: list[Box] = []
+    full = gray.shape[0]
+    for line in {max(6, int(full * f)) for f in (0.04, 0.06)}:
+        for y0 in range(0, max(gray.shape[0] - line, 0) + 1, line // 2):
+            for x0 in range(0, max(gray.shape[1] - 4 * line, 0) + 1, line):
+                cut = gray[y0:y0 + line, x0:x0 + 4 * line]
+                if cut.shape[1] >= 2 * line and _clean_text_window(cut):
+                    found.append(Box(y + y0, x + x0, y + y0 + line, x + x0 + cut.shape[1]))
+    rows: dict[tuple[int, int], list[Box]] = {}
+    for box in found:  # merged along each row only: a candidate keeps the height of a line
+        rows.setdefault((box.y0, box.height), []).append(box)
+    return [box for row in rows.values() for box in merged(row)]
+
+
+def _clean_text_window(gray: np.ndarray) -> bool:
+    _, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    share = binary.mean()
+    if not 0.08 <= min(share, 1 - share) or _separation(gray, binary) < TWO_CLASSES:
+        return False
+    per_row = np.sort(np.count_nonzero(np.diff(binary, axis=1), axis=1))
+    hh, w = gray.shape
+    return per_row[len(per_row) // 2:].mean() / 2 >= max(3, 0.6 * w / hh)
 
 
 def _line_stats(strokes: np.ndarray, gap: int) -> np.ndarray:
@@ -151,3 +203,26 @@ def _separation(gray: np.ndarray, binary: np.ndarray) -> float:
         return 0.0
     gap = values[binary == 1].mean() - values[binary == 0].mean()
     return share * (1 - share) * gap * gap / values.var()
+
+
+def merged(boxes: list[Box]) -> list[Box]:
+    """Overlapping boxes replaced by their bounding box until none overlap."""
+    out = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if overlap(a, b):
+                    out[i] = Box(min(a.y0, b.y0), min(a.x0, b.x0), max(a.y1, b.y1), max(a.x1, b.x1))
+                    del out[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return sorted(out, key=lambda b: (b.y0, b.x0))
+
+
+def overlap(a: Box, b: Box) -> bool:
+    return a.y0 < b.y1 and b.y0 < a.y1 and a.x0 < b.x1 and b.x0 < a.x1

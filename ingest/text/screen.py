@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ingest.reasons import Quarantine
-from ingest.text.candidates import Box, find_candidates
+from ingest.text.candidates import Box, find_candidates, merged, overlap
 from ingest.text.ocr import MIN_SCORE, TextLine, read_lines
 
 DETECTOR_VERSION = "ortho-text-1 (morphology candidates + RapidOCR PP-OCRv6)"
@@ -57,39 +57,20 @@ def screen(pixels: np.ndarray) -> ScreenResult:
         looked += boxes
         if not found:
             break
-        result.regions = _merged(result.regions + found)
+        result.regions = merged(result.regions + found)
         result.pixels = _masked(pixels, result.regions)
     return result
 
 
 def _regions(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
     """Each candidate with room around it (the line above or below, the rest of the line), merged."""
-    return _merged([Box(max(b.y0 - 2 * b.height, 0), max(b.x0 - 12 * b.height, 0),
+    return merged([Box(max(b.y0 - 2 * b.height, 0), max(b.x0 - 12 * b.height, 0),
                         min(b.y1 + 2 * b.height, shape[0]), min(b.x1 + 12 * b.height, shape[1])) for b in boxes])
-
-
-def _merged(boxes: list[Box]) -> list[Box]:
-    """Overlapping boxes replaced by their bounding box until none overlap."""
-    out = list(boxes)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(out)):
-            for j in range(i + 1, len(out)):
-                a, b = out[i], out[j]
-                if _overlap(a, b):
-                    out[i] = Box(min(a.y0, b.y0), min(a.x0, b.x0), max(a.y1, b.y1), max(a.x1, b.x1))
-                    del out[j]
-                    changed = True
-                    break
-            if changed:
-                break
-    return sorted(out, key=lambda b: (b.y0, b.x0))
 
 
 def _text_in(pixels: np.ndarray, region: Box, candidates: list[Box]) -> list[Box]:
     crop = pixels[region.y0:region.y1, region.x0:region.x1]
-    inside = [b for b in candidates if _overlap(b, region)]
+    inside = [b for b in candidates if overlap(b, region)]
     line_height = int(np.median([b.height for b in inside])) if inside else region.height
     lines = read_lines(_local_window(crop), line_height, accept=lambda ln: is_text(ln, crop.shape[0]))
     found = [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1) for ln in lines]
@@ -98,7 +79,7 @@ def _text_in(pixels: np.ndarray, region: Box, candidates: list[Box]) -> list[Box
     # the candidates the text belongs to are masked whole (the detector saw strokes there), with the
     # margin of a line: the recogniser's boxes can clip ascenders and the first or last character
     margin = max(2, int(np.median([b.height for b in found])) // 3)
-    found += [b for b in inside if any(_overlap(b, f) for f in found)]
+    found += [b for b in inside if any(overlap(b, f) for f in found)]
     return [b.padded(margin, pixels.shape) for b in found]
 
 
@@ -117,10 +98,6 @@ def _masked(pixels: np.ndarray, boxes: list[Box]) -> np.ndarray:
         ring = pixels[max(b.y0 - 2, 0):b.y1 + 2, max(b.x0 - 2, 0):b.x1 + 2]
         out[b.y0:b.y1, b.x0:b.x1] = np.median(ring).astype(pixels.dtype)
     return out
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return a.y0 < b.y1 and b.y0 < a.y1 and a.x0 < b.x1 and b.x0 < a.x1
 
 
 def _inside(a: Box, b: Box) -> bool:

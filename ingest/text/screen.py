@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ingest.reasons import Quarantine
-from ingest.text.candidates import Box, find_candidates, merged, overlap
+from ingest.text.candidates import Box, find_candidates, merged, overlap, to_uint8
 from ingest.text.ocr import MIN_SCORE, TextLine, read_lines
 
 DETECTOR_VERSION = "ortho-text-1 (morphology candidates + RapidOCR PP-OCRv6)"
@@ -72,7 +72,7 @@ def _text_in(pixels: np.ndarray, region: Box, candidates: list[Box]) -> list[Box
     crop = pixels[region.y0:region.y1, region.x0:region.x1]
     inside = [b for b in candidates if overlap(b, region)]
     line_height = int(np.median([b.height for b in inside])) if inside else region.height
-    lines = read_lines(_local_window(crop), line_height, accept=lambda ln: is_text(ln, crop.shape[0]))
+    lines = read_lines(to_uint8(crop, 1, 99.5), line_height, accept=lambda ln: is_text(ln, crop.shape[0]))
     found = [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1) for ln in lines]
     if not found:
         return []
@@ -81,13 +81,6 @@ def _text_in(pixels: np.ndarray, region: Box, candidates: list[Box]) -> list[Box
     margin = max(2, int(np.median([b.height for b in found])) // 3)
     found += [b for b in inside if any(overlap(b, f) for f in found)]
     return [b.padded(margin, pixels.shape) for b in found]
-
-
-def _local_window(crop: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(crop, [1, 99.5])
-    if hi <= lo:
-        lo, hi = float(crop.min()), float(crop.max()) + 1
-    return np.clip((crop.astype(np.float32) - lo) * (255 / (hi - lo)), 0, 255).astype(np.uint8)
 
 
 def _masked(pixels: np.ndarray, boxes: list[Box]) -> np.ndarray:

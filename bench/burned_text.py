@@ -59,7 +59,7 @@ def base_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
     files = sorted(shared.rglob("*.png")) if shared.is_dir() else []
     if files:
         return [np.asarray(Image.open(files[i])) for i in rng.choice(len(files), n, replace=False)]
-    from ingest.phantom import draw_radiograph
+    from flows.phantom import draw_radiograph
 
     return [(draw_radiograph(int(rng.integers(0, 5)), "L", rng, pose=rng) >> 4).astype(np.uint8) for _ in range(n)]
 
@@ -124,7 +124,7 @@ def build_clean_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
 def build_clinical_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
     """Clean radiographs at the size a PACS sends them: real knees enlarged to 2048-3000 px, 12 bits
     stored with detector noise, as 16-bit DICOM; and every fourth a phantom knee (synthetic texture)."""
-    from ingest.phantom import draw_radiograph
+    from flows.phantom import draw_radiograph
 
     for k, base in enumerate(base_images(n, rng)):
         size = (2048, 2500, 3000)[k % 3]

@@ -26,8 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest.pixels import encode_png  # noqa: E402
-from shards.manifest import Manifest, ShardEntry, file_sha256  # noqa: E402
+from catalog.files import file_sha256  # noqa: E402
+from catalog.pixels import encode_png  # noqa: E402
+from shards.manifest import Manifest, ShardEntry  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.data import build_stream, make_loader  # noqa: E402
 from training.distributed import setup_distributed  # noqa: E402

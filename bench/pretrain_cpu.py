@@ -28,7 +28,7 @@ from evaluation.data import load_task  # noqa: E402
 from evaluation.embed import embed_images, pixel_features  # noqa: E402
 from evaluation.metrics import bootstrap_ci, metric_set, quadratic_kappa  # noqa: E402
 from evaluation.protocols import knn_predict, linear_probe, majority_predict, pca_fit_transform  # noqa: E402
-from shards.manifest import file_sha256  # noqa: E402
+from catalog.files import file_sha256  # noqa: E402
 from training.backbone import build_backbone, load_exported  # noqa: E402
 
 
@@ -64,9 +64,10 @@ def main() -> None:
     args = ap.parse_args()
     ws = Workspace.open(args.workspace)
     if args.train:
-        from training.trainer import new_run_id, run_pretraining
+        from catalog.ids import new_pretrain_id
+        from training.trainer import run_pretraining
 
-        run_dir = ws.train_runs_dir / new_run_id()
+        run_dir = ws.train_runs_dir / new_pretrain_id()
         t0 = time.time()
         run_pretraining(args.manifest, args.config, args.overrides, run_dir)
         print(f"pretraining took {time.time() - t0:.0f} s")

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from catalog import db  # noqa: E402
 from catalog.workspace import Workspace  # noqa: E402
-from ingest.pixels import decode_png  # noqa: E402
+from catalog.pixels import decode_png  # noqa: E402
 from ingest.run import ingest_source  # noqa: E402
 from ingest.sources import Source, add_source  # noqa: E402
 from shards.reader import ShardStream  # noqa: E402

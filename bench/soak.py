@@ -70,7 +70,7 @@ def png_seeds() -> list[np.ndarray]:
     shared = ROOT.parent / "shared" / "data" / "knee-xray-kl" / "train"
     if shared.is_dir():
         return [np.asarray(Image.open(p).convert("L")) for p in sorted(shared.rglob("*.png"))[:200]]
-    from ingest.phantom import draw_radiograph
+    from flows.phantom import draw_radiograph
 
     rng = np.random.default_rng(0)
     return [(draw_radiograph(g % 5, "L", rng, 224) >> 4).astype(np.uint8) for g in range(20)]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 
 from catalog import db, schema
+from catalog.ids import new_run_id, token
 from catalog.workspace import Workspace
 
 MERGED_PREFIX = "~compact-"  # "~" sorts after the digits that start every batch part id
@@ -26,18 +26,15 @@ MERGED_PREFIX = "~compact-"  # "~" sorts after the digits that start every batch
 def compact(ws: Workspace, wait_s: float = 0.0) -> tuple[int, int]:
     """Merge the batch parts (not earlier merged ones: the cost stays linear) into one part.
     Returns (parts before, parts after)."""
-    from ingest.run import new_run_id
-
     with ws.write_lock(wait_s):
         everything = sorted(p for p in ws.parts_dir.iterdir() if p.is_dir())
         parts = [p for p in everything if not p.name.startswith(MERGED_PREFIX)]
         if len(parts) < 2:
             return len(everything), len(everything)
         new_id = MERGED_PREFIX + new_run_id()
-        staging = ws.staging_dir / f"compact-{uuid.uuid4().hex[:8]}"
+        staging = ws.staging_dir / f"compact-{token()}"
         staging.mkdir(parents=True)
-        con = db.connect(ws)
-        try:
+        with db.connection(ws) as con:
             occ = f"read_parquet('{db._sql_str(ws.parts_dir / '*' / 'occurrences.parquet')}', union_by_name=true)"
             lab = db._parts_source(ws, "labels", schema.LABEL)
             batch = "(" + ", ".join(f"'{p.name}'" for p in parts) + ")"
@@ -57,8 +54,6 @@ def compact(ws: Workspace, wait_s: float = 0.0) -> tuple[int, int]:
             if len(lineage) > 1:
                 con.execute(f"""COPY (SELECT DISTINCT * FROM read_parquet('{db._sql_str(ws.lineage_dir / '*.parquet')}',
                                 union_by_name=true)) TO '{db._sql_str(staging / 'lineage.parquet')}' (FORMAT parquet)""")
-        finally:
-            con.close()
         merged_lineage = staging / "lineage.parquet"
         if merged_lineage.exists():
             os.replace(merged_lineage, ws.lineage_dir / f"{new_id}.parquet")

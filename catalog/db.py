@@ -8,12 +8,15 @@ ingest gives exactly the catalog an uninterrupted one gives.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 
 from catalog import schema
+from catalog.files import atomic_path
 from catalog.workspace import Workspace
 
 
@@ -35,16 +38,14 @@ def _glob_source(folder: Path, pattern: str, pa_schema) -> str:
 
 
 def _curation_sources(ws: Workspace) -> dict[str, str]:
-    from curation import run as curation
-
     current = max((p for p in ws.curation_dir.glob("*") if p.is_dir()), default=None, key=lambda p: p.name)
     out = {}
-    for name, pa_schema in (("dups", curation.DUPS), ("quality", curation.QUALITY), ("leakage", curation.LEAKAGE)):
+    for name, pa_schema in (("dups", schema.DUPS), ("quality", schema.QUALITY), ("leakage", schema.LEAKAGE)):
         out[name] = (f"read_parquet('{_sql_str(current / f'{name}.parquet')}')" if current
                      else f"({schema.empty_select(pa_schema)})")
-    out["signatures"] = _glob_source(ws.signatures_dir, "*.parquet", curation.SIGNATURE)
-    out["keypoints"] = _glob_source(ws.keypoints_dir, "*.parquet", curation.KEYPOINTS)
-    out["splits"] = _glob_source(ws.splits_dir, "*.parquet", curation.SPLIT)
+    out["signatures"] = _glob_source(ws.signatures_dir, "*.parquet", schema.SIGNATURE)
+    out["keypoints"] = _glob_source(ws.keypoints_dir, "*.parquet", schema.KEYPOINTS)
+    out["splits"] = _glob_source(ws.splits_dir, "*.parquet", schema.SPLIT)
     return out
 
 
@@ -145,12 +146,22 @@ def _lineage_view(ws: Workspace) -> str:
                SELECT DISTINCT * REPLACE (coalesce(path_bytes, encode(path)) AS path_bytes) FROM ({src})"""
 
 
+_MEMORY_LIMIT = "256MB"  # per connection; set by the top floor (flows/settings.py, from ORTHO_DUCKDB_MEMORY)
+
+
+def configure(*, memory_limit: str | None = None) -> None:
+    """Process-wide settings of every later `connect`: DuckDB's memory_limit (e.g. '256MB', '2GB')."""
+    global _MEMORY_LIMIT
+    if memory_limit is not None:
+        _MEMORY_LIMIT = str(memory_limit)
+
+
 def connect(ws: Workspace, private: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog views. `private` adds `lineage`."""
     con = duckdb.connect(":memory:")
     # Whole-catalog queries (current versions, duplicate ranks, compaction) spill to disk past this
     # instead of growing with the catalog; insertion order is never relied on.
-    con.execute(f"SET memory_limit = '{os.environ.get('ORTHO_DUCKDB_MEMORY', '256MB')}'")
+    con.execute(f"SET memory_limit = '{_MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"SET temp_directory = '{_sql_str(ws.staging_dir / f'duckdb-spill-{os.getpid()}')}'")
     for stmt in view_statements(ws, private=private):
@@ -158,24 +169,27 @@ def connect(ws: Workspace, private: bool = False) -> duckdb.DuckDBPyConnection:
     return con
 
 
+@contextlib.contextmanager
+def connection(ws: Workspace, private: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`connect`, closed when the block ends."""
+    con = connect(ws, private=private)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
 def write_duckdb_file(ws: Workspace) -> Path:
     """catalog/catalog.duckdb for the duckdb CLI: the shareable views only, never lineage."""
-    tmp = ws.staging_dir / f"catalog-{os.getpid()}.duckdb"
-    tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
-    for stmt in view_statements(ws):
-        con.execute(stmt)
-    con.close()
-    os.replace(tmp, ws.duckdb_path)
+    with atomic_path(ws.duckdb_path, ws.staging_dir) as tmp, duckdb.connect(str(tmp)) as con:
+        for stmt in view_statements(ws):
+            con.execute(stmt)
     return ws.duckdb_path
 
 
 def query(ws: Workspace, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-    con = connect(ws)
-    try:
+    with connection(ws) as con:
         cur = con.execute(sql, params or [])
         cols = [d[0] for d in cur.description] if cur.description else []
         rows = cur.fetchall()
-    finally:
-        con.close()
     return cols, rows

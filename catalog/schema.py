@@ -1,7 +1,7 @@
 """Arrow schemas of the catalog's Parquet parts. docs/catalog.md describes every column.
 
 Every string column that is not a key holds a value from a closed vocabulary (see
-ingest/vocab.py): free text from a source never reaches a part.
+catalog/vocab.py): free text from a source never reaches a part.
 """
 
 from __future__ import annotations
@@ -135,6 +135,22 @@ RUN = pa.schema(
 )
 
 TABLES = {"files": FILE_ROW, "occurrences": OCCURRENCE, "labels": LABEL}
+
+# Curation (curation/run.py): signatures, keypoints and splits are appended once per image / patient; dups,
+# quality and leakage are recomputed by every run into catalog/curation/<run_id>/.
+SIGNATURE = pa.schema([
+    ("image_id", pa.string()), ("emb", pa.binary()), ("emb_flip", pa.binary()),
+    ("mean", pa.float32()), ("std", pa.float32()), ("min", pa.float32()), ("max", pa.float32()),
+    ("p01", pa.float32()), ("p99", pa.float32()), ("frac_at_min", pa.float32()), ("frac_at_max", pa.float32()),
+    ("frac_at_full", pa.float32()),
+])
+KEYPOINTS = pa.schema([("image_id", pa.string()), ("n", pa.int16()), ("kp", pa.binary()), ("desc", pa.binary())])
+SPLIT = pa.schema([("patient_key", pa.string()), ("split", pa.string()), ("basis", pa.string()), ("run_id", pa.string())])
+DUPS = pa.schema([("image_id", pa.string()), ("dup_group", pa.string()), ("representative", pa.bool_()),
+                  ("group_size", pa.int32()), ("matched_image_id", pa.string()), ("method", pa.string()),
+                  ("similarity", pa.float32())])
+QUALITY = pa.schema([("image_id", pa.string()), ("reason", pa.string()), ("excluding", pa.bool_())])
+LEAKAGE = pa.schema([("image_id", pa.string()), ("reason", pa.string())])
 
 
 # One row per evaluation result: a (task, model, protocol, label fraction, seed) scored on the

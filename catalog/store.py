@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catalog.parts import write_file_atomic
-from ingest.pixels import decode_png, encode_png
+from catalog.files import atomic_write
+from catalog.pixels import decode_png, encode_png
 
 
 class ImageStore:
@@ -29,7 +29,8 @@ class ImageStore:
         if path.exists():
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(path, encode_png(pixels, self.compress_level), self.tmp_dir)
+        # not fsynced one by one (it never was): a large ingest stores millions of images
+        atomic_write(path, encode_png(pixels, self.compress_level), self.tmp_dir, fsync=False)
         return True
 
     def get(self, image_id: str) -> np.ndarray:

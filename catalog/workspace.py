@@ -27,19 +27,24 @@ import errno
 import fcntl
 import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from catalog.errors import BusyError
 
 DEFAULT_WORKSPACE = "workspace"
 _HELD: dict[Path, int] = {}  # locks this process holds: nested flows must not deadlock on themselves
 
 
 def resolve_workspace(path: str | os.PathLike | None = None) -> Path:
+    """`path`, else ORTHO_WORKSPACE, else ./workspace. The one environment read below the top floor: callers
+    outside the repo rely on `Workspace.open()` honouring the variable as `ortho --workspace` does."""
     return Path(path or os.environ.get("ORTHO_WORKSPACE") or DEFAULT_WORKSPACE).absolute()
 
 
-class WorkspaceBusy(RuntimeError):
+class WorkspaceBusy(BusyError, RuntimeError):
     """Another process holds the workspace's write lock."""
 
 
@@ -197,3 +202,13 @@ class Workspace:
                 _HELD[path] = 0
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def clear_staging(ws: Workspace) -> None:
+    """Leftovers of killed runs: half-written parts and batch lists. Call only under the write lock."""
+    shutil.rmtree(ws.batches_dir, ignore_errors=True)
+    for child in ws.staging_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from catalog.pixels import sampled_percentiles
 from curation.signatures import whiten
 
 KEYPOINTS = 24
@@ -79,8 +80,7 @@ def to_u8(pixels: np.ndarray) -> np.ndarray | None:
     """Any depth -> uint8 through the 0.5-99.5 percentile window (robust to re-windowing); None when
     the image is (nearly) constant."""
     x = pixels.astype(np.float32)
-    step = max(1, int(np.sqrt(x.size / (1 << 18))))
-    lo, hi = np.percentile(x[::step, ::step], (0.5, 99.5))
+    lo, hi = sampled_percentiles(pixels, (0.5, 99.5), samples=1 << 18)
     if hi <= lo:
         return None
     return np.clip((x - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)

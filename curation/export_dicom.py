@@ -38,10 +38,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
+from catalog import vocab
+from catalog.files import atomic_path, read_bytes
 from catalog.pseudonyms import Pseudonymizer
 from catalog.store import ImageStore
-from ingest import vocab
-from ingest.scan import read_bytes
 
 # Attributes that carry no identity: kept as they are (K), inside sequences too. The pixel module
 # (rows, depth, photometric, rescale, window, frames, pixel data) is not here: it is written anew for
@@ -309,9 +309,8 @@ def _export_file(f: CatalogFile, store: ImageStore, out_dir: Path, secret: bytes
     study = str(clean.get("StudyInstanceUID", ""))[5:21] or "0"
     target = out_dir / f.patient_key / study / f"{f.file_id}.dcm"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    clean.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        clean.save_as(tmp, enforce_file_format=True)
     return target
 
 
@@ -360,8 +359,7 @@ def export_selection(ws, query: str, out_dir: Path, options: ExportOptions = Exp
     from catalog import db
 
     selection = f"SELECT DISTINCT image_id FROM ({query.strip().rstrip(';')})"
-    con = db.connect(ws, private=True)
-    try:
+    with db.connection(ws, private=True) as con:
         selected, dicom_images = con.execute(f"""
             SELECT count(*), count(*) FILTER (WHERE i.format = 'dicom')
             FROM ({selection}) s LEFT JOIN images i ON i.image_id = s.image_id""").fetchone()
@@ -370,8 +368,6 @@ def export_selection(ws, query: str, out_dir: Path, options: ExportOptions = Exp
         screened = "o.text_detector IS NOT NULL" if "text_detector" in columns else "false"
         cursor = con.execute(_FILE_FRAMES.format(selection=selection, screened=screened))
         result = export_files(_catalog_files(cursor), ImageStore(ws.store_dir), out_dir, ws.secret(), options)
-    finally:
-        con.close()
     if selected - dicom_images:
         result.skipped["not_dicom"] = selected - dicom_images
     return result

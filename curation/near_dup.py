@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curation.crops import CropConfig
+from curation.union_find import UnionFind
 
 METHODS = ("embedding", "embedding_flip", "crop")  # evidence recorded with each image's best match
 
@@ -150,19 +151,10 @@ class DupGraph:
         """Joins the groups of each (a, b, similarity); an image with no match yet records the most
         similar of these (the similarity scales of two methods are not comparable, so a match the
         global signature found is kept)."""
-        parent = self.group.copy()
-
-        def root(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
+        forest = UnionFind(self.group.tolist())
         for a, b, _ in edges:
-            ra, rb = root(a), root(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-        self.group = np.array([root(i) for i in range(len(parent))], dtype=np.int64)
+            forest.union(a, b)
+        self.group = forest.roots()
         had = self.best_other >= 0
         for a, b, sim in sorted(edges, key=lambda e: (-e[2], e[0], e[1])):
             for x, other in ((a, b), (b, a)):
@@ -176,7 +168,7 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
     same-series one for slices of one series), laterality respected, union-find with the smallest
     index as root."""
     n = len(emb)
-    parent = list(range(n))
+    forest = UnionFind(list(range(n)))
     best_other = np.full(n, -1, dtype=np.int64)
     best_sim = np.full(n, -np.inf, dtype=np.float32)
     best_flip = np.zeros(n, dtype=bool)
@@ -186,12 +178,6 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
     codes = {v: k for k, v in enumerate(dict.fromkeys(s for s in series if s is not None))}
     series_code = np.array([codes[s] if s is not None else -1 for s in series], dtype=np.int64)
     lat = np.array([{"L": 1, "R": 2}.get(x, 0) for x in laterality], dtype=np.int8)
-
-    def root(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
 
     low = min(cfg.threshold, cfg.same_series_threshold)
     index = NeighbourSearch(emb, cfg)
@@ -214,25 +200,14 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
                 best_sim[xs[better]], best_other[xs[better]] = ss[better], os_[better]
                 best_flip[xs[better]] = flipped
             for u, v in zip(a.tolist(), b.tolist()):
-                ru, rv = root(u), root(v)
-                if ru != rv:
-                    parent[max(ru, rv)] = min(ru, rv)
-    group = np.array([root(i) for i in range(n)], dtype=np.int64)
+                forest.union(u, v)
+    group = forest.roots()
     return DupGraph(group, best_other, best_sim, best_flip.astype(np.int8), pairs, series_code, lat)
 
 
 def groups(n: int, edges: list[Edge]) -> np.ndarray:
     """Union-find: the group of each index, as the smallest index in its group."""
-    parent = np.arange(n)
-
-    def root(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    forest = UnionFind(list(range(n)))
     for e in edges:
-        ra, rb = root(e.a), root(e.b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([root(i) for i in range(n)])
+        forest.union(e.a, e.b)
+    return forest.roots()

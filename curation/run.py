@@ -3,7 +3,8 @@ groups, quality flags and the leakage guard over the whole catalog.
 
 Incremental: signatures and splits are computed once per image / patient and appended;
 grouping and flags are recomputed over everything (cheap next to signatures) and published as
-one folder per run, catalog/curation/<run_id>/, renamed into place when complete.
+one folder per run, catalog/curation/<run_id>/, renamed into place when complete, with the run's resolved
+settings (settings.yaml: CurateConfig, resolved by resolve_config) beside its tables.
 """
 
 from __future__ import annotations
@@ -11,38 +12,25 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from catalog import config as loader
 from catalog import db
+from catalog.ids import new_run_id, token
 from catalog.parts import write_table
+from catalog.schema import DUPS, KEYPOINTS, LEAKAGE, QUALITY, SIGNATURE, SPLIT
 from catalog.store import ImageStore
-from catalog.workspace import Workspace
+from catalog.workspace import Workspace, clear_staging
 from curation import crops, near_dup
 from curation.quality import QualityConfig
 from curation.signatures import DIM, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
-from ingest.run import new_run_id
 
 log = logging.getLogger("ortho.curate")
-
-SIGNATURE = pa.schema([
-    ("image_id", pa.string()), ("emb", pa.binary()), ("emb_flip", pa.binary()),
-    ("mean", pa.float32()), ("std", pa.float32()), ("min", pa.float32()), ("max", pa.float32()),
-    ("p01", pa.float32()), ("p99", pa.float32()), ("frac_at_min", pa.float32()), ("frac_at_max", pa.float32()),
-    ("frac_at_full", pa.float32()),
-])
-KEYPOINTS = pa.schema([("image_id", pa.string()), ("n", pa.int16()), ("kp", pa.binary()), ("desc", pa.binary())])
-SPLIT = pa.schema([("patient_key", pa.string()), ("split", pa.string()), ("basis", pa.string()), ("run_id", pa.string())])
-DUPS = pa.schema([("image_id", pa.string()), ("dup_group", pa.string()), ("representative", pa.bool_()),
-                  ("group_size", pa.int32()), ("matched_image_id", pa.string()), ("method", pa.string()),
-                  ("similarity", pa.float32())])
-QUALITY = pa.schema([("image_id", pa.string()), ("reason", pa.string()), ("excluding", pa.bool_())])
-LEAKAGE = pa.schema([("image_id", pa.string()), ("reason", pa.string())])
 
 
 @dataclass
@@ -51,6 +39,20 @@ class CurateConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     splits: SplitPolicy = field(default_factory=SplitPolicy)
     batch_size: int = 512
+
+
+def resolve_config(overrides: Iterable[str] = (), file: str | os.PathLike | None = None,
+                   settings: dict | None = None, base: CurateConfig | None = None) -> CurateConfig:
+    """CurateConfig defaults (or `base`) <- `file` (YAML) <- `settings` (plain values, e.g. a pipeline file's) <-
+    `key=value` overrides (`dedup.threshold=0.7`, `dedup.crops.enabled=false`, `quality.min_size=128`).
+    Raises catalog.config.ConfigError for an unknown key or a value of the wrong type."""
+    cfg = loader.load(CurateConfig, [file] if file else [], overrides, layers=[settings] if settings else [],
+                      base=base)
+    try:
+        cfg.quality.conditions()  # an unknown filter name fails here, not halfway through a run
+    except ValueError as e:
+        raise loader.ConfigError(f"config section 'quality': {e}") from None
+    return cfg
 
 
 @dataclass
@@ -166,8 +168,8 @@ def _binary_column(table: pa.Table, name: str) -> np.ndarray:
 def _crop_pass(ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: near_dup.DedupConfig) -> dict:
     """Cropped re-exports (curation/crops.py) among images the global signature left apart; their
     verified pairs join the groups."""
-    con = db.connect(ws)  # its own connection: the caller's keeps its whole memory budget for what follows
-    try:
+    # its own connection: the caller's keeps its whole memory budget for what follows
+    with db.connection(ws) as con:
         reader = con.sql("""SELECT i.image_id, i.rows::BIGINT AS rows, i.cols::BIGINT AS cols,
                                    coalesce(k.n, 0)::BIGINT AS n, k.kp, k.desc
                             FROM images i JOIN signatures s USING (image_id) LEFT JOIN keypoints k USING (image_id)
@@ -180,8 +182,6 @@ def _crop_pass(ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: nea
             sizes.append(table.column("n").to_numpy().copy())
             kp.append(_binary_column(table, "kp").copy())
             desc.append(_binary_column(table, "desc").copy())
-    finally:
-        con.close()
     if got != ids:
         raise RuntimeError("signatures and keypoints read in different orders")
     sizes = np.concatenate(sizes)
@@ -215,32 +215,23 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
            on_progress: Callable[[str, int, int], None] | None = None, wait_s: float = 0.0) -> CurateSummary:
     config = config or CurateConfig()
     with ws.write_lock(wait_s):
-        from ingest.run import clear_staging
-
         clear_staging(ws)
         run_id = new_run_id()
         summary = CurateSummary(run_id)
-        con = db.connect(ws)
-        try:
+        with db.connection(ws) as con:
             summary.images = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
             batches = _missing_signatures(con, config.batch_size, config.dedup.crops.enabled)
-        finally:
-            con.close()
         total = sum(len(b) for b in batches)
         for n in map_signatures(ws, batches):
             summary.new_signatures += n
             if on_progress:
                 on_progress("signatures", summary.new_signatures, total)
-        con = db.connect(ws)
-        try:
+        with db.connection(ws) as con:
             new = _new_splits(con, config.splits, run_id)
             if new:
                 write_table(ws.splits_dir / f"{run_id}.parquet", new, SPLIT, ws.staging_dir)
             summary.new_patients = len(new)
-        finally:
-            con.close()
-        con = db.connect(ws)
-        try:
+        with db.connection(ws) as con:
             dups, summary.crop_search = _dup_rows(con, ws, config.dedup)
             con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
             leakage = _leakage_rows(con)
@@ -248,12 +239,10 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding}
                               for reason, sql in (config.quality.queries().items() if summary.images else [])
                               for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
-        finally:
-            con.close()
-        _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)})
+        _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
+                 config)
         db.write_duckdb_file(ws)
-        con = db.connect(ws)
-        try:
+        with db.connection(ws) as con:
             summary.dup_groups = con.execute("SELECT count(DISTINCT dup_group) FROM dup_groups").fetchall()[0][0]
             summary.near_duplicates = con.execute("SELECT count(*) FROM dup_groups WHERE NOT representative").fetchall()[0][0]
             summary.matched_by = dict(con.execute("SELECT method, count(*) FROM dup_groups GROUP BY ALL ORDER BY ALL").fetchall())
@@ -261,19 +250,18 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             summary.excluded = con.execute("SELECT count(*) FROM images WHERE excluded").fetchall()[0][0]
             summary.leakage_removed = con.execute("SELECT count(*) FROM images WHERE held_out").fetchall()[0][0]
             summary.splits = dict(con.execute("SELECT split, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall())
-        finally:
-            con.close()
     log.info("curated %d images: %d new signatures, %d new patients, %d near-duplicates in %d groups, %d excluded, "
              "%d held out by the leakage guard", summary.images, summary.new_signatures, summary.new_patients,
              summary.near_duplicates, summary.dup_groups, summary.excluded, summary.leakage_removed)
     return summary
 
 
-def _publish(ws: Workspace, run_id: str, tables: dict) -> None:
-    staging = ws.staging_dir / f"curation-{run_id}-{uuid.uuid4().hex[:6]}"
+def _publish(ws: Workspace, run_id: str, tables: dict, settings: CurateConfig) -> None:
+    staging = ws.staging_dir / f"curation-{run_id}-{token(3)}"
     staging.mkdir(parents=True)
     for name, (rows, schema) in tables.items():
         write_table(staging / f"{name}.parquet", rows, schema)
+    loader.save_resolved(settings, staging / "settings.yaml")  # renamed into place with the tables
     ws.curation_dir.mkdir(parents=True, exist_ok=True)
     os.rename(staging, ws.curation_dir / run_id)
     for old in sorted(p for p in ws.curation_dir.iterdir() if p.name < run_id)[:-2]:

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from catalog import db
+from catalog.errors import OrthoError
+from catalog.tasks import TASKS, TaskSpec, describe
 from catalog.workspace import Workspace
-from curation.tasks import TASKS, TaskSpec, describe
 
 
-class EvaluationError(ValueError):
+class EvaluationError(OrthoError, ValueError):
     """A task or checkpoint that cannot be evaluated; the message is one line for the user."""
 
 

@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from catalog.files import atomic_path
+from catalog.pixels import robust_range
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
-from training.augment import robust_range
-from training.model import forward_tokens
+from training.backbone import forward_tokens
 
 
 def preprocess(pixels: np.ndarray, size: int, mean: float, std: float) -> torch.Tensor:
@@ -58,9 +59,8 @@ class FeatureCache:
         table = pa.table({"image_id": ids, "cls": list(cls.astype(np.float32)), "mean": list(mean.astype(np.float32))},
                          schema=_CACHE_SCHEMA)
         name = hashlib.blake2b("".join(ids).encode(), digest_size=8).hexdigest()
-        tmp = self.dir / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        tmp.replace(self.dir / f"{name}.parquet")
+        with atomic_path(self.dir / f"{name}.parquet") as tmp:
+            pq.write_table(table, tmp)
 
 
 @torch.no_grad()

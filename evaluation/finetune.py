@@ -24,8 +24,7 @@ from catalog.workspace import Workspace
 from evaluation.data import TaskData, aggregate, exam_groups
 from evaluation.embed import preprocess
 from evaluation.protocols import Predictions
-from training.model import forward_tokens
-from training.optim import apply_schedules, param_groups
+from training.backbone import apply_schedules, forward_tokens, param_groups
 
 
 @dataclass

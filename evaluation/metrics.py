@@ -93,6 +93,24 @@ def metric_set(kind: str) -> list[str]:
     return names
 
 
+def primary_metric(kind: str) -> str:
+    """The metric a task kind is read by (and its hyper-parameters chosen on)."""
+    return {"ordinal": "qwk", "binary": "auroc"}.get(kind, "balanced_accuracy")
+
+
+def proba_scorer(kind: str, n_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The selection score for a task kind, from (labels, probabilities): NaN counts as worst."""
+    def score(y, proba):
+        if kind == "ordinal":
+            value = quadratic_kappa(y, proba.argmax(1), n_classes)
+        elif kind == "binary":
+            value = auroc(y, proba[:, 1])
+        else:
+            value = balanced_accuracy(y, proba.argmax(1), n_classes)
+        return value if np.isfinite(value) else -np.inf
+    return score
+
+
 def compute(name: str, y, pred, proba, n_classes: int) -> float:
     if name in LABEL_METRICS:
         return LABEL_METRICS[name](y, pred, n_classes)

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog.figures import figure_png
+from catalog.files import atomic_write
 from catalog.store import ImageStore
-from training.metrics import figure_png
 
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1",
                 "qwk": "QWK", "auroc": "AUROC", "auprc": "AUPRC"}
 ORDER = {"pretrained": 0, "supervised": 2, "random": 3, "pixels": 4, "majority": 5}
 
 
-def _model_order(name: str) -> int:
+def model_order(name: str) -> int:
     return ORDER.get(name, 1)  # other checkpoints right after the one under evaluation
 
 
@@ -102,7 +103,7 @@ def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
     if not curves:
         return None  # one fraction only, or a metric undefined on this test set (e.g. AUROC of one class)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for (model, proto), by_f in sorted(curves.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])):
+    for (model, proto), by_f in sorted(curves.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
         fs = sorted(by_f)
         stats = [seed_summary(by_f[f], metric) for f in fs]
         style = "-" if model == "pretrained" else "--"
@@ -130,7 +131,7 @@ def plot_confusions(groups, classes: list[str], task: str) -> bytes | None:
     import matplotlib.pyplot as plt
 
     panels = [(k, min(v[1.0], key=lambda r: r["seed"])) for k, v in
-              sorted(groups.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])) if 1.0 in v]
+              sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])) if 1.0 in v]
     panels = [p for p in panels if p[0][0] in ("pretrained", "supervised", "random") or p[0][0] not in ORDER][:6]
     if not panels:
         return None
@@ -277,7 +278,7 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
                   f"<div class=finding>{html.escape(label_efficiency_sentence(groups, metric))}</div>",
                   "<table><tr><th>model</th><th>protocol</th>"
                   + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]
-        for (model, proto), by_f in sorted(groups.items(), key=lambda kv: (_model_order(kv[0][0]), kv[0][1])):
+        for (model, proto), by_f in sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
             if 1.0 not in by_f:
                 continue
             runs = by_f[1.0]
@@ -310,7 +311,5 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
             + "\n".join(parts) + "</body></html>")
     for name, data in pngs.items():
         (eval_dir / name).write_bytes(data)
-    tmp = eval_dir / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(eval_dir / "report.html")
+    atomic_write(eval_dir / "report.html", page)
     return eval_dir / "report.html"

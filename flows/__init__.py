@@ -13,3 +13,7 @@ for _key, _value in {
     "HF_HUB_OFFLINE": "1",
 }.items():
     os.environ.setdefault(_key, _value)
+
+from flows.firewall import quiet_curated_tracebacks  # noqa: E402  (after the defaults: it imports nothing of Prefect)
+
+quiet_curated_tracebacks()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from functools import partial
 from typing import Iterable, Iterator
 
@@ -10,14 +9,15 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from catalog.ids import new_run_id
 from catalog.workspace import Workspace
 from curation.crops import CropConfig
 from curation.near_dup import DedupConfig
-from curation.run import CurateConfig, curate, write_signature_part
+from curation.run import CurateConfig, curate, resolve_config, write_signature_part
 from flows import progress
 from flows.firewall import firewall
-from flows.runners import build_task_runner
-from ingest.run import new_run_id
+from flows.runners import build_task_runner, prefect_map
+
 
 @task(name="signatures", retries=1, cache_policy=NO_CACHE, persist_result=False)
 @firewall("signatures")
@@ -26,34 +26,42 @@ def signature_task(workspace: str, rows: list[tuple[str, int, bool, bool]], part
     return write_signature_part(Workspace.open(workspace), part, [tuple(r) for r in rows])
 
 
-def prefect_map(max_in_flight: int):
+def map_signatures(max_in_flight: int):
+    """A task per batch of new signatures, at most `max_in_flight` pending; each writes its own part."""
+
     def run(ws: Workspace, batches: Iterable[list]) -> Iterator[int]:
-        pending: deque = deque()
         prefix = new_run_id()
-        for i, batch in enumerate(batches):
-            rows = [(str(r[0]), int(r[1]), bool(r[2]), bool(r[3])) for r in batch]
-            pending.append(signature_task.submit(str(ws.root), rows, f"{prefix}-{i:06d}"))
-            while len(pending) >= max_in_flight:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        parts = ((f"{prefix}-{i:06d}", batch) for i, batch in enumerate(batches))
+        return prefect_map(partial(_submit_part, str(ws.root)), parts, max_in_flight)
 
     return run
+
+
+def _submit_part(workspace: str, part: tuple[str, list]):
+    name, batch = part
+    rows = [(str(r[0]), int(r[1]), bool(r[2]), bool(r[3])) for r in batch]
+    return signature_task.submit(workspace, rows, name)
 
 
 @flow(name="curate", log_prints=False)
 @firewall("curate")
 def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-                crops: bool = True) -> dict:
+                crops: bool = True, overrides: list[str] | None = None) -> dict:
     ws = Workspace.open(workspace)
-    config = CurateConfig(dedup=DedupConfig(crops=CropConfig(enabled=crops)))
-    summary = curate(ws, config, map_signatures=prefect_map(2 * (workers or 2) + 1),
+    config = curate_config(overrides, crops)
+    summary = curate(ws, config, map_signatures=map_signatures(2 * (workers or 2) + 1),
                      on_progress=partial(progress.report, "curate"), wait_s=wait_s)
     return summary.__dict__
 
 
+def curate_config(overrides: list[str] | None = None, crops: bool = True) -> CurateConfig:
+    """The curation settings: defaults <- `--no-crops` <- `key=value` overrides (`dedup.threshold=0.7`)."""
+    return resolve_config(list(overrides or []), base=CurateConfig(dedup=DedupConfig(crops=CropConfig(enabled=crops))))
+
+
 def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-               crops: bool = True) -> dict:
+               crops: bool = True, overrides: list[str] | None = None) -> dict:
     """`crops=False` skips the crop search (and computing keypoints for new images)."""
-    return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(workspace, runner, workers, wait_s,
-                                                                                    crops)
+    curate_config(overrides, crops)  # a typo fails here, in one line, before a flow starts
+    return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(
+        workspace, runner, workers, wait_s, crops, list(overrides or []))

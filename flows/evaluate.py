@@ -12,18 +12,15 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog import db
 from catalog.workspace import Workspace, WorkspaceBusy
-from evaluation.finetune import FinetuneConfig
 from evaluation.report import write_report
-from evaluation.run import EvalConfig, run_evaluation
+from evaluation.run import EvalConfig, resolve_config, run_evaluation
 from flows import progress
 from flows.firewall import firewall
 
 
-def eval_config(settings: dict) -> EvalConfig:
-    """An EvalConfig from plain values (what a flow parameter or a pipeline file carries)."""
-    settings = dict(settings or {})
-    ft = FinetuneConfig(**settings.pop("finetune", {}))
-    return EvalConfig(**settings, finetune=ft)
+def eval_config(settings: dict | None, overrides: list[str] | None = None) -> EvalConfig:
+    """An EvalConfig from plain values (what a flow parameter or a pipeline file carries) and `key=value` overrides."""
+    return resolve_config(list(overrides or []), settings=dict(settings or {}))
 
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
@@ -36,9 +33,9 @@ def report_task(eval_dir: str) -> str:
 @firewall("evaluate")
 def evaluate_flow(workspace: str, checkpoint: str, tasks: list[str], settings: dict | None = None,
                   eval_id: str | None = None, model_name: str | None = None, report: bool = True,
-                  shards: str | None = None) -> dict:
+                  shards: str | None = None, overrides: list[str] | None = None) -> dict:
     ws = Workspace.open(workspace)
-    out = run_evaluation(ws, checkpoint, tasks, eval_config(settings or {}), eval_id=eval_id, model_name=model_name,
+    out = run_evaluation(ws, checkpoint, tasks, eval_config(settings, overrides), eval_id=eval_id, model_name=model_name,
                          on_progress=partial(progress.report, "evaluate"), shards=shards)
     try:  # catalog.duckdb (for the duckdb CLI) picks up the new view rows; `ortho sql` sees them anyway
         with ws.write_lock(10.0):

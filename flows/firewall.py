@@ -1,32 +1,20 @@
 """What flows and tasks may raise: an exception's message can hold a path or a value, and Prefect stores what a
 flow or task raises as its state message and logs it with a traceback (its `log` table, a shared server's UI).
 
-So every flow and task body is wrapped in `firewall(stage)`: the project's own errors (messages written for users)
-pass, chains cut; anything else becomes a ScrubbedError that names the stage and the exception's type only.
+So every flow and task body is wrapped in `firewall(stage)`: the project's own errors (OrthoError: messages written for
+users) pass, chains cut; anything else becomes a ScrubbedError that names the stage and the exception's type only.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import traceback
 
-# By qualified name, so that this module imports none of them (training's pulls in torch).
-CURATED = {
-    "catalog.workspace.WorkspaceBusy",
-    "ingest.scan.SourceUnavailable",
-    "ingest.sources.SourceError",
-    "flows.pipeline.PipelineError",
-    "shards.select.SelectionError",
-    "shards.writer.ShardError",
-    "training.backbone.CheckpointError",
-    "training.config.ConfigError",
-    "training.data.TrainingError",
-    "evaluation.data.EvaluationError",
-    "flows.firewall.ScrubbedError",
-}
+from catalog.errors import InternalError, OrthoError
 
 
-class ScrubbedError(RuntimeError):
+class ScrubbedError(InternalError, RuntimeError):
     """An unexpected error, reduced to the stage and the exception's type name."""
 
     def __init__(self, message: str, io_error: bool = False):
@@ -35,7 +23,7 @@ class ScrubbedError(RuntimeError):
 
 
 def is_curated(e: BaseException) -> bool:
-    return any(f"{c.__module__}.{c.__qualname__}" in CURATED for c in type(e).__mro__)
+    return isinstance(e, OrthoError)
 
 
 def scrubbed(stage: str, e: Exception) -> Exception:
@@ -71,3 +59,22 @@ def firewall(stage: str):
         return run
 
     return wrap
+
+
+class CuratedTracebacks(logging.Filter):
+    """Prefect logs every failed flow and task run with its traceback. For a user's error the one-line message it
+    logs with it is the whole story (the command line prints it again, alone, as it exits); an internal error keeps
+    its frames, which hold no text once scrubbed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        e = record.exc_info[1] if record.exc_info else None
+        if is_curated(e) and not isinstance(e, InternalError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_curated_tracebacks() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, CuratedTracebacks) for f in logger.filters):
+            logger.addFilter(CuratedTracebacks())

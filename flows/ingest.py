@@ -7,7 +7,7 @@ paths or arrays: nothing identifying reaches Prefect's database or its logs.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -18,12 +18,13 @@ from prefect.cache_policies import NO_CACHE
 from catalog.workspace import Workspace
 from flows import progress
 from flows.firewall import ScrubbedError, firewall
-from flows.runners import build_task_runner
+from flows.runners import build_task_runner, prefect_map
 from ingest.batch import BatchResult, BatchSpec, process_batch
 from ingest.run import IngestSummary, ingest_source
 from ingest.sources import load_sources
 
 log = logging.getLogger("ortho.ingest")
+
 
 def _on_batch(result, summary) -> None:
     progress.report("ingest", result, summary)
@@ -71,19 +72,28 @@ def _as_result(d: dict) -> BatchResult:
     return r
 
 
-def prefect_map(max_in_flight: int):
-    """Submit a task per batch, keeping at most `max_in_flight` pending: the listing streams."""
+def map_batches(max_in_flight: int):
+    """A task per batch file, at most `max_in_flight` pending: the listing streams."""
 
     def run(ws: Workspace, batch_paths: Iterable[Path]) -> Iterator[BatchResult]:
-        pending: deque = deque()
-        for path in batch_paths:
-            pending.append(ingest_batch.submit(str(ws.root), str(path)))
-            while len(pending) >= max_in_flight:
-                yield _as_result(pending.popleft().result())
-        while pending:
-            yield _as_result(pending.popleft().result())
+        submit = partial(_submit_batch, str(ws.root))
+        return map(_as_result, prefect_map(submit, batch_paths, max_in_flight))
 
     return run
+
+
+def _submit_batch(workspace: str, path: Path):
+    return ingest_batch.submit(workspace, str(path))
+
+
+def materialise_phantom(ws: Workspace, name: str) -> None:
+    """A phantom source is drawn on first use; its location is the tree or its pacs/ or public/ part."""
+    source = load_sources(ws).get(name)
+    if source is not None and source.kind == "phantom":
+        from flows.phantom import write_phantom
+
+        location = Path(source.location)
+        write_phantom(location.parent if location.name in ("pacs", "public") else location)
 
 
 @flow(name="ingest-source", log_prints=False)
@@ -91,9 +101,12 @@ def prefect_map(max_in_flight: int):
 def ingest_source_flow(workspace: str, source: str, batch_size: int = 64, max_in_flight: int = 8,
                        retry_quarantined: bool = False, wait_s: float = 0.0, burned_in: str | None = None) -> dict:
     ws = Workspace.open(workspace)
-    summary: IngestSummary = ingest_source(ws, source, batch_size=batch_size, map_batches=prefect_map(max_in_flight),
-                                           retry_quarantined=retry_quarantined, on_batch=_on_batch, wait_s=wait_s,
-                                           burned_in=burned_in)
+    with ws.write_lock(wait_s):
+        materialise_phantom(ws, source)
+        summary: IngestSummary = ingest_source(ws, source, batch_size=batch_size,
+                                               map_batches=map_batches(max_in_flight),
+                                               retry_quarantined=retry_quarantined, on_batch=_on_batch,
+                                               burned_in=burned_in)
     return summary.as_dict()
 
 

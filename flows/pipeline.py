@@ -30,6 +30,8 @@ import yaml
 import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow
 
+from catalog.errors import OrthoError
+from catalog.files import atomic_write, is_remote
 from catalog.workspace import Workspace
 from flows.firewall import firewall, frames_only, one_line
 
@@ -39,15 +41,15 @@ SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality",
 STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
     "ingest": {"runner", "workers", "batch_size"},
-    "curate": {"runner", "workers", "crops"},
+    "curate": {"runner", "workers", "crops", "overrides"},
     "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard"},
     "pretrain": {"name", "shards", "config", "overrides"},
     "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
-                 "n_boot", "finetune"},
+                 "n_boot", "finetune", "overrides"},
 }
 
 
-class PipelineError(ValueError):
+class PipelineError(OrthoError, ValueError):
     """A pipeline file that cannot run; the message is one line."""
 
 
@@ -112,7 +114,7 @@ class Pipeline:
             from flows.demo import pydicom_folders
 
             return pydicom_folders().get(location[4:])
-        return Path(location) if "://" in location else Path(location).expanduser().absolute()
+        return Path(location) if is_remote(location) else Path(location).expanduser().absolute()
 
 
 def scrub_paths(text: str, ws: Workspace) -> str:
@@ -140,16 +142,7 @@ def _state(ws: Workspace) -> dict:
 def _save_state(ws: Workspace, state: dict) -> None:
     path = ws.root / "pipeline" / "state.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
-
-
-@dataclass
-class StageResult:
-    stage: str
-    status: str  # done | up to date | failed | blocked | not configured
-    detail: str = ""
+    atomic_write(path, json.dumps(state, indent=2))
 
 
 def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str]]:
@@ -174,6 +167,164 @@ def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str
 STAGES = ("phantom", "ingest", "curate", "shards", "pretrain", "evaluate")
 
 
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # done | up to date | failed | blocked | not configured
+    detail: str = ""
+
+
+@dataclass
+class PipelineRun:
+    """One run of a pipeline file: what the stages read (workspace, file, saved state) and what they hand on."""
+
+    ws: Workspace
+    spec: Pipeline
+    wanted: set[str]
+    show_progress: bool = True
+    state: dict = field(default_factory=dict)  # pipeline/state.json: what curate last ran on
+    results: list[StageResult] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)
+    sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # sources left out
+    manifests: dict[str, str] = field(default_factory=dict)  # shard set name -> manifest path
+    checkpoint: str | None = None
+    curate_summary: dict = field(default_factory=dict)  # printed after the stage table
+    report: str | None = None
+
+    def stage(self, name: str, needs: tuple[str, ...], fn, *args) -> None:
+        """Run `fn(self, *args) -> (status, detail)` unless unwanted or blocked; a failure is recorded, not
+        raised: its dependents stop, the others go on."""
+        if name.split(":")[0] not in self.wanted:
+            return
+        blocked = [n for n in needs if n in self.failed]
+        if blocked:
+            self.failed.add(name)
+            self.results.append(StageResult(name, "blocked", f"{blocked[0]} failed"))
+            return
+        try:
+            status, detail = fn(self, *args)
+        except Exception as e:  # only curated errors keep their text (docs/catalog.md, the failure firewall)
+            self.failed.add(name)
+            self.results.append(StageResult(name, "failed", scrub_paths(one_line(e), self.ws)))
+            with (self.ws.logs_dir / "pipeline-errors.log").open("a") as log:
+                log.write(f"--- {name}\n{scrub_paths(frames_only(e), self.ws)}\n")
+            return
+        self.results.append(StageResult(name, status, detail))
+
+    def outputs(self) -> list[dict]:
+        extra = {"evaluate": {"report": self.report}, "curate": {"summary": self.curate_summary or None}}
+        return [r.__dict__ | extra.get(r.stage, {}) for r in self.results]
+
+
+def phantom_stage(run: PipelineRun) -> tuple[str, str]:
+    from flows.phantom import MARKER, write_phantom
+
+    p = run.spec.phantom
+    root = run.spec.resolve(str(p.get("root", "demo-data/phantom")))
+    before = (root / MARKER).read_text() if (root / MARKER).exists() else None
+    write_phantom(root, seed=int(p.get("seed", 0)), n_patients=p.get("patients"),
+                  hips=bool(p.get("hips", False)), poses=bool(p.get("poses", True)))
+    same = before is not None and before == (root / MARKER).read_text()
+    return ("up to date" if same else "done"), f"{root} ({(root / MARKER).read_text().strip()})"
+
+
+def ingest_stage(run: PipelineRun) -> tuple[str, str]:
+    from flows.ingest import ingest_flow
+
+    if not run.sources:
+        return "not configured", "no sources"
+    ing = run.spec.ingest
+    out = ingest_flow(str(run.ws.root), run.sources, batch_size=int(ing.get("batch_size", 64)),
+                      runner=ing.get("runner", "processes"), workers=ing.get("workers"))
+    new = sum(r["files_processed"] for r in out)
+    cleaned = sum(r.get("text_cleaned", 0) for r in out)
+    detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
+             f"{sum(r['images'] for r in out)} images, {cleaned} with burned-in text masked" + \
+             ("; " + "; ".join(run.notes) if run.notes else "")
+    return ("done" if new else "up to date"), detail
+
+
+def curate_stage(run: PipelineRun) -> tuple[str, str]:
+    from flows.curate import run_curate
+    from shards.select import catalog_snapshot
+
+    settings = run.spec.curate
+    if run.state.get("curate") == _digest({"catalog": catalog_snapshot(run.ws), "settings": settings}):
+        return "up to date", "catalog unchanged since the last curation"
+    s = run_curate(str(run.ws.root), runner=settings.get("runner", "processes"), workers=settings.get("workers"),
+                   crops=bool(settings.get("crops", True)), overrides=list(settings.get("overrides") or []))
+    run.curate_summary.update(s)
+    run.state["curate"] = _digest({"catalog": catalog_snapshot(run.ws), "settings": settings})
+    _save_state(run.ws, run.state)
+    return "done", f"{s['images']} images, {s['excluded']} excluded, {s['leakage_removed']} removed by the " \
+                   "leakage guard"
+
+
+def shards_stage(run: PipelineRun, sel: dict) -> tuple[str, str]:
+    from flows.shards import run_build
+
+    r = run_build(str(run.ws.root), sel["name"], sel["query"], runner="threads",
+                  include_excluded=bool(sel.get("include_excluded", False)),
+                  evaluation=bool(sel.get("evaluation", False)), seed=int(sel.get("seed", 0)),
+                  target_size=sel.get("target_size", "512MB"), samples_per_shard=sel.get("samples_per_shard"),
+                  overwrite=True)
+    run.manifests[sel["name"]] = r["manifest"]
+    return ("done" if r["built"] else "up to date"), f"{r['samples']} samples in {r['shards']} shards"
+
+
+def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
+    """The run folder is named by its inputs: a finished one is skipped, an unfinished one resumed."""
+    from flows.pretrain import pretrain_flow
+    from training.config import load_config
+    from training.data import TrainingError, check_manifest
+
+    pre = run.spec.pretrain
+    manifest = run.manifests[pre["shards"]]
+    cfg = load_config(pre.get("config"), list(pre.get("overrides") or []))
+    key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg})[:10]
+    run_dir = run.ws.train_runs_dir / f"{pre.get('name', 'pretrain')}-{key}"
+    run.checkpoint = str(run_dir / "backbone.safetensors")
+    if (run_dir / "backbone.safetensors").is_file():
+        return "up to date", f"{run_dir.name}: same shards and config already trained"
+    resume = (run_dir / "run.json").is_file()
+    s = pretrain_flow(str(run.ws.root), manifest=None if resume else manifest,
+                      config=None if resume else pre.get("config"),
+                      overrides=[] if resume else list(pre.get("overrides") or []),
+                      resume=str(run_dir) if resume else None, run_dir=str(run_dir), show_progress=run.show_progress)
+    if not s.get("completed"):
+        raise TrainingError(f"run {run_dir.name} stopped at step {s.get('steps')}")
+    return "done", f"{run_dir.name}: {s.get('steps')} steps{' (resumed)' if resume else ''}, " \
+                   f"loss {s.get('loss', float('nan')):.3f}"
+
+
+def evaluate_stage(run: PipelineRun) -> tuple[str, str]:
+    """The evaluation id is named by its inputs (checkpoint, settings, labels, splits): one written is skipped."""
+    from catalog import db
+    from catalog.files import file_sha256
+    from flows.evaluate import eval_config, evaluate_flow
+
+    settings = dict(run.spec.evaluate)
+    name, tasks = settings.pop("name", "eval"), list(settings.pop("tasks", []))
+    overrides = list(settings.pop("overrides", None) or [])
+    eval_config(settings, overrides)  # settings checked before anything runs
+    if run.checkpoint is None:
+        raise PipelineError("evaluate needs the pretrain stage of the same run (its checkpoint)")
+    labels = db.query(run.ws, "SELECT l.task, count(*), count(DISTINCT i.split) FROM labels l JOIN images i "
+                              "USING (image_id) GROUP BY ALL ORDER BY ALL")[1]
+    splits = db.query(run.ws, "SELECT count(*), count(DISTINCT patient_key) FROM splits")[1]
+    inputs = {"checkpoint": file_sha256(Path(run.checkpoint)), "tasks": tasks, "settings": settings,
+              "labels": labels, "splits": splits}
+    key = _digest(inputs | ({"overrides": overrides} if overrides else {}))[:10]  # ids of older runs stay valid
+    eval_id = f"{name}-{key}"
+    out = run.ws.evals_dir / eval_id
+    run.report = str(out / "report.html")
+    if (out / "metrics.json").is_file() and (out / "report.html").is_file():
+        return "up to date", f"{eval_id}: this checkpoint, these tasks and labels already evaluated"
+    r = evaluate_flow(str(run.ws.root), run.checkpoint, tasks, settings, eval_id=eval_id, overrides=overrides)
+    return "done", f"{eval_id}: {', '.join(tasks)}; report {r['report']}"
+
+
 @flow(name="pipeline", log_prints=False)
 @firewall("pipeline")
 def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True,
@@ -184,150 +335,18 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
     unknown = wanted - set(STAGES)
     if unknown:
         raise PipelineError(f"unknown stage {sorted(unknown)[0]!r}: choose from {', '.join(STAGES)}")
-    from catalog import db
-    from flows.curate import run_curate
-    from flows.evaluate import eval_config, evaluate_flow
-    from flows.ingest import ingest_flow
-    from flows.pretrain import pretrain_flow
-    from flows.shards import run_build
-    from shards.select import catalog_snapshot
-
     spec = Pipeline.load(pipeline_file)
     ws = Workspace.open(workspace)
-    state = _state(ws)
-    results: list[StageResult] = []
-    failed: set[str] = set()
-
-    def stage(name: str, needs: tuple[str, ...], fn) -> None:
-        if name.split(":")[0] not in wanted:
-            return
-        blocked = [n for n in needs if n in failed]
-        if blocked:
-            failed.add(name)
-            results.append(StageResult(name, "blocked", f"{blocked[0]} failed"))
-            return
-        try:
-            status, detail = fn()
-        except Exception as e:  # a stage's failure is reported, its dependents stop, the others go on
-            failed.add(name)  # only curated errors keep their text (docs/catalog.md, the failure firewall)
-            results.append(StageResult(name, "failed", scrub_paths(one_line(e), ws)))
-            with (ws.logs_dir / "pipeline-errors.log").open("a") as log:
-                log.write(f"--- {name}\n{scrub_paths(frames_only(e), ws)}\n")
-            return
-        results.append(StageResult(name, status, detail))
-
+    run = PipelineRun(ws, spec, wanted, show_progress, state=_state(ws))
     if spec.phantom:
-        from ingest.phantom import MARKER, write_phantom
-
-        p = spec.phantom
-
-        def do_phantom():
-            root = spec.resolve(str(p.get("root", "demo-data/phantom")))
-            before = (root / MARKER).read_text() if (root / MARKER).exists() else None
-            write_phantom(root, seed=int(p.get("seed", 0)), n_patients=p.get("patients"),
-                          hips=bool(p.get("hips", False)), poses=bool(p.get("poses", True)))
-            same = before is not None and before == (root / MARKER).read_text()
-            return ("up to date" if same else "done"), f"{root} ({(root / MARKER).read_text().strip()})"
-
-        stage("phantom", (), do_phantom)
-    names, notes = register_sources(ws, spec)
-
-    def do_ingest():
-        if not names:
-            return "not configured", "no sources"
-        ing = spec.ingest
-        out = ingest_flow(str(ws.root), names, batch_size=int(ing.get("batch_size", 64)),
-                          runner=ing.get("runner", "processes"), workers=ing.get("workers"))
-        new = sum(r["files_processed"] for r in out)
-        cleaned = sum(r.get("text_cleaned", 0) for r in out)
-        detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
-                 f"{sum(r['images'] for r in out)} images, {cleaned} with burned-in text masked" + \
-                 ("; " + "; ".join(notes) if notes else "")
-        return ("done" if new else "up to date"), detail
-
-    stage("ingest", ("phantom",), do_ingest)
-
-    curate_out: dict = {}  # the curation summary, printed after the stage table
-
-    def do_curate():
-        fingerprint = _digest({"catalog": catalog_snapshot(ws), "settings": spec.curate})
-        if state.get("curate") == fingerprint:
-            return "up to date", "catalog unchanged since the last curation"
-        cur = spec.curate
-        s = run_curate(str(ws.root), runner=cur.get("runner", "processes"), workers=cur.get("workers"),
-                       crops=bool(cur.get("crops", True)))
-        curate_out.update(s)
-        state["curate"] = _digest({"catalog": catalog_snapshot(ws), "settings": spec.curate})
-        _save_state(ws, state)
-        return "done", f"{s['images']} images, {s['excluded']} excluded, {s['leakage_removed']} removed by the " \
-                       "leakage guard"
-
-    stage("curate", ("ingest",), do_curate)
-
-    manifests: dict[str, str] = {}
+        run.stage("phantom", (), phantom_stage)
+    run.sources, run.notes = register_sources(ws, spec)
+    run.stage("ingest", ("phantom",), ingest_stage)
+    run.stage("curate", ("ingest",), curate_stage)
     for sel in spec.shards:
-        def do_shards(sel=sel):
-            r = run_build(str(ws.root), sel["name"], sel["query"], runner="threads",
-                          include_excluded=bool(sel.get("include_excluded", False)),
-                          evaluation=bool(sel.get("evaluation", False)), seed=int(sel.get("seed", 0)),
-                          target_size=sel.get("target_size", "512MB"), samples_per_shard=sel.get("samples_per_shard"),
-                          overwrite=True)
-            manifests[sel["name"]] = r["manifest"]
-            return ("done" if r["built"] else "up to date"), f"{r['samples']} samples in {r['shards']} shards"
-
-        stage(f"shards:{sel['name']}", ("curate",), do_shards)
-
-    checkpoint: dict[str, str] = {}
+        run.stage(f"shards:{sel['name']}", ("curate",), shards_stage, sel)
     if spec.pretrain:
-        pre = spec.pretrain
-
-        def do_pretrain():
-            from training.config import load_config
-            from training.data import TrainingError, check_manifest
-
-            manifest = manifests[pre["shards"]]
-            cfg = load_config(pre.get("config"), list(pre.get("overrides") or []))
-            key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg})[:10]
-            run_dir = ws.train_runs_dir / f"{pre.get('name', 'pretrain')}-{key}"
-            checkpoint["path"] = str(run_dir / "backbone.safetensors")
-            if (run_dir / "backbone.safetensors").is_file():
-                return "up to date", f"{run_dir.name}: same shards and config already trained"
-            resume = (run_dir / "run.json").is_file()
-            s = pretrain_flow(str(ws.root), manifest=None if resume else manifest,
-                              config=None if resume else pre.get("config"),
-                              overrides=[] if resume else list(pre.get("overrides") or []),
-                              resume=str(run_dir) if resume else None, run_dir=str(run_dir),
-                              show_progress=show_progress)
-            if not s.get("completed"):
-                raise TrainingError(f"run {run_dir.name} stopped at step {s.get('steps')}")
-            return "done", f"{run_dir.name}: {s.get('steps')} steps{' (resumed)' if resume else ''}, " \
-                           f"loss {s.get('loss', float('nan')):.3f}"
-
-        stage("pretrain", (f"shards:{pre['shards']}",), do_pretrain)
-
-    eval_out: dict[str, str] = {}
+        run.stage("pretrain", (f"shards:{spec.pretrain['shards']}",), pretrain_stage)
     if spec.evaluate:
-        ev = dict(spec.evaluate)
-
-        def do_evaluate():
-            from shards.manifest import file_sha256
-
-            name, tasks = ev.pop("name", "eval"), list(ev.pop("tasks", []))
-            eval_config(ev)  # settings checked before anything runs
-            labels = db.query(ws, "SELECT l.task, count(*), count(DISTINCT i.split) FROM labels l JOIN images i "
-                                  "USING (image_id) GROUP BY ALL ORDER BY ALL")[1]
-            key = _digest({"checkpoint": file_sha256(Path(checkpoint["path"])), "tasks": tasks, "settings": ev,
-                           "labels": labels, "splits": db.query(ws, "SELECT count(*), count(DISTINCT patient_key) "
-                                                                    "FROM splits")[1]})[:10]
-            eval_id = f"{name}-{key}"
-            out = ws.evals_dir / eval_id
-            eval_out["report"] = str(out / "report.html")
-            if (out / "metrics.json").is_file() and (out / "report.html").is_file():
-                return "up to date", f"{eval_id}: this checkpoint, these tasks and labels already evaluated"
-            r = evaluate_flow(str(ws.root), checkpoint["path"], tasks, ev, eval_id=eval_id)
-            return "done", f"{eval_id}: {', '.join(tasks)}; report {r['report']}"
-
-        stage("evaluate", ("pretrain",), do_evaluate)
-
-    extra = {"evaluate": {"report": eval_out.get("report")}, "curate": {"summary": curate_out or None}}
-    return [r.__dict__ | extra.get(r.stage, {}) for r in results]
+        run.stage("evaluate", ("pretrain",), evaluate_stage)
+    return run.outputs()

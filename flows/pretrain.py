@@ -19,7 +19,8 @@ from catalog.workspace import Workspace
 from flows.firewall import firewall
 from training.config import dump_config, load_config
 from training.data import TrainingError
-from training.trainer import new_run_id, prepare_run, read_run, train
+from catalog.ids import new_pretrain_id
+from training.trainer import prepare_run, read_run, train
 
 
 def record_pretrain_run(ws: Workspace, run: dict, phase: str, status: str, params: dict) -> None:
@@ -60,7 +61,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
     else:
         if not manifest:
             raise TrainingError("a new run needs --manifest")
-        path = Path(run_dir) if run_dir else ws.train_runs_dir / new_run_id()
+        path = Path(run_dir) if run_dir else ws.train_runs_dir / new_pretrain_id()
         prepare_run(load_config(config, overrides or []), manifest, path)
     _, run = read_run(path)
     params = {"run_dir": str(path), "manifest": run["manifest"], "manifest_sha256": run["manifest_sha256"],

@@ -1,8 +1,16 @@
-"""Task runners by name: threads and processes locally, Dask where prefect-dask is installed."""
+"""Task runners by name (threads and processes locally, Dask or Ray where installed), and the one way flows map a
+task over many inputs."""
 
 from __future__ import annotations
 
 import os
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    from prefect.futures import PrefectFuture
+
+T = TypeVar("T")
 
 
 def build_task_runner(kind: str = "processes", workers: int | None = None):
@@ -28,3 +36,16 @@ def build_task_runner(kind: str = "processes", workers: int | None = None):
             raise SystemExit("the ray runner needs prefect-ray: pip install prefect-ray") from None
         return RayTaskRunner()
     raise SystemExit(f"unknown task runner {kind!r}: threads, processes, dask or ray")
+
+
+def prefect_map(submit: Callable[[T], PrefectFuture], items: Iterable[T],
+                max_in_flight: int | None = None) -> Iterator[Any]:
+    """`submit` (a task's .submit over one item) for every item, the results in order; at most `max_in_flight`
+    futures pending (None: all submitted at once), so a long listing streams instead of piling up."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(submit(item))
+        while max_in_flight is not None and len(pending) >= max_in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import flows  # noqa: F401  (Prefect defaults)
@@ -10,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog.workspace import Workspace
 from flows.firewall import firewall
-from flows.runners import build_task_runner
+from flows.runners import build_task_runner, prefect_map
 from shards.manifest import ShardEntry
 from shards.writer import ShardPlan, build_shard_set, write_shard
 
@@ -22,16 +23,19 @@ def write_shard_task(workspace: str, plan_path: str, out_dir: str) -> dict:
     return entry.__dict__
 
 
-def prefect_map(workspace: str):
+def map_shards(workspace: str):
+    """A task per shard, all submitted at once (a shard set has few, large shards)."""
+
     def run(plans: list[ShardPlan], out_dir: Path) -> list[ShardEntry]:
-        futures = []
-        for plan in plans:
-            path = out_dir / f".plan-{plan.index:06d}.json"
-            plan.save(path)
-            futures.append(write_shard_task.submit(workspace, str(path), str(out_dir)))
-        return [ShardEntry(**f.result()) for f in futures]
+        return [ShardEntry(**r) for r in prefect_map(partial(_submit_shard, workspace, out_dir), plans)]
 
     return run
+
+
+def _submit_shard(workspace: str, out_dir: Path, plan: ShardPlan):
+    path = out_dir / f".plan-{plan.index:06d}.json"
+    plan.save(path)
+    return write_shard_task.submit(workspace, str(path), str(out_dir))
 
 
 @flow(name="build-shards", log_prints=False)
@@ -39,12 +43,13 @@ def prefect_map(workspace: str):
 def build_shards_flow(workspace: str, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
                       seed: int = 0,
                       target_size: str | None = "512MB", samples_per_shard: int | None = None,
-                      overwrite: bool = False) -> dict:
+                      overwrite: bool = False, wait_s: float = 0.0) -> dict:
     ws = Workspace.open(workspace)
-    path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded, evaluation=evaluation,
-                                            seed=seed,
-                                            target_size=target_size, samples_per_shard=samples_per_shard,
-                                            overwrite=overwrite, map_shards=prefect_map(str(ws.root)))
+    with ws.write_lock(wait_s):  # the writer's own lock is re-entrant: this one only adds the wait
+        path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded,
+                                                evaluation=evaluation, seed=seed, target_size=target_size,
+                                                samples_per_shard=samples_per_shard, overwrite=overwrite,
+                                                map_shards=map_shards(str(ws.root)))
     return {"manifest": str(path), "samples": manifest.samples, "shards": len(manifest.shards), "built": built}
 
 

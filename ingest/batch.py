@@ -17,16 +17,16 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
-from catalog import schema
+from catalog import schema, vocab
+from catalog.files import atomic_write, read_bytes
 from catalog.parts import commit_part, write_table
+from catalog.pixels import image_id
 from catalog.pseudonyms import Pseudonymizer
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
-from ingest import vocab
-from ingest.pixels import image_id
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
-from ingest.scan import ScanEntry, read_bytes
+from ingest.scan import ScanEntry
 from ingest.text.screen import screen_frame
 from ingest.sources import LabelResolver, Source, load_sources
 
@@ -41,16 +41,17 @@ class BatchSpec:
     part_id: str
     entries: list[ScanEntry]
     burned_in: str | None = None  # this run's text policy, over the source's (ingest/text/screen.py)
+    limits: Limits | None = None  # this run's read limits (None: the defaults); workers read them from here
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**asdict(self), "entries": [asdict(e) for e in self.entries]}))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({**asdict(self), "entries": [asdict(e) for e in self.entries]}))
 
     @classmethod
     def load(cls, path: Path) -> "BatchSpec":
         d = json.loads(Path(path).read_text())
         d["entries"] = [ScanEntry(**e) for e in d["entries"]]
+        if d.get("limits") is not None:
+            d["limits"] = Limits(**d["limits"])
         return cls(**d)
 
 
@@ -91,9 +92,10 @@ def label_resolver(source: Source) -> LabelResolver:
 
 
 def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None) -> BatchResult:
+    """`limits` over the batch's own (the run's), over the defaults."""
     if (ws.parts_dir / batch.part_id).exists():
         return BatchResult()  # committed by an earlier attempt of this task
-    limits = limits or Limits.from_env()
+    limits = limits or batch.limits or Limits()
     source = load_sources(ws)[batch.source]
     pseudo = Pseudonymizer(ws.secret())
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)

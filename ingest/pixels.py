@@ -2,24 +2,15 @@
 back to real values (real = stored * intensity_scale + intensity_offset).
 
 Integer data is kept exactly (shifted to be non-negative); only data that cannot fit 16 bits
-(floats, 32-bit ranges) is quantised to 16 bits, and the mapping is recorded.
+(floats, 32-bit ranges) is quantised to 16 bits, and the mapping is recorded. The stored format itself (PNG codec,
+image_id) is the ground floor's: catalog/pixels.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import struct
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
-
-try:  # ISA-L's deflate: zlib-compatible streams, ~3.5x faster than zlib at the same size
-    from isal.isal_zlib import compress as _deflate
-except ImportError:  # pragma: no cover
-    from zlib import compress as _deflate
 
 from ingest.reasons import Quarantine
 
@@ -86,50 +77,3 @@ def to_storable(
     step = (hi_f - lo_f) / 65535 if hi_f > lo_f else 1.0
     q = np.where(finite, np.rint((real - lo_f) / step), 0).clip(0, 65535).astype(np.uint16)
     return Storable(np.ascontiguousarray(q), float(step * slope), float(intercept + lo_f * slope))
-
-
-def image_id(pixels: np.ndarray) -> str:
-    """Content address: 128-bit BLAKE2b of dtype, shape and the pixel bytes (hex, no dots)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{pixels.dtype.str}|{pixels.shape[0]}x{pixels.shape[1]}|".encode())
-    h.update(np.ascontiguousarray(pixels).data)
-    return h.hexdigest()
-
-
-def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
-    """Lossless greyscale PNG at the array's depth, written directly: the "up" filter in numpy and
-    one ISA-L deflate call are ~7x faster than Pillow's encoder at the same size. No text or time
-    chunks. compress_level is ISA-L's 0-3 (zlib's 0-9 when ISA-L is absent)."""
-    if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"cannot store {pixels.dtype} {pixels.shape}")
-    h, w = pixels.shape
-    raw = np.ascontiguousarray(pixels.astype(">u2", copy=False) if pixels.dtype == np.uint16 else pixels)
-    rows = raw.view(np.uint8).reshape(h, -1)
-    filtered = np.empty((h, rows.shape[1] + 1), np.uint8)
-    filtered[:, 0] = 2  # filter type "up" on every scanline
-    filtered[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
-    ihdr = struct.pack(">IIBBBBB", w, h, 8 * pixels.dtype.itemsize, 0, 0, 0, 0)
-    return b"".join((_PNG_SIGNATURE, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", _deflate(filtered.data, compress_level)),
-                     _chunk(b"IEND", b"")))
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """Exact decode of a stored PNG: 16-bit stays 16-bit (unlike webdataset's default decoders)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        # np.array, not np.asarray: a writable array that torch can wrap without a copy warning
-        if img.mode in ("I;16", "I;16B", "I;16L"):
-            return np.array(img, dtype=np.uint16)
-        if img.mode == "I":
-            return np.array(img).astype(np.uint16)
-        if img.mode == "L":
-            return np.array(img, dtype=np.uint8)
-        raise ValueError(f"unexpected stored PNG mode {img.mode}")

@@ -9,24 +9,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from catalog import db, schema
+from catalog.ids import new_run_id
 from catalog.parts import write_table
 from catalog.pseudonyms import Pseudonymizer
-from catalog.workspace import Workspace
+from catalog.workspace import Workspace, clear_staging
 from ingest.batch import BatchResult, BatchSpec, label_resolver, process_batch
+from ingest.readers import Limits
 from ingest.scan import scan
 from ingest.sources import Source, load_sources
 
 log = logging.getLogger("ortho.ingest")
 
 MapBatches = Callable[[Workspace, Iterable[Path]], Iterator[BatchResult]]
+COMPACT_PARTS = 256  # batch parts past which a run compacts the catalog (`ortho`: ORTHO_COMPACT_PARTS)
 
 
 def serial_map(ws: Workspace, batch_paths: Iterable[Path]) -> Iterator[BatchResult]:
@@ -49,23 +50,15 @@ class IngestSummary:
                 "text_cleaned": self.result.cleaned}
 
 
-def new_run_id() -> str:
-    # microseconds: ids sort in creation order, which the views rely on for "newest"
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)
-
-
 def catalog_state(ws: Workspace, source: str, retry_quarantined: bool) -> tuple[int, set[tuple[str, str]]]:
     """The source's completed-run count (its generation) and the file versions already done."""
     sql = "SELECT file_id, file_version FROM current_files WHERE source = ?"
     if retry_quarantined:
         sql += " AND outcome <> 'quarantined'"
-    con = db.connect(ws)
-    try:
+    with db.connection(ws) as con:
         generation = con.execute("SELECT count(*) FROM runs WHERE kind = 'ingest' AND source = ? AND status = 'completed'",
                                  [source]).fetchall()[0][0]
         done = {(r[0], r[1]) for r in con.execute(sql, [source]).fetchall()}
-    finally:
-        con.close()
     return int(generation), done
 
 
@@ -81,8 +74,10 @@ def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str,
 
 
 def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,
-                 summary: IngestSummary, done: set[tuple[str, str]], burned_in: str | None = None) -> Iterator[Path]:
-    """Stream the listing into batch files under private/lineage/batches; only their paths travel further."""
+                 summary: IngestSummary, done: set[tuple[str, str]], burned_in: str | None = None,
+                 limits: Limits | None = None) -> Iterator[Path]:
+    """Stream the listing into batch files under private/lineage/batches; only their paths travel further (each
+    file carries the run's policy and limits to whichever process runs it)."""
     pseudo = Pseudonymizer(ws.secret())
     staging = ws.batches_dir / run_id
     staging.mkdir(parents=True, exist_ok=True)
@@ -95,11 +90,11 @@ def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, ba
         batch.append(entry)
         if len(batch) >= batch_size:
             yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch,
-                                                 burned_in))
+                                                 burned_in, limits))
             batch, index = [], index + 1
     if batch:
         yield _save_batch(staging, BatchSpec(source.name, run_id, generation, f"{run_id}-{index:06d}", batch,
-                                             burned_in))
+                                             burned_in, limits))
 
 
 def _save_batch(staging: Path, spec: BatchSpec) -> Path:
@@ -108,44 +103,26 @@ def _save_batch(staging: Path, spec: BatchSpec) -> Path:
     return path
 
 
-def clear_staging(ws: Workspace) -> None:
-    """Leftovers of killed runs: half-written parts and batch lists. Call only under the lock."""
-    shutil.rmtree(ws.batches_dir, ignore_errors=True)
-    for child in ws.staging_dir.iterdir():
-        if child.is_dir():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-
-
-def _compact_if_needed(ws: Workspace) -> None:
+def _compact_if_needed(ws: Workspace, threshold: int) -> None:
     from catalog.compact import MERGED_PREFIX, compact
 
     batch_parts = sum(1 for p in ws.parts_dir.iterdir() if not p.name.startswith(MERGED_PREFIX))
-    if batch_parts > int(os.environ.get("ORTHO_COMPACT_PARTS", 256)):
+    if batch_parts > threshold:
         compact(ws)
-
-
-def ensure_materialised(source: Source) -> None:
-    """A phantom source is drawn on first use; its location is the tree or its pacs/ or public/ part."""
-    if source.kind == "phantom":
-        from ingest.phantom import write_phantom
-
-        location = Path(source.location)
-        write_phantom(location.parent if location.name in ("pacs", "public") else location)
 
 
 def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches: MapBatches = serial_map,
                   retry_quarantined: bool = False, on_batch: Callable[[BatchResult, IngestSummary], None] | None = None,
-                  wait_s: float = 0.0, burned_in: str | None = None) -> IngestSummary:
-    """`burned_in` overrides the source's burned-in text policy for this run (mask | quarantine | off)."""
+                  wait_s: float = 0.0, burned_in: str | None = None, limits: Limits | None = None,
+                  compact_parts: int = COMPACT_PARTS) -> IngestSummary:
+    """`burned_in` overrides the source's burned-in text policy for this run (mask | quarantine | off); `limits`
+    (default: Limits()) bound every file's read; past `compact_parts` batch parts the catalog is compacted."""
     sources = load_sources(ws)
     if name not in sources:
         raise KeyError(f"no source named {name!r}; see `ortho sources list`")
     source = sources[name]
     with ws.write_lock(wait_s):
         clear_staging(ws)
-        ensure_materialised(source)
         run_id = new_run_id()
         generation, done = catalog_state(ws, name, retry_quarantined)
         summary = IngestSummary(name, run_id)
@@ -153,18 +130,19 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
                   "burned_in": burned_in or source.burned_in}
         record_run(ws, run_id, name, "started", "running", generation, params=params)
         try:
-            batches = plan_batches(ws, source, run_id, generation, batch_size, summary, done, burned_in)
+            batches = plan_batches(ws, source, run_id, generation, batch_size, summary, done, burned_in,
+                                   limits or Limits())
             for result in map_batches(ws, batches):
                 summary.result.merge(result)
                 if on_batch:
                     on_batch(result, summary)
-                _compact_if_needed(ws)  # during the run too: parts stay bounded, and so does memory
+                _compact_if_needed(ws, compact_parts)  # during the run too: parts stay bounded, and so does memory
         except BaseException:
             record_run(ws, run_id, name, "finished", "failed", generation, summary, params)
             raise
         record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
         shutil.rmtree(ws.batches_dir / run_id, ignore_errors=True)
-        _compact_if_needed(ws)
+        _compact_if_needed(ws, compact_parts)
         db.write_duckdb_file(ws)
     log.info("ingested source %s: %d files seen, %d new, %d already done, %d images, %d quarantined",
              name, summary.files_seen, summary.result.files, summary.files_skipped, summary.result.images,

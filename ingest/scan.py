@@ -13,6 +13,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
+from catalog.errors import OrthoError
+from catalog.files import is_remote, local_path
+
 
 @dataclass(frozen=True)
 class ScanEntry:
@@ -26,7 +29,7 @@ class ScanEntry:
         return f"{self.size}-{self.mtime_ns}"
 
 
-class SourceUnavailable(OSError):
+class SourceUnavailable(OrthoError, OSError):
     """The source's location cannot be listed at all (its path is not repeated: it may name someone)."""
 
 
@@ -99,17 +102,6 @@ def scan_fsspec(url: str, skip: set[str] = frozenset()) -> Iterator[ScanEntry]:
 
 
 def scan(location: str, skip: set[str] = frozenset()) -> Iterator[ScanEntry]:
-    if "://" in location and not location.startswith("file://"):
+    if is_remote(location):
         return scan_fsspec(location, skip)
-    return scan_local(location.removeprefix("file://"), skip)
-
-
-def read_bytes(location: str, relpath: str, limit: int) -> bytes:
-    """Read at most `limit` bytes (+1 to detect excess); raises OSError subclasses as usual."""
-    if "://" in location and not location.startswith("file://"):
-        import fsspec
-
-        with fsspec.open(f"{location.rstrip('/')}/{relpath}", "rb") as f:
-            return f.read(limit + 1)
-    with open(os.path.join(location.removeprefix("file://"), relpath), "rb") as f:
-        return f.read(limit + 1)
+    return scan_local(local_path(location), skip)

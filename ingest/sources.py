@@ -13,15 +13,17 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
+from catalog import vocab
+from catalog.errors import OrthoError
+from catalog.files import atomic_write, is_remote, local_path
 from catalog.workspace import Workspace
-from ingest import vocab
 
 KINDS = ("internal", "public", "phantom")
 PATTERN_GROUPS = {"patient", "laterality", "split", "exam", "label", "plane", "view"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
-class SourceError(ValueError):
+class SourceError(OrthoError, ValueError):
     pass
 
 
@@ -99,7 +101,7 @@ class Source:
 
     @property
     def is_local(self) -> bool:
-        return "://" not in self.location or self.location.startswith("file://")
+        return not is_remote(self.location)
 
     @property
     def defaults(self) -> dict:
@@ -126,18 +128,14 @@ def load_sources(ws: Workspace) -> dict[str, Source]:
 
 
 def save_sources(ws: Workspace, sources: dict[str, Source]) -> None:
-    tmp = ws.sources_path.with_suffix(".tmp")
     payload = {"version": 1, "sources": [asdict(s) for s in sorted(sources.values(), key=lambda s: s.seq)]}
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, ws.sources_path)
+    atomic_write(ws.sources_path, json.dumps(payload, indent=2), mode=0o600)  # locations may name people
 
 
 def add_source(ws: Workspace, source: Source, replace: bool = False) -> Source:
     """Register a source; re-adding an identical one is a no-op, a different one needs `replace`."""
     if source.is_local:
-        source.location = os.path.abspath(source.location.removeprefix("file://"))
+        source.location = os.path.abspath(local_path(source.location))
         if source.kind != "phantom" and not os.path.isdir(source.location):
             raise SourceError(f"source {source.name!r}: location is not a folder")
     source.validate()

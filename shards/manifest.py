@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from catalog.files import atomic_write, is_remote, local_path
+
 MANIFEST_VERSION = 1
 
 
@@ -35,9 +37,7 @@ class Manifest:
     schema_version: int = MANIFEST_VERSION
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Manifest":
@@ -49,24 +49,13 @@ class Manifest:
         return cls(**d)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, read in 1 MiB blocks (shards, manifests, checkpoints)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_text(path: str) -> str:
-    if "://" in path and not path.startswith("file://"):
+    if is_remote(path):
         import fsspec
 
         with fsspec.open(path, "rt") as f:
             return f.read()
-    return Path(path.removeprefix("file://")).read_text()
+    return Path(local_path(path)).read_text()
 
 
 def shard_urls(manifest_path: str, manifest: Manifest, base: str | None = None) -> list[str]:

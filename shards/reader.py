@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 from typing import Any, Callable, Iterator
 
@@ -25,16 +24,17 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from ingest.pixels import decode_png
+from catalog.pixels import decode_png
 from shards.manifest import Manifest, shard_urls
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """The caller's (training passes its DistContext's), else the process group's, else a single process."""
     if rank is not None and world_size is not None:
         return rank, world_size
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return 0, 1
 
 
 def decode_sample(sample: dict) -> dict:

@@ -8,6 +8,7 @@ import json
 import duckdb
 
 from catalog import db
+from catalog.errors import OrthoError
 from catalog.workspace import Workspace
 
 # What training and evaluation need; all of it already de-identified in the catalog.
@@ -19,7 +20,7 @@ SAMPLE_COLUMNS = [
 ]
 
 
-class SelectionError(ValueError):
+class SelectionError(OrthoError, ValueError):
     pass
 
 
@@ -29,8 +30,7 @@ def select(ws: Workspace, query: str, include_excluded: bool = False, evaluation
     Guards: curation exclusions (quality, non-representative duplicates) and the leakage guard
     (evaluation patients and anything duplicating an evaluation image) unless `include_excluded`;
     an `evaluation` selection keeps held-out images and still drops excluded ones."""
-    con = db.connect(ws)
-    try:
+    with db.connection(ws) as con:
         try:
             cur = con.execute(f"SELECT * FROM ({query.strip().rstrip(';')}) LIMIT 0")
         except duckdb.Error as e:
@@ -48,8 +48,6 @@ def select(ws: Workspace, query: str, include_excluded: bool = False, evaluation
             {guard}
             ORDER BY i.image_id""").fetchall()
         names = SAMPLE_COLUMNS + ["labels"]
-    finally:
-        con.close()
     out = []
     for row in rows:
         rec = dict(zip(names, row))

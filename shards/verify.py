@@ -7,8 +7,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.pixels import decode_png
-from shards.manifest import Manifest, file_sha256
+from catalog.files import file_sha256
+from catalog.pixels import decode_png
+from shards.manifest import Manifest
 
 
 @dataclass

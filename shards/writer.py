@@ -14,22 +14,24 @@ import os
 import re
 import shutil
 import tarfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from catalog.errors import OrthoError
+from catalog.files import atomic_path, file_sha256
+from catalog.ids import token
 from catalog.workspace import Workspace
-from shards.manifest import Manifest, ShardEntry, file_sha256
+from shards.manifest import Manifest, ShardEntry
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
-class ShardError(RuntimeError):
+class ShardError(OrthoError, RuntimeError):
     pass
 
 
@@ -96,8 +98,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_shard(store_root: Path, plan: ShardPlan, out_dir: Path) -> ShardEntry:
     """One tar, written to a temporary name and renamed when complete."""
     final = out_dir / plan.file
-    tmp = out_dir / f".{plan.file}.{uuid.uuid4().hex[:6]}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_path(final) as tmp, open(tmp, "wb") as f:
         with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for rec in plan.records:
                 key = rec["image_id"]
@@ -107,9 +108,6 @@ def write_shard(store_root: Path, plan: ShardPlan, out_dir: Path) -> ShardEntry:
                     raise ShardError(f"image {key} is missing from the store") from None
                 _add(tar, f"{key}.png", png)
                 _add(tar, f"{key}.json", sample_json(rec))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
     return ShardEntry(plan.file, len(plan.records), final.stat().st_size, file_sha256(final))
 
 
@@ -147,7 +145,7 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
         root.mkdir(parents=True, exist_ok=True)
         for stale in list(root.glob(".*.build-*")) + list(root.glob(".*.old-*")):
             shutil.rmtree(stale, ignore_errors=True)  # a killed build's leftovers; we hold the lock
-        build = root / f".{name}.build-{uuid.uuid4().hex[:8]}"
+        build = root / f".{name}.build-{token()}"
         build.mkdir()
     except OSError as e:
         raise ShardError(f"cannot write shard sets under the workspace ({e.strerror})") from None
@@ -165,7 +163,7 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records))
         manifest.write(build / "manifest.json")
         if final.exists():
-            trash = root / f".{name}.old-{uuid.uuid4().hex[:8]}"
+            trash = root / f".{name}.old-{token()}"
             os.rename(final, trash)
             os.rename(build, final)
             shutil.rmtree(trash, ignore_errors=True)

@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -6,22 +7,25 @@ import pytest
 os.environ.setdefault("ORTHO_FSYNC", "0")  # tests do not need power-loss durability
 import flows  # noqa: E402,F401  (Prefect defaults)
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-
-
-def shared_data(sub: str = "") -> Path:
-    path = SHARED_DATA / sub
-    if not path.exists():
-        pytest.skip(f"real data not available at {path} (a fresh clone has none)")
-    return path
-
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
-    from ingest.phantom import write_phantom
+    from flows.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom") / "tree")
+
+
+@pytest.fixture
+def ortho_log(caplog):
+    # the CLI's logging set-up may have stopped "ortho" from propagating: listen on it directly
+    logger = logging.getLogger("ortho")
+    logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.DEBUG)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(old)
 
 
 @pytest.fixture
@@ -53,3 +57,15 @@ def phantom_workspace(tmp_path_factory, phantom_root):
                           path_pattern=KL_PATTERN, modality="DX", body_part="knee"))
     summaries = [ingest_source(ws, "pacs"), ingest_source(ws, "public")]
     return ws, summaries
+
+
+def pytest_unconfigure(config):
+    """Prefect's console handlers hold the stream they were made with (pytest's capture, a CliRunner's buffer),
+    closed by now; whatever Prefect logs while the interpreter exits (a temporary server stopping) would end the
+    run with a "Logging error" traceback. Nothing after the last test is worth printing."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, PrefectConsoleHandler):
+                logger.removeHandler(handler)

@@ -3,7 +3,7 @@
 import logging
 import re
 
-from ingest.phantom import planted_values
+from flows.phantom import planted_values
 from tests.phi_scan import scan_workspace
 
 

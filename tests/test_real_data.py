@@ -8,7 +8,7 @@ from catalog import db
 from flows.demo import KL_PATTERN
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
-from tests.conftest import shared_data
+from tests.shared_data import shared_data
 
 MRNET_PATTERN = r"(?P<exam>\d+)_(?P<plane>axial|coronal|sagittal)\.nii\.gz"
 

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from training.backbone import CheckpointError
-from training.config import ConfigError, load_config
-from training.data import TrainingError
-from training.distributed import barrier, broadcast_object, setup_distributed
-from training.trainer import new_run_id, prepare_run, train
+# An entry point of its own (torchrun starts it without flows/): the same offline guard as `ortho`, set before
+# timm imports huggingface_hub, which reads it once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from catalog.ids import new_pretrain_id  # noqa: E402
+from training.backbone import CheckpointError  # noqa: E402
+from training.config import ConfigError, load_config  # noqa: E402
+from training.data import TrainingError  # noqa: E402
+from training.distributed import barrier, broadcast_object, setup_distributed  # noqa: E402
+from training.trainer import prepare_run, train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.manifest:
                 raise TrainingError("--manifest is required for a new run")
-            run_dir = Path(broadcast_object(args.run_dir or str(Path("runs") / new_run_id())))
+            run_dir = Path(broadcast_object(args.run_dir or str(Path("runs") / new_pretrain_id())))
             if ctx.is_main and not (run_dir / "run.json").exists():
                 prepare_run(load_config(args.config, args.overrides), args.manifest, run_dir)
             barrier()

@@ -18,20 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from catalog.pixels import robust_range
+
 
 def _seed(*parts) -> list[int]:
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=16).digest()
     return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
-
-
-def robust_range(image: np.ndarray) -> tuple[float, float]:
-    """0.5th and 99.5th percentiles on a strided subsample (fast on large radiographs)."""
-    step = max(1, int(math.sqrt(image.size / 65536)))
-    sub = image[::step, ::step].astype(np.float32, copy=False)
-    lo, hi = np.percentile(sub, [0.5, 99.5])
-    if hi <= lo:
-        lo, hi = float(sub.min()), float(sub.max())
-    return float(lo), float(max(hi, lo + 1.0))
 
 
 def _crop_box(rng: np.random.Generator, h: int, w: int, scale: tuple[float, float],

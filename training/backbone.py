@@ -1,25 +1,30 @@
 """`build_backbone`: a timm DINOv3 ViT for grayscale input, random or from a local checkpoint.
 
-Weights only ever come from local files; nothing is downloaded (`HF_HUB_OFFLINE=1` is set on
-import as a second guard). A checkpoint is a timm safetensors file (ours, from `export_backbone`),
-Meta's DINOv3 `.pth` (key names mapped by timm's EVA filter), or one of our training
-checkpoints (the teacher's backbone). RGB patch-embedding weights are summed to one channel, which
+Weights only ever come from local files; nothing is downloaded (the entry points, `ortho` and
+`python -m training`, set `HF_HUB_OFFLINE=1` as a second guard). A checkpoint is a timm safetensors
+file (ours, from `export_backbone`), Meta's DINOv3 `.pth` (key names mapped by timm's EVA filter),
+or one of our training checkpoints (the teacher's backbone). RGB patch-embedding weights are summed to one channel, which
 keeps the response to a grey image (R=G=B) identical.
+
+Also what every user of a backbone shares (pretraining, and evaluation's fine-tuning): its forward pass to tokens
+and its layer-wise learning rates.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import timm
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import timm  # noqa: E402
+from catalog.errors import OrthoError
+from catalog.files import atomic_path, atomic_write
 
 # Names beyond timm's registry: small DINOv3-style ViTs for CPU runs and tests.
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -29,7 +34,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OrthoError, ValueError):
     """A checkpoint that cannot initialise this backbone (missing file, other architecture)."""
 
 
@@ -156,10 +161,9 @@ def export_backbone(model: nn.Module | dict, spec: BackboneSpec, path: Path) -> 
 
     state = model if isinstance(model, dict) else model.state_dict()
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"spec": spec.to_json()})
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(spec.to_json() + "\n")
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"spec": spec.to_json()})
+    atomic_write(path.with_suffix(".json"), spec.to_json() + "\n")
     return path
 
 
@@ -178,3 +182,63 @@ def load_exported(path: str | os.PathLike) -> tuple[nn.Module, BackboneSpec]:
     spec = BackboneSpec(**json.loads(text))
     model, _, _ = build_backbone(spec.name, spec.in_chans, spec.img_size, init=path, kwargs=spec.kwargs)
     return model, spec
+
+
+def forward_tokens(backbone: nn.Module, images: torch.Tensor, masks: torch.Tensor | None = None,
+                   mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """images [B, C, H, W] -> (cls [B, D], patches [B, P, D]) after the final norm.
+
+    The same steps as timm's Eva.forward_features, with iBOT's substitution between patch embedding
+    and position encoding: masks [B, P] (bool) replace those patch embeddings by `mask_token` [D].
+    """
+    x = backbone.patch_embed(images)  # [B, h, w, D]: the DINOv3 ViTs run with dynamic image size
+    if masks is not None:
+        b, h, w, d = x.shape
+        x = torch.where(masks.view(b, h, w, 1), mask_token.to(x.dtype).view(1, 1, 1, d), x)
+    x, rope = backbone._pos_embed(x)
+    x = backbone.norm_pre(x)
+    for block in backbone.blocks:
+        if backbone.grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(block, x, rope=rope, use_reentrant=False)
+        else:
+            x = block(x, rope=rope)
+    x = backbone.norm(x)
+    return x[:, 0], x[:, backbone.num_prefix_tokens:]
+
+
+# Layer-wise learning rates: AdamW parameter groups with lr decay by depth, no weight decay on biases, norms and
+# tokens (pretraining and fine-tuning both).
+def layer_id(name: str, depth: int) -> int:
+    """0 for the embeddings and tokens, i + 1 for block i, depth + 1 for the final norm and the heads."""
+    name = name.removeprefix("backbone.")
+    if name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed", "mask_token", "rope")):
+        return 0
+    m = re.match(r"blocks\.(\d+)\.", name)
+    if m:
+        return int(m.group(1)) + 1
+    return depth + 1
+
+
+def param_groups(model: nn.Module, depth: int, layer_decay: float, patch_embed_lr_mult: float = 1.0) -> list[dict]:
+    """One group per (lr multiplier, weight-decay flag, prototype layer); `lr_mult`/`wd_mult` scale
+    the scheduled values, and the prototype layers can be frozen for the first steps (DINO)."""
+    groups: dict[tuple[float, float, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr_mult = layer_decay ** (depth + 1 - layer_id(name, depth))
+        if name.startswith("backbone.patch_embed"):
+            lr_mult *= patch_embed_lr_mult
+        no_wd = p.ndim == 1 or name.endswith(("token", "bias")) or "pos_embed" in name
+        wd_mult = 0.0 if no_wd else 1.0
+        last = name.endswith("prototypes.weight")
+        group = groups.setdefault((lr_mult, wd_mult, last), {"params": [], "lr_mult": lr_mult, "wd_mult": wd_mult,
+                                                             "is_last_layer": last})
+        group["params"].append(p)
+    return list(groups.values())
+
+
+def apply_schedules(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float, freeze_last: bool) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0 if (freeze_last and group["is_last_layer"]) else lr * group["lr_mult"]
+        group["weight_decay"] = weight_decay * group["wd_mult"]

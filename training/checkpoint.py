@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from catalog.files import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -30,12 +31,8 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
     """Write to a hidden temporary file, fsync, then rename: a kill leaves the previous checkpoint whole."""
     path = run_dir / CHECKPOINT
-    tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 
@@ -48,5 +45,6 @@ def load_checkpoint(run_dir: Path) -> dict | None:
 
 
 def clear_partial(run_dir: Path) -> None:
+    # the temporary names catalog.files.atomic_path gives: .checkpoint.pt.TOKEN.tmp
     for tmp in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
         tmp.unlink(missing_ok=True)

@@ -1,17 +1,18 @@
 """Layered pretraining config: defaults here, an experiment YAML over them, `key=value` overrides last.
 
-Every key exists in the defaults, so a typo (`optim.lrr=1`) fails before anything starts, with the
-closest real key named. The resolved config is written beside the run's outputs.
+The project's one config loader (catalog/config.py) over nested dict defaults: every key exists in the
+defaults, so a typo (`optim.lrr=1`) fails before anything starts, with the closest real keys named. A list
+takes as many values as its default has; `model.kwargs` is an open mapping. The resolved config is written
+beside the run's outputs.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 from pathlib import Path
 from typing import Any
 
-import yaml
+import configs
+from catalog import config as loader
 
 DEFAULTS: dict[str, Any] = {
     "model": {
@@ -95,84 +96,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(loader.ConfigError):  # its own name: flows/firewall.py lets it through by name
     """A config file or override that does not fit the defaults."""
 
 
-def _flat_keys(d: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        out.append(prefix + k)
-        if isinstance(v, dict) and k != "kwargs":
-            out += _flat_keys(v, prefix + k + ".")
-    return out
-
-
-def _check_value(key: str, default: Any, value: Any) -> Any:
-    if default is None or key.endswith(".kwargs") or ".kwargs." in key:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' takes true or false, got {value!r}")
-        return value
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}' takes a number, got {value!r}")
-        if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"config key '{key}' takes an integer, got {value!r}")
-        return type(default)(value)
-    if isinstance(default, list):
-        if not isinstance(value, list) or len(value) != len(default):
-            raise ConfigError(f"config key '{key}' takes a list of {len(default)} values, got {value!r}")
-        return [_check_value(f"{key}[{i}]", d, v) for i, (d, v) in enumerate(zip(default, value))]
-    if isinstance(default, str) and not isinstance(value, str):
-        return str(value)
-    return value
-
-
-def _merge(base: dict, update: dict, defaults: dict, prefix: str = "") -> None:
-    for key, value in update.items():
-        full = prefix + key
-        if key not in defaults:
-            close = difflib.get_close_matches(full, _flat_keys(DEFAULTS), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown config key '{full}'{hint}")
-        if isinstance(defaults[key], dict) and key != "kwargs":
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{full}' is a section, got {value!r}")
-            _merge(base[key], value, defaults[key], full + ".")
-        elif key == "kwargs":
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{full}' takes a mapping, got {value!r}")
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = _check_value(full, defaults[key], value)
+SCHEMA = loader.schema_of_defaults(DEFAULTS, mappings=("model.kwargs",))
 
 
 def parse_override(text: str) -> dict:
     """`optim.lr=2e-4` -> {"optim": {"lr": 0.0002}}; values are read as YAML scalars or lists."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' is not key=value")
-    key, _, raw = text.partition("=")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({e.problem})") from None
-    out: dict = {}
-    node = out
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    return loader.parse_override(text, ConfigError)
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
+CONFIG_DIR = configs.path("pretrain")  # package data: found in an installed wheel too
 
 
 def find_config(name: str | Path) -> Path:
@@ -189,34 +125,16 @@ def find_config(name: str | Path) -> Path:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Defaults <- YAML file (which may name a `base:` file, relative to itself) <- overrides."""
-    cfg = copy.deepcopy(DEFAULTS)
-    for layer in _file_layers(find_config(path)) if path else []:
-        _merge(cfg, layer, DEFAULTS)
-    for text in overrides:
-        _merge(cfg, parse_override(text), DEFAULTS)
+    cfg = loader.resolve_tree(DEFAULTS, SCHEMA, [find_config(path)] if path else [], overrides=overrides,
+                              error=ConfigError)
     _validate(cfg)
     return cfg
 
 
-def _file_layers(path: Path, depth: int = 0) -> list[dict]:
-    if depth > 8:
-        raise ConfigError(f"config {path.name}: 'base:' chain deeper than 8 files")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections")
-    base = data.pop("base", None)
-    layers = _file_layers(path.parent / base, depth + 1) if base else []
-    return layers + [data]
-
-
 def _validate(cfg: dict) -> None:
     choices = {"loss.centering": ("center", "sinkhorn"), "optim.schedule": ("cosine", "constant"),
-               "train.precision": ("auto", "bf16", "fp32"), "train.parallel": ("ddp", "fsdp")}
+               "train.precision": ("auto", "bf16", "fp32"), "train.parallel": ("ddp", "fsdp"),
+               "train.device": ("auto", "cuda", "cpu")}
     for key, allowed in choices.items():
         section, name = key.split(".")
         if cfg[section][name] not in allowed:
@@ -237,4 +155,4 @@ def _validate(cfg: dict) -> None:
 
 
 def dump_config(cfg: dict, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    loader.save_resolved(cfg, path)

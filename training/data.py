@@ -8,12 +8,14 @@ from pathlib import Path
 
 import torch
 
-from shards.manifest import Manifest, file_sha256, shard_urls
+from catalog.errors import OrthoError
+from catalog.files import file_sha256, is_remote, local_path
+from shards.manifest import Manifest, shard_urls
 from shards.reader import ShardStream
 from training.augment import CollateCrops, MultiCrop
 
 
-class TrainingError(ValueError):
+class TrainingError(OrthoError, ValueError):
     """A run that cannot start or go on; the message is one line and names what to change."""
 
 
@@ -45,8 +47,8 @@ def check_manifest(path: str | Path, verify: bool = True) -> ManifestInfo:
         raise TrainingError(f"shard set '{manifest.name}' was built with --evaluation (it keeps held-out images); "
                             "pretrain on a selection built without it")
     for entry, url in zip(manifest.shards, shard_urls(str(path), manifest)):
-        shard = Path(url)
-        if "://" in url or url.startswith("pipe:"):
+        shard = Path(local_path(url))
+        if is_remote(url):
             continue  # remote shards are checked as they stream
         if not shard.is_file():
             raise TrainingError(f"shard {entry.file} of manifest {path.name} is missing")

@@ -91,19 +91,3 @@ class MetricsWriter:
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def figure_png(fig, dpi: int = 110) -> bytes:
-    """A matplotlib figure as PNG bytes with pixel chunks only: no text chunks (matplotlib writes its
-    version, and a caller's metadata could carry anything), as for the store's images."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    buf.seek(0)
-    out = io.BytesIO()
-    Image.open(buf).convert("RGB").save(out, format="PNG", optimize=True)
-    return out.getvalue()
-

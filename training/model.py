@@ -6,32 +6,9 @@ import copy
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from training.backbone import BackboneSpec, build_backbone
+from training.backbone import BackboneSpec, build_backbone, forward_tokens
 from training.head import DINOHead
-
-
-def forward_tokens(backbone: nn.Module, images: torch.Tensor, masks: torch.Tensor | None = None,
-                   mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """images [B, C, H, W] -> (cls [B, D], patches [B, P, D]) after the final norm.
-
-    The same steps as timm's Eva.forward_features, with iBOT's substitution between patch embedding
-    and position encoding: masks [B, P] (bool) replace those patch embeddings by `mask_token` [D].
-    """
-    x = backbone.patch_embed(images)  # [B, h, w, D]: the DINOv3 ViTs run with dynamic image size
-    if masks is not None:
-        b, h, w, d = x.shape
-        x = torch.where(masks.view(b, h, w, 1), mask_token.to(x.dtype).view(1, 1, 1, d), x)
-    x, rope = backbone._pos_embed(x)
-    x = backbone.norm_pre(x)
-    for block in backbone.blocks:
-        if backbone.grad_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, rope=rope, use_reentrant=False)
-        else:
-            x = block(x, rope=rope)
-    x = backbone.norm(x)
-    return x[:, 0], x[:, backbone.num_prefix_tokens:]
 
 
 class SSLModel(nn.Module):

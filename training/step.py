@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from training.backbone import apply_schedules, forward_tokens
 from training.centering import TeacherTargets
 from training.losses import dino_loss, gram_loss, ibot_loss, koleo_loss
 from training.metrics import collapse_stats
-from training.model import SSLModel, forward_tokens
-from training.optim import apply_schedules
+from training.model import SSLModel
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import random
 import time
 import warnings
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from catalog.figures import figure_png
+from catalog.files import atomic_write
 from training.backbone import export_backbone
 from training.centering import TeacherTargets
 from training.checkpoint import clear_partial, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -37,10 +38,6 @@ log = logging.getLogger("ortho.pretrain")
 BACKBONE = "backbone.safetensors"
 
 
-def new_run_id() -> str:
-    return "pretrain-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-
-
 def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path) -> dict:
     """Check the manifest, then write the run's identity: what it trains, on exactly which data."""
     info = check_manifest(manifest, verify=cfg["train"]["verify_shards"])
@@ -52,9 +49,7 @@ def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path) -> dict:
            "manifest": info.path, "manifest_sha256": info.sha256, "shard_set": info.name, "samples": info.samples,
            "shards": info.shards, "catalog_snapshot": info.catalog_snapshot, "counts": info.counts,
            "versions": {"torch": torch.__version__, "timm": __import__("timm").__version__}}
-    tmp = run_dir / ".run.json.tmp"
-    tmp.write_text(json.dumps(run, indent=2) + "\n")
-    os.replace(tmp, run_dir / "run.json")
+    atomic_write(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
     return run
 
 
@@ -285,11 +280,7 @@ def _plot_losses(run_dir: Path) -> None:
     axes[1].legend()
     axes[1].set_title("collapse watch")
     fig.tight_layout()
-    from training.metrics import figure_png
-
-    tmp = run_dir / ".losses.png.tmp"
-    tmp.write_bytes(figure_png(fig, dpi=100))
-    tmp.replace(run_dir / "losses.png")
+    atomic_write(run_dir / "losses.png", figure_png(fig, dpi=100))
     plt.close(fig)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from catalog.pseudonyms import Pseudonymizer
@@ -10,19 +9,12 @@ from catalog.pseudonyms import Pseudonymizer
 
 @dataclass(frozen=True)
 class Limits:
+    """Per-file read limits; `ortho` takes them from ORTHO_MAX_FILE_BYTES, ORTHO_MAX_DECODED_BYTES, ORTHO_MAX_PIXELS
+    (flows/settings.py) and an ingest run carries them to its batches in the batch spec."""
+
     max_file_bytes: int = 4 << 30
     max_decoded_bytes: int = 2 << 30  # one file's decoded pixels; also caps gzip expansion
     max_pixels_per_image: int = 1 << 28  # 16384 x 16384
-
-    @classmethod
-    def from_env(cls) -> "Limits":
-        """ORTHO_MAX_FILE_BYTES, ORTHO_MAX_DECODED_BYTES, ORTHO_MAX_PIXELS override the defaults."""
-        base = cls()
-        return cls(
-            max_file_bytes=int(os.environ.get("ORTHO_MAX_FILE_BYTES", base.max_file_bytes)),
-            max_decoded_bytes=int(os.environ.get("ORTHO_MAX_DECODED_BYTES", base.max_decoded_bytes)),
-            max_pixels_per_image=int(os.environ.get("ORTHO_MAX_PIXELS", base.max_pixels_per_image)),
-        )
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """DICOM reader: decode every frame, keep only allow-listed attributes, pseudonymise identity.
 
 Nothing from the header is copied as text: identifiers become keyed pseudonyms, dates are
-shifted per patient, descriptions are reduced to vocabulary terms (ingest/vocab.py), and every
+shifted per patient, descriptions are reduced to vocabulary terms (catalog/vocab.py), and every
 other element, private tags and nested sequences included, is simply never read.
 """
 
@@ -18,8 +18,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.uid import UID_dictionary
 
+from catalog import vocab
 from catalog.identity import HEADER_FIELDS, patient_identity
-from ingest import vocab
 from ingest.deid import age_days
 from ingest.pixels import Frame, to_gray, to_storable
 from ingest.reasons import Quarantine

@@ -10,8 +10,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageSequence
 
+from catalog import vocab
 from catalog.identity import patient_identity
-from ingest import vocab
 from ingest.pixels import Frame, to_gray, to_storable
 from ingest.reasons import Quarantine
 from ingest.readers.context import ReadContext

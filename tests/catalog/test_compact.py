@@ -5,8 +5,7 @@ from catalog.compact import compact
 from catalog.workspace import Workspace
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
-
-from tests.test_kill_rerun import snapshot  # the catalog as users see it, minus run ids and times
+from tests.snapshots import ingested_snapshot as snapshot
 
 
 def test_compaction_keeps_the_catalog_and_merges_the_parts(tmp_path, phantom_root):

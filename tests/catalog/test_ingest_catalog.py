@@ -54,7 +54,7 @@ def test_images_are_unique_and_the_store_holds_their_exact_pixels(phantom_worksp
         px = store.get(image_id)
         assert px.shape == (r, c) and px.dtype == (np.uint16 if bits == 16 else np.uint8)
         assert (ws.root / store_path).exists()
-        from ingest.pixels import image_id as content_id
+        from catalog.pixels import image_id as content_id
 
         assert content_id(px) == image_id
 

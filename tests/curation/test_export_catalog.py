@@ -16,9 +16,8 @@ from catalog.store import ImageStore
 from curation.export_dicom import export_selection
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
-from tests.curation.test_export_dicom import exported_frames
-from tests.ingest.dicom_factory import make_dicom
-from tests.ingest.test_nifti_raster import nifti_bytes, png
+from tests.ingest.dicom_factory import exported_frames, make_dicom
+from tests.ingest.file_factory import nifti_bytes, png
 
 SOURCES = {  # name: (path pattern, files)
     "hinted": (r"(?P<patient>P\d+)/", {"P001/a.dcm": dict(PatientID="OTHER-ID", PatientName="Roe^Ann")}),

@@ -11,13 +11,13 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from catalog.pixels import image_id
 from catalog.pseudonyms import Pseudonymizer
 from catalog.store import ImageStore
 from curation.export_dicom import CatalogFile, ExportOptions, StoredFrame, export_files
-from ingest.pixels import image_id
 from ingest.readers import ReadContext
 from ingest.readers.dicom import read_dicom
-from tests.ingest.dicom_factory import make_dicom
+from tests.ingest.dicom_factory import exported_frames, make_dicom
 
 SECRET = b"k" * 32
 
@@ -111,11 +111,6 @@ def codes(ds) -> list[str]:
     return [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
 
 
-def exported_frames(ds) -> np.ndarray:
-    arr = ds.pixel_array
-    return arr if arr.ndim == 3 else arr[None]
-
-
 @pytest.mark.parametrize("options", [ExportOptions(), ExportOptions(retain_modified_dates=False),
                                      ExportOptions(retain_patient_characteristics=True)])
 def test_no_planted_value_survives_and_outputs_open(tmp_path, options):
@@ -206,7 +201,7 @@ def test_export_from_the_catalog_leaves_no_phantom_phi(phantom_workspace, tmp_pa
 
     from catalog import db
     from flows.cli import app
-    from ingest.phantom import planted_values
+    from flows.phantom import planted_values
 
     ws, _ = phantom_workspace
     out = tmp_path / "export"

@@ -84,7 +84,8 @@ def test_a_task_too_small_for_three_parts_is_cross_validated_one_patient_out():
 
 
 def test_cross_validated_probes_pool_every_fold_and_separable_features_score_high():
-    from evaluation.run import EvalConfig, Evaluation
+    from evaluation.config import EvalConfig
+    from evaluation.evaluator import Evaluation
 
     rng = np.random.default_rng(0)
     patients = [f"p{i}" for i in range(12)]

@@ -5,8 +5,8 @@ import torch
 
 from evaluation.data import TaskData
 from evaluation.finetune import FinetuneConfig, finetune
-from evaluation.run import proba_scorer
-from tests.evaluation.conftest import draw
+from evaluation.metrics import proba_scorer
+from tests.evaluation.bars import draw
 from training.backbone import build_backbone
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from catalog.workspace import Workspace
 from evaluation.report import write_report
-from evaluation.run import EvalConfig, run_evaluation
-from ingest.phantom import planted_values, write_phantom
+from evaluation.config import EvalConfig
+from evaluation.run import run_evaluation
+from flows.phantom import planted_values, write_phantom
 from tests.phi_scan import scan_workspace
 
 

@@ -11,7 +11,9 @@ from catalog import db
 from catalog.workspace import Workspace
 from evaluation.finetune import FinetuneConfig
 from evaluation.report import label_efficiency_sentence, write_report
-from evaluation.run import EvalConfig, run_evaluation, transfer_kind
+from evaluation.config import EvalConfig
+from evaluation.domain import transfer_kind
+from evaluation.run import run_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +25,15 @@ def evaluated(tmp_path_factory, bars_workspace, pico_checkpoint):
                      finetune=FinetuneConfig(epochs=2, batch_size=16))
     out = run_evaluation(ws, pico_checkpoint, ["kl_grade"], cfg, eval_id="ev1")
     return ws, out, json.loads((out / "metrics.json").read_text())
+
+
+def test_the_resolved_config_is_saved_beside_the_metrics(evaluated):
+    from catalog.config import to_dict
+    from evaluation.config import resolve_config
+
+    ws, out, doc = evaluated
+    saved = resolve_config(file=out / "config.yaml")
+    assert to_dict(saved) == doc["config"] and saved.finetune.epochs == 2 and saved.knn_ks == (3, 5)
 
 
 def test_every_model_protocol_fraction_and_seed_is_scored_on_the_declared_test_split(evaluated):

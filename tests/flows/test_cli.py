@@ -6,23 +6,36 @@ import sys
 import textwrap
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from flows.cli import app
 
 runner = CliRunner()
-COMMANDS = [[], ["sources"], ["sources", "add"], ["sources", "list"], ["ingest"], ["sql"], ["status"], ["lineage"],
-            ["demo"], ["phantom"], ["shards"], ["shards", "build"], ["shards", "list"], ["shards", "verify"],
-            ["shards", "show"], ["curate"], ["tasks"], ["tasks", "list"], ["export"], ["export", "dicom"], ["catalog"], ["catalog", "compact"], ["pretrain"]]
-NO_WORKSPACE = (["phantom"], ["shards", "verify"], ["shards", "show"])  # they take a path
 
 
-@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "ortho")
-def test_every_command_has_help(cmd):
-    result = runner.invoke(app, cmd + ["--help"])
+def command_tree(command, path: tuple[str, ...] = ()):
+    """(path, command) for the root, every group and every command the app registers."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from command_tree(sub, path + (name,))
+
+
+COMMANDS = list(command_tree(typer.main.get_command(app)))
+
+
+def test_the_tree_holds_every_documented_command():
+    paths = {" ".join(p) for p, _ in COMMANDS}
+    assert {"sources add", "ingest", "sql", "curate", "shards build", "shards verify", "pretrain", "evaluate",
+            "status", "pipeline", "serve", "demo", "export dicom", "report", "lineage", "tasks list"} <= paths
+
+
+@pytest.mark.parametrize("path,command", COMMANDS, ids=[" ".join(p) or "ortho" for p, _ in COMMANDS])
+def test_every_command_has_help_and_takes_a_workspace(path, command):
+    result = runner.invoke(app, [*path, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
-    if cmd and cmd not in (["sources"], ["shards"], ["tasks"], ["export"], ["catalog"]):
-        assert "--workspace" in result.output or cmd in NO_WORKSPACE
+    if not hasattr(command, "commands"):  # a group shows its commands
+        assert "--workspace" in result.output and any("--workspace" in p.opts for p in command.params)
 
 
 @pytest.mark.prefect
@@ -89,13 +102,30 @@ def test_a_second_writer_gets_a_clear_message(tmp_path, phantom_root):
         from catalog.workspace import Workspace
         with Workspace.open({str(ws.root)!r}).write_lock():
             print("held", flush=True)
-            time.sleep(30)
+            time.sleep(600)  # killed below; long enough for a slow Prefect start
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         r = runner.invoke(app, ["ingest", "--runner", "threads", "--workspace", str(ws.root)])
-        assert r.exit_code == 75
+        assert r.exit_code == 75, r.output
         assert "busy" in r.output and f"pid {holder.pid}" in r.output
+        for args in (["shards", "build", "s", "--query", "SELECT image_id FROM images", "--wait", "0.3"],
+                     ["catalog", "compact"]):
+            r = runner.invoke(app, [*args, "--workspace", str(ws.root)])
+            assert r.exit_code == 75, r.output
+            assert r.output.rstrip().splitlines()[-1].startswith(
+                f"error: workspace 'w' is busy: another ortho process (pid {holder.pid})")
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_project_error_is_one_line_with_its_exit_code(tmp_path):
+    r = runner.invoke(app, ["pretrain", "--manifest", str(tmp_path / "m.json"), "train.device=gpu",
+                            "--workspace", str(tmp_path / "w")])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        "error: config key 'train.device' is 'gpu'; one of auto, cuda, cpu")
+    r = runner.invoke(app, ["shards", "verify", "no-such-set", "--workspace", str(tmp_path / "w")])
+    assert r.exit_code == 2 and r.output.strip() == "error: no manifest at no-such-set"
+    r = runner.invoke(app, ["report", "[/x]", "--workspace", str(tmp_path / "w")])  # brackets are not markup
+    assert r.exit_code == 2 and r.output.startswith("error: [/x] holds no metrics.json")

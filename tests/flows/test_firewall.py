@@ -8,8 +8,7 @@ from typer.testing import CliRunner
 
 from catalog.workspace import Workspace
 from flows.firewall import ScrubbedError, firewall
-from tests.ingest.test_failure_firewall import (NEEDLES, PLANTED, add_tree_source, file_statuses, ortho_log,  # noqa: F401
-                                                raising_for_one_file, write_tree)
+from tests.firewall_tree import NEEDLES, PLANTED, add_tree_source, file_statuses, raising_for_one_file, write_tree
 from tests.phi_scan import database_hits, prefect_database, scan_workspace
 
 

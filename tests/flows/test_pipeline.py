@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.demo import KL_PATTERN
 from flows.pipeline import Pipeline, PipelineError
-from tests.training.conftest import TINY
+from tests.training.tiny import TINY
 
 runner = CliRunner()
 
@@ -48,7 +48,7 @@ def test_bad_pipeline_files_are_one_line_errors(tmp_path):
 @pytest.mark.prefect
 @pytest.mark.slow
 def test_a_pipeline_runs_every_stage_then_skips_them_and_contains_a_failure(tmp_path, prefect_harness):
-    from tests.evaluation.conftest import write_bars
+    from tests.evaluation.bars import write_bars
 
     bars = write_bars(tmp_path / "bars")
     spec = {

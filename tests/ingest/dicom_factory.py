@@ -62,3 +62,9 @@ def deep_sequence_bytes(depth: int) -> bytes:
     item_close = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
     seq_close = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     return (seq_open + item_open) * depth + (item_close + seq_close) * depth
+
+
+def exported_frames(ds) -> np.ndarray:
+    """An exported dataset's frames as (n, rows, cols), one frame or many."""
+    arr = ds.pixel_array
+    return arr if arr.ndim == 3 else arr[None]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.phantom import draw_radiograph
+from flows.phantom import draw_radiograph
 from ingest.pixels import Frame
 from ingest.reasons import Quarantine
 from ingest.text import judge
@@ -78,7 +78,7 @@ def test_clean_radiographs_are_left_alone():
 
 
 def test_clean_real_knees_are_left_alone():
-    from tests.conftest import shared_data
+    from tests.shared_data import shared_data
 
     files = sorted(shared_data("knee-xray-kl").rglob("*.png"))[::40]
     cleaned = [f.name for f in files if screen(np.asarray(Image.open(f))).cleaned]
@@ -154,7 +154,7 @@ def test_ingest_stores_only_cleaned_pixels(tmp_path):
 
 def test_phantom_burned_radiographs_are_cleaned(phantom_workspace):
     from catalog import db
-    from ingest.phantom import has_burned_text, patients
+    from flows.phantom import has_burned_text, patients
 
     ws, summaries = phantom_workspace
     burned = [p for p in patients() if has_burned_text(p)]

@@ -1,13 +1,11 @@
 """The failure firewall without Prefect: names that are not UTF-8 land like any other file and stay byte-exact in
 the private lineage; an unexpected exception in a reader quarantines that file only, and its text lands nowhere."""
 
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,78 +13,11 @@ from typer.testing import CliRunner
 
 from catalog import db, schema
 from catalog.workspace import Workspace
-from ingest import readers
-from ingest.pixels import encode_png
 from ingest.run import ingest_source
-from ingest.sources import Source, add_source
-from tests.ingest.dicom_factory import make_dicom
+from ingest.sources import Source
+from tests.firewall_tree import (LATIN1_NAME, NEEDLES, PATIENT_DIR, PLANTED, UTF8_NAME, add_tree_source,
+                                 file_statuses, raising_for_one_file, write_tree)
 from tests.phi_scan import scan_workspace
-
-PATIENT_DIR = "Zorblatt_Quentin_PHX7731ZQ"
-LATIN1_NAME = b"M\xfcller_knee.dcm"  # Latin-1: not valid UTF-8
-UTF8_NAME = "J\u00f6rg_knee.dcm"
-PLANTED = "Zorblatt PHX7731ZQ /secret/path"
-NEEDLES = ["Zorblatt", "PHX7731ZQ", "Quentin", "/secret/path", "ller_knee.dcm", "rg_knee.dcm"]
-BAD_WIDTH = 41  # the one PNG the raising reader fails on
-
-
-def _gradient(seed: int, width: int = 32) -> np.ndarray:
-    return (np.add.outer(np.arange(32), np.arange(width)) * (seed + 3) % 4096).astype(np.uint16)
-
-
-def write_tree(root: Path) -> Path:
-    """A patient-named folder with two DICOM files (one name Latin-1, one UTF-8) and four PNGs, one of them the
-    file the raising reader fails on."""
-    patient = root / PATIENT_DIR
-    patient.mkdir(parents=True)
-    fd = os.open(os.path.join(os.fsencode(patient), LATIN1_NAME), os.O_WRONLY | os.O_CREAT, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(make_dicom(_gradient(1)))
-    (patient / UTF8_NAME).write_bytes(make_dicom(_gradient(2)))
-    (root / "png").mkdir()
-    for i in range(3):
-        (root / "png" / f"knee{i}.png").write_bytes(encode_png(_gradient(10 + i).astype(np.uint8)))
-    (root / "png" / "odd.png").write_bytes(encode_png(_gradient(20, BAD_WIDTH).astype(np.uint8)))
-    return root
-
-
-def raising_for_one_file(monkeypatch) -> None:
-    """The PNG reader raises an unexpected exception, whose message holds a name and a path, for odd.png only."""
-    real = readers.READERS["png"]
-
-    def reader(data, ctx):
-        if int.from_bytes(data[16:20], "big") == BAD_WIDTH:
-            raise RuntimeError(PLANTED)
-        return real(data, ctx)
-
-    monkeypatch.setitem(readers.READERS, "png", reader)
-
-
-def add_tree_source(ws: Workspace, root: Path) -> None:
-    add_source(ws, Source("src", str(root), "internal", modality="DX", body_part="knee"))
-
-
-def file_statuses(ws: Workspace) -> dict[str, tuple]:
-    con = db.connect(ws, private=True)
-    try:
-        rows = con.execute("""SELECT l.path, f.status, f.reason, f.detail FROM files f
-                              JOIN lineage l USING (source, file_id)""").fetchall()
-    finally:
-        con.close()
-    return {os.path.basename(path): (status, reason, detail) for path, status, reason, detail in rows}
-
-
-@pytest.fixture
-def ortho_log(caplog):
-    # the CLI's logging set-up may have stopped "ortho" from propagating: listen on it directly
-    logger = logging.getLogger("ortho")
-    logger.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.DEBUG)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old)
 
 
 def test_a_name_that_is_not_utf8_lands_and_stays_byte_exact_in_lineage(tmp_path, ortho_log):

@@ -1,23 +1,16 @@
 import gzip
-import io
 
-import nibabel as nib
 import numpy as np
 import pytest
-from PIL import Image
 
 from catalog.pseudonyms import Pseudonymizer
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
+from tests.ingest.file_factory import nifti_bytes, png
 
 
 def ctx(**kw):
     return ReadContext(Pseudonymizer(b"s" * 32), "f" * 16, **kw)
-
-
-def nifti_bytes(arr, affine=None, gz=True) -> bytes:
-    raw = nib.Nifti1Image(arr, np.eye(4) if affine is None else affine).to_bytes()
-    return gzip.compress(raw) if gz else raw
 
 
 def frames(data, name, **kw):
@@ -75,12 +68,6 @@ def test_corrupt_and_truncated_headers():
     assert reason(good[:400], "t.nii") == "truncated"
     noisy = nifti_bytes(np.random.default_rng(5).integers(0, 999, (16, 16, 8), dtype=np.int16), gz=True)
     assert reason(noisy[: len(noisy) // 2], "t.nii.gz") == "truncated"
-
-
-def png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_16_bit_png_is_exact_and_rgb_is_converted():

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ingest.pixels import decode_png, encode_png, image_id, to_gray, to_storable
+from catalog.pixels import decode_png, encode_png, image_id
+from ingest.pixels import to_gray, to_storable
 from ingest.reasons import Quarantine
 
 

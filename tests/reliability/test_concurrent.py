@@ -11,7 +11,7 @@ import pytest
 
 from catalog.workspace import Workspace
 from ingest.sources import Source, add_source
-from tests.reliability.test_kill_curate import snapshot
+from tests.snapshots import curated_snapshot as snapshot
 
 INGEST = """
 import sys
@@ -38,10 +38,9 @@ def start(script: str, *args: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.reliability
 def test_concurrent_ingest_and_curate(tmp_path):
     from curation.run import curate
-    from ingest.phantom import write_phantom
+    from flows.phantom import write_phantom
     from ingest.run import ingest_source
 
     # 24 patients: an ingest long enough (~10 s) that both curations start while it holds the lock

@@ -35,7 +35,6 @@ def columns(ws: Workspace, view: str) -> list[str]:
 
 @pytest.mark.prefect
 @pytest.mark.slow
-@pytest.mark.reliability
 def test_dask_runs_equal_a_single_process_run(tmp_path, phantom_root, prefect_harness):
     from curation.run import curate
     from flows.curate import run_curate

@@ -12,14 +12,13 @@ import yaml
 
 from catalog.workspace import Workspace
 from flows.demo import KL_PATTERN
-from ingest.phantom import planted_values, write_phantom
+from flows.phantom import planted_values, write_phantom
 from tests.phi_scan import database_hits, prefect_database, scan_workspace
-from tests.training.conftest import TINY
+from tests.training.tiny import TINY
 
 
 @pytest.mark.prefect
 @pytest.mark.slow
-@pytest.mark.reliability
 def test_no_planted_value_lands_anywhere_after_the_whole_pipeline(tmp_path, prefect_harness):
     from curation.export_dicom import export_selection
     from flows.pipeline import pipeline_flow
@@ -66,7 +65,7 @@ def burned_tokens_read(ws, export) -> list[str]:
 
     from catalog import db
     from catalog.store import ImageStore
-    from ingest.phantom import burned_lines, has_burned_text, patients
+    from flows.phantom import burned_lines, has_burned_text, patients
     from ingest.text import judge
 
     tokens = [t for p in patients(24) if has_burned_text(p) for line in burned_lines(p) for t in line.replace("^", " ").split()]

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.training.conftest import TINY
+from tests.training.tiny import TINY
 
 runner = CliRunner()
 

@@ -50,3 +50,24 @@ def test_every_bundled_config_loads_and_builds_its_backbone_name(path: Path):
     cfg = load_config(path.stem)
     resolve_name(cfg["model"]["name"], cfg["model"]["kwargs"])
     assert cfg["crops"]["global_size"] % 8 == 0
+
+
+def test_saved_run_config_is_plain_yaml_that_loads_back(tmp_path):
+    import yaml
+
+    from training.config import dump_config
+
+    cfg = load_config("cpu-tiny", ["optim.lr=2e-4", "model.kwargs.depth=2"])
+    assert cfg["model"]["kwargs"] == {"depth": 2}  # an open mapping: merged key by key
+    dump_config(cfg, tmp_path / "config.yaml")
+    assert (tmp_path / "config.yaml").read_text() == yaml.safe_dump(cfg, sort_keys=False)
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_config_errors_are_the_projects_one_error_type():
+    from catalog import config
+    from catalog.errors import OrthoError
+
+    with pytest.raises(config.ConfigError) as e:
+        load_config(None, ["optim.lrr=1"])
+    assert isinstance(e.value, OrthoError) and isinstance(e.value, ConfigError)

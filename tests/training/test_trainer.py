@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.conftest import TINY
+from tests.training.tiny import TINY
 from training.backbone import CheckpointError, build_backbone, load_exported
 from training.config import load_config
 from training.data import TrainingError

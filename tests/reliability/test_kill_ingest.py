@@ -9,24 +9,15 @@ from catalog import db
 from catalog.workspace import Workspace
 from ingest.sources import Source, add_source
 from tests.killing import run_or_kill
+from tests.snapshots import ingested_snapshot as snapshot
 
 SCRIPT = """
 import sys
+from catalog import db
 from catalog.workspace import Workspace
 from ingest.run import ingest_source
 ingest_source(Workspace.open(sys.argv[1]), "pacs", batch_size=4)
 """
-
-SNAPSHOT = {
-    "files": "SELECT * EXCLUDE (run_id, committed_at, generation) FROM files ORDER BY ALL",
-    "images": "SELECT * FROM images ORDER BY image_id",
-    "labels": "SELECT * FROM labels ORDER BY ALL",
-}
-
-
-def snapshot(ws):
-    return {k: db.query(ws, sql)[1] for k, sql in SNAPSHOT.items()}
-
 
 def make_ws(path, phantom_root, secret_from=None):
     ws = Workspace.open(path)
@@ -67,6 +58,7 @@ def test_killed_and_rerun_ingest_equals_uninterrupted(tmp_path, phantom_root):
 
 BUILD = """
 import sys
+from catalog import db
 from catalog.workspace import Workspace
 from shards.writer import build_shard_set
 build_shard_set(Workspace.open(sys.argv[1]), "killed", "SELECT image_id FROM images", samples_per_shard=2)

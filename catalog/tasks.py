@@ -1,4 +1,5 @@
-"""The registry of downstream tasks: what a label means, so evaluation can treat it right."""
+"""The registry of downstream tasks: what a label means, so evaluation can treat it right (and the command line
+can list it)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,16 @@
+"""`ortho catalog compact`."""
+
+from __future__ import annotations
+
+import typer
+
+from flows.cli.common import WorkspaceOpt, console, open_workspace
+
+
+def catalog_compact(wait: float = typer.Option(0.0, help="Seconds to wait for another writer"),
+                    workspace: WorkspaceOpt = None) -> None:
+    """Merge the small per-batch catalog parts into one (ingest does this itself past 256 parts)."""
+    from catalog.compact import compact
+
+    before, after = compact(open_workspace(workspace), wait_s=wait)
+    console.print(f"catalog parts: {before} -> {after}")

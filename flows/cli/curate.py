@@ -1,0 +1,63 @@
+"""`ortho curate`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import WorkspaceOpt, console, open_workspace, progress_bars, setup_logging
+
+METHOD_NAMES = {"embedding": "the global signature", "embedding_flip": "the mirrored signature",
+                "crop": "the crop search"}
+
+
+def curate(
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="Settings, key=value (dedup.threshold=0.7, quality.min_size=128); saved with the run")] = None,
+    runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
+    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    crops: bool = typer.Option(True, "--crops/--no-crops",
+                               help="Also search for cropped re-exports (local features; docs/catalog.md)"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Near-duplicates, quality flags, patient-level splits and the leakage guard, incrementally."""
+    from flows import curate as curate_flows
+
+    ws = open_workspace(workspace)
+    setup_logging(ws, "curate")
+    with progress_bars(transient=False) as bars:
+        bars.update("signatures")
+        bars.hook("curate", lambda stage, done, total: bars.update("signatures", done, total))
+        summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait, crops=crops,
+                                           overrides=list(overrides or []))
+    print_curate_summary(summary)
+
+
+def print_curate_summary(s: dict) -> None:
+    if not s["images"]:
+        console.print("the catalog holds no images yet: nothing to curate (run `ortho ingest` first)")
+        return
+    t = Table("", "images", title="curation")
+    for label, value in (("images in the catalog", s["images"]), ("new signatures", s["new_signatures"]),
+                         ("new patients given a split", s["new_patients"]), ("near-duplicate groups", s["dup_groups"]),
+                         ("near-duplicates (not representative)", s["near_duplicates"]),
+                         *((f"  images matched by {METHOD_NAMES.get(m, m)}", n) for m, n in s.get("matched_by", {}).items()),
+                         ("excluded from training selections", s["excluded"]),
+                         ("held out by the leakage guard", s["leakage_removed"])):
+        t.add_row(label, str(value))
+    console.print(t)
+    c = s.get("crop_search") or {}
+    if c.get("descriptors"):
+        console.print(f"crop search: {c['votes']:,} descriptor matches -> {c['candidates']:,} candidate pairs -> "
+                      f"{c['transforms']:,} aligned -> {c['verified']:,} verified crops")
+    tq = Table("quality flag", "images", title="quality (flags; `ortho sql \"SELECT * FROM quality\"`)")
+    for reason, n in s["quality"].items():
+        tq.add_row(reason, str(n))
+    console.print(tq)
+    ts = Table("split", "images", title="patient-level splits")
+    for split, n in s["splits"].items():
+        ts.add_row(str(split), str(n))
+    console.print(ts)

@@ -1,0 +1,114 @@
+"""`ortho evaluate` and `ortho report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import TextColumn
+from rich.table import Table
+
+from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, progress_bars, setup_logging, split_csv
+
+
+def evaluate(
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="Settings over the options, key=value (linear_cs=[0.1,1.0], finetune.weight_decay=0.05)")] = None,
+    checkpoint: Path = typer.Option(..., help="backbone.safetensors of a run, a run folder, or (with --model) "
+                                              "any local timm/DINOv3 checkpoint"),
+    task: Annotated[list[str], typer.Option(help="Task name(s), repeated or comma-separated (ortho tasks list)")] = ...,
+    protocol: str = typer.Option("linear,knn", help="linear, knn, finetune (comma-separated)"),
+    label_fractions: str = typer.Option("1.0", help="Fractions of training patients, e.g. 0.125,0.25,0.5,1.0"),
+    baseline: Annotated[Optional[list[str]], typer.Option(
+        help="random, supervised, pixels, or a local checkpoint (ARCH=PATH for non-exported files); repeatable")] = None,
+    seeds: int = typer.Option(3, help="Seeds per label fraction (label subset, init, fine-tuning order)"),
+    model: Optional[str] = typer.Option(None, help="Architecture of --checkpoint when it is not an exported backbone"),
+    pool: str = typer.Option("both", help="Frozen features: cls, mean (of patch tokens) or both"),
+    knn_k: str = typer.Option("10,20,50", help="kNN k values; the best on val is used"),
+    epochs: int = typer.Option(5, help="Fine-tuning epochs (the supervised baseline gets the same budget)"),
+    finetune_lr: float = typer.Option(5e-4, help="Fine-tuning learning rate of the head (layer-wise decay below)"),
+    finetune_blocks: int = typer.Option(-1, help="Fine-tune only the last N blocks (-1: all)"),
+    exam_aggregation: str = typer.Option("mean", help="Slices -> exam for exam-level tasks: mean or max"),
+    bootstrap: int = typer.Option(1000, help="Bootstrap draws over patients for the 95% CIs"),
+    shards: Optional[Path] = typer.Option(None, help="Read images and labels from this shard set's manifest "
+                                                     "(built with --evaluation) instead of the store"),
+    eval_id: Optional[str] = typer.Option(None, help="Name of the evaluation [default: eval-<time>]"),
+    report: bool = typer.Option(True, help="Render evals/<eval_id>/report.html"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Evaluate a checkpoint on downstream tasks: kNN, linear probe, fine-tuning, label efficiency, baselines."""
+    from flows.evaluate import eval_config, evaluate_flow
+
+    ws = open_workspace(workspace)
+    setup_logging(ws, "evaluate")
+    try:
+        fractions = split_csv([label_fractions], float)
+        ks = tuple(split_csv([knn_k], int))
+    except ValueError as e:
+        fail(f"not a number: {e}")
+    settings = dict(protocols=split_csv([protocol]), fractions=fractions, seeds=seeds,
+                    baselines=split_csv(baseline) if baseline is not None else ["random"], pool=pool, knn_ks=ks,
+                    exam_aggregation=exam_aggregation, n_boot=bootstrap,
+                    finetune=dict(epochs=epochs, lr=finetune_lr, blocks=finetune_blocks))
+    eval_config(settings, overrides)  # a typo fails here, in one line, before a flow starts
+    with progress_bars(console=console, tail=(TextColumn("{task.fields[label]}"),)) as bars:
+        bars.update("evaluate", label="loading")
+        bars.hook("evaluate", lambda done, total, label: bars.update("evaluate", done, total, label=label))
+        summary = evaluate_flow(str(ws.root), str(checkpoint), split_csv(task), settings, eval_id=eval_id,
+                                model_name=model, report=report, shards=str(shards) if shards else None,
+                                overrides=list(overrides or []))
+    print_eval_summary(Path(summary["eval_dir"]))
+    if summary["report"]:
+        console.print(f"report: {summary['report']}")
+
+
+def print_eval_summary(eval_dir: Path) -> None:
+    from evaluation.report import METRIC_NAMES, model_order, group_results, seed_summary
+
+    doc = json.loads((eval_dir / "metrics.json").read_text())
+    for t in doc["tasks"]:
+        metric = t["primary_metric"]
+        sp = t["splits"]["test"]
+        unit = "exams" if t["level"] == "exam" else "images"
+        table = Table("model", "protocol", METRIC_NAMES[metric] + " [95% CI]", "accuracy", "seeds",
+                      title=f"{t['task']} on test ({t.get('test_units', sp['images'])} {unit}, {sp['patients']} "
+                            "patients), 100% labels")
+        groups = group_results(doc["results"], t["task"])
+        for (model_name, proto), by_f in sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
+            if 1.0 not in by_f:
+                continue
+            m, lo, hi, *_, n = seed_summary(by_f[1.0], metric)
+            acc = seed_summary(by_f[1.0], "accuracy")[0]
+            value = f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if m == m else "undefined"
+            table.add_row(model_name, proto, value, f"{acc:.3f}", str(n))
+        console.print(table)
+        for note in t.get("notes", []):
+            console.print(f"[yellow]{t['task']}: {note}[/yellow]")
+        if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2:
+            console.print(f"[yellow]{t['task']}: the test part holds a single class; "
+                          f"{METRIC_NAMES[metric]} is undefined there[/yellow]")
+
+
+def report(eval_dir: Path = typer.Argument(..., help="workspace/evals/<eval_id>, or an eval_id of the workspace"),
+           workspace: WorkspaceOpt = None) -> None:
+    """Render an evaluation's report: report.html (self-contained), PNG plots beside it."""
+    from evaluation.report import write_report
+
+    eval_dir = _eval_dir(eval_dir, workspace)
+    print_eval_summary(eval_dir)
+    console.print(f"report: {write_report(eval_dir)}")
+
+
+def _eval_dir(eval_dir: Path, workspace: Optional[Path]) -> Path:
+    """An evaluation folder, or the id of one of the workspace's evaluations (looked up, nothing created)."""
+    if not (eval_dir / "metrics.json").is_file() and len(eval_dir.parts) == 1:
+        from catalog.workspace import Workspace, resolve_workspace
+
+        named = Workspace(resolve_workspace(workspace)).evals_dir / eval_dir.name
+        if (named / "metrics.json").is_file():
+            return named
+    if not (eval_dir / "metrics.json").is_file():
+        fail(f"{eval_dir} holds no metrics.json: give an evaluation folder (workspace/evals/<eval_id>)")
+    return eval_dir

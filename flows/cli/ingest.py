@@ -1,0 +1,76 @@
+"""`ortho ingest`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import TextColumn
+from rich.table import Table
+
+from catalog.status import run_file_counts
+from catalog.workspace import Workspace
+from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace, progress_bars, setup_logging
+
+
+def ingest(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Sources to ingest [default: all]")] = None,
+    batch_size: int = typer.Option(64, help="Files per Prefect task"),
+    runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
+    retry_quarantined: bool = typer.Option(False, help="Read quarantined files again"),
+    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    burned_in: Optional[str] = typer.Option(None, help="This run's burned-in text policy (mask, quarantine, off) "
+                                                       "[default: each source's]"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Ingest registered sources: de-identify, store pixels, catalog every file."""
+    from ingest.sources import check_burned_in
+
+    ws = open_workspace(workspace)
+    if burned_in:
+        check_burned_in(burned_in)
+    run_ingest(ws, names or None, batch_size=batch_size, runner=runner, workers=workers,
+               retry_quarantined=retry_quarantined, wait=wait, burned_in=burned_in)
+
+
+def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, runner: str = "processes",
+               workers: int | None = None, retry_quarantined: bool = False, wait: float = 0.0,
+               burned_in: str | None = None) -> list[dict]:
+    from flows import ingest as ingest_flows
+    from ingest.sources import load_sources
+
+    known = load_sources(ws)
+    if not known:
+        fail("no sources registered; add one with `ortho sources add NAME LOCATION`")
+    missing = [n for n in names or [] if n not in known]
+    if missing:
+        fail(f"unknown source(s): {', '.join(missing)}; see `ortho sources list`")
+    log_path = setup_logging(ws, "ingest")
+    counts = TextColumn("files · {task.fields[images]} images · {task.fields[quarantined]} quarantined")
+    with progress_bars(middle=(counts,), transient=False) as bars:
+        bars.hook("ingest", lambda result, s: bars.update(
+            s.source, s.result.files, s.files_seen - s.files_skipped, images=s.result.images,
+            quarantined=sum(s.result.quarantined.values())))
+        results = ingest_flows.ingest_flow(str(ws.root), names, batch_size=batch_size, runner=runner, workers=workers,
+                                           retry_quarantined=retry_quarantined, wait_s=wait, burned_in=burned_in)
+    print_ingest_summary(ws, results)
+    err.print(f"log: {log_path}")
+    return results
+
+
+def print_ingest_summary(ws: Workspace, results: list[dict]) -> None:
+    table = Table("source", "seen", "new", "already done", "ingested", "duplicate", "quarantined", "images",
+                  "text cleaned", title="ingest summary (this run)")
+    by_run, reasons = run_file_counts(ws, [r["run_id"] for r in results])
+    for r in results:
+        counts = by_run.get(r["run_id"], {})
+        table.add_row(r["source"], str(r["files_seen"]), str(r["files_processed"]), str(r["files_skipped"]),
+                      str(counts.get("ingested", 0)), str(counts.get("duplicate", 0)),
+                      str(counts.get("quarantined", 0)), str(r["images"]), str(r.get("text_cleaned", 0)))
+    console.print(table)
+    if reasons:
+        qt = Table("source", "reason", "files", title="quarantined this run, by reason")
+        for source, reason, n in reasons:
+            qt.add_row(source, reason, str(n))
+        console.print(qt)

@@ -1,0 +1,98 @@
+"""`ortho shards build | list | verify | show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+
+
+def shards_build(
+    name: str,
+    query: str = typer.Option(..., "--query", help="SQL returning image_id, e.g. SELECT image_id FROM images WHERE body_part='knee'"),
+    include_excluded: bool = typer.Option(False, help="Keep images curation excluded (quality, duplicates, leakage guard)"),
+    evaluation: bool = typer.Option(False, help="An evaluation set: keep held-out (val/test) images, still drop excluded ones"),
+    target_size: str = typer.Option("512MB", help="Approximate bytes per shard"),
+    samples_per_shard: Optional[int] = typer.Option(None, help="Cut shards by sample count instead of size"),
+    seed: int = typer.Option(0, help="Seed of the sample order"),
+    overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
+    runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
+    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
+    from flows.shards import run_build
+
+    ws = open_workspace(workspace)
+    with err.status(f"building shard set {name}"):
+        result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
+                           evaluation=evaluation, seed=seed, target_size=target_size,
+                           samples_per_shard=samples_per_shard, overwrite=overwrite, wait_s=wait)
+    verb = "built" if result["built"] else "up to date:"
+    console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
+    show_manifest(Path(result["manifest"]))
+
+
+def shards_list(workspace: WorkspaceOpt = None) -> None:
+    """Shard sets of the workspace."""
+    from shards.writer import list_shard_sets
+
+    t = Table("name", "samples", "shards", "MB", "created", "query", title="shard sets")
+    for m in list_shard_sets(open_workspace(workspace)):
+        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.created, m.query)
+    console.print(t)
+
+
+def _manifest_path(manifest: Path, workspace: Optional[Path]) -> Path:
+    """A manifest path, or the name of one of the workspace's shard sets (looked up, nothing created)."""
+    if not manifest.exists() and len(manifest.parts) == 1:
+        from catalog.workspace import Workspace, resolve_workspace
+        from shards.writer import shard_sets_dir
+
+        named = shard_sets_dir(Workspace(resolve_workspace(workspace))) / manifest.name / "manifest.json"
+        if named.exists():
+            return named
+    if not manifest.exists():
+        fail(f"no manifest at {manifest}")
+    return manifest
+
+
+def shards_verify(manifest: Path = typer.Argument(..., help="A manifest.json, or the name of a shard set of the workspace"),
+                  no_decode: bool = typer.Option(False, help="Checksums and counts only"),
+                  workspace: WorkspaceOpt = None) -> None:
+    """Re-hash every shard, check sample counts, decode every sample. Exit 1 on any problem."""
+    from shards.verify import verify
+
+    manifest = _manifest_path(manifest, workspace)
+    problems = verify(manifest, decode=not no_decode)
+    for p in problems:
+        err.print(f"[red]bad shard[/red] {p}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"ok: every shard of {manifest.parent.name} matches its manifest")
+
+
+def shards_show(manifest: Path = typer.Argument(..., help="A manifest.json, or the name of a shard set of the workspace"),
+                workspace: WorkspaceOpt = None) -> None:
+    """Counts by modality, body part, source and split; bytes; query; catalog snapshot."""
+    show_manifest(_manifest_path(manifest, workspace))
+
+
+def show_manifest(path: Path) -> None:
+    from shards.manifest import Manifest
+
+    m = Manifest.read(path)
+    console.print(f"[bold]{m.name}[/bold]: {m.samples} samples, {len(m.shards)} shards, {m.bytes / 1e6:.1f} MB, "
+                  f"created {m.created}, seed {m.seed}")
+    console.print(f"query: {m.query}" + ("  (exclusions ignored)" if m.include_excluded else ""))
+    console.print(f"catalog snapshot: {m.catalog_snapshot['parts']} parts, last {m.catalog_snapshot['last_part']}")
+    t = Table("attribute", "value", "samples", title="counts")
+    for attr, values in m.counts.items():
+        for value, n in values.items():
+            t.add_row(attr, value, str(n))
+    console.print(t)

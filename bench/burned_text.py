@@ -18,7 +18,6 @@ import argparse
 import io
 import itertools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -27,7 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("ORTHO_FSYNC", "0")
+from catalog import files  # noqa: E402
+
+files.configure(fsync=False)  # a benchmark needs no power-loss durability
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

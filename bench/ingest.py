@@ -24,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("ORTHO_FSYNC", "0")
+from catalog import files  # noqa: E402
+
+files.configure(fsync=False)  # a benchmark needs no power-loss durability
 
 
 def source_files(kind: str = "auto") -> list[Path]:
@@ -96,9 +98,11 @@ def whole_rate(files: list[Path], workers: int, tmp: Path) -> float:
 
 MEMORY_CHILD = """
 import sys
+from catalog import files
 from catalog.workspace import Workspace
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
+files.configure(fsync=False)
 ws = Workspace.open(sys.argv[1])
 add_source(ws, Source("mem", sys.argv[2], "internal"))
 s = ingest_source(ws, "mem", batch_size=256)

@@ -11,7 +11,6 @@ and 2 DataLoader workers, best of 3 interleaved runs, and ratios to the limit.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -19,7 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("ORTHO_FSYNC", "0")
+from catalog import files  # noqa: E402
+
+files.configure(fsync=False)  # a benchmark needs no power-loss durability
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

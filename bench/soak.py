@@ -34,13 +34,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("ORTHO_FSYNC", "0")
+from catalog import files  # noqa: E402
+
+files.configure(fsync=False)  # a benchmark needs no power-loss durability
 
 CHILD = """
 import json, sys, time
+from catalog import files
 from catalog.workspace import Workspace
 from curation.run import curate
 from ingest.run import ingest_source
+files.configure(fsync=False)
 ws = Workspace.open(sys.argv[1])
 t0 = time.time()
 summaries = [ingest_source(ws, name, batch_size=256) for name in ("soak-dicom", "soak-png")]

@@ -50,16 +50,19 @@ def _curation_sources(ws: Workspace) -> dict[str, str]:
 
 
 def view_statements(ws: Workspace, private: bool = False) -> list[str]:
-    files_src = _parts_source(ws, "files", schema.FILE_ROW)
-    occ_src = _parts_source(ws, "occurrences", schema.OCCURRENCE)
-    labels_src = _parts_source(ws, "labels", schema.LABEL)
-    if any(ws.runs_dir.glob("*.parquet")):
-        runs_src = f"read_parquet('{_sql_str(ws.runs_dir / '*.parquet')}', union_by_name=true)"
-    else:
-        runs_src = f"({schema.empty_select(schema.RUN)})"
+    """The CREATE VIEW statements in execution order: each view reads only views created before it."""
+    stmts = [*_curation_views(ws), *_file_views(ws), _images_view(), _files_view(), _labels_view(ws),
+             _runs_view(ws)]
+    if private:
+        stmts.append(_lineage_view(ws))
+    return stmts
+
+
+def _curation_views(ws: Workspace) -> list[str]:
+    """evals and the curation outputs (signatures, keypoints, splits, dups, quality, leakage)."""
     cur = _curation_sources(ws)
     evals_src = _glob_source(ws.evals_catalog_dir, "*.parquet", schema.EVAL)
-    stmts = [
+    return [
         f"CREATE OR REPLACE VIEW evals AS SELECT * FROM {evals_src}",
         f"CREATE OR REPLACE VIEW signatures AS SELECT * FROM {cur['signatures']}",
         f"CREATE OR REPLACE VIEW keypoints AS SELECT * FROM {cur['keypoints']}",
@@ -68,6 +71,15 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
         f"CREATE OR REPLACE VIEW dup_groups AS SELECT * FROM {cur['dups']}",
         f"CREATE OR REPLACE VIEW quality AS SELECT * FROM {cur['quality']}",
         f"CREATE OR REPLACE VIEW leakage AS SELECT * FROM {cur['leakage']}",
+    ]
+
+
+def _file_views(ws: Workspace) -> list[str]:
+    """file_versions, current_files (each file's newest version) and occurrences (those of current files,
+    ranked)."""
+    files_src = _parts_source(ws, "files", schema.FILE_ROW)
+    occ_src = _parts_source(ws, "occurrences", schema.OCCURRENCE)
+    return [
         f"CREATE OR REPLACE VIEW file_versions AS SELECT * FROM {files_src}",
         """CREATE OR REPLACE VIEW current_files AS
            SELECT * FROM file_versions
@@ -84,7 +96,12 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
                    END AS slice_index
             FROM {occ_src} o
             SEMI JOIN current_files f ON o.part_id = f.part_id AND o.file_id = f.file_id""",
-        """CREATE OR REPLACE VIEW images AS
+    ]
+
+
+def _images_view() -> str:
+    """One row per image (its canonical occurrence), with its split, duplicate group and exclusion."""
+    return """CREATE OR REPLACE VIEW images AS
            SELECT o.* EXCLUDE (occurrence_rank, part_id, generation, file_version),
                   sp.split,
                   d.dup_group,
@@ -96,8 +113,12 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
            LEFT JOIN dup_groups d ON d.image_id = o.image_id
            LEFT JOIN (SELECT DISTINCT image_id FROM quality WHERE excluding) q ON q.image_id = o.image_id
            LEFT JOIN leakage l ON l.image_id = o.image_id
-           WHERE o.occurrence_rank = 1""",
-        """CREATE OR REPLACE VIEW files AS
+           WHERE o.occurrence_rank = 1"""
+
+
+def _files_view() -> str:
+    """One row per current file, with its status: ingested, duplicate or quarantined."""
+    return """CREATE OR REPLACE VIEW files AS
            SELECT f.source, f.file_id, f.format,
                   CASE WHEN f.outcome = 'quarantined' THEN 'quarantined'
                        WHEN coalesce(o.canonical, 0) > 0 THEN 'ingested'
@@ -113,12 +134,25 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
                              count(*) FILTER (WHERE occurrence_rank = 1) AS canonical,
                              arg_min(image_id, frame_index) AS first_duplicate
                       FROM occurrences GROUP BY ALL) o
-             ON o.source = f.source AND o.file_id = f.file_id""",
-        f"""CREATE OR REPLACE VIEW labels AS
+             ON o.source = f.source AND o.file_id = f.file_id"""
+
+
+def _labels_view(ws: Workspace) -> str:
+    """The labels of current files, each once."""
+    labels_src = _parts_source(ws, "labels", schema.LABEL)
+    return f"""CREATE OR REPLACE VIEW labels AS
             SELECT DISTINCT l.image_id, l.task, l.value, l.source
             FROM {labels_src} l
-            SEMI JOIN current_files f ON l.part_id = f.part_id AND l.file_id = f.file_id""",
-        f"""CREATE OR REPLACE VIEW runs AS
+            SEMI JOIN current_files f ON l.part_id = f.part_id AND l.file_id = f.file_id"""
+
+
+def _runs_view(ws: Workspace) -> str:
+    """One row per run: its latest recorded state."""
+    if any(ws.runs_dir.glob("*.parquet")):
+        runs_src = f"read_parquet('{_sql_str(ws.runs_dir / '*.parquet')}', union_by_name=true)"
+    else:
+        runs_src = f"({schema.empty_select(schema.RUN)})"
+    return f"""CREATE OR REPLACE VIEW runs AS
             SELECT run_id, kind, source, generation,
                    min(recorded_at) AS started_at,
                    max(recorded_at) FILTER (WHERE phase = 'finished') AS finished_at,
@@ -129,11 +163,7 @@ def view_statements(ws: Workspace, private: bool = False) -> list[str]:
                    arg_max(images, recorded_at) AS images,
                    arg_max(quarantined, recorded_at) AS quarantined,
                    arg_max(params, recorded_at) AS params
-            FROM {runs_src} GROUP BY ALL""",
-    ]
-    if private:
-        stmts.append(_lineage_view(ws))
-    return stmts
+            FROM {runs_src} GROUP BY ALL"""
 
 
 def _lineage_view(ws: Workspace) -> str:

@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -135,45 +135,13 @@ def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 655
     grows about linearly with the catalog; neighbours the approximate search puts near the
     threshold are re-scored on the full descriptors, so `descriptor_similarity` means the same
     either way."""
-    import faiss
-
     m = len(desc)
     empty = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     if m == 0:
         return empty
-    starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
-    rank = np.arange(m) - np.repeat(starts, np.diff(np.r_[starts, m]))
-    queries = np.flatnonzero(rank < cfg.query_keypoints)
+    queries = _query_rows(owner, cfg.query_keypoints)
     k = min(cfg.neighbours + 1, m)
-    if m < max(cfg.exact_below, 64 * 40):  # an IVF index needs some 40 training points per list
-        project = _unit
-        index = faiss.IndexFlatIP(DESC)
-        approx_cosine = lambda d: d  # noqa: E731  (inner products of unit vectors)
-    else:
-        rng = np.random.default_rng(0)
-        sample = _unit(desc[np.sort(rng.choice(m, size=min(m, 100_000), replace=False))])
-        mean = sample.mean(0)
-        cov = (sample.T @ sample) / len(sample) - np.outer(mean, mean)  # 128 x 128: no centred copy, no SVD workspace
-        del sample
-        basis = np.linalg.eigh(cov.astype(np.float64))[1][:, ::-1][:, : cfg.pca_dim].astype(np.float32)
-
-        def project(d: np.ndarray) -> np.ndarray:
-            out = np.empty((len(d), cfg.pca_dim), np.float32)
-            for s in range(0, len(d), 16384):  # float32 copies of 16,384 descriptors at a time
-                z = (_unit(d[s : s + 16384]) - mean) @ basis
-                out[s : s + 16384] = z / np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-6)[:, None]
-            return out
-
-        # unit vectors, so L2 order is cosine order (HNSW works in L2): cosine = 1 - d^2 / 2
-        nlist = int(min(65536, max(64, m // 200)))
-        index = faiss.index_factory(cfg.pca_dim, f"IVF{nlist}_HNSW32,SQ8")
-        ivf = faiss.extract_index_ivf(index)
-        ivf.clustering_index = faiss.IndexHNSWFlat(cfg.pca_dim, 32)
-        ivf.cp.niter = 10
-        faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(2 * cfg.nprobe, 16)
-        index.train(project(desc[np.sort(rng.choice(m, size=min(m, 40 * nlist), replace=False))]))
-        ivf.nprobe = cfg.nprobe
-        approx_cosine = lambda d: 1.0 - d / 2  # noqa: E731
+    index, project, approx_cosine = _vote_index(desc, cfg)
     for s in range(0, m, block):
         index.add(project(desc[s : s + block]))
     qs, js, ss = [], [], []
@@ -181,25 +149,94 @@ def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 655
     for s in range(0, len(queries), step):
         q = queries[s : s + step]
         dist, nb = index.search(project(desc[q]), k)
-        q, j, approx = np.repeat(q, k), nb.ravel().astype(np.int64), approx_cosine(dist.ravel())
-        ok = (j >= 0) & (approx >= cfg.descriptor_similarity - 0.1)
-        q, j = q[ok], j[ok]
-        ok = owner[q] != owner[j]
-        q, j = q[ok], j[ok]
-        sim = np.einsum("ij,ij->i", _unit(desc[q]), _unit(desc[j]))  # exact cosine of each neighbour
-        ok = sim >= cfg.descriptor_similarity
-        q, j, sim = q[ok], j[ok], sim[ok]
-        swap = owner[q] > owner[j]
-        q, j = np.where(swap, j, q), np.where(swap, q, j)
-        if skip is not None:
-            ok = ~skip(owner[q], owner[j])
-            q, j, sim = q[ok], j[ok], sim[ok]
-        qs.append(q.astype(np.int32)), js.append(j.astype(np.int32)), ss.append(sim.astype(np.float32))
+        q, j, sim = _rescored_matches(desc, owner, np.repeat(q, k), nb.ravel().astype(np.int64),
+                                      approx_cosine(dist.ravel()), cfg, skip)
+        qs.append(q), js.append(j), ss.append(sim)
     key = np.concatenate(qs).astype(np.int64) * m + np.concatenate(js)
     sim = np.concatenate(ss)
     del qs, js, ss
     key, first = np.unique(key, return_index=True)  # found from both ends: keep one
     return key // m, key % m, sim[first]
+
+
+def _query_rows(owner: np.ndarray, per_image: int) -> np.ndarray:
+    """Rows of each image's first `per_image` descriptors (its strongest), `owner` sorted by image."""
+    m = len(owner)
+    starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
+    rank = np.arange(m) - np.repeat(starts, np.diff(np.r_[starts, m]))
+    return np.flatnonzero(rank < per_image)
+
+
+def _vote_index(desc: np.ndarray, cfg: CropConfig) -> tuple:
+    """(an empty faiss index, the projection of descriptors into it, search distance -> approximate
+    cosine): exact inner products of unit descriptors, or PCA + IVF past `exact_below`."""
+    import faiss
+
+    m = len(desc)
+    if m < max(cfg.exact_below, 64 * 40):  # an IVF index needs some 40 training points per list
+        return faiss.IndexFlatIP(DESC), _unit, lambda d: d  # inner products of unit vectors
+    rng = np.random.default_rng(0)  # draws the PCA sample first, then the IVF training sample
+    project = _pca_projection(desc, cfg.pca_dim, rng)
+    # unit vectors, so L2 order is cosine order (HNSW works in L2): cosine = 1 - d^2 / 2
+    return _trained_ivf(desc, cfg, rng, project), project, lambda d: 1.0 - d / 2
+
+
+def _pca_projection(desc: np.ndarray, pca_dim: int, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """Descriptors -> unit vectors in the top `pca_dim` principal axes of (up to) 100,000 of them."""
+    m = len(desc)
+    sample = _unit(desc[np.sort(rng.choice(m, size=min(m, 100_000), replace=False))])
+    mean = sample.mean(0)
+    cov = (sample.T @ sample) / len(sample) - np.outer(mean, mean)  # 128 x 128: no centred copy, no SVD workspace
+    del sample
+    basis = np.linalg.eigh(cov.astype(np.float64))[1][:, ::-1][:, :pca_dim].astype(np.float32)
+
+    def project(d: np.ndarray) -> np.ndarray:
+        out = np.empty((len(d), pca_dim), np.float32)
+        for s in range(0, len(d), 16384):  # float32 copies of 16,384 descriptors at a time
+            z = (_unit(d[s : s + 16384]) - mean) @ basis
+            out[s : s + 16384] = z / np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-6)[:, None]
+        return out
+
+    return project
+
+
+def _trained_ivf(desc: np.ndarray, cfg: CropConfig, rng: np.random.Generator,
+                 project: Callable[[np.ndarray], np.ndarray]):
+    """An empty IVF index (about 200 descriptors per list) with an HNSW coarse quantizer, trained on
+    40 projected descriptors per list."""
+    import faiss
+
+    m = len(desc)
+    nlist = int(min(65536, max(64, m // 200)))
+    index = faiss.index_factory(cfg.pca_dim, f"IVF{nlist}_HNSW32,SQ8")
+    ivf = faiss.extract_index_ivf(index)
+    ivf.clustering_index = faiss.IndexHNSWFlat(cfg.pca_dim, 32)
+    ivf.cp.niter = 10
+    faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(2 * cfg.nprobe, 16)
+    index.train(project(desc[np.sort(rng.choice(m, size=min(m, 40 * nlist), replace=False))]))
+    ivf.nprobe = cfg.nprobe
+    return index
+
+
+def _rescored_matches(desc: np.ndarray, owner: np.ndarray, q: np.ndarray, j: np.ndarray, approx: np.ndarray,
+                      cfg: CropConfig, skip: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of the found neighbours j of descriptors q (approximate cosine `approx`): those in another
+    image whose exact cosine reaches `descriptor_similarity`, as (q, j, cosine) with q's owner <
+    j's owner, pairs `skip` rejects left out."""
+    ok = (j >= 0) & (approx >= cfg.descriptor_similarity - 0.1)
+    q, j = q[ok], j[ok]
+    ok = owner[q] != owner[j]
+    q, j = q[ok], j[ok]
+    sim = np.einsum("ij,ij->i", _unit(desc[q]), _unit(desc[j]))  # exact cosine of each neighbour
+    ok = sim >= cfg.descriptor_similarity
+    q, j, sim = q[ok], j[ok], sim[ok]
+    swap = owner[q] > owner[j]
+    q, j = np.where(swap, j, q), np.where(swap, q, j)
+    if skip is not None:
+        ok = ~skip(owner[q], owner[j])
+        q, j, sim = q[ok], j[ok], sim[ok]
+    return q.astype(np.int32), j.astype(np.int32), sim.astype(np.float32)
 
 
 def transform(pa: np.ndarray, pb: np.ndarray, cfg: CropConfig, tol_px: float) -> np.ndarray | None:
@@ -286,9 +323,32 @@ def crop_edges(kp: np.ndarray, desc: np.ndarray, sizes: np.ndarray,
     if n < 2 or len(desc) == 0:
         return [], counts
     t0 = time.perf_counter()
+    cand, counts["votes"] = _candidate_pairs(desc, sizes, skip, cfg)
+    counts["candidates"] = len(cand.keys)
+    t1 = time.perf_counter()
+    counts["search_s"] = round(t1 - t0, 3)
+    edges, counts["transforms"] = _verified_candidates(kp, cand, n, load, cfg, shapes)
+    counts["verified"] = len(edges)
+    counts["check_s"] = round(time.perf_counter() - t1, 3)
+    return edges, counts
+
+
+class _Candidates(NamedTuple):
+    """Image pairs with `min_votes` votes, in key order (a * n + b); pair x's votes are the
+    descriptor matches q[first[x] : first[x] + n_votes[x]] -> j[...]."""
+    q: np.ndarray
+    j: np.ndarray
+    keys: np.ndarray
+    first: np.ndarray
+    n_votes: np.ndarray
+
+
+def _candidate_pairs(desc: np.ndarray, sizes: np.ndarray, skip: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                     cfg: CropConfig) -> tuple[_Candidates, int]:
+    """Pass 1: the descriptor votes, grouped by image pair; (the candidate pairs, the number of votes)."""
+    n = len(sizes)
     owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
     q, j, _ = votes(desc, owner, cfg, skip=skip)
-    counts["votes"] = len(q)
     pair = owner[q] * n + owner[j]
     order = np.argsort(pair, kind="stable")
     q, j, pair = q[order], j[order], pair[order]
@@ -296,48 +356,56 @@ def crop_edges(kp: np.ndarray, desc: np.ndarray, sizes: np.ndarray,
     keys, first, per_pair = np.unique(pair, return_index=True, return_counts=True)
     del pair
     keep = per_pair >= cfg.min_votes
-    keys, first, per_pair = keys[keep], first[keep], per_pair[keep]
-    counts["candidates"] = len(keys)
-    t1 = time.perf_counter()
-    counts["search_s"] = round(t1 - t0, 3)
-    chunks = [range(s, min(s + 256, len(keys))) for s in range(0, len(keys), 256)]
+    return _Candidates(q, j, keys[keep], first[keep], per_pair[keep]), len(q)
+
+
+def _verified_candidates(kp: np.ndarray, cand: _Candidates, n: int, load: Callable[[int], np.ndarray],
+                         cfg: CropConfig, shapes: np.ndarray | None) -> tuple[list[CropEdge], int]:
+    """Passes 2 and 3 over chunks of 256 candidates on threads: (the verified edges in pair order,
+    the number of plausible transforms checked on the pixels)."""
+    chunks = [range(s, min(s + 256, len(cand.keys))) for s in range(0, len(cand.keys), 256)]
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(chunks)))
-
-    def check(chunk: range) -> tuple[list[CropEdge], int]:
-        """Checks candidates in key order (grouped by their first image): pixels cached per chunk."""
-        found, transforms = [], 0
-        cache: dict[int, np.ndarray] = {}
-
-        def pixels(i: int) -> np.ndarray:
-            if i not in cache:
-                if len(cache) >= 64:
-                    cache.pop(next(iter(cache)))
-                cache[i] = load(i)
-            return cache[i]
-
-        for x in chunk:
-            key, f, c = int(keys[x]), int(first[x]), int(per_pair[x])
-            a, b = divmod(key, n)
-            tol = 0.012 * (max(shapes[b]) if shapes is not None else max(pixels(b).shape))
-            mat = transform(kp[q[f : f + c], :2], kp[j[f : f + c], :2], cfg, tol_px=tol)
-            if mat is None:
-                continue
-            pix_a, pix_b = pixels(a), pixels(b)
-            rect = overlap_rect(pix_a.shape, pix_b.shape, mat)
-            if rect is None or rect[4] < cfg.min_overlap:
-                continue
-            transforms += 1
-            sim = aligned_similarity(pix_a, pix_b, mat, rect)
-            if sim >= cfg.threshold:
-                found.append(CropEdge(a, b, sim, c))
-        return found, transforms
-
-    edges = []
-    # OpenCV, PIL and numpy release the GIL in the heavy steps: threads share the arrays above
+    edges, transforms = [], 0
+    # OpenCV, PIL and numpy release the GIL in the heavy steps: threads share the candidate arrays
     with ThreadPoolExecutor(workers) as pool:
-        for found, transforms in pool.map(check, chunks):
+        for found, checked in pool.map(lambda chunk: _checked_chunk(chunk, kp, cand, n, load, cfg, shapes), chunks):
             edges += found
-            counts["transforms"] += transforms
-    counts["verified"] = len(edges)
-    counts["check_s"] = round(time.perf_counter() - t1, 3)
-    return edges, counts
+            transforms += checked
+    return edges, transforms
+
+
+def _checked_chunk(chunk: range, kp: np.ndarray, cand: _Candidates, n: int, load: Callable[[int], np.ndarray],
+                   cfg: CropConfig, shapes: np.ndarray | None) -> tuple[list[CropEdge], int]:
+    """Checks candidates in key order (grouped by their first image): pixels cached per chunk."""
+    found, transforms = [], 0
+    pixels = _pixel_cache(load)
+    for x in chunk:
+        key, f, c = int(cand.keys[x]), int(cand.first[x]), int(cand.n_votes[x])
+        a, b = divmod(key, n)
+        tol = 0.012 * (max(shapes[b]) if shapes is not None else max(pixels(b).shape))
+        mat = transform(kp[cand.q[f : f + c], :2], kp[cand.j[f : f + c], :2], cfg, tol_px=tol)
+        if mat is None:
+            continue
+        pix_a, pix_b = pixels(a), pixels(b)
+        rect = overlap_rect(pix_a.shape, pix_b.shape, mat)
+        if rect is None or rect[4] < cfg.min_overlap:
+            continue
+        transforms += 1
+        sim = aligned_similarity(pix_a, pix_b, mat, rect)
+        if sim >= cfg.threshold:
+            found.append(CropEdge(a, b, sim, c))
+    return found, transforms
+
+
+def _pixel_cache(load: Callable[[int], np.ndarray]) -> Callable[[int], np.ndarray]:
+    """`load` behind a cache of the 64 images read last (the first read is dropped first)."""
+    cache: dict[int, np.ndarray] = {}
+
+    def pixels(i: int) -> np.ndarray:
+        if i not in cache:
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))
+            cache[i] = load(i)
+        return cache[i]
+
+    return pixels

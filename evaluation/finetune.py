@@ -131,48 +131,71 @@ def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: Ta
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_fraction * total))
     labels = torch.from_numpy(data.labels)
-    weight = None
-    if cfg.balanced:
-        counts = np.bincount(data.labels[fit], minlength=data.n_classes).astype(np.float64)
-        w = np.where(counts > 0, counts.sum() / (data.n_classes * np.maximum(counts, 1)), 0.0)
-        weight = torch.tensor(w, dtype=torch.float32)
+    weight = _class_weights(data, fit) if cfg.balanced else None
 
-    def unit_scores(idx: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not exam_level:
-            return data.labels[idx], proba
-        members, y, _ = exam_groups(data, idx)
-        pos = {int(i): k for k, i in enumerate(idx)}
-        return y, aggregate(proba, [np.array([pos[int(i)] for i in m]) for m in members], exam_aggregation)
+    def scored(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        proba = _predict(model, pixels[idx], 2 * cfg.batch_size)
+        return _unit_scores(data, idx, proba, exam_level, exam_aggregation)
 
     best_score, best_epoch, best_state, history = -np.inf, 0, None, []
     step = 0
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = fit[torch.randperm(len(fit), generator=g).numpy()]
-        losses = []
-        for s in range(0, len(order), cfg.batch_size):
-            batch = order[s:s + cfg.batch_size]
-            lr = cfg.lr * (step + 1) / warmup if step < warmup else \
-                cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-            apply_schedules(optimizer, lr, cfg.weight_decay, False)
-            x = _augment(pixels[batch].float(), g, cfg)
-            loss = F.cross_entropy(model(x), labels[batch], weight=weight, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-        y_sel, p_sel = unit_scores(select, _predict(model, pixels[select], 2 * cfg.batch_size))
-        score = float(select_score(y_sel, p_sel))
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "select_score": score})
+        loss, step = _train_epoch(model, optimizer, pixels, labels, weight, fit, g, cfg,
+                                  lambda s: _warmup_cosine_lr(s, cfg.lr, warmup, total), step)
+        score = float(select_score(*scored(select)))
+        history.append({"epoch": epoch, "train_loss": loss, "select_score": score})
         if score > best_score or best_state is None:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_progress:
             on_progress(epoch, cfg.epochs)
     model.load_state_dict(best_state)
-    _, proba = unit_scores(test, _predict(model, pixels[test], 2 * cfg.batch_size))
+    _, proba = scored(test)
     return Predictions(proba.argmax(1), proba, {"epoch": best_epoch, "select_score": best_score,
                                                 "history": history, "steps": total, "lr": cfg.lr,
                                                 "layer_decay": cfg.layer_decay, "blocks": cfg.blocks})
+
+
+def _class_weights(data: TaskData, fit: np.ndarray) -> torch.Tensor:
+    """Inverse class frequencies over `fit` (0 for a class absent from it)."""
+    counts = np.bincount(data.labels[fit], minlength=data.n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (data.n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _unit_scores(data: TaskData, idx: np.ndarray, proba: np.ndarray, exam_level: bool,
+                 exam_aggregation: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) per image of `idx`, or per exam (rows of exam_groups) for exam-level tasks."""
+    if not exam_level:
+        return data.labels[idx], proba
+    members, y, _ = exam_groups(data, idx)
+    pos = {int(i): k for k, i in enumerate(idx)}
+    return y, aggregate(proba, [np.array([pos[int(i)] for i in m]) for m in members], exam_aggregation)
+
+
+def _warmup_cosine_lr(step: int, lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up over the first `warmup` steps, then a cosine decay to 0 at `total`."""
+    return lr * (step + 1) / warmup if step < warmup else \
+        lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _train_epoch(model: Classifier, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, labels: torch.Tensor,
+                 weight: torch.Tensor | None, fit: np.ndarray, g: torch.Generator, cfg: FinetuneConfig,
+                 lr_at, step: int) -> tuple[float, int]:
+    """One epoch over `fit` in an order drawn from `g` (before the batches' augmentations, also from
+    `g`); `lr_at(step)` is the learning rate of a step. Returns (mean training loss, steps so far)."""
+    model.train()
+    order = fit[torch.randperm(len(fit), generator=g).numpy()]
+    losses = []
+    for s in range(0, len(order), cfg.batch_size):
+        batch = order[s:s + cfg.batch_size]
+        apply_schedules(optimizer, lr_at(step), cfg.weight_decay, False)
+        x = _augment(pixels[batch].float(), g, cfg)
+        loss = F.cross_entropy(model(x), labels[batch], weight=weight, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        step += 1
+    return float(np.mean(losses)), step

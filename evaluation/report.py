@@ -238,9 +238,29 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
     doc = json.loads((eval_dir / "metrics.json").read_text())
     ws_root = Path(workspace_root) if workspace_root else eval_dir.parents[1]
     store = _Thumbnails(ImageStore(ws_root / "store"), (doc.get("data") or {}).get("shards"))
+    parts = _checkpoint_section(doc)
+    pngs: dict[str, bytes] = {}
+    for t in doc["tasks"]:
+        parts += _task_section(doc["results"], t, pngs)
+    retrieval = plot_retrieval(store, doc.get("retrieval") or [])
+    if retrieval:
+        pngs["retrieval.png"] = retrieval
+        parts += ["<h2>Nearest neighbours</h2>", _img(retrieval, "retrieval examples")]
+    parts.append(_settings_section(doc["config"]))
+    page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{html.escape(doc['eval_id'])}</title><style>{CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    for name, data in pngs.items():
+        (eval_dir / name).write_bytes(data)
+    atomic_write(eval_dir / "report.html", page)
+    return eval_dir / "report.html"
+
+
+def _checkpoint_section(doc: dict) -> list[str]:
+    """The page title and the table of the checkpoint under evaluation."""
     ck = doc["checkpoint"]
     pre = ck.get("pretrained_on") or {}
-    parts = [f"<h1>Evaluation {html.escape(doc['eval_id'])}</h1>",
+    return [f"<h1>Evaluation {html.escape(doc['eval_id'])}</h1>",
              f"<p class=meta>created {html.escape(doc['created'])} · {doc['seconds']:.0f} s</p>",
              "<h2>Checkpoint</h2><table>",
              f"<tr><th>architecture</th><td>{html.escape(ck['architecture'])} at {ck['img_size']} px</td></tr>",
@@ -252,64 +272,73 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
              f"{html.escape(', '.join(pre.get('modality', [])) or 'unknown modality')}</td></tr>",
              f"<tr><th>baselines</th><td>{html.escape(', '.join(doc['baselines']) or 'none')} (+ majority class)"
              "</td></tr></table>"]
-    pngs: dict[str, bytes] = {}
-    for t in doc["tasks"]:
-        task, metric = t["task"], t["primary_metric"]
-        groups = group_results(doc["results"], task)
-        names = [m for m in METRIC_NAMES if any(m in r["metrics"] for rs in groups.values() for r in rs.get(1.0, []))]
-        sp = t["splits"]
-        transfer = next((r.get("transfer") for r in doc["results"] if r["task"] == task and r["model"] == "pretrained"),
-                        "unknown")
-        parts += [f"<h2>{html.escape(task)} <span class=meta>({html.escape(t['kind'])}, "
-                  f"{html.escape(t['level'])}-level, {html.escape(t['domain'])}, {html.escape(str(transfer))})"
-                  "</span></h2>",
-                  f"<p class=meta>{html.escape(t['description'])}. Fit on <b>{sp['fit']['images']}</b> images "
-                  f"({sp['fit']['patients']} patients), hyper-parameters chosen on <b>{sp['select']['images']}</b> "
-                  f"({sp['select']['patients']} patients), reported on <b>{sp['test']['images']}</b> test images "
-                  f"({sp['test']['patients']} patients)"
-                  + ("; the task has no test split, so half of its val patients were set aside as test"
-                     if sp["test_from_val"] else "") + f". Classes {', '.join(t['classes'])}; test counts "
-                  f"{t.get('test_classes', sp['test']['classes'])}"
-                  + (" (exams)" if t["level"] == "exam" else "") + ".</p>"
-                  + ("<p class=meta><b>The test part holds a single class</b>: metrics that compare classes "
-                     "(AUROC, AUPRC, QWK) are undefined on it.</p>"
-                     if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2 else ""),
-                  "".join(f"<p class=meta><b>Note</b>: {html.escape(n)}.</p>" for n in t.get("notes", [])),
-                  f"<div class=finding>{html.escape(label_efficiency_sentence(groups, metric))}</div>",
-                  "<table><tr><th>model</th><th>protocol</th>"
-                  + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]
-        for (model, proto), by_f in sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
-            if 1.0 not in by_f:
-                continue
-            runs = by_f[1.0]
-            chosen = min(runs, key=lambda r: r["seed"])["chosen"]
-            chosen_text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in chosen.items() if k not in ("history", "select_score"))
-            parts.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(proto)}</td>"
-                         + "".join(f"<td class=num>{_fmt(seed_summary(runs, m))}</td>" for m in names)
-                         + f"<td class=meta>{html.escape(chosen_text)}</td></tr>")
-        parts.append("</table>")
-        curve = plot_label_efficiency(groups, metric, task)
-        conf = plot_confusions(groups, t["classes"], task)
-        for name, data in ((f"label_efficiency_{task}.png", curve), (f"confusion_{task}.png", conf)):
-            if data:
-                pngs[name] = data
-        parts += [_img(curve, f"label efficiency {task}"), _img(conf, f"confusion {task}")]
-    retrieval = plot_retrieval(store, doc.get("retrieval") or [])
-    if retrieval:
-        pngs["retrieval.png"] = retrieval
-        parts += ["<h2>Nearest neighbours</h2>", _img(retrieval, "retrieval examples")]
-    cfg = doc["config"]
-    parts.append(f"<h2>Settings</h2><p class=meta>protocols {', '.join(cfg['protocols'])}; label fractions "
-                 f"{', '.join(f'{f:g}' for f in cfg['fractions'])}; seeds {cfg['seeds']}; features {cfg['pool']}; "
-                 f"kNN k from {list(cfg['knn_ks'])}, T={cfg['knn_temperature']}; linear C from "
-                 f"{list(cfg['linear_cs'])}; fine-tuning {cfg['finetune']['epochs']} epochs, lr "
-                 f"{cfg['finetune']['lr']:g}, layer decay {cfg['finetune']['layer_decay']}; exam aggregation "
-                 f"{cfg['exam_aggregation']}; {cfg['n_boot']} bootstrap draws over patients.</p>")
-    page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{html.escape(doc['eval_id'])}</title><style>{CSS}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
-    for name, data in pngs.items():
-        (eval_dir / name).write_bytes(data)
-    atomic_write(eval_dir / "report.html", page)
-    return eval_dir / "report.html"
+
+
+def _task_section(results: list[dict], t: dict, pngs: dict[str, bytes]) -> list[str]:
+    """One task: heading, description, finding, the table at 100% of the labels and the plots (also
+    added to `pngs` under their file names)."""
+    task, metric = t["task"], t["primary_metric"]
+    groups = group_results(results, task)
+    names = [m for m in METRIC_NAMES if any(m in r["metrics"] for rs in groups.values() for r in rs.get(1.0, []))]
+    transfer = next((r.get("transfer") for r in results if r["task"] == task and r["model"] == "pretrained"),
+                    "unknown")
+    parts = [_task_heading(t, transfer), _task_description(t),
+             "".join(f"<p class=meta><b>Note</b>: {html.escape(n)}.</p>" for n in t.get("notes", [])),
+             f"<div class=finding>{html.escape(label_efficiency_sentence(groups, metric))}</div>",
+             "<table><tr><th>model</th><th>protocol</th>"
+             + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]
+    parts += _result_rows(groups, names)
+    parts.append("</table>")
+    curve = plot_label_efficiency(groups, metric, task)
+    conf = plot_confusions(groups, t["classes"], task)
+    for name, data in ((f"label_efficiency_{task}.png", curve), (f"confusion_{task}.png", conf)):
+        if data:
+            pngs[name] = data
+    return parts + [_img(curve, f"label efficiency {task}"), _img(conf, f"confusion {task}")]
+
+
+def _task_heading(t: dict, transfer) -> str:
+    return (f"<h2>{html.escape(t['task'])} <span class=meta>({html.escape(t['kind'])}, "
+            f"{html.escape(t['level'])}-level, {html.escape(t['domain'])}, {html.escape(str(transfer))})"
+            "</span></h2>")
+
+
+def _task_description(t: dict) -> str:
+    """The task, its split sizes and test class counts, and a warning when the test part holds one class."""
+    sp = t["splits"]
+    return (f"<p class=meta>{html.escape(t['description'])}. Fit on <b>{sp['fit']['images']}</b> images "
+            f"({sp['fit']['patients']} patients), hyper-parameters chosen on <b>{sp['select']['images']}</b> "
+            f"({sp['select']['patients']} patients), reported on <b>{sp['test']['images']}</b> test images "
+            f"({sp['test']['patients']} patients)"
+            + ("; the task has no test split, so half of its val patients were set aside as test"
+               if sp["test_from_val"] else "") + f". Classes {', '.join(t['classes'])}; test counts "
+            f"{t.get('test_classes', sp['test']['classes'])}"
+            + (" (exams)" if t["level"] == "exam" else "") + ".</p>"
+            + ("<p class=meta><b>The test part holds a single class</b>: metrics that compare classes "
+               "(AUROC, AUPRC, QWK) are undefined on it.</p>"
+               if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2 else ""))
+
+
+def _result_rows(groups: dict, names: list[str]) -> list[str]:
+    """A table row per (model, protocol) run at 100% of the labels: its metrics and what was chosen on val."""
+    rows = []
+    for (model, proto), by_f in sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
+        if 1.0 not in by_f:
+            continue
+        runs = by_f[1.0]
+        chosen = min(runs, key=lambda r: r["seed"])["chosen"]
+        chosen_text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in chosen.items() if k not in ("history", "select_score"))
+        rows.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(proto)}</td>"
+                    + "".join(f"<td class=num>{_fmt(seed_summary(runs, m))}</td>" for m in names)
+                    + f"<td class=meta>{html.escape(chosen_text)}</td></tr>")
+    return rows
+
+
+def _settings_section(cfg: dict) -> str:
+    return (f"<h2>Settings</h2><p class=meta>protocols {', '.join(cfg['protocols'])}; label fractions "
+            f"{', '.join(f'{f:g}' for f in cfg['fractions'])}; seeds {cfg['seeds']}; features {cfg['pool']}; "
+            f"kNN k from {list(cfg['knn_ks'])}, T={cfg['knn_temperature']}; linear C from "
+            f"{list(cfg['linear_cs'])}; fine-tuning {cfg['finetune']['epochs']} epochs, lr "
+            f"{cfg['finetune']['lr']:g}, layer decay {cfg['finetune']['layer_decay']}; exam aggregation "
+            f"{cfg['exam_aggregation']}; {cfg['n_boot']} bootstrap draws over patients.</p>")

@@ -1,5 +1,6 @@
 """Prefect flows and the `ortho` command line. Importing this package sets quiet, offline
-defaults for Prefect before it is imported (no telemetry, a patient ephemeral server)."""
+defaults for Prefect before it is imported (no telemetry, a patient ephemeral server), and reads the
+ORTHO_* settings from the environment, once (flows/settings.py)."""
 
 import os
 
@@ -17,3 +18,7 @@ for _key, _value in {
 from flows.firewall import quiet_curated_tracebacks  # noqa: E402  (after the defaults: it imports nothing of Prefect)
 
 quiet_curated_tracebacks()
+
+from flows import settings  # noqa: E402
+
+settings.load()

@@ -14,15 +14,18 @@ from catalog.workspace import Workspace
 from curation.crops import CropConfig
 from curation.near_dup import DedupConfig
 from curation.run import CurateConfig, curate, resolve_config, write_signature_part
-from flows import progress
+from flows import progress, settings
 from flows.firewall import firewall
 from flows.runners import build_task_runner, prefect_map
 
 
 @task(name="signatures", retries=1, cache_policy=NO_CACHE, persist_result=False)
 @firewall("signatures")
-def signature_task(workspace: str, rows: list[tuple[str, int, bool, bool]], part: str) -> int:
-    """Signatures and keypoints of one batch of (image_id, bits, needs a signature, needs keypoints)."""
+def signature_task(workspace: str, rows: list[tuple[str, int, bool, bool]], part: str,
+                   runtime: dict | None = None) -> int:
+    """Signatures and keypoints of one batch of (image_id, bits, needs a signature, needs keypoints); `runtime`: the
+    flow's settings (flows/settings.py)."""
+    settings.apply_task_settings(runtime)
     return write_signature_part(Workspace.open(workspace), part, [tuple(r) for r in rows])
 
 
@@ -40,7 +43,7 @@ def map_signatures(max_in_flight: int):
 def _submit_part(workspace: str, part: tuple[str, list]):
     name, batch = part
     rows = [(str(r[0]), int(r[1]), bool(r[2]), bool(r[3])) for r in batch]
-    return signature_task.submit(workspace, rows, name)
+    return signature_task.submit(workspace, rows, name, settings.current().as_dict())
 
 
 @flow(name="curate", log_prints=False)
@@ -62,6 +65,5 @@ def curate_config(overrides: list[str] | None = None, crops: bool = True) -> Cur
 def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
                crops: bool = True, overrides: list[str] | None = None) -> dict:
     """`crops=False` skips the crop search (and computing keypoints for new images)."""
-    curate_config(overrides, crops)  # a typo fails here, in one line, before a flow starts
     return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(
         workspace, runner, workers, wait_s, crops, list(overrides or []))

@@ -16,7 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog.workspace import Workspace
-from flows import progress
+from flows import progress, settings
 from flows.firewall import ScrubbedError, firewall
 from flows.runners import build_task_runner, prefect_map
 from ingest.batch import BatchResult, BatchSpec, process_batch
@@ -45,7 +45,9 @@ def _retry_on_io(task, task_run, state) -> bool:
 @task(name="ingest-batch", retries=2, retry_delay_seconds=1, retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE, persist_result=False)
 @firewall("ingest-batch")
-def ingest_batch(workspace: str, batch_path: str) -> dict:
+def ingest_batch(workspace: str, batch_path: str, runtime: dict | None = None) -> dict:
+    """`runtime`: the flow's settings (flows/settings.py); the read limits travel in the batch file."""
+    settings.apply_task_settings(runtime)
     ws = Workspace.open(workspace)
     attach_log_file(ws)
     result = process_batch(ws, BatchSpec.load(Path(batch_path)))
@@ -83,7 +85,7 @@ def map_batches(max_in_flight: int):
 
 
 def _submit_batch(workspace: str, path: Path):
-    return ingest_batch.submit(workspace, str(path))
+    return ingest_batch.submit(workspace, str(path), settings.current().as_dict())
 
 
 def materialise_phantom(ws: Workspace, name: str) -> None:
@@ -106,7 +108,7 @@ def ingest_source_flow(workspace: str, source: str, batch_size: int = 64, max_in
         summary: IngestSummary = ingest_source(ws, source, batch_size=batch_size,
                                                map_batches=map_batches(max_in_flight),
                                                retry_quarantined=retry_quarantined, on_batch=_on_batch,
-                                               burned_in=burned_in)
+                                               burned_in=burned_in, **settings.current().ingest_options())
     return summary.as_dict()
 
 

@@ -10,6 +10,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog.workspace import Workspace
+from flows import settings
 from flows.firewall import firewall
 from flows.runners import build_task_runner, prefect_map
 from shards.manifest import ShardEntry
@@ -18,7 +19,8 @@ from shards.writer import ShardPlan, build_shard_set, write_shard
 
 @task(name="write-shard", retries=1, cache_policy=NO_CACHE, persist_result=False)
 @firewall("write-shard")
-def write_shard_task(workspace: str, plan_path: str, out_dir: str) -> dict:
+def write_shard_task(workspace: str, plan_path: str, out_dir: str, runtime: dict | None = None) -> dict:
+    settings.apply_task_settings(runtime)  # the flow's settings (flows/settings.py)
     entry = write_shard(Path(workspace), ShardPlan.load(Path(plan_path)), Path(out_dir))
     return entry.__dict__
 
@@ -35,7 +37,7 @@ def map_shards(workspace: str):
 def _submit_shard(workspace: str, out_dir: Path, plan: ShardPlan):
     path = out_dir / f".plan-{plan.index:06d}.json"
     plan.save(path)
-    return write_shard_task.submit(workspace, str(path), str(out_dir))
+    return write_shard_task.submit(workspace, str(path), str(out_dir), settings.current().as_dict())
 
 
 @flow(name="build-shards", log_prints=False)

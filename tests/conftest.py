@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("ORTHO_FSYNC", "0")  # tests do not need power-loss durability
-import flows  # noqa: E402,F401  (Prefect defaults)
+import flows  # noqa: E402,F401  (Prefect defaults; flows.settings reads ORTHO_FSYNC and passes it on to task workers)
 
 
 @pytest.fixture(scope="session")

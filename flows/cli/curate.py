@@ -28,6 +28,7 @@ def curate(
 
     ws = open_workspace(workspace)
     setup_logging(ws, "curate")
+    curate_flows.curate_config(list(overrides or []), crops)  # a typo: one line, before a flow starts
     with progress_bars(transient=False) as bars:
         bars.update("signatures")
         bars.hook("curate", lambda stage, done, total: bars.update("signatures", done, total))

@@ -29,6 +29,10 @@ def pretrain(
     setup_logging(ws, "pretrain")
     if not resume and not manifest:
         fail("give --manifest (a new run) or --resume RUN_DIR")
+    if not resume:
+        from training.config import load_config
+
+        load_config(str(config) if config else None, list(overrides or []))  # a typo: one line, before a flow starts
     summary = pretrain_flow(str(ws.root), manifest=str(manifest) if manifest else None,
                             config=str(config) if config else None, overrides=list(overrides or []),
                             resume=str(resume) if resume else None, run_dir=str(run_dir) if run_dir else None,

@@ -95,59 +95,20 @@ def _slice_axes(zooms: tuple[float, ...], shape: tuple[int, ...], choice: str) -
 
 
 def read_nifti(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
-    img = _load(data, ctx)
-    nominal = _is_nominal(img.affine)
-    if not nominal:
-        try:
-            img = nib.as_closest_canonical(img)
-        except Exception:
-            nominal = True  # a degenerate affine: slice as stored
+    img, nominal = _oriented(_load(data, ctx))
     header = img.header
-    try:
-        arr = np.asanyarray(img.dataobj.get_unscaled()) if hasattr(img.dataobj, "get_unscaled") else np.asanyarray(img.dataobj)
-    except Exception as e:
-        raise Quarantine("truncated", f"voxel data unreadable ({type(e).__name__})") from None
-    if np.iscomplexobj(arr) or arr.dtype.names:
-        raise Quarantine("unsupported_pixel_format", f"voxel type {arr.dtype}")
-    slope, inter = header.get_slope_inter()
-    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
-    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
-    while arr.ndim > 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim > 4:
-        raise Quarantine("unsupported_pixel_format", f"{arr.ndim}D data")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim == 3:
-        arr = arr[..., None]
+    arr = _voxels(img)
+    slope, inter = _slope_inter(header)
+    arr = _as_4d(arr)
     zooms = tuple(float(z) for z in header.get_zooms()[:3]) + (1.0,) * (3 - len(header.get_zooms()[:3]))
     orientation = "nominal" if nominal else "".join(nib.aff2axcodes(img.affine))
-    pseudo, hints = ctx.pseudo, ctx.hints
-    patient_key, basis = patient_identity(pseudo, ctx.file_id, hints)
-    base = {
-        "format": "nifti",
-        "modality": ctx.defaults.get("modality") or "MR",
-        "body_part": ctx.defaults.get("body_part") or "unknown",
-        "patient_key": patient_key,
-        "patient_key_basis": basis,
-        "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else pseudo.key("study-of-file", ctx.file_id),
-        "orientation": orientation,
-        "bits_stored": 8 * arr.dtype.itemsize,
-        "photometric": "MONOCHROME2",
-    }
+    base = _base_attrs(ctx, orientation, arr.dtype)
     eight_bit = arr.dtype.itemsize == 1
     frame_index = 0
     for volume in range(arr.shape[3]):
         for axis in _slice_axes(zooms, arr.shape[:3], ctx.slice_axis):
-            in_plane = [a for a in range(3) if a != axis]
-            series_key = pseudo.key("series-of-file", f"{ctx.file_id}:{axis}")
-            for k in range(arr.shape[axis]):
-                sl = np.take(arr[..., volume], k, axis=axis)
-                if not nominal:
-                    sl = sl.T[::-1]  # RAS -> display: superior/anterior at the top
-                    rows_axis, cols_axis = in_plane[1], in_plane[0]
-                else:
-                    rows_axis, cols_axis = in_plane
+            series_key = ctx.pseudo.key("series-of-file", f"{ctx.file_id}:{axis}")
+            for k, sl, (rows_axis, cols_axis) in _slices(arr[..., volume], axis, nominal):
                 storable = to_storable(np.ascontiguousarray(sl), slope, inter, eight_bit_source=eight_bit)
                 attrs = dict(base)
                 attrs.update(
@@ -164,3 +125,76 @@ def read_nifti(data: bytes, ctx: ReadContext) -> Iterator[Frame]:
                 )
                 frame_index += 1
                 yield Frame(storable.pixels, attrs)
+
+
+def _oriented(img) -> tuple:
+    """(the image in the closest RAS orientation, False), or (the image as stored, True) when its
+    affine is the nominal identity or cannot be reoriented."""
+    nominal = _is_nominal(img.affine)
+    if not nominal:
+        try:
+            img = nib.as_closest_canonical(img)
+        except Exception:
+            nominal = True  # a degenerate affine: slice as stored
+    return img, nominal
+
+
+def _voxels(img) -> np.ndarray:
+    """The stored (unscaled) voxel values; real numbers only."""
+    try:
+        arr = np.asanyarray(img.dataobj.get_unscaled()) if hasattr(img.dataobj, "get_unscaled") else np.asanyarray(img.dataobj)
+    except Exception as e:
+        raise Quarantine("truncated", f"voxel data unreadable ({type(e).__name__})") from None
+    if np.iscomplexobj(arr) or arr.dtype.names:
+        raise Quarantine("unsupported_pixel_format", f"voxel type {arr.dtype}")
+    return arr
+
+
+def _slope_inter(header) -> tuple[float, float]:
+    """The header's intensity scaling; identity for a missing, non-finite or zero slope."""
+    slope, inter = header.get_slope_inter()
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return slope, inter
+
+
+def _as_4d(arr: np.ndarray) -> np.ndarray:
+    """(x, y, z, volume): 2D and 3D data gain unit axes, trailing unit axes past the fourth are dropped."""
+    while arr.ndim > 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim > 4:
+        raise Quarantine("unsupported_pixel_format", f"{arr.ndim}D data")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    return arr
+
+
+def _base_attrs(ctx: ReadContext, orientation: str, dtype: np.dtype) -> dict:
+    """The attributes every slice of the file shares."""
+    pseudo, hints = ctx.pseudo, ctx.hints
+    patient_key, basis = patient_identity(pseudo, ctx.file_id, hints)
+    return {
+        "format": "nifti",
+        "modality": ctx.defaults.get("modality") or "MR",
+        "body_part": ctx.defaults.get("body_part") or "unknown",
+        "patient_key": patient_key,
+        "patient_key_basis": basis,
+        "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else pseudo.key("study-of-file", ctx.file_id),
+        "orientation": orientation,
+        "bits_stored": 8 * dtype.itemsize,
+        "photometric": "MONOCHROME2",
+    }
+
+
+def _slices(vol: np.ndarray, axis: int, nominal: bool) -> Iterator[tuple[int, np.ndarray, tuple[int, int]]]:
+    """(k, the k-th slice of a 3D volume along `axis`, the volume axes of its rows and columns): as
+    stored when `nominal`, else from RAS to display orientation."""
+    in_plane = [a for a in range(3) if a != axis]
+    for k in range(vol.shape[axis]):
+        sl = np.take(vol, k, axis=axis)
+        if not nominal:
+            yield k, sl.T[::-1], (in_plane[1], in_plane[0])  # RAS -> display: superior/anterior at the top
+        else:
+            yield k, sl, (in_plane[0], in_plane[1])

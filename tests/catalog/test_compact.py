@@ -38,7 +38,7 @@ def test_readers_between_publish_and_cleanup_see_the_same_catalog(tmp_path, phan
     assert snapshot(ws) == before
 
 
-def test_compaction_during_a_run_keeps_parts_bounded_and_the_catalog_equal(tmp_path, phantom_root, monkeypatch):
+def test_compaction_during_a_run_keeps_parts_bounded_and_the_catalog_equal(tmp_path, phantom_root):
     from catalog.compact import MERGED_PREFIX
 
     def make(path):
@@ -53,9 +53,8 @@ def test_compaction_during_a_run_keeps_parts_bounded_and_the_catalog_equal(tmp_p
         ingest_source(reference, name, batch_size=4)
     ws = make(tmp_path / "w")
     shutil.copy(reference.secret_path, ws.secret_path)
-    monkeypatch.setenv("ORTHO_COMPACT_PARTS", "5")
     for name in ("pacs", "public"):
-        ingest_source(ws, name, batch_size=4)
+        ingest_source(ws, name, batch_size=4, compact_parts=5)
     names = [p.name for p in ws.parts_dir.iterdir()]
     assert sum(not n.startswith(MERGED_PREFIX) for n in names) <= 5
     assert sum(n.startswith(MERGED_PREFIX) for n in names) >= 2

@@ -129,3 +129,17 @@ def test_a_project_error_is_one_line_with_its_exit_code(tmp_path):
     assert r.exit_code == 2 and r.output.strip() == "error: no manifest at no-such-set"
     r = runner.invoke(app, ["report", "[/x]", "--workspace", str(tmp_path / "w")])  # brackets are not markup
     assert r.exit_code == 2 and r.output.startswith("error: [/x] holds no metrics.json")
+
+
+@pytest.mark.parametrize("args, typo, meant", [
+    (["curate", "dedup.treshold=0.7"], "dedup.treshold", "dedup.threshold"),
+    (["evaluate", "--checkpoint", "c.safetensors", "--task", "kl_grade", "finetune.epoch=2"], "finetune.epoch",
+     "finetune.epochs"),
+    (["pretrain", "--manifest", "m.json", "optim.lrr=1e-4"], "optim.lrr", "optim.lr"),
+])
+def test_a_settings_typo_is_refused_with_the_key_it_meant_before_anything_runs(tmp_path, args, typo, meant):
+    ws = tmp_path / "w"
+    r = runner.invoke(app, [*args, "--workspace", str(ws)])
+    last = r.output.strip().splitlines()[-1]
+    assert r.exit_code == 2 and last.startswith(f"error: unknown config key '{typo}' (did you mean '{meant}'?)"), last
+    assert not list((ws / "catalog").rglob("*.parquet")) and "Traceback" not in r.output

@@ -11,6 +11,7 @@ import pytest
 
 from catalog.workspace import Workspace
 from ingest.sources import Source, add_source
+from tests.killing import CHILD_PREAMBLE
 from tests.snapshots import curated_snapshot as snapshot
 
 INGEST = """
@@ -33,7 +34,7 @@ except WorkspaceBusy as e:
 
 def start(script: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", CHILD_PREAMBLE + script, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -5,6 +5,7 @@ import gzip
 import numpy as np
 
 from catalog import db
+from ingest.readers import Limits
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
 from tests.ingest.dicom_factory import deep_sequence_bytes, make_dicom
@@ -29,11 +30,10 @@ def build_corpus(root):
     return 12 - 1  # files on disk, minus the loop (a folder link, reported once)
 
 
-def test_hostile_corpus(ws, tmp_path, monkeypatch):
-    monkeypatch.setenv("ORTHO_MAX_DECODED_BYTES", str(8 << 20))
+def test_hostile_corpus(ws, tmp_path):
     n = build_corpus(tmp_path / "src")
     add_source(ws, Source("hostile", str(tmp_path / "src"), "internal"))
-    summary = ingest_source(ws, "hostile")
+    summary = ingest_source(ws, "hostile", limits=Limits(max_decoded_bytes=8 << 20))
     rows = dict(db.query(ws, "SELECT reason, count(*) FROM files WHERE status = 'quarantined' GROUP BY ALL")[1])
     status = dict(db.query(ws, "SELECT status, count(*) FROM files GROUP BY ALL")[1])
     assert summary.files_seen == sum(status.values()) == n

@@ -20,10 +20,13 @@ from tests.ingest.dicom_factory import make_dicom
 SCRIPT = """
 import json, sys
 from catalog import db
+from catalog import files
 from catalog.workspace import Workspace
+from ingest.readers import Limits
 from ingest.run import ingest_source
+files.configure(fsync=False)
 ws = Workspace.open(sys.argv[1])
-s = ingest_source(ws, "hostile")
+s = ingest_source(ws, "hostile", limits=Limits(max_decoded_bytes=64 << 20))
 rows = db.query(ws, "SELECT file_id, status, reason FROM files ORDER BY ALL")[1]
 # VmHWM: this process's own peak (ru_maxrss would carry over the forking parent's peak across exec)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -64,7 +67,7 @@ def test_every_hostile_file_is_accounted_for_and_memory_stays_bounded(tmp_path):
     n = corpus(tmp_path / "src")
     ws = Workspace.open(tmp_path / "ws")
     add_source(ws, Source("hostile", str(tmp_path / "src"), "internal"))
-    env = dict(os.environ, PYTHONPATH=os.getcwd(), ORTHO_MAX_DECODED_BYTES=str(64 << 20))
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(ws.root)], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -89,16 +89,24 @@ class RuntimeSettings:
 _current = RuntimeSettings()
 
 
+_unreadable: SettingsError | None = None  # raised where a command runs (one line), not at import (a traceback)
+
+
 def load(environ: Mapping[str, str] | None = None) -> RuntimeSettings:
     """Read the environment and apply what it sets: once per process, when flows/ is imported."""
-    global _current
-    _current = RuntimeSettings.from_environ(environ)
+    global _current, _unreadable
+    try:
+        _current, _unreadable = RuntimeSettings.from_environ(environ), None
+    except SettingsError as e:
+        _current, _unreadable = RuntimeSettings(), e
     _current.apply()
     return _current
 
 
 def current() -> RuntimeSettings:
     """The settings this process runs with (what `load` or the last task's settings set)."""
+    if _unreadable is not None:
+        raise _unreadable
     return _current
 
 

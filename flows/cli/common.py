@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from catalog.errors import OrthoError
 from catalog.workspace import Workspace
 from flows import progress as progress_hooks
+from flows import settings
 
 console = Console()
 err = Console(stderr=True)
@@ -56,6 +57,7 @@ class OrthoGroup(TyperGroup):
 
     def invoke(self, ctx):
         with one_line_errors():
+            settings.current()  # an unreadable ORTHO_* variable stops every command here, in one line
             return super().invoke(ctx)
 
 

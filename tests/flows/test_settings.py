@@ -99,3 +99,15 @@ def test_a_flows_settings_reach_its_process_pool_workers(ws, tmp_path, prefect_h
     settings.load({"ORTHO_FSYNC": "0", "ORTHO_MAX_DECODED_BYTES": str(8 << 20)})
     ingest_flow(str(ws.root), ["s"], runner="processes", workers=1)
     assert db.query(ws, "SELECT status, reason FROM files")[1] == [("quarantined", "too_large")]
+
+
+def test_a_command_under_a_malformed_variable_ends_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ORTHO_MAX_PIXELS="lots")
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "status", "--workspace", str(tmp_path / "w")], env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "error: ORTHO_MAX_PIXELS is 'lots', not a whole number"

@@ -201,19 +201,27 @@ def parse_override(text: str, error: type[Exception] = ConfigError) -> dict:
     return out
 
 
+def read_mapping(path: Path, error: type[Exception] = ConfigError, what: str = "config file",
+                 shown: str | None = None) -> dict:
+    """A YAML file that must hold a mapping of sections; each way it can fail is one line."""
+    shown = shown or str(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{what} {shown} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {shown} must hold a mapping of sections")
+    return data
+
+
 def read_layers(path: str | os.PathLike, error: type[Exception] = ConfigError, depth: int = 0) -> list[dict]:
     """A YAML file's mapping, after the files its `base:` chain names (relative to it), in order."""
     path = Path(path)
     if depth > 8:
         raise error(f"config {path.name}: 'base:' chain deeper than 8 files")
-    if not path.is_file():
-        raise error(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise error(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(data, dict):
-        raise error(f"config file {path} must hold a mapping of sections")
+    data = read_mapping(path, error)
     base = data.pop("base", None)
     return (read_layers(path.parent / base, error, depth + 1) if base else []) + [data]
 

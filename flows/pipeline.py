@@ -25,11 +25,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow
 
+from catalog.config import read_mapping
 from catalog.errors import OrthoError
 from catalog.files import atomic_write, is_remote
 from catalog.workspace import Workspace
@@ -76,14 +75,7 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | Path) -> "Pipeline":
         path = Path(path)
-        if not path.is_file():
-            raise PipelineError(f"pipeline file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise PipelineError(f"pipeline file {path.name} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise PipelineError(f"pipeline file {path.name} must be a mapping of sections")
+        raw = read_mapping(path, PipelineError, "pipeline file", shown=path.name)
         _check_keys(path.name, raw, SECTIONS)
         for i, s in enumerate(raw.get("sources") or []):
             _check_keys(f"sources[{i}]", s, SOURCE_KEYS)

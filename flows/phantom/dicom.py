@@ -17,6 +17,8 @@ DX_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"
 CR_CLASS = "1.2.840.10008.5.1.4.1.1.1"
 MR_CLASS = "1.2.840.10008.5.1.4.1.1.4"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.11"
+# One implementation, one UID (the standard's meaning of it), derived, not drawn: a seed gives the same bytes.
+IMPLEMENTATION_UID = generate_uid(prefix="1.2.826.0.1.3680043.10.", entropy_srcs=["orthofoundation phantom"])
 
 
 def _finish(ds: Dataset, sop_class: str) -> bytes:
@@ -24,7 +26,7 @@ def _finish(ds: Dataset, sop_class: str) -> bytes:
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = generate_uid(prefix="1.2.826.0.1.3680043.10.")
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
     buf = io.BytesIO()

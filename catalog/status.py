@@ -39,11 +39,8 @@ FILE_LINEAGE = "SELECT DISTINCT source, location, path, size, run_id FROM lineag
 
 
 def _fetch(ws: Workspace, queries: dict[str, tuple[str, list]], private: bool = False) -> dict[str, list[tuple]]:
-    con = db.connect(ws, private=private)
-    try:
+    with db.connection(ws, private=private) as con:
         return {name: con.execute(sql, params).fetchall() for name, (sql, params) in queries.items()}
-    finally:
-        con.close()
 
 
 def catalog_status(ws: Workspace) -> dict:

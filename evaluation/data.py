@@ -59,8 +59,7 @@ class TaskData:
 
 def load_task(ws: Workspace, task: str) -> TaskData:
     """The task's labelled, non-excluded images with their patient-level split."""
-    con = db.connect(ws)
-    try:
+    with db.connection(ws) as con:
         rows = con.execute("""
             SELECT i.image_id, i.patient_key, i.split, l.value,
                    coalesce(i.study_key, i.series_key, i.image_id), coalesce(i.modality, 'unknown'),
@@ -68,8 +67,6 @@ def load_task(ws: Workspace, task: str) -> TaskData:
             FROM images i JOIN labels l USING (image_id)
             WHERE l.task = ? AND NOT i.excluded AND i.split IS NOT NULL
             ORDER BY i.image_id""", [task]).fetchall()
-    finally:
-        con.close()
     spec = TASKS.get(task) or describe(task, {r[3] for r in rows})
     index = {c: i for i, c in enumerate(spec.classes)}
     rows = [r for r in rows if r[3] in index]

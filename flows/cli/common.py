@@ -50,6 +50,9 @@ def one_line_errors() -> Iterator[None]:
     except OrthoError as e:
         print_error(str(e))
         raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:  # finished work is kept; a re-run continues where this one stopped
+        print_error("interrupted")
+        raise typer.Exit(130) from None
 
 
 class OrthoGroup(TyperGroup):

@@ -17,9 +17,13 @@ def n_files(path):
     return sum(len(f) for _, _, f in os.walk(path))
 
 
-@pytest.mark.slow
-def test_all_four_folders(ws):
+@pytest.fixture(scope="module")
+def real_catalog(tmp_path_factory):
+    """All four folders ingested once; the tests below only read the catalog (or add a shard set)."""
+    from catalog.workspace import Workspace
+
     root = shared_data()
+    ws = Workspace.open(tmp_path_factory.mktemp("real") / "workspace")
     add_source(ws, Source("oai-kl", str(root / "knee-xray-kl"), "public", labels=["folder:kl_grade"],
                           path_pattern=KL_PATTERN, modality="DX", body_part="knee"))
     add_source(ws, Source("oai-kl-clahe", str(root / "knee-xray-kl-clahe"), "public", labels=["folder:kl_grade"],
@@ -32,6 +36,12 @@ def test_all_four_folders(ws):
     add_source(ws, Source("dicom", str(root / "dicom"), "internal"))
     for name in ("oai-kl", "oai-kl-clahe", "mrnet", "dicom"):
         ingest_source(ws, name, batch_size=256)
+    return ws
+
+
+@pytest.mark.slow
+def test_all_four_folders(real_catalog):
+    root, ws = shared_data(), real_catalog
     files = dict(db.query(ws, "SELECT source, count(*) FROM files GROUP BY ALL")[1])
     assert files == {"oai-kl": n_files(root / "knee-xray-kl"), "oai-kl-clahe": n_files(root / "knee-xray-kl-clahe"),
                      "mrnet": n_files(root / "knee-mri-nifti") - 1, "dicom": n_files(root / "dicom")}
@@ -52,7 +62,7 @@ def test_all_four_folders(ws):
 
 
 @pytest.mark.slow
-def test_real_knee_xrays_round_trip_through_shards(ws):
+def test_real_knee_xrays_round_trip_through_shards(real_catalog):
     import numpy as np
 
     from catalog.store import ImageStore
@@ -60,11 +70,9 @@ def test_real_knee_xrays_round_trip_through_shards(ws):
     from shards.verify import verify
     from shards.writer import build_shard_set
 
-    root = shared_data("knee-xray-kl")
-    add_source(ws, Source("oai-kl", str(root), "public", labels=["folder:kl_grade"], path_pattern=KL_PATTERN,
-                          modality="DX", body_part="knee"))
-    ingest_source(ws, "oai-kl", batch_size=256)
-    path, m, _ = build_shard_set(ws, "kl-val", "SELECT image_id FROM images WHERE source_split = 'val'", target_size="8MB")
+    root, ws = shared_data("knee-xray-kl"), real_catalog
+    path, m, _ = build_shard_set(ws, "kl-val", "SELECT image_id FROM images WHERE source = 'oai-kl' AND "
+                                               "source_split = 'val'", target_size="8MB")
     assert m.samples == n_files(root / "val") and len(m.shards) > 1 and verify(path) == []
     grades = dict(db.query(ws, "SELECT image_id, value FROM labels WHERE task = 'kl_grade'")[1])
     store = ImageStore(ws.store_dir)
@@ -75,6 +83,25 @@ def test_real_knee_xrays_round_trip_through_shards(ws):
         assert sample["meta"]["source_split"] == "val"
         n += 1
     assert n == m.samples
+
+
+def knee_subset(root, originals: list, out, every: int = 6):
+    """A copy of knee-xray-kl with the originals of every CLAHE copy and re-export, both knees of each of those
+    patients (left and right must stay apart), and one in `every` other knee as distractors: the same cases
+    as the whole folder at a fraction of its ingest and curation."""
+    import shutil
+
+    kl = root / "knee-xray-kl"
+    copies = {p.relative_to(root / "knee-xray-kl-clahe") for p in (root / "knee-xray-kl-clahe").rglob("*.png")}
+    wanted = copies | {p.relative_to(kl) for p in originals}
+    patients = {p.stem[:-1] for p in wanted}
+    files = sorted(p.relative_to(kl) for p in kl.rglob("*.png"))
+    keep = [f for i, f in enumerate(files) if f in wanted or f.stem[:-1] in patients or i % every == 0]
+    assert wanted <= set(keep)
+    for rel in keep:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kl / rel, out / rel)
+    return out
 
 
 def write_cropped_reexports(originals: list, out) -> list[str]:
@@ -144,7 +171,8 @@ def test_clahe_copies_and_cropped_reexports_are_grouped_with_their_originals(ws,
     crops_dir = tmp_path / "reexports"
     crops_dir.mkdir()
     names = write_cropped_reexports(originals, crops_dir)
-    add_source(ws, Source("oai-kl", str(root / "knee-xray-kl"), "public", labels=["folder:kl_grade"],
+    kl_root = knee_subset(root, originals, tmp_path / "knee-xray-kl")
+    add_source(ws, Source("oai-kl", str(kl_root), "public", labels=["folder:kl_grade"],
                           path_pattern=KL_PATTERN, modality="DX", body_part="knee"))
     add_source(ws, Source("clahe", str(root / "knee-xray-kl-clahe"), "public", path_pattern=KL_PATTERN,
                           modality="DX", body_part="knee"))

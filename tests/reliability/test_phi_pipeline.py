@@ -17,13 +17,16 @@ from tests.phi_scan import database_hits, prefect_database, scan_workspace
 from tests.training.tiny import TINY
 
 
+PATIENTS = 12  # with the fixed secret below, each task's patients land in all three splits
+
+
 @pytest.mark.prefect
 @pytest.mark.slow
 def test_no_planted_value_lands_anywhere_after_the_whole_pipeline(tmp_path, prefect_harness):
     from curation.export_dicom import export_selection
     from flows.pipeline import pipeline_flow
 
-    tree = write_phantom(tmp_path / "tree", n_patients=24, hips=True)
+    tree = write_phantom(tmp_path / "tree", n_patients=PATIENTS, hips=True)
     ws = Workspace.open(tmp_path / "workspace")
     ws.secret_path.write_text("ab" * 32)  # fixed pseudonyms: the hashed splits hold every task's parts
     os.chmod(ws.secret_path, 0o600)
@@ -49,7 +52,7 @@ def test_no_planted_value_lands_anywhere_after_the_whole_pipeline(tmp_path, pref
     result = export_selection(ws, "SELECT image_id FROM images WHERE modality IN ('DX', 'CR', 'MR')", export)
     assert len(result.written) > 10
     assert list(ws.evals_dir.glob("e-*/report.html")) and list((ws.root / "shards" / "knees").glob("*.tar"))
-    needles = planted_values(24)
+    needles = planted_values(PATIENTS)
     assert scan_workspace(ws.root, needles) == []
     assert database_hits(prefect_database(), "|".join(re.escape(n) for n in needles)) == []
     assert burned_tokens_read(ws, export) == []
@@ -68,12 +71,12 @@ def burned_tokens_read(ws, export) -> list[str]:
     from flows.phantom import burned_lines, has_burned_text, patients
     from ingest.text import judge
 
-    tokens = [t for p in patients(24) if has_burned_text(p) for line in burned_lines(p) for t in line.replace("^", " ").split()]
+    tokens = [t for p in patients(PATIENTS) if has_burned_text(p) for line in burned_lines(p) for t in line.replace("^", " ").split()]
     con = db.connect(ws)
     rows = con.execute("SELECT image_id, file_id FROM images WHERE pixels_cleaned").fetchall()
     con.close()
     cleaned, cleaned_files = {r[0] for r in rows}, {r[1] for r in rows}
-    assert len(cleaned) == 3 * sum(has_burned_text(p) for p in patients(24))
+    assert len(cleaned) == 3 * sum(has_burned_text(p) for p in patients(PATIENTS))
     store = ImageStore(ws.store_dir)
     for tar in (ws.root / "shards" / "knees").glob("*.tar"):
         with tarfile.open(tar) as t:

@@ -105,6 +105,7 @@ def test_nested_sequences_are_never_read_into_the_catalog():
     assert "leaf" not in repr(f.attrs)
 
 
+@pytest.mark.reliability  # a hostile input
 def test_hostile_nesting_depth_is_quarantined_not_crashed():
     from tests.ingest.dicom_factory import deep_sequence_bytes
 

@@ -70,6 +70,7 @@ def _run(args, **kw):
                             stderr=subprocess.PIPE, **kw)
 
 
+@pytest.mark.reliability  # kill -9 (the reliability suite; its siblings live in tests/reliability/)
 def test_kill_9_then_resume_continues_the_same_loss_curve(tmp_path, phantom_manifest):
     _, manifest = phantom_manifest
     args = TINY + ["train.steps=30", "train.checkpoint_every=5"]

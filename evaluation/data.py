@@ -86,9 +86,10 @@ class EvalSplits:
     select: np.ndarray
     test: np.ndarray
     test_from_val: bool  # the task had no test split: half of val's patients were set aside
-    # A task too small for three patient-disjoint parts is evaluated by leave-one-patient-out
-    # cross-validation instead: (fit rows, test rows) per fold; `test` is then every row.
+    # A task without three patient-disjoint parts is cross-validated instead: (fit rows, test rows) per
+    # fold, `test` then every row; `cv` names the scheme (patient-grouped k-fold, or one patient out).
     folds: list[tuple[np.ndarray, np.ndarray]] | None = None
+    cv: str | None = None
 
     def describe(self, data: TaskData) -> dict:
         def part(idx):
@@ -96,25 +97,38 @@ class EvalSplits:
                     "classes": np.bincount(data.labels[idx], minlength=data.n_classes).tolist()}
         return {"fit": part(self.fit), "select": part(self.select), "test": part(self.test),
                 "test_from_val": self.test_from_val,
-                "cross_validation": f"leave-one-patient-out, {len(self.folds)} folds" if self.folds else None}
+                "cross_validation": f"{self.cv}, {len(self.folds)} folds" if self.folds else None}
 
 
-def cross_validation(data: TaskData) -> EvalSplits:
-    """Leave-one-patient-out folds over every labelled row (hyper-parameters are then chosen inside
-    each fold's training part, never on its held-out patient)."""
+CV_FOLDS = 5
+LEAVE_ONE_OUT_BELOW = 30  # patients: under this, every patient is its own fold (k-fold would leave too few)
+
+
+def cross_validation(data: TaskData, k: int = CV_FOLDS, loo_below: int = LEAVE_ONE_OUT_BELOW) -> EvalSplits:
+    """Patient-grouped k-fold over every labelled row (each patient in one fold, by a stable hash), or one
+    patient out for tiny tasks. Hyper-parameters are chosen inside each fold's training part, never on its
+    held-out patients; a fold whose training part holds a single class is left out."""
     rows = np.arange(len(data.labels))
+    patients = sorted(set(data.patients))
+    if len(patients) < loo_below:
+        fold_of, cv = {p: i for i, p in enumerate(patients)}, "leave-one-patient-out"
+    else:
+        ranked = sorted(patients, key=lambda p: _hash01(f"eval-fold:{p}"))
+        fold_of, cv = {p: i % k for i, p in enumerate(ranked)}, f"patient-grouped {k}-fold"
+    assigned = np.array([fold_of[p] for p in data.patients])
     folds = []
-    for p in sorted(set(data.patients)):
-        held = data.patients == p
+    for f in sorted(set(fold_of.values())):
+        held = assigned == f
         if len(np.unique(data.labels[~held])) >= 2:
             folds.append((rows[~held], rows[held]))
-    return EvalSplits(rows, np.zeros(0, dtype=np.int64), rows, False, folds)
+    return EvalSplits(rows, np.zeros(0, dtype=np.int64), rows, False, folds, cv)
 
 
 def eval_splits(data: TaskData, small_task_cv: bool = True) -> EvalSplits:
     """fit = train, select = val, test = test (or the hashed half of val when there is no test).
     A task whose splits cannot give all three parts but has at least 4 patients and 2 classes is
-    cross-validated (leave one patient out) when small_task_cv, and said so in every result."""
+    cross-validated (patient-grouped k-fold; one patient out when tiny) when small_task_cv, and said so in
+    every result."""
     try:
         return _fixed_splits(data)
     except EvaluationError:

@@ -192,12 +192,12 @@ def task_summary(task: TaskData, splits: EvalSplits, test: Units, exam_level: bo
     """What metrics.json says about a task besides its results."""
     notes = []
     if splits.folds:
-        notes.append(f"too few patients for train/val/test parts: leave-one-patient-out cross-validation "
-                     f"({len(splits.folds)} folds), hyper-parameters chosen inside each fold"
+        notes.append(f"no train/val/test parts: {splits.cv} cross-validation ({len(splits.folds)} folds), "
+                     "hyper-parameters chosen inside each fold"
                      + ("; fine-tuning skipped" if finetune_asked else "")
                      + ("; pooled leave-one-out AUROC/AUPRC are biased low for predictors that follow the "
                         "training prevalence (the majority class scores 0 by construction): read accuracy "
-                        "and the CIs" if task.kind == "binary" else ""))
+                        "and the CIs" if task.kind == "binary" and splits.cv == "leave-one-patient-out" else ""))
     return {"task": task.task, "kind": task.kind, "notes": notes, "classes": list(task.classes),
             "level": "exam" if exam_level else "image", "domain": domain,
             "description": task.spec.description if task.spec else "", "splits": splits.describe(task),

@@ -101,3 +101,18 @@ def test_cross_validated_probes_pool_every_fold_and_separable_features_score_hig
         assert r["n_test"] == 12 and r["test_patients"] == 12  # every patient predicted once, held out
         assert r["metrics"]["accuracy"][0] == 1.0 and r["metrics"]["auroc"][0] == 1.0
         assert r["chosen"]["folds"] == 12
+
+
+def test_a_larger_task_in_one_split_is_cross_validated_in_five_patient_grouped_folds():
+    from evaluation.data import cross_validation
+
+    patients = [f"p{i // 2}" for i in range(200)]  # 100 patients, two knees each, all declared "test"
+    data = task(patients, ["test"] * 200, [i % 3 for i in range(200)])
+    s = eval_splits(data)
+    assert len(s.folds) == 5 and s.describe(data)["cross_validation"] == "patient-grouped 5-fold, 5 folds"
+    held = [{patients[i] for i in test} for _, test in s.folds]
+    assert all(19 <= len(h) <= 21 for h in held) and not set.intersection(*held)
+    for fit, test in s.folds:
+        assert not {patients[i] for i in fit} & {patients[i] for i in test}
+    assert sorted(np.concatenate([t for _, t in s.folds]).tolist()) == list(range(200))
+    assert [t.tolist() for _, t in cross_validation(data).folds] == [t.tolist() for _, t in s.folds]  # stable

@@ -209,8 +209,10 @@ def read_mapping(path: Path, error: type[Exception] = ConfigError, what: str = "
         raise error(f"{what} {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise error(f"{what} {shown} is not valid YAML: {' '.join(str(e).split())}") from None
+    except yaml.YAMLError as e:  # where and what kind, never the text around it (a file may hold any value)
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or type(e).__name__
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise error(f"{what} {shown} is not valid YAML{at}: {problem}") from None
     if not isinstance(data, dict):
         raise error(f"{what} {shown} must hold a mapping of sections")
     return data

@@ -137,3 +137,13 @@ def test_a_curation_run_records_its_resolved_settings_beside_its_tables(tmp_path
     assert sorted(p.name for p in run.iterdir()) == ["dups.parquet", "leakage.parquet", "quality.parquet",
                                                       "settings.yaml"]
     assert resolve_config(file=run / "settings.yaml") == cfg
+
+
+def test_invalid_yaml_names_the_line_and_the_problem_never_the_text(tmp_path):
+    from catalog.config import ConfigError, read_mapping
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("sources:\n  - name: a\n    location: /data/Doe^Jane: [unclosed\n")
+    with pytest.raises(ConfigError) as e:
+        read_mapping(path)
+    assert "line 3" in str(e.value) and "Doe" not in str(e.value) and "unclosed" not in str(e.value)

@@ -11,9 +11,11 @@ import json
 import logging
 import os
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
 
 import pyarrow as pa
 
@@ -26,9 +28,9 @@ from catalog.store import ImageStore
 from catalog.workspace import Workspace
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
-from ingest.scan import ScanEntry
-from ingest.text.screen import screen_frame
+from ingest.scan import ScanEntry, SourceUnavailable
 from ingest.sources import LabelResolver, Source, load_sources
+from ingest.text.screen import screen_frame
 
 log = logging.getLogger("ortho.ingest")
 
@@ -101,8 +103,9 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
     resolver = label_resolver(source)
     now = dt.datetime.now(dt.timezone.utc)
-    per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now)
-                               for entry in batch.entries])
+    with open_reader(ws, source) as read:
+        per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now, read)
+                                   for entry in batch.entries])
     result = BatchResult()
     for entry, rows in zip(batch.entries, per_file):
         result.files += 1
@@ -134,8 +137,22 @@ class FileRows:
     labels: list[dict] = field(default_factory=list)
 
 
+@contextmanager
+def open_reader(ws: Workspace, source: Source) -> Iterator[Callable[[str, int], bytes]]:
+    """`read(relpath, max_bytes)` for the batch: a file from the source's folder or URL, or an instance retrieved
+    from the source's PACS into memory over one connection (opened here, in the process that runs the batch)."""
+    if not source.is_pacs:
+        yield lambda relpath, max_bytes: read_bytes(source.location, relpath, max_bytes)
+        return
+    from ingest.pacs.client import open_client
+    from ingest.pacs.study import Instance
+
+    with open_client(source.name, source.location, source.pacs_options, ws.private_dir) as client:
+        yield lambda relpath, max_bytes: client.retrieve(Instance.from_relpath(relpath))
+
+
 def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseudonymizer, store: ImageStore,
-               limits: Limits, resolver: LabelResolver, now: dt.datetime) -> FileRows:
+               limits: Limits, resolver: LabelResolver, now: dt.datetime, read: Callable[[str, int], bytes]) -> FileRows:
     """The failure firewall: whatever goes wrong with one file (any reader, hint, label or row), the file ends
     quarantined and the batch goes on. The detail is a reason's or a type name, never an exception's message:
     that can hold a path or a value."""
@@ -146,13 +163,15 @@ def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseud
     try:
         file_id = out.file["file_id"] = pseudo.file_id(source.name, entry.relpath)
         out.lineage = [_lineage_row(source, entry, file_id, batch.run_id)]
-        occurrences, fmt = _ingest_file(source, entry, file_id, batch, pseudo, store, limits)
+        occurrences, fmt = _ingest_file(source, entry, file_id, batch, pseudo, store, limits, read)
         labels = _label_rows(source, entry, file_id, batch, resolver, occurrences)
         out.occurrences, out.labels = occurrences, labels
         out.file.update(format=fmt, n_images=len(occurrences))
     except Quarantine as q:
         out.file.update(outcome="quarantined", reason=q.reason, detail=q.detail[:200])
         log.warning("quarantined file %s (source %s): %s - %s", out.file["file_id"], source.name, q.reason, q.detail)
+    except SourceUnavailable:
+        raise  # the whole source is gone (an archive that stopped answering): the batch is not committed
     except Exception as e:
         if out.file["file_id"] is None:  # a name even the HMAC cannot encode: still one row, keyed by its ascii()
             out.file["file_id"] = pseudo.file_id(source.name, ascii(entry.relpath))
@@ -216,13 +235,15 @@ def _label_rows(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpec
 
 
 def _ingest_file(source: Source, entry: ScanEntry, file_id: str, batch: BatchSpec, pseudo: Pseudonymizer,
-                 store: ImageStore, limits: Limits) -> tuple[list[dict], str]:
+                 store: ImageStore, limits: Limits, read: Callable[[str, int], bytes]) -> tuple[list[dict], str]:
     if entry.problem:
         raise Quarantine(entry.problem)
     if entry.size > limits.max_file_bytes:
         raise Quarantine("too_large", f"{entry.size} bytes exceeds {limits.max_file_bytes}")
     try:
-        data = read_bytes(source.location, entry.relpath, limits.max_file_bytes)
+        data = read(entry.relpath, limits.max_file_bytes)
+    except SourceUnavailable:
+        raise
     except PermissionError:
         raise Quarantine("permission_denied", "file cannot be opened") from None
     except FileNotFoundError:

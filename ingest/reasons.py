@@ -24,6 +24,8 @@ REASONS = {
     "absurd_dimensions": "declared image dimensions are zero or beyond the configured limit",
     "burned_in_annotation": "DICOM declares burned-in annotation: pixels may show identifying text",
     "burned_in_text": "text was found in the pixels and the source's policy is --burned-in quarantine",
+    "pacs_retrieve_failed": "the PACS would not give the instance after retries; its study is pulled again next run",
+    "pacs_bad_response": "the PACS answered with something that is not a DICOM instance or a valid query answer",
     "internal_error": "an unexpected error; the message names only the exception type",
 }
 

@@ -20,8 +20,9 @@ from catalog.parts import write_table
 from catalog.pseudonyms import Pseudonymizer
 from catalog.workspace import Workspace, clear_staging
 from ingest.batch import BatchResult, BatchSpec, label_resolver, process_batch
+from ingest.pacs.pull import RETRY_REASONS, PacsListing
 from ingest.readers import Limits
-from ingest.scan import scan
+from ingest.scan import ScanEntry, scan
 from ingest.sources import Source, load_sources
 
 log = logging.getLogger("ortho.ingest")
@@ -42,23 +43,29 @@ class IngestSummary:
     files_seen: int = 0
     files_skipped: int = 0
     result: BatchResult = field(default_factory=BatchResult)
+    pull: dict | None = None  # a PACS source's pull: studies listed, new, complete, failed (ingest/pacs/pull.py)
+    skipped: str | None = None  # why the run did not start (a PACS source outside its --hours)
 
     def as_dict(self) -> dict:
         return {"source": self.source, "run_id": self.run_id, "files_seen": self.files_seen,
                 "files_skipped": self.files_skipped, "files_processed": self.result.files,
                 "images": self.result.images, "quarantined": dict(self.result.quarantined),
-                "text_cleaned": self.result.cleaned}
+                "text_cleaned": self.result.cleaned, "pull": self.pull, "skipped": self.skipped}
 
 
-def catalog_state(ws: Workspace, source: str, retry_quarantined: bool) -> tuple[int, set[tuple[str, str]]]:
-    """The source's completed-run count (its generation) and the file versions already done."""
+def catalog_state(ws: Workspace, source: str, retry_quarantined: bool,
+                  retry_reasons: tuple[str, ...] = ()) -> tuple[int, set[tuple[str, str]]]:
+    """The source's completed-run count (its generation) and the file versions already done (a file quarantined
+    for one of `retry_reasons`, e.g. an instance a PACS would not give, is not done)."""
     sql = "SELECT file_id, file_version FROM current_files WHERE source = ?"
     if retry_quarantined:
         sql += " AND outcome <> 'quarantined'"
+    if retry_reasons:
+        sql += " AND coalesce(reason, '') NOT IN (SELECT unnest(?::VARCHAR[]))"
     with db.connection(ws) as con:
         generation = con.execute("SELECT count(*) FROM runs WHERE kind = 'ingest' AND source = ? AND status = 'completed'",
                                  [source]).fetchall()[0][0]
-        done = {(r[0], r[1]) for r in con.execute(sql, [source]).fetchall()}
+        done = {(r[0], r[1]) for r in con.execute(sql, [source, *([list(retry_reasons)] if retry_reasons else [])]).fetchall()}
     return int(generation), done
 
 
@@ -75,14 +82,17 @@ def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str,
 
 def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,
                  summary: IngestSummary, done: set[tuple[str, str]], burned_in: str | None = None,
-                 limits: Limits | None = None) -> Iterator[Path]:
-    """Stream the listing into batch files under private/lineage/batches; only their paths travel further (each
-    file carries the run's policy and limits to whichever process runs it)."""
+                 limits: Limits | None = None, entries: Iterable[ScanEntry] | None = None) -> Iterator[Path]:
+    """Stream the listing (`entries`, default: a scan of the source's location) into batch files under
+    private/lineage/batches; only their paths travel further (each file carries the run's policy and limits to
+    whichever process runs it)."""
     pseudo = Pseudonymizer(ws.secret())
     staging = ws.batches_dir / run_id
     staging.mkdir(parents=True, exist_ok=True)
     batch, index = [], 0
-    for entry in scan(source.location, skip=label_resolver(source).label_files):
+    if entries is None:
+        entries = scan(source.location, skip=label_resolver(source).label_files)
+    for entry in entries:
         summary.files_seen += 1
         if (pseudo.file_id(source.name, entry.relpath), entry.version) in done:
             summary.files_skipped += 1
@@ -121,22 +131,28 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
     if name not in sources:
         raise KeyError(f"no source named {name!r}; see `ortho sources list`")
     source = sources[name]
+    if source.is_pacs and not source.pacs_options.in_window():
+        log.info("source %s pulls only in the hours %s; not started", name, source.pacs_options.hours)
+        return IngestSummary(name, "", skipped=f"outside its pull hours {source.pacs_options.hours}")
     with ws.write_lock(wait_s):
         clear_staging(ws)
         run_id = new_run_id()
-        generation, done = catalog_state(ws, name, retry_quarantined)
+        generation, done = catalog_state(ws, name, retry_quarantined, RETRY_REASONS if source.is_pacs else ())
         summary = IngestSummary(name, run_id)
         params = {"batch_size": batch_size, "retry_quarantined": retry_quarantined,
                   "burned_in": burned_in or source.burned_in}
         record_run(ws, run_id, name, "started", "running", generation, params=params)
+        listing = PacsListing(ws, name, source.location, source.pacs_options) if source.is_pacs else None
         try:
             batches = plan_batches(ws, source, run_id, generation, batch_size, summary, done, burned_in,
-                                   limits or Limits())
+                                   limits or Limits(), listing.entries() if listing else None)
             for result in map_batches(ws, batches):
                 summary.result.merge(result)
                 if on_batch:
                     on_batch(result, summary)
                 _compact_if_needed(ws, compact_parts)  # during the run too: parts stay bounded, and so does memory
+            if listing:
+                summary.pull = listing.finish(run_id)
         except BaseException:
             record_run(ws, run_id, name, "finished", "failed", generation, summary, params)
             raise

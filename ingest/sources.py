@@ -17,6 +17,7 @@ from catalog import vocab
 from catalog.errors import OrthoError
 from catalog.files import atomic_write, is_remote, local_path
 from catalog.workspace import Workspace
+from ingest.pacs.options import PacsOptions, is_pacs, parse_location
 
 KINDS = ("internal", "public", "phantom")
 PATTERN_GROUPS = {"patient", "laterality", "split", "exam", "label", "plane", "view"}
@@ -71,6 +72,7 @@ class Source:
     body_part: str | None = None
     slice_axis: str = "auto"
     burned_in: str = "mask"  # burned-in text: mask | quarantine | off (ingest/text/screen.py)
+    pacs: dict = field(default_factory=dict)  # a PACS source's options (ingest/pacs/options.py PacsOptions)
 
     def validate(self) -> "Source":
         if not _NAME.match(self.name):
@@ -93,7 +95,24 @@ class Source:
         if self.slice_axis not in ("auto", "all", "0", "1", "2"):
             raise SourceError("slice axis must be auto, all, 0, 1 or 2")
         check_burned_in(self.burned_in)
+        if self.is_pacs:
+            self._validate_pacs()
+        elif self.pacs:
+            raise SourceError("PACS options (--query, --calling-ae, ...) need a dicomweb+http(s):// or dimse:// location")
         return self
+
+    def _validate_pacs(self) -> None:
+        if self.labels or self.path_pattern:
+            raise SourceError("a PACS source takes no --labels or --path-pattern: its instances carry no file paths")
+        self.pacs_options.validate(parse_location(self.location))
+
+    @property
+    def is_pacs(self) -> bool:
+        return is_pacs(self.location)
+
+    @property
+    def pacs_options(self) -> PacsOptions:
+        return PacsOptions.from_dict(self.pacs)
 
     @property
     def label_specs(self) -> list[LabelSpec]:
@@ -101,7 +120,7 @@ class Source:
 
     @property
     def is_local(self) -> bool:
-        return not is_remote(self.location)
+        return not is_remote(self.location) and not self.is_pacs
 
     @property
     def defaults(self) -> dict:
@@ -112,6 +131,24 @@ class Source:
             return {}
         m = re.search(self.path_pattern, relpath)
         return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
+
+
+def _probe_pacs(ws: Workspace, source: Source) -> None:
+    from ingest.pacs.client import open_client
+    from ingest.pacs.errors import PacsRefused, PacsUnavailable
+    from ingest.reasons import Quarantine
+
+    try:
+        with open_client(source.name, source.location, source.pacs_options, ws.private_dir) as client:
+            client.probe()
+    except Quarantine as q:  # the archive answered, but not as a PACS should
+        raise SourceError(f"source {source.name!r}: the archive's answer to a test query failed ({q.reason}: "
+                          f"{q.detail}); nothing was registered") from None
+    except PacsRefused as e:
+        raise SourceError(f"{e}; nothing was registered") from None
+    except PacsUnavailable:
+        raise SourceError(f"source {source.name!r}: no archive answers at that location; nothing was registered") \
+            from None
 
 
 def check_burned_in(policy: str) -> str:
@@ -132,13 +169,16 @@ def save_sources(ws: Workspace, sources: dict[str, Source]) -> None:
     atomic_write(ws.sources_path, json.dumps(payload, indent=2), mode=0o600)  # locations may name people
 
 
-def add_source(ws: Workspace, source: Source, replace: bool = False) -> Source:
-    """Register a source; re-adding an identical one is a no-op, a different one needs `replace`."""
+def add_source(ws: Workspace, source: Source, replace: bool = False, probe: bool = True) -> Source:
+    """Register a source; re-adding an identical one is a no-op, a different one needs `replace`. A PACS source
+    is asked one query first (`probe`), so that a wrong AE title, password or certificate is refused here."""
     if source.is_local:
         source.location = os.path.abspath(local_path(source.location))
         if source.kind != "phantom" and not os.path.isdir(source.location):
             raise SourceError(f"source {source.name!r}: location is not a folder")
     source.validate()
+    if source.is_pacs and probe:
+        _probe_pacs(ws, source)
     sources = load_sources(ws)
     existing = sources.get(source.name)
     if existing is not None:

@@ -69,6 +69,17 @@ def print_ingest_summary(ws: Workspace, results: list[dict]) -> None:
                       str(counts.get("ingested", 0)), str(counts.get("duplicate", 0)),
                       str(counts.get("quarantined", 0)), str(r["images"]), str(r.get("text_cleaned", 0)))
     console.print(table)
+    pulls = [(r["source"], r["pull"]) for r in results if r.get("pull")]
+    if pulls:
+        pt = Table("source", "studies listed", "up to date", "new", "complete", "failed (retried next run)", "stopped",
+                   title="PACS pulls (this run)")
+        for source, p in pulls:
+            pt.add_row(source, *(str(p[k]) for k in ("listed_studies", "up_to_date", "new_studies", "complete",
+                                                     "failed")), p["stopped"] or "")
+        console.print(pt)
+    for r in results:
+        if r.get("skipped"):
+            console.print(f"source {r['source']}: not pulled, {r['skipped']}")
     if reasons:
         qt = Table("source", "reason", "files", title="quarantined this run, by reason")
         for source, reason, n in reasons:

@@ -93,6 +93,7 @@ def status(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(False, "
 
 
 def workspace_status(ws: Workspace) -> dict:
+    from ingest.pacs.pull import PullState
     from ingest.sources import load_sources
     from shards.writer import list_shard_sets
 
@@ -101,7 +102,9 @@ def workspace_status(ws: Workspace) -> dict:
     shard_sets = [{"name": m.name, "samples": m.samples, "shards": len(m.shards), "bytes": m.bytes,
                    "created": m.created, "evaluation": m.evaluation} for m in list_shard_sets(ws)]
     head = ("files", "images", "quarantine_reasons", "labels", "patients_by_split")
+    pulls = {s.name: PullState.load(ws, s.name).summary() for s in sources if s.is_pacs}
     return {"workspace": str(ws.root), "sources": [{"name": s.name, "kind": s.kind} for s in sources],
+            "pacs_pulls": pulls,
             **{k: facts[k] for k in head}, "shard_sets": shard_sets,
             **{k: v for k, v in facts.items() if k not in head}}
 
@@ -121,6 +124,10 @@ def print_status(data: dict) -> None:
     _table(f"workspace {data['workspace']}", ["source", "kind", "ingested", "duplicate", "quarantined"],
            [[s["name"], s["kind"], *(by_source.get(s["name"], {}).get(k, 0) for k in
                                      ("ingested", "duplicate", "quarantined"))] for s in data["sources"]])
+    _table("PACS pulls", ["source", "studies complete", "studies failed (retried next run)", "instances",
+                          "last pull (UTC)", "new studies then", "stopped"],
+           [[name, p["studies_complete"], p["studies_failed"], p["instances"], p["last_pull"] or "never",
+             p["last_new_studies"], p["last_stopped"] or ""] for name, p in data["pacs_pulls"].items()])
     _table("images", ["modality", "body part", "images", "excluded"],
            [[i["modality"], i["body_part"], i["count"], i["excluded"]] for i in data["images"]])
     _table("labels", ["task", "labelled images"], [[k, v] for k, v in data["labels"].items()])

@@ -8,12 +8,13 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, console, open_workspace
+from flows.cli.common import WorkspaceOpt, console, fail, open_workspace
 
 
 def sources_add(
     name: str,
-    location: str = typer.Argument(..., help="A local folder or an fsspec URL (s3://bucket/prefix, ...)"),
+    location: str = typer.Argument(..., help="A local folder, an fsspec URL (s3://bucket/prefix, ...), or a PACS: "
+                                             "dicomweb+http(s)://host:port/dicom-web or dimse://CALLED_AE@host:port"),
     kind: str = typer.Option("internal", help="internal | public | phantom (a synthetic tree drawn on first ingest)"),
     labels: list[str] = typer.Option([], "--labels", help="folder:TASK | pattern:TASK | csv:FILE[:key=COL][:prefix=P]; repeatable"),
     path_pattern: Optional[str] = typer.Option(None, help="Regex with named groups patient, laterality, split, exam, label, plane, view"),
@@ -23,14 +24,34 @@ def sources_add(
     burned_in: str = typer.Option("mask", help="Text burned into pixels: mask it (default), quarantine the file, "
                                                "or off (not screened; exports claim nothing)"),
     replace: bool = typer.Option(False, help="Change the settings of an existing source"),
+    query: list[str] = typer.Option([], "--query", help="PACS: a study filter KEY=VALUE (ModalitiesInStudy=DX,MR; "
+                                                        "StudyDate=20190101-; StudyDescription=knee,hip; "
+                                                        "BodyPartExamined=KNEE); repeatable"),
+    calling_ae: str = typer.Option("ORTHO", help="DIMSE: our AE title, as the archive knows it"),
+    retrieve: str = typer.Option("get", help="DIMSE: get (C-GET) or move (C-MOVE to a Storage SCP on --move-port)"),
+    move_port: Optional[int] = typer.Option(None, help="DIMSE C-MOVE: the port our Storage SCP listens on during a "
+                                                       "pull (the archive sends to it)"),
+    max_connections: int = typer.Option(4, help="PACS: at most this many connections at once"),
+    hours: Optional[str] = typer.Option(None, help="PACS: pull only in these hours, local time (e.g. 21-07)"),
+    credentials: Optional[str] = typer.Option(None, help="DICOMweb: env:NAME or file:NAME (in workspace/private/"
+                                                         "credentials) holding user:password or 'Bearer TOKEN'"),
+    tls_ca: Optional[str] = typer.Option(None, help="DICOMweb over https: a CA bundle, env:NAME (a path) or file:NAME"),
+    tls_verify: bool = typer.Option(True, help="DICOMweb over https: verify the archive's certificate"),
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Register a source of images."""
+    """Register a source of images: a folder, a URL, or a PACS (asked one test query first)."""
+    from ingest.pacs.options import PacsOptions, is_pacs
     from ingest.sources import Source, add_source
 
+    pacs = PacsOptions(list(query), calling_ae, retrieve, move_port, max_connections, hours, credentials, tls_ca,
+                       tls_verify).as_dict() if is_pacs(location) else {}
+    if not pacs and (query or credentials or tls_ca or move_port or hours):
+        fail("--query, --move-port, --hours, --credentials and --tls-ca are PACS options: the location must be "
+             "dicomweb+http(s)://... or dimse://AE@host:port")
     src = add_source(open_workspace(workspace),
                      Source(name, location, kind, labels=list(labels), path_pattern=path_pattern, modality=modality,
-                            body_part=body_part, slice_axis=slice_axis, burned_in=burned_in), replace=replace)
+                            body_part=body_part, slice_axis=slice_axis, burned_in=burned_in, pacs=pacs),
+                     replace=replace)
     console.print(f"source [bold]{src.name}[/bold] registered ({src.kind}, #{src.seq})")
 
 

@@ -103,7 +103,7 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
     resolver = label_resolver(source)
     now = dt.datetime.now(dt.timezone.utc)
-    with open_reader(ws, source) as read:
+    with open_reader(ws, source, [e.relpath for e in batch.entries]) as read:
         per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now, read)
                                    for entry in batch.entries])
     result = BatchResult()
@@ -138,17 +138,25 @@ class FileRows:
 
 
 @contextmanager
-def open_reader(ws: Workspace, source: Source) -> Iterator[Callable[[str, int], bytes]]:
-    """`read(relpath, max_bytes)` for the batch: a file from the source's folder or URL, or an instance retrieved
-    from the source's PACS into memory over one connection (opened here, in the process that runs the batch)."""
+def open_reader(ws: Workspace, source: Source, relpaths: list[str]) -> Iterator[Callable[[str, int], bytes]]:
+    """`read(relpath, max_bytes)` for the batch's `relpaths`: a file from the source's folder or URL, or an instance
+    retrieved from the source's PACS into memory over one connection (opened here, in the process that runs the
+    batch; the client may fetch a few of the instances that follow in the same request)."""
     if not source.is_pacs:
         yield lambda relpath, max_bytes: read_bytes(source.location, relpath, max_bytes)
         return
     from ingest.pacs.client import open_client
     from ingest.pacs.study import Instance
 
+    order = {r: i for i, r in enumerate(relpaths)}
+
+    def read(relpath: str, max_bytes: int) -> bytes:
+        at = order.get(relpath, len(relpaths))
+        upcoming = [Instance.from_relpath(r) for r in relpaths[at + 1:at + 16]]
+        return client.retrieve(Instance.from_relpath(relpath), upcoming)
+
     with open_client(source.name, source.location, source.pacs_options, ws.private_dir) as client:
-        yield lambda relpath, max_bytes: client.retrieve(Instance.from_relpath(relpath))
+        yield read
 
 
 def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseudonymizer, store: ImageStore,

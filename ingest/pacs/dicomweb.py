@@ -82,7 +82,8 @@ class DicomWebClient:
                 out.append(Instance(study, ser, sop))
         return out
 
-    def retrieve(self, inst: Instance) -> bytes:
+    def retrieve(self, inst: Instance, upcoming=()) -> bytes:
+        """One instance, as stored (`upcoming` is for DIMSE's prefetch; WADO-RS asks one at a time)."""
         path = f"/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}"
         response = self._get(path, None, _RETRIEVE)
         return first_part(response.content, response.headers.get("Content-Type", ""))

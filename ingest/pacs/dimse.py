@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from pydicom.dataset import Dataset
 from pynetdicom import (
@@ -45,6 +45,8 @@ _SYNTAXES = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", 
              "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
              "1.2.840.10008.1.2.4.91"]
 _PENDING = (0xFF00, 0xFF01)
+MAX_PDU = 1 << 20  # pynetdicom's default, 16 kB, cuts a 512 kB instance into 32 PDUs: 1 MB halves the cost
+PREFETCH = 8  # instances of one series per C-GET/C-MOVE: at most this many wait in memory
 
 
 def _nodelay(event) -> None:
@@ -107,7 +109,7 @@ class DimseClient:
                 time.sleep(delay)
                 delay *= 2
             assoc = self.ae.associate(self.host, self.port, contexts=contexts, ae_title=self.called_ae,
-                                      ext_neg=roles or None,
+                                      ext_neg=roles or None, max_pdu=MAX_PDU,
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_OPEN, _nodelay)])
             if assoc.is_established:
                 self._assoc = assoc
@@ -123,6 +125,7 @@ class DimseClient:
         if self._assoc is not None and self._assoc.is_established:
             self._assoc.release()
         self._assoc = None
+        self._received.clear()
         if self._scp is not None:
             self._scp.shutdown()
             self._scp = None
@@ -187,11 +190,34 @@ class DimseClient:
                 raise RetrieveFailed("pacs_retrieve_failed", f"C-FIND status 0x{code:04X}")
 
     # -- retrieval ----------------------------------------------------------------------------------------------
-    def retrieve(self, inst: Instance) -> bytes:
-        for attempt in range(2):  # a dropped association is opened once more (with its own retries)
+    def retrieve(self, inst: Instance, upcoming: Sequence[Instance] = ()) -> bytes:
+        """One instance into memory. `upcoming`: the instances the caller asks for next; up to PREFETCH of them in
+        the same series come with this one, in one request (UID list matching): a request costs the archive a
+        round of sub-operations, and a C-MOVE a new association back to us (measured with Orthanc, C-MOVE one by
+        one 13 instances/s, eight at a time 61)."""
+        with self._lock:
+            data = self._received.pop(inst.sop, None)
+        if data is not None:
+            return data
+        group = [inst] + [u for u in upcoming if u.series == inst.series and u.study == inst.study
+                          and u.sop != inst.sop][:PREFETCH - 1]
+        final = self._request(group)
+        if len(group) > 1 and inst.sop not in self._received:
+            final = self._request([inst])  # the one asked for, alone: its own status
+        with self._lock:
+            data = self._received.pop(inst.sop, None)
+        if data is not None:
+            return data
+        raise RetrieveFailed("pacs_retrieve_failed", f"C-{self.retrieve_mode.upper()} status 0x{(final or 0):04X}, "
+                             "no instance received")
+
+    def _request(self, group: list[Instance]) -> int | None:
+        """One C-GET or C-MOVE for instances of one series; the final status. A dropped association is opened once
+        more (with its own retries)."""
+        query = _identifier("IMAGE", StudyInstanceUID=group[0].study, SeriesInstanceUID=group[0].series,
+                            SOPInstanceUID="\\".join(i.sop for i in group))
+        for _ in range(2):
             assoc = self._association()
-            query = _identifier("IMAGE", StudyInstanceUID=inst.study, SeriesInstanceUID=inst.series,
-                                SOPInstanceUID=inst.sop)
             if self.retrieve_mode == "get":
                 responses = assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
             else:
@@ -200,16 +226,11 @@ class DimseClient:
             final = None
             for status, _ in responses:
                 final = getattr(status, "Status", None)
-            if final is None and not assoc.is_established:
-                self._assoc = None
-                continue
-            with self._lock:
-                data = self._received.pop(inst.sop, None)
-            if data is not None and final in (0x0000, 0xB000):
-                return data
-            raise RetrieveFailed("pacs_retrieve_failed", f"C-{self.retrieve_mode.upper()} status "
-                                 f"0x{(final or 0):04X}" + ("" if data else ", no instance received"))
-        raise PacsUnavailable(f"source {self.name!r}: the archive dropped the association during a retrieval")
+            if final is not None or assoc.is_established:
+                return final
+            self._assoc = None
+        raise PacsUnavailable(f"source {self.name!r}: the archive dropped the association during a retrieval; the "
+                              f"pull stopped and resumes where it was on the next ingest")
 
     def _on_store(self, event) -> int:
         data = event.encoded_dataset()
@@ -224,6 +245,7 @@ class DimseClient:
         scp = AE(ae_title=self.calling_ae)
         scp.network_timeout = scp.acse_timeout = scp.dimse_timeout = self.ae.network_timeout
         scp.require_calling_aet = [self.called_ae]  # only the archive may store here
+        scp.maximum_pdu_size = MAX_PDU
         for uid in _STORAGE:
             scp.add_supported_context(uid, _SYNTAXES)
         try:

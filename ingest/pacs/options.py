@@ -24,7 +24,7 @@ from catalog.errors import OrthoError
 SCHEMES = ("dicomweb+http", "dicomweb+https", "dimse")
 QUERY_KEYS = {
     "ModalitiesInStudy": "modality codes, comma separated (DX,CR,MR)",
-    "StudyDate": "a DICOM date range: 20190101-, -20191231 or 20190101-20191231",
+    "StudyDate": "a DICOM date or range: 20190314, 20190101-, -20191231 or 20190101-20191231",
     "StudyDescription": "terms, comma separated; a study matches when its description contains one (any case)",
     "BodyPartExamined": "body parts, comma separated (KNEE,HIP); matched per series",
 }

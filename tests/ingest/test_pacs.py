@@ -227,3 +227,4 @@ def test_cli_pull_through_prefect_keeps_credentials_out_of_logs_and_database(tmp
     assert r.exit_code == 2
     # (a "Logging error" above it is CliRunner's: Prefect's console handler still holds the first invoke's stream)
     assert r.output.strip().splitlines()[-1].startswith("error: source 'archive': the archive does not answer")
+

@@ -21,7 +21,7 @@ from catalog.files import atomic_write
 from catalog.pseudonyms import Pseudonymizer
 from catalog.workspace import Workspace
 from ingest.pacs.client import open_client
-from ingest.pacs.errors import RetrieveFailed
+from ingest.pacs.errors import PacsUnavailable, RetrieveFailed
 from ingest.pacs.options import PacsOptions
 from ingest.scan import ScanEntry
 
@@ -68,6 +68,15 @@ class StudyPlan:
     reason: str | None = None  # the study's instances could not be listed
 
 
+def _studies(client, filters: dict, name: str) -> Iterator:
+    """The archive's matching studies; a study query the archive keeps failing ends the run in one line."""
+    try:
+        yield from client.studies(filters)
+    except RetrieveFailed as e:
+        raise PacsUnavailable(f"source {name!r}: the archive's study query failed ({e.reason}: {e.detail}); "
+                              f"nothing more was pulled this run") from None
+
+
 class PacsListing:
     """Iterate `entries()` once (inside the run), then call `finish()` after every batch is committed."""
 
@@ -83,7 +92,7 @@ class PacsListing:
         filters = self.options.filters()
         terms = filters.get("StudyDescription")
         with open_client(self.name, self.location, self.options, self.ws.private_dir) as client:
-            for study in client.studies(filters):
+            for study in _studies(client, filters, self.name):
                 if terms and not any(t in study.description.lower() for t in terms):
                     continue
                 self.listed += 1

@@ -211,7 +211,7 @@ def test_cli_pull_through_prefect_keeps_credentials_out_of_logs_and_database(tmp
     r = runner.invoke(app, ["sources", "add", "archive", archive.dicomweb, "--credentials", "env:ORTHO_TEST_PACS",
                             "--query", "ModalitiesInStudy=DX", "--max-connections", "2", "--workspace", ws])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["ingest", "--runner", "processes", "--workers", "2", "--batch-size", "3",
+    r = runner.invoke(app, ["ingest", "--runner", "threads", "--workers", "2", "--batch-size", "3",
                             "--workspace", ws])
     assert r.exit_code == 0, r.output
     assert "PACS pulls" in r.output

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import WorkspaceOpt, console, open_workspace, progress_bars, setup_logging
+from flows.server import one_prefect_server
 
 METHOD_NAMES = {"embedding": "the global signature", "embedding_flip": "the mirrored signature",
                 "crop": "the crop search"}
@@ -29,7 +30,7 @@ def curate(
     ws = open_workspace(workspace)
     setup_logging(ws, "curate")
     curate_flows.curate_config(list(overrides or []), crops)  # a typo: one line, before a flow starts
-    with progress_bars(transient=False) as bars:
+    with one_prefect_server(), progress_bars(transient=False) as bars:
         bars.update("signatures")
         bars.hook("curate", lambda stage, done, total: bars.update("signatures", done, total))
         summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait, crops=crops,

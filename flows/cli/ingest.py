@@ -11,6 +11,7 @@ from rich.table import Table
 from catalog.status import run_file_counts
 from catalog.workspace import Workspace
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace, progress_bars, setup_logging
+from flows.server import one_prefect_server
 
 
 def ingest(
@@ -48,7 +49,7 @@ def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, run
         fail(f"unknown source(s): {', '.join(missing)}; see `ortho sources list`")
     log_path = setup_logging(ws, "ingest")
     counts = TextColumn("files · {task.fields[images]} images · {task.fields[quarantined]} quarantined")
-    with progress_bars(middle=(counts,), transient=False) as bars:
+    with one_prefect_server(), progress_bars(middle=(counts,), transient=False) as bars:
         bars.hook("ingest", lambda result, s: bars.update(
             s.source, s.result.files, s.files_seen - s.files_skipped, images=s.result.images,
             quarantined=sum(s.result.quarantined.values())))

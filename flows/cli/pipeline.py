@@ -12,6 +12,7 @@ import configs
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace, progress_bars, setup_logging, split_csv
 from flows.cli.curate import print_curate_summary
 from flows.cli.evaluate import print_eval_summary
+from flows.server import one_prefect_server
 
 DEMO_PIPELINE = configs.path("pipelines/demo.yaml")  # package data: found from an installed wheel too
 STATUS_COLOURS = {"done": "green", "up to date": "cyan", "failed": "red", "blocked": "yellow"}
@@ -48,6 +49,9 @@ def print_pipeline_results(pipeline_file: Path, root: Path, results: list[dict])
     curated = next((r.get("summary") for r in results if r["stage"] == "curate" and r.get("summary")), None)
     if curated:
         print_curate_summary(curated)
+    curation_report = next((r.get("report") for r in results if r["stage"] == "curate" and r.get("report")), None)
+    if curation_report:
+        console.print(f"curation report: {curation_report}", soft_wrap=True, markup=False)
     report_path = next((r.get("report") for r in results if r["stage"] == "evaluate" and r["status"] != "failed"), None)
     if report_path and Path(report_path).is_file():
         print_eval_summary(Path(report_path).parent)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, setup_logging
+from flows.server import one_prefect_server
 
 
 def pretrain(
@@ -33,10 +34,11 @@ def pretrain(
         from training.config import load_config
 
         load_config(str(config) if config else None, list(overrides or []))  # a typo: one line, before a flow starts
-    summary = pretrain_flow(str(ws.root), manifest=str(manifest) if manifest else None,
-                            config=str(config) if config else None, overrides=list(overrides or []),
-                            resume=str(resume) if resume else None, run_dir=str(run_dir) if run_dir else None,
-                            nproc=nproc, launcher=launcher, until=until)
+    with one_prefect_server():
+        summary = pretrain_flow(str(ws.root), manifest=str(manifest) if manifest else None,
+                                config=str(config) if config else None, overrides=list(overrides or []),
+                                resume=str(resume) if resume else None, run_dir=str(run_dir) if run_dir else None,
+                                nproc=nproc, launcher=launcher, until=until)
     print_pretrain_summary(summary)
 
 

@@ -28,7 +28,7 @@ def pipeline(
     spec = Pipeline.load(pipeline_file)
     ws = open_workspace(workspace or (Path(spec.workspace) if spec.workspace else None))
     log_path = setup_logging(ws, "pipeline")
-    with progress_bars() as bars:
+    with one_prefect_server(), progress_bars() as bars:
         bars.hook("ingest", lambda result, s: bars.update(f"ingest {s.source}", s.result.files,
                                                           s.files_seen - s.files_skipped))
         bars.hook("curate", lambda stage, done, total: bars.update("curate", done, total))
@@ -88,7 +88,8 @@ def serve(
     setup_logging(ws, "serve")
     params = {"workspace": str(ws.root), "pipeline_file": str(pipeline_file.absolute()), "show_progress": False,
               "stages": chosen}
-    pipeline_flow.serve(name=deployment_name, schedule=Cron(cron, timezone=timezone), parameters=params)
+    with one_prefect_server():  # every nightly run, and its worker processes, report to this one
+        pipeline_flow.serve(name=deployment_name, schedule=Cron(cron, timezone=timezone), parameters=params)
 
 
 def check_schedule(cron: str, timezone: str) -> None:

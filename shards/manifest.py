@@ -34,6 +34,7 @@ class Manifest:
     shards: list[ShardEntry]
     counts: dict = field(default_factory=dict)
     evaluation: bool = False
+    resample: dict = field(default_factory=dict)  # {max_side, filter, images_reduced, min_factor}; {}: as stored
     schema_version: int = MANIFEST_VERSION
 
     def write(self, path: Path) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from catalog.pixels import decode_png
+from shards.decode import decode_payload
 from shards.manifest import Manifest, shard_urls
 
 
@@ -39,7 +39,7 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 def decode_sample(sample: dict) -> dict:
     """Exact decode: 16-bit PNG stays uint16 (webdataset's image decoders would drop to 8 bits)."""
-    return {"__key__": sample["__key__"], "image": decode_png(sample["png"]), "meta": json.loads(sample["json"])}
+    return {"__key__": sample["__key__"], "image": decode_payload(sample["png"]), "meta": json.loads(sample["json"])}
 
 
 class ShardStream(torch.utils.data.IterableDataset):

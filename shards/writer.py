@@ -2,7 +2,9 @@
 
 A shard set is built in a hidden temporary folder and published with one rename, so a failed or
 killed build leaves nothing that looks like a shard set. Tars are byte-for-byte deterministic:
-fixed order, mtime 0, uid/gid 0, no user names; PNG payloads are the store's bytes as they are.
+fixed order, mtime 0, uid/gid 0, no user names; PNG payloads are the store's bytes as they are,
+except that a set built with `max_side` carries images larger than that reduced once, at their
+depth (shards/resample.py).
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ import numpy as np
 from catalog.errors import OrthoError
 from catalog.files import atomic_path, file_sha256
 from catalog.ids import token
+from catalog.pixels import encode_png
 from catalog.workspace import Workspace
+from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
+from shards.resample import DEFAULT_MAX_SIDE, FILTER, fit_max_side, reduced_size, resampled_meta
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -46,18 +51,20 @@ def parse_size(text: str) -> int:
 class ShardPlan:
     index: int
     records: list[dict]
+    max_side: int | None = None  # reduce larger images to this longer side (None: as stored)
 
     @property
     def file(self) -> str:
         return f"shard-{self.index:06d}.tar"
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"index": self.index, "records": self.records}, default=str))
+        path.write_text(json.dumps({"index": self.index, "records": self.records, "max_side": self.max_side},
+                                   default=str))
 
     @classmethod
     def load(cls, path: Path) -> "ShardPlan":
         d = json.loads(Path(path).read_text())
-        return cls(d["index"], d["records"])
+        return cls(d["index"], d["records"], d.get("max_side"))
 
 
 def shard_sets_dir(ws: Workspace) -> Path:
@@ -65,7 +72,7 @@ def shard_sets_dir(ws: Workspace) -> Path:
 
 
 def plan_shards(records: list[dict], store_root: Path, seed: int, target_bytes: int | None,
-                samples_per_shard: int | None) -> list[ShardPlan]:
+                samples_per_shard: int | None, max_side: int | None = None) -> list[ShardPlan]:
     """A seeded permutation (so a shard is not one patient or source), cut by bytes or count."""
     order = np.random.default_rng(seed).permutation(len(records))
     plans, current, size = [], [], 0
@@ -73,18 +80,25 @@ def plan_shards(records: list[dict], store_root: Path, seed: int, target_bytes: 
         rec = records[int(i)]
         path = store_root / rec["store_path"]
         try:
-            nbytes = path.stat().st_size + 1536  # + json and tar headers, near enough for cutting
+            nbytes = path.stat().st_size * _area_kept(rec, max_side) + 1536  # + json and tar headers, near enough
         except FileNotFoundError:
             raise ShardError(f"image {rec['image_id']} is in the catalog but missing from the store") from None
         full = (samples_per_shard and len(current) >= samples_per_shard) or (target_bytes and current and size + nbytes > target_bytes)
         if full:
-            plans.append(ShardPlan(len(plans), current))
+            plans.append(ShardPlan(len(plans), current, max_side))
             current, size = [], 0
         current.append(rec)
         size += nbytes
     if current:
-        plans.append(ShardPlan(len(plans), current))
+        plans.append(ShardPlan(len(plans), current, max_side))
     return plans
+
+
+def _area_kept(rec: dict, max_side: int | None) -> float:
+    if not max_side or not rec.get("rows") or not rec.get("cols"):
+        return 1.0
+    rows, cols = reduced_size(rec["rows"], rec["cols"], max_side)
+    return rows * cols / (rec["rows"] * rec["cols"])
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -106,9 +120,23 @@ def write_shard(store_root: Path, plan: ShardPlan, out_dir: Path) -> ShardEntry:
                     png = (store_root / rec["store_path"]).read_bytes()
                 except FileNotFoundError:
                     raise ShardError(f"image {key} is missing from the store") from None
+                meta = rec
+                if plan.max_side:
+                    png, meta = _fit(png, rec, plan.max_side)
                 _add(tar, f"{key}.png", png)
-                _add(tar, f"{key}.json", sample_json(rec))
+                _add(tar, f"{key}.json", sample_json(meta))
     return ShardEntry(plan.file, len(plan.records), final.stat().st_size, file_sha256(final))
+
+
+def _fit(png: bytes, rec: dict, max_side: int) -> tuple[bytes, dict]:
+    """The payload and metadata of one sample in a set with `max_side`; the store's bytes when the image fits."""
+    rows, cols = rec.get("rows"), rec.get("cols")
+    if rows and cols and max(rows, cols) <= max_side:
+        return png, resampled_meta(rec, rows, cols)
+    pixels = decode_payload(png)
+    small = fit_max_side(pixels, max_side)
+    meta = resampled_meta({**rec, "rows": pixels.shape[0], "cols": pixels.shape[1]}, *small.shape)
+    return (png if small is pixels else encode_png(small)), meta
 
 
 def counts(records: list[dict]) -> dict:
@@ -116,19 +144,35 @@ def counts(records: list[dict]) -> dict:
             for col in ("modality", "body_part", "source", "split", "bits")}
 
 
+def resample_summary(records: list[dict], max_side: int | None) -> dict:
+    """What the manifest says of the resolution policy: {} for a set at stored size."""
+    if not max_side:
+        return {}
+    factors = [max(reduced_size(r["rows"], r["cols"], max_side)) / max(r["rows"], r["cols"])
+               for r in records if r.get("rows") and r.get("cols")]
+    reduced = [f for f in factors if f < 1]
+    return {"max_side": max_side, "filter": FILTER, "images_reduced": len(reduced),
+            "min_factor": round(min(reduced), 6) if reduced else 1.0}
+
+
 def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: bool = False, evaluation: bool = False,
                     seed: int = 0,
                     target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
-                    map_shards=None) -> tuple[Path, Manifest, bool]:
-    """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built)."""
+                    max_side: int | None = DEFAULT_MAX_SIDE, map_shards=None) -> tuple[Path, Manifest, bool]:
+    """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built).
+
+    `max_side`: images whose longer side exceeds it are reduced to it (None or 0: every image as stored)."""
     with ws.write_lock():
         return _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite,
-                      map_shards)
+                      max_side or None, map_shards)
 
 
-def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, map_shards):
+def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
+           map_shards):
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
+    if max_side is not None and max_side < 16:
+        raise ShardError(f"--max-side {max_side}: use 0 (images as stored) or a side of 16 pixels or more")
     records = select(ws, query, include_excluded, evaluation)
     if not records:
         raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
@@ -137,10 +181,13 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     final = root / name
     if (final / "manifest.json").exists():
         old = Manifest.read(final / "manifest.json")
-        if old.selection_sha256 == digest and old.seed == seed:
+        same = old.selection_sha256 == digest and old.seed == seed
+        if same and old.resample.get("max_side") == max_side:
             return final / "manifest.json", old, False
         if not overwrite:
-            raise ShardError(f"shard set {name!r} exists with another selection; choose a new name or pass --overwrite")
+            what = (f"at another resolution (max side {old.resample.get('max_side') or 'as stored'})" if same
+                    else "with another selection")
+            raise ShardError(f"shard set {name!r} exists {what}; choose a new name or pass --overwrite")
     try:
         root.mkdir(parents=True, exist_ok=True)
         for stale in list(root.glob(".*.build-*")) + list(root.glob(".*.old-*")):
@@ -151,7 +198,7 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
         raise ShardError(f"cannot write shard sets under the workspace ({e.strerror})") from None
     try:
         plans = plan_shards(records, ws.root, seed, parse_size(target_size) if target_size and not samples_per_shard else None,
-                            samples_per_shard)
+                            samples_per_shard, max_side)
         run = map_shards or (lambda items, out: [write_shard(ws.root, p, out) for p in items])
         entries = sorted(run(plans, build), key=lambda e: e.file)
         for leftover in build.glob(".*"):
@@ -160,7 +207,8 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
             name=name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), query=query,
             include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
             catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
-            bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records))
+            bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records),
+            resample=resample_summary(records, max_side))
         manifest.write(build / "manifest.json")
         if final.exists():
             trash = root / f".{name}.old-{token()}"

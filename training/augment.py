@@ -1,12 +1,16 @@
 """Multi-crop augmentation for radiographs and MRI slices, from the stored 8/16-bit pixels.
 
-Runs in the loader workers. No colour jitter (grey images); instead the intensity transforms a
-radiologist's viewer applies: a random window over the image's robust range, gamma, blur and
-noise. Flips are off by default because laterality is part of the anatomy.
+No colour jitter (grey images); instead the intensity transforms a radiologist's viewer applies: a
+random window over the image's robust range, gamma, blur and noise. Flips are off by default
+because laterality is part of the anatomy.
 
-Every random draw comes from a generator seeded by (seed, epoch, image key), and the iBOT masks of
-a batch from (seed, epoch, its keys): a resumed run sees exactly the crops an uninterrupted one
-would, whatever the worker count or order.
+Two paths, one set of draws (`crops.device`): `loader` crops in the loader workers (MultiCrop,
+CollateCrops); `gpu` has the workers decode, draw the crop parameters and hand over the uint16
+pixels (CropPlan, CollatePlans), and training/device_crops.py cuts all crops of a batch at once on
+the training device. Every random draw comes from a generator seeded by (seed, epoch, image key),
+the noise from a torch generator seeded from it, and the iBOT masks of a batch from (seed, epoch,
+its keys): a resumed run sees exactly the crops an uninterrupted one would, whatever the worker
+count or order, and on CPU both paths give the same crops.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def _crop_box(rng: np.random.Generator, h: int, w: int, scale: tuple[float, floa
     for _ in range(10):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < cw <= w and 0 < ch <= h:
             return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
     side = min(h, w)
@@ -41,7 +45,7 @@ def _crop_box(rng: np.random.Generator, h: int, w: int, scale: tuple[float, floa
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = (k / k.sum()).to(x.dtype)
@@ -51,13 +55,54 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x[0]
 
 
-class MultiCrop:
-    """sample {"__key__", "image": [H, W] uint8/uint16} -> {"__key__", "global": [G, 1, S, S], "local": [L, 1, s, s]}."""
+# One row per crop, in crop order (2 global, then the local ones): what both crop paths apply.
+PARAMS = ("top", "left", "height", "width", "flip", "window_lo", "window_hi", "gamma", "blur_sigma", "noise_std")
+TOP, LEFT, HEIGHT, WIDTH, FLIP, WINDOW_LO, WINDOW_HI, GAMMA, BLUR_SIGMA, NOISE_STD = range(len(PARAMS))
+N_GLOBAL = 2
 
-    n_global = 2
 
-    def __init__(self, crops: dict, mean: float, std: float, seed: int = 0):
-        self.c, self.mean, self.std, self.seed, self.epoch = crops, float(mean), float(std), seed, 0
+def draw_crop_params(rng: np.random.Generator, h: int, w: int, lo: float, hi: float, c: dict) -> np.ndarray:
+    """[2 + local_crops, len(PARAMS)] float64: every random choice of one image's crops, drawn in crop order."""
+    rows = []
+    for i in range(N_GLOBAL + c["local_crops"]):
+        size, scale, blur_p = ((c["global_size"], c["global_scale"], c["blur"][i]) if i < N_GLOBAL
+                               else (c["local_size"], c["local_scale"], c["blur"][2]))
+        top, left, ch, cw = _crop_box(rng, h, w, tuple(scale))
+        flip = bool(c["flip"]) and rng.random() < 0.5
+        span, j = hi - lo, c["window_jitter"]
+        w_lo, w_hi = lo + span * j * rng.uniform(-1, 1), hi + span * j * rng.uniform(-1, 1)
+        if w_hi - w_lo < 0.05 * span:
+            w_lo, w_hi = lo, hi
+        g0, g1 = c["gamma"]
+        gamma = math.exp(rng.uniform(math.log(g0), math.log(g1)))
+        sigma = rng.uniform(*c["blur_sigma"]) * size / c["global_size"] if rng.random() < blur_p else 0.0
+        noise = rng.uniform(0, c["noise"]) if c["noise"] > 0 and rng.random() < c["noise_prob"] else 0.0
+        rows.append((top, left, ch, cw, flip, w_lo, w_hi, gamma, sigma, noise))
+    return np.array(rows, dtype=np.float64).reshape(-1, len(PARAMS))
+
+
+def crop_noise(generator: torch.Generator, params: torch.Tensor | np.ndarray, size: int,
+               device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """N(0, 1) [n, 1, size, size] for one image's crops of one size, or None when none of them is noisy.
+
+    Drawn by both crop paths in the same calls from a generator seeded per image: on CPU they add the same noise."""
+    if not (params[:, NOISE_STD] > 0).any():
+        return None
+    return torch.randn((len(params), 1, size, size), generator=generator, device=device)
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    return image[..., :3].mean(axis=-1) if image.ndim == 3 else image  # a stray colour image
+
+
+class CropPlan:
+    """sample {"__key__", "image": [H, W]} -> {"__key__", "image", "params": [n, len(PARAMS)], "noise_seed"}.
+
+    The loader's half of either crop path: the image's robust window and every random draw, from a generator
+    seeded by (seed, epoch, image key). Cheap: the pixels are only sampled for the window."""
+
+    def __init__(self, crops: dict, seed: int = 0):
+        self.c, self.seed, self.epoch = crops, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -65,61 +110,79 @@ class MultiCrop:
     def __call__(self, sample: dict) -> dict:
         key = sample["__key__"]
         rng = np.random.default_rng(_seed(self.seed, self.epoch, key))
-        image = sample["image"]
-        if image.ndim == 3:  # a stray colour image: luminance
-            image = image[..., :3].mean(axis=-1)
+        image = luminance(sample["image"])
         lo, hi = robust_range(image)
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-        c = self.c
-        blur = c["blur"]
-        globals_ = [self._crop(x, lo, hi, rng, c["global_size"], c["global_scale"], blur[i]) for i in range(2)]
-        locals_ = [self._crop(x, lo, hi, rng, c["local_size"], c["local_scale"], blur[2])
-                   for _ in range(c["local_crops"])]
-        out = {"__key__": key, "global": torch.stack(globals_)}
-        out["local"] = torch.stack(locals_) if locals_ else torch.zeros(0, 1, c["local_size"], c["local_size"])
+        params = draw_crop_params(rng, image.shape[0], image.shape[1], lo, hi, self.c)
+        return {"__key__": key, "image": image, "params": params, "noise_seed": int(rng.integers(2**62))}
+
+
+class MultiCrop(CropPlan):
+    """sample {"__key__", "image": [H, W] uint8/uint16} -> {"__key__", "global": [G, 1, S, S], "local": [L, 1, s, s]}.
+
+    The loader-side crop path (crops.device=loader): the plan applied to one image in the worker."""
+
+    n_global = N_GLOBAL
+
+    def __init__(self, crops: dict, mean: float, std: float, seed: int = 0):
+        super().__init__(crops, seed)
+        self.mean, self.std = float(mean), float(std)
+
+    def __call__(self, sample: dict) -> dict:
+        plan = super().__call__(sample)
+        c, params = self.c, plan["params"]
+        x = torch.from_numpy(np.ascontiguousarray(plan["image"], dtype=np.float32))[None]
+        g = torch.Generator().manual_seed(plan["noise_seed"])
+        out = {"__key__": plan["__key__"]}
+        for name, rows, size in (("global", params[:N_GLOBAL], c["global_size"]),
+                                 ("local", params[N_GLOBAL:], c["local_size"])):
+            noise = crop_noise(g, rows, size)
+            crops = [self._crop(x, p, size, None if noise is None else noise[i]) for i, p in enumerate(rows)]
+            out[name] = torch.stack(crops) if crops else torch.zeros(0, 1, size, size)
         return out
 
-    def _crop(self, x: torch.Tensor, lo: float, hi: float, rng: np.random.Generator, size: int,
-              scale: list[float], blur_p: float) -> torch.Tensor:
-        c = self.c
-        _, h, w = x.shape
-        top, left, ch, cw = _crop_box(rng, h, w, tuple(scale))
+    def _crop(self, x: torch.Tensor, p: np.ndarray, size: int, noise: torch.Tensor | None) -> torch.Tensor:
+        top, left, ch, cw = (int(v) for v in p[[TOP, LEFT, HEIGHT, WIDTH]])
         crop = x[:, top:top + ch, left:left + cw]
         crop = F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-        if c["flip"] and rng.random() < 0.5:
+        if p[FLIP]:
             crop = crop.flip(-1)
-        span, j = hi - lo, c["window_jitter"]
-        w_lo = lo + span * j * rng.uniform(-1, 1)
-        w_hi = hi + span * j * rng.uniform(-1, 1)
-        if w_hi - w_lo < 0.05 * span:
-            w_lo, w_hi = lo, hi
-        crop = ((crop - w_lo) / (w_hi - w_lo)).clamp_(0, 1)
-        g0, g1 = c["gamma"]
-        crop = crop.pow(math.exp(rng.uniform(math.log(g0), math.log(g1))))
-        if rng.random() < blur_p:
-            s0, s1 = c["blur_sigma"]
-            crop = _gaussian_blur(crop, rng.uniform(s0, s1) * size / c["global_size"])
-        if c["noise"] > 0 and rng.random() < c["noise_prob"]:
-            noise = torch.from_numpy(rng.standard_normal(crop.shape, dtype=np.float32))
-            crop = (crop + noise * rng.uniform(0, c["noise"])).clamp_(0, 1)
+        crop = ((crop - p[WINDOW_LO]) / (p[WINDOW_HI] - p[WINDOW_LO])).clamp_(0, 1)
+        crop = crop.pow(float(p[GAMMA]))
+        if p[BLUR_SIGMA] > 0:
+            crop = _gaussian_blur(crop, float(p[BLUR_SIGMA]))
+        if p[NOISE_STD] > 0:
+            crop = (crop + noise * float(p[NOISE_STD])).clamp_(0, 1)
         return (crop - self.mean) / self.std
 
 
 def block_mask(rng: np.random.Generator, h: int, w: int, ratio: float, min_block: int = 4) -> np.ndarray:
     """[h, w] bool with about `ratio` of the patches masked in rectangles (BEiT/iBOT block masking)."""
     mask = np.zeros((h, w), dtype=bool)
-    target = int(round(ratio * h * w))
+    target = round(ratio * h * w)
     for _ in range(100):
         missing = target - int(mask.sum())
         if missing <= 0:
             break
         area = rng.uniform(min_block, max(min_block, missing))
         aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
-        bh = min(h, max(1, int(round(math.sqrt(area * aspect)))))
-        bw = min(w, max(1, int(round(math.sqrt(area / aspect)))))
+        bh = min(h, max(1, round(math.sqrt(area * aspect))))
+        bw = min(w, max(1, round(math.sqrt(area / aspect))))
         top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
         mask[top:top + bh, left:left + bw] = True
     return mask
+
+
+def ibot_masks(keys: list[str], n: int, grid: int, ratio: list[float], probability: float, seed: int,
+               epoch: int) -> torch.Tensor:
+    """[n, grid * grid] bool: a share `probability` of the n global crops masked, ratios spread over `ratio`;
+    drawn from (seed, epoch, the batch's keys)."""
+    rng = np.random.default_rng(_seed(seed, epoch, *keys))
+    masked = round(n * probability)
+    ratios = np.linspace(ratio[0], ratio[1], masked) if masked else []
+    masks = np.zeros((n, grid * grid), dtype=bool)
+    for i, r in zip(rng.permutation(n)[:masked], ratios):
+        masks[i] = block_mask(rng, grid, grid, float(r)).ravel()
+    return torch.from_numpy(masks)
 
 
 class CollateCrops:
@@ -133,17 +196,35 @@ class CollateCrops:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def masks(self, keys: list[str], n: int) -> torch.Tensor:
+        return ibot_masks(keys, n, self.grid, self.ratio, self.prob, self.seed, self.epoch)
+
     def __call__(self, samples: list[dict]) -> dict:
         keys = [s["__key__"] for s in samples]
         g = torch.cat([torch.stack([s["global"][i] for s in samples]) for i in range(samples[0]["global"].shape[0])])
         n_local = samples[0]["local"].shape[0]
         loc = (torch.cat([torch.stack([s["local"][i] for s in samples]) for i in range(n_local)])
                if n_local else None)
-        rng = np.random.default_rng(_seed(self.seed, self.epoch, *keys))
-        n = g.shape[0]
-        masked = int(round(n * self.prob))
-        ratios = np.linspace(self.ratio[0], self.ratio[1], masked) if masked else []
-        masks = np.zeros((n, self.grid * self.grid), dtype=bool)
-        for i, r in zip(rng.permutation(n)[:masked], ratios):
-            masks[i] = block_mask(rng, self.grid, self.grid, float(r)).ravel()
-        return {"keys": keys, "global": g, "local": loc, "masks": torch.from_numpy(masks)}
+        return {"keys": keys, "global": g, "local": loc, "masks": self.masks(keys, g.shape[0])}
+
+
+class CollatePlans(CollateCrops):
+    """A list of CropPlan outputs -> one batch for training.device_crops.DeviceCrops.
+
+    Returns {"keys": [B], "images": [B, H, W] uint16 (zero-padded to the batch's largest image; 8-bit values as
+    they are), "sizes": [B, 2] int64, "params": [B, n, len(PARAMS)] float64, "noise_seeds": [B] int64,
+    "masks": [G*B, P] bool}: one tensor of pixels, so it travels through shared memory and pinned memory at once."""
+
+    def __call__(self, samples: list[dict]) -> dict:
+        keys = [s["__key__"] for s in samples]
+        sizes = np.array([s["image"].shape[:2] for s in samples], dtype=np.int64)
+        images = torch.zeros((len(samples), *sizes.max(0)), dtype=torch.uint16)
+        if torch.utils.data.get_worker_info() is not None:
+            images.share_memory_()  # written in place: the batch is not copied again on its way to the trainer
+        pixels = images.numpy()
+        for out, s in zip(pixels, samples):
+            out[:s["image"].shape[0], :s["image"].shape[1]] = s["image"]
+        params = torch.from_numpy(np.stack([s["params"] for s in samples]))
+        return {"keys": keys, "images": images, "sizes": torch.from_numpy(sizes), "params": params,
+                "noise_seeds": torch.tensor([s["noise_seed"] for s in samples], dtype=torch.int64),
+                "masks": self.masks(keys, N_GLOBAL * len(samples))}

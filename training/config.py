@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
         "layers": 3,
     },
     "crops": {
+        "device": "loader",  # loader: crops cut in the loader workers | gpu: workers decode, crops cut batched on
+        #                      the training device (training/device_crops.py; docs/training.md, "Input pipeline")
         "global_size": 224,
         "local_size": 96,
         "local_crops": 8,
@@ -134,7 +136,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def _validate(cfg: dict) -> None:
     choices = {"loss.centering": ("center", "sinkhorn"), "optim.schedule": ("cosine", "constant"),
                "train.precision": ("auto", "bf16", "fp32"), "train.parallel": ("ddp", "fsdp"),
-               "train.device": ("auto", "cuda", "cpu")}
+               "train.device": ("auto", "cuda", "cpu"), "crops.device": ("loader", "gpu")}
     for key, allowed in choices.items():
         section, name = key.split(".")
         if cfg[section][name] not in allowed:

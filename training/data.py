@@ -12,7 +12,7 @@ from catalog.errors import OrthoError
 from catalog.files import file_sha256, is_remote, local_path
 from shards.manifest import Manifest, shard_urls
 from shards.reader import ShardStream
-from training.augment import CollateCrops, MultiCrop
+from training.augment import CollateCrops, CollatePlans, CropPlan, MultiCrop
 
 
 class TrainingError(OrthoError, ValueError):
@@ -66,8 +66,11 @@ def build_stream(cfg: dict, manifest: str, mean: float, std: float, patch_size: 
     t, c, loss = cfg["train"], cfg["crops"], cfg["loss"]
     if c["global_size"] % patch_size:
         raise TrainingError(f"crops.global_size {c['global_size']} is not a multiple of the patch size {patch_size}")
-    transform = MultiCrop(c, mean, std, seed=t["seed"])
-    collate = CollateCrops(c["global_size"] // patch_size, loss["mask_ratio"], loss["mask_probability"], seed=t["seed"])
+    # crops.device=gpu: the workers only decode and draw; training/device_crops.py cuts the crops (Learner.crops)
+    on_device = c["device"] == "gpu"
+    transform = CropPlan(c, seed=t["seed"]) if on_device else MultiCrop(c, mean, std, seed=t["seed"])
+    collate = (CollatePlans if on_device else CollateCrops)(c["global_size"] // patch_size, loss["mask_ratio"],
+                                                             loss["mask_probability"], seed=t["seed"])
     stream = ShardStream(manifest, shuffle_buffer=t["shuffle_buffer"], seed=t["seed"], transform=transform,
                          batch_size=cfg["optim"]["batch_size"], collate=collate, rank=rank, world_size=world_size,
                          num_workers=t["num_workers"])
@@ -78,10 +81,11 @@ def build_stream(cfg: dict, manifest: str, mean: float, std: float, patch_size: 
     return stream
 
 
-def make_loader(stream: ShardStream, num_workers: int) -> torch.utils.data.DataLoader:
+def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     # A private generator: creating the workers must not draw from the global RNG, or a resumed run
     # (which creates them at another step) would see other dropout draws than an uninterrupted one.
+    # pin_memory (on CUDA): batches are copied to the GPU asynchronously, the uint16 pixels of the gpu crop path too.
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers,
                                        prefetch_factor=4 if num_workers else None,
                                        generator=torch.Generator().manual_seed(0),
-                                       persistent_workers=False)
+                                       persistent_workers=False, pin_memory=pin_memory)

@@ -10,6 +10,7 @@ from torch import nn
 
 from training.backbone import apply_schedules, forward_tokens
 from training.centering import TeacherTargets
+from training.device_crops import DeviceCrops
 from training.losses import dino_loss, gram_loss, ibot_loss, koleo_loss
 from training.metrics import collapse_stats
 from training.model import SSLModel
@@ -30,6 +31,7 @@ class Learner:
     autocast_dtype: torch.dtype | None = None
     gram_anchor: nn.Module | None = None
     fsdp: bool = False
+    crops: DeviceCrops | None = None  # crops.device=gpu: cuts the batch's crops on `device` before the step
 
     def __post_init__(self):
         s = dict(self.student_module.named_parameters())
@@ -107,6 +109,8 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict, log: b
     (reading them waits for the GPU, so steps that are not logged return {} and never wait)."""
     cfg, dev = learner.cfg, learner.device
     loss_cfg, optim_cfg = cfg["loss"], cfg["optim"]
+    if learner.crops is not None:
+        batch = learner.crops(batch)
     glob = batch["global"].to(dev, non_blocking=True)
     local = batch["local"].to(dev, non_blocking=True) if batch["local"] is not None else None
     masks = batch["masks"].to(dev, non_blocking=True)

@@ -27,6 +27,7 @@ from training.centering import TeacherTargets
 from training.checkpoint import clear_partial, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import dump_config, load_config
 from training.data import TrainingError, check_manifest, build_stream, make_loader
+from training.device_crops import DeviceCrops
 from training.distributed import DistContext, all_mean, barrier, setup_distributed
 from training.metrics import CollapseWatch, MetricsWriter, read_metrics
 from training.model import build_ssl_models
@@ -107,7 +108,9 @@ def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
                                                   loss["center_momentum"]).to(ctx.device),
                       ibot_targets=TeacherTargets(student.ibot_head.prototypes.out_features, loss["centering"],
                                                   loss["center_momentum"]).to(ctx.device),
-                      optimizer=optimizer, cfg=cfg, device=ctx.device, autocast_dtype=_precision(cfg, ctx), fsdp=fsdp)
+                      optimizer=optimizer, cfg=cfg, device=ctx.device, autocast_dtype=_precision(cfg, ctx), fsdp=fsdp,
+                      crops=DeviceCrops(cfg["crops"], student.spec.mean[0], student.spec.std[0], ctx.device)
+                      if cfg["crops"]["device"] == "gpu" else None)
     return learner, report
 
 
@@ -194,7 +197,7 @@ def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, 
     learner.student.train()
     while position["step"] < stop:
         stream.set_epoch(position["epoch"], position["step_in_epoch"])
-        for batch_data in make_loader(stream, t["num_workers"]):
+        for batch_data in make_loader(stream, t["num_workers"], pin_memory=ctx.device.type == "cuda"):
             try:
                 step = position["step"] + 1
                 logged = step % t["log_every"] == 0 or step == steps

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+from shards.resample import DEFAULT_MAX_SIDE
 
 
 def shards_build(
@@ -19,6 +20,8 @@ def shards_build(
     target_size: str = typer.Option("512MB", help="Approximate bytes per shard"),
     samples_per_shard: Optional[int] = typer.Option(None, help="Cut shards by sample count instead of size"),
     seed: int = typer.Option(0, help="Seed of the sample order"),
+    max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Reduce images whose longer side exceeds this "
+                                 "(antialiased, at their bit depth; the store keeps full size); 0: as stored"),
     overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
     runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
@@ -32,7 +35,7 @@ def shards_build(
     with err.status(f"building shard set {name}"):
         result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
                            evaluation=evaluation, seed=seed, target_size=target_size,
-                           samples_per_shard=samples_per_shard, overwrite=overwrite, wait_s=wait)
+                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait)
     verb = "built" if result["built"] else "up to date:"
     console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
     show_manifest(Path(result["manifest"]))
@@ -91,6 +94,9 @@ def show_manifest(path: Path) -> None:
                   f"created {m.created}, seed {m.seed}")
     console.print(f"query: {m.query}" + ("  (exclusions ignored)" if m.include_excluded else ""))
     console.print(f"catalog snapshot: {m.catalog_snapshot['parts']} parts, last {m.catalog_snapshot['last_part']}")
+    r = m.resample
+    console.print(f"resolution: longer side at most {r['max_side']} px ({r['images_reduced']} images reduced, "
+                  f"smallest factor {r['min_factor']:.3f}, {r['filter']})" if r else "resolution: images as stored")
     t = Table("attribute", "value", "samples", title="counts")
     for attr, values in m.counts.items():
         for value, n in values.items():

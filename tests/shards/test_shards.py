@@ -23,19 +23,6 @@ def build(ws, name="s", query=ALL, **kw):
     return build_shard_set(ws, name, query, **kw)
 
 
-@pytest.fixture
-def shard_ws(phantom_workspace, tmp_path):
-    """A private copy of the phantom workspace, so shard sets do not leak between tests."""
-    import shutil
-
-    from catalog.workspace import Workspace
-
-    ws, _ = phantom_workspace
-    root = tmp_path / "ws"
-    shutil.copytree(ws.root, root, ignore=shutil.ignore_patterns("shards"))
-    return Workspace.open(root)
-
-
 def test_round_trip_pixels_and_metadata(shard_ws):
     path, m, built = build(shard_ws)
     n_images = db.query(shard_ws, "SELECT count(*) FROM images")[1][0][0]

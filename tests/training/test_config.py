@@ -21,6 +21,7 @@ def test_override_parsing_reads_yaml_scalars_and_scientific_notation():
     ("train.steps=1.5", "takes an integer"),
     ("crops.flip=maybe", "takes true or false"),
     ("loss.centering=median", "one of center, sinkhorn"),
+    ("crops.device=tpu", "'crops.device' is 'tpu'; one of loader, gpu"),
     ("optim.batch_size=0", "must be positive"),
     ("crops.gamma=[1]", "takes a list of 2 values"),
     ("optim", "is not key=value"),

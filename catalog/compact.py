@@ -35,7 +35,7 @@ def compact(ws: Workspace, wait_s: float = 0.0) -> tuple[int, int]:
         staging = ws.staging_dir / f"compact-{token()}"
         staging.mkdir(parents=True)
         with db.connection(ws) as con:
-            occ = f"read_parquet('{db._sql_str(ws.parts_dir / '*' / 'occurrences.parquet')}', union_by_name=true)"
+            occ = f"read_parquet('{db.sql_str(ws.parts_dir / '*' / 'occurrences.parquet')}', union_by_name=true)"
             lab = db._parts_source(ws, "labels", schema.LABEL)
             batch = "(" + ", ".join(f"'{p.name}'" for p in parts) + ")"
             queries = {
@@ -48,12 +48,12 @@ def compact(ws: Workspace, wait_s: float = 0.0) -> tuple[int, int]:
                               WHERE l.part_id IN {batch}""",
             }
             for name, sql in queries.items():
-                target = db._sql_str(staging / f"{name}.parquet")
+                target = db.sql_str(staging / f"{name}.parquet")
                 con.execute(f"COPY ({sql.format(id=new_id)}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
             lineage = sorted(ws.lineage_dir.glob("*.parquet"))
             if len(lineage) > 1:
-                con.execute(f"""COPY (SELECT DISTINCT * FROM read_parquet('{db._sql_str(ws.lineage_dir / '*.parquet')}',
-                                union_by_name=true)) TO '{db._sql_str(staging / 'lineage.parquet')}' (FORMAT parquet)""")
+                con.execute(f"""COPY (SELECT DISTINCT * FROM read_parquet('{db.sql_str(ws.lineage_dir / '*.parquet')}',
+                                union_by_name=true)) TO '{db.sql_str(staging / 'lineage.parquet')}' (FORMAT parquet)""")
         merged_lineage = staging / "lineage.parquet"
         if merged_lineage.exists():
             os.replace(merged_lineage, ws.lineage_dir / f"{new_id}.parquet")
@@ -62,5 +62,5 @@ def compact(ws: Workspace, wait_s: float = 0.0) -> tuple[int, int]:
         os.rename(staging, ws.parts_dir / new_id)
         for old in parts:
             shutil.rmtree(old, ignore_errors=True)
-        db.write_duckdb_file(ws)
+        db.publish(ws)
         return len(everything), len(everything) - len(parts) + 1

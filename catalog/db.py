@@ -16,6 +16,7 @@ from typing import Iterator
 import duckdb
 
 from catalog import schema
+from catalog.current import TABLES, fresh_snapshot, materialise
 from catalog.files import atomic_path
 from catalog.workspace import Workspace
 
@@ -24,24 +25,25 @@ def _parts_source(ws: Workspace, table: str, pa_schema) -> str:
     glob = ws.parts_dir / "*" / f"{table}.parquet"
     if not any(ws.parts_dir.glob(f"*/{table}.parquet")):
         return f"({schema.empty_select(pa_schema)})"
-    return f"read_parquet('{_sql_str(glob)}', union_by_name=true)"
+    return f"read_parquet('{sql_str(glob)}', union_by_name=true)"
 
 
-def _sql_str(path: Path | str) -> str:
+def sql_str(path: Path | str) -> str:
+    """A path as a single-quoted SQL string's content."""
     return str(path).replace("'", "''")
 
 
 def _glob_source(folder: Path, pattern: str, pa_schema) -> str:
     if not any(folder.glob(pattern)):
         return f"({schema.empty_select(pa_schema)})"
-    return f"read_parquet('{_sql_str(folder / pattern)}', union_by_name=true)"
+    return f"read_parquet('{sql_str(folder / pattern)}', union_by_name=true)"
 
 
 def _curation_sources(ws: Workspace) -> dict[str, str]:
     current = max((p for p in ws.curation_dir.glob("*") if p.is_dir()), default=None, key=lambda p: p.name)
     out = {}
     for name, pa_schema in (("dups", schema.DUPS), ("quality", schema.QUALITY), ("leakage", schema.LEAKAGE)):
-        out[name] = (f"read_parquet('{_sql_str(current / f'{name}.parquet')}')" if current
+        out[name] = (f"read_parquet('{sql_str(current / f'{name}.parquet')}')" if current
                      else f"({schema.empty_select(pa_schema)})")
     out["signatures"] = _glob_source(ws.signatures_dir, "*.parquet", schema.SIGNATURE)
     out["keypoints"] = _glob_source(ws.keypoints_dir, "*.parquet", schema.KEYPOINTS)
@@ -49,10 +51,16 @@ def _curation_sources(ws: Workspace) -> dict[str, str]:
     return out
 
 
-def view_statements(ws: Workspace, private: bool = False) -> list[str]:
-    """The CREATE VIEW statements in execution order: each view reads only views created before it."""
-    stmts = [*_curation_views(ws), *_file_views(ws), _images_view(), _files_view(), _labels_view(ws),
-             _runs_view(ws)]
+def view_statements(ws: Workspace, private: bool = False, derived: bool = False) -> list[str]:
+    """The CREATE VIEW statements in execution order: each view reads only views created before it. `images`,
+    `files` and `labels` read the materialised snapshot while it is fresh (catalog/current.py), unless `derived`."""
+    snapshot = None if derived else fresh_snapshot(ws)
+    if snapshot is not None:
+        current = [f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{sql_str(snapshot / f'{t}.parquet')}')"
+                   for t in TABLES]
+    else:
+        current = [_images_view(), _files_view(), _labels_view(ws)]
+    stmts = [*_curation_views(ws), *_file_views(ws), *current, _runs_view(ws)]
     if private:
         stmts.append(_lineage_view(ws))
     return stmts
@@ -149,7 +157,7 @@ def _labels_view(ws: Workspace) -> str:
 def _runs_view(ws: Workspace) -> str:
     """One row per run: its latest recorded state."""
     if any(ws.runs_dir.glob("*.parquet")):
-        runs_src = f"read_parquet('{_sql_str(ws.runs_dir / '*.parquet')}', union_by_name=true)"
+        runs_src = f"read_parquet('{sql_str(ws.runs_dir / '*.parquet')}', union_by_name=true)"
     else:
         runs_src = f"({schema.empty_select(schema.RUN)})"
     return f"""CREATE OR REPLACE VIEW runs AS
@@ -171,7 +179,7 @@ def _lineage_view(ws: Workspace) -> str:
     # before `path_bytes` are there; those held UTF-8 paths only, so the bytes are their encoding.
     src = f"({schema.empty_select(schema.LINEAGE)})"
     if any(ws.lineage_dir.glob("*.parquet")):
-        src += f" UNION ALL BY NAME (SELECT * FROM read_parquet('{_sql_str(ws.lineage_dir / '*.parquet')}', union_by_name=true))"
+        src += f" UNION ALL BY NAME (SELECT * FROM read_parquet('{sql_str(ws.lineage_dir / '*.parquet')}', union_by_name=true))"
     return f"""CREATE OR REPLACE VIEW lineage AS
                SELECT DISTINCT * REPLACE (coalesce(path_bytes, encode(path)) AS path_bytes) FROM ({src})"""
 
@@ -186,27 +194,35 @@ def configure(*, memory_limit: str | None = None) -> None:
         _MEMORY_LIMIT = str(memory_limit)
 
 
-def connect(ws: Workspace, private: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog views. `private` adds `lineage`."""
+def connect(ws: Workspace, private: bool = False, derived: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog views. `private` adds `lineage`; `derived` derives the
+    current state from the parts even where a fresh snapshot exists."""
     con = duckdb.connect(":memory:")
     # Whole-catalog queries (current versions, duplicate ranks, compaction) spill to disk past this
     # instead of growing with the catalog; insertion order is never relied on.
     con.execute(f"SET memory_limit = '{_MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order = false")
-    con.execute(f"SET temp_directory = '{_sql_str(ws.staging_dir / f'duckdb-spill-{os.getpid()}')}'")
-    for stmt in view_statements(ws, private=private):
+    con.execute(f"SET temp_directory = '{sql_str(ws.staging_dir / f'duckdb-spill-{os.getpid()}')}'")
+    for stmt in view_statements(ws, private=private, derived=derived):
         con.execute(stmt)
     return con
 
 
 @contextlib.contextmanager
-def connection(ws: Workspace, private: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def connection(ws: Workspace, private: bool = False, derived: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """`connect`, closed when the block ends."""
-    con = connect(ws, private=private)
+    con = connect(ws, private=private, derived=derived)
     try:
         yield con
     finally:
         con.close()
+
+
+def publish(ws: Workspace) -> None:
+    """After a committed change (the caller holds the write lock): the current state materialised once, and
+    catalog.duckdb pointing at it."""
+    materialise(ws)
+    write_duckdb_file(ws)
 
 
 def write_duckdb_file(ws: Workspace) -> Path:

@@ -241,7 +241,7 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
                               for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
         _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
                  config)
-        db.write_duckdb_file(ws)
+        db.publish(ws)
         with db.connection(ws) as con:
             summary.dup_groups = con.execute("SELECT count(DISTINCT dup_group) FROM dup_groups").fetchall()[0][0]
             summary.near_duplicates = con.execute("SELECT count(*) FROM dup_groups WHERE NOT representative").fetchall()[0][0]

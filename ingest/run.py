@@ -159,7 +159,7 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
         record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
         shutil.rmtree(ws.batches_dir / run_id, ignore_errors=True)
         _compact_if_needed(ws, compact_parts)
-        db.write_duckdb_file(ws)
+        db.publish(ws)
     log.info("ingested source %s: %d files seen, %d new, %d already done, %d images, %d quarantined",
              name, summary.files_seen, summary.result.files, summary.files_skipped, summary.result.images,
              sum(summary.result.quarantined.values()))

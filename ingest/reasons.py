@@ -26,6 +26,7 @@ REASONS = {
     "burned_in_text": "text was found in the pixels and the source's policy is --burned-in quarantine",
     "pacs_retrieve_failed": "the PACS would not give the instance after retries; its study is pulled again next run",
     "pacs_bad_response": "the PACS answered with something that is not a DICOM instance or a valid query answer",
+    "pacs_incomplete_listing": "the PACS listed fewer instances of a series than it reports, after retries",
     "internal_error": "an unexpected error; the message names only the exception type",
 }
 

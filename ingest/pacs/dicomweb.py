@@ -17,7 +17,7 @@ import certifi
 import urllib3
 
 from ingest.pacs.errors import PacsRefused, PacsUnavailable, RetrieveFailed
-from ingest.pacs.study import Instance, Study, tag_value
+from ingest.pacs.study import Instance, Study, checked_listing, tag_value
 
 PAGE = 500  # QIDO page size (limit/offset)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -71,21 +71,22 @@ class DicomWebClient:
                 offset += len(page)
 
     def instances(self, study: str, body_parts: list[str] | None = None) -> list[Instance]:
-        if not body_parts:
-            return self._instances(f"/studies/{study}/instances", study)
         out: list[Instance] = []
-        for item in self._json(f"/studies/{study}/series", {"includefield": "00180015"}):
+        for item in self._json(f"/studies/{study}/series", {"includefield": ["00180015", "00201209"]}):
             series = tag_value(item, "0020000E")
-            if series and (tag_value(item, "00180015") or "").upper() in body_parts:
-                out += self._instances(f"/studies/{study}/series/{series}/instances", study, series)
+            if not series or (body_parts and (tag_value(item, "00180015") or "").upper() not in body_parts):
+                continue
+            path = f"/studies/{study}/series/{series}/instances"
+            out += checked_listing(lambda p=path, s=series: self._instances(p, study, s),
+                                   int(tag_value(item, "00201209") or 0), "series")
         return out
 
-    def _instances(self, path: str, study: str, series: str | None = None) -> list[Instance]:
+    def _instances(self, path: str, study: str, series: str) -> list[Instance]:
         out = []
         for item in self._json(path, {"includefield": "0020000E"}):
-            sop, ser = tag_value(item, "00080018"), tag_value(item, "0020000E") or series
-            if sop and ser:
-                out.append(Instance(study, ser, sop))
+            sop = tag_value(item, "00080018")
+            if sop:
+                out.append(Instance(study, tag_value(item, "0020000E") or series, sop))
         return out
 
     def retrieve(self, inst: Instance, upcoming=()) -> bytes:

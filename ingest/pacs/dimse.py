@@ -34,7 +34,7 @@ from pynetdicom.sop_class import (
 )
 
 from ingest.pacs.errors import PacsRefused, PacsUnavailable, RetrieveFailed
-from ingest.pacs.study import Instance, Study
+from ingest.pacs.study import Instance, Study, checked_listing
 
 logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 _config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -166,15 +166,19 @@ class DimseClient:
                                 str(item.get("StudyDescription", "") or ""))
 
     def instances(self, study: str, body_parts: list[str] | None = None) -> list[Instance]:
-        series = [(str(s.SeriesInstanceUID), str(s.get("BodyPartExamined", "") or "").upper())
-                  for s in self._find(_identifier("SERIES", StudyInstanceUID=study, SeriesInstanceUID="",
-                                                  BodyPartExamined="")) if s.get("SeriesInstanceUID")]
-        out = []
-        for uid, body_part in series:
+        query = _identifier("SERIES", StudyInstanceUID=study, SeriesInstanceUID="", BodyPartExamined="",
+                            NumberOfSeriesRelatedInstances="")
+        series = [(str(s.SeriesInstanceUID), str(s.get("BodyPartExamined", "") or "").upper(),
+                   int(s.get("NumberOfSeriesRelatedInstances") or 0))
+                  for s in self._find(query) if s.get("SeriesInstanceUID")]
+        out: list[Instance] = []
+        for uid, body_part, expected in series:
             if body_parts and body_part not in body_parts:
                 continue
             query = _identifier("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=uid, SOPInstanceUID="")
-            out += [Instance(study, uid, str(i.SOPInstanceUID)) for i in self._find(query) if i.get("SOPInstanceUID")]
+            out += checked_listing(lambda q=query, u=uid: [Instance(study, u, str(i.SOPInstanceUID))
+                                                           for i in self._find(q) if i.get("SOPInstanceUID")],
+                                   expected, "series")
         return out
 
     def _find(self, query: Dataset) -> Iterator[Dataset]:

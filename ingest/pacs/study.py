@@ -28,6 +28,24 @@ class Instance:
         return cls(study, series, sop)
 
 
+LISTING_ATTEMPTS = 3
+
+
+def checked_listing(list_once, expected: int, where: str) -> list[Instance]:
+    """A series' instances, listed again (their union kept) until there are as many as the archive reports for it
+    (`expected`; 0: it did not say). Measured with Orthanc over DIMSE at full speed, about one C-FIND response in
+    3,000 never reaches pynetdicom: without this check a series would be marked pulled with an instance missing."""
+    found: dict[str, Instance] = {}
+    for _ in range(LISTING_ATTEMPTS):
+        found.update((i.sop, i) for i in list_once())
+        if not expected or len(found) >= expected:
+            return list(found.values())
+    from ingest.pacs.errors import RetrieveFailed
+
+    raise RetrieveFailed("pacs_incomplete_listing", f"{len(found)} of {expected} instances of a {where} listed "
+                         f"after {LISTING_ATTEMPTS} queries")
+
+
 def tag_value(item: dict, tag: str) -> str | None:
     """The first value of a tag in DICOM JSON (PS3.18 F.2)."""
     values = (item.get(tag) or {}).get("Value") or []

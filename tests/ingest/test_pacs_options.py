@@ -66,3 +66,16 @@ def test_secrets_come_from_env_or_the_private_area_and_messages_name_only_the_re
         add_source(ws, Source("p", "dimse://AE@h:104", "internal", pacs={"credentials": "env:X"}), probe=False)
     with pytest.raises(OrthoError, match="--move-port"):
         add_source(ws, Source("p", "dimse://AE@h:104", "internal", pacs={"retrieve": "move"}), probe=False)
+
+
+def test_a_series_listed_short_is_listed_again_and_never_passed_off_as_whole():
+    from ingest.pacs.errors import RetrieveFailed
+    from ingest.pacs.study import Instance, checked_listing
+
+    whole = [Instance("1.2", "1.2.3", f"1.2.3.{i}") for i in range(5)]
+    answers = iter([whole[:2] + whole[3:], whole[1:]])  # a response lost in each of two queries
+    assert sorted(i.sop for i in checked_listing(lambda: next(answers), 5, "series")) == [i.sop for i in whole]
+    assert len(checked_listing(lambda: whole[:3], 0, "series")) == 3  # the archive gave no count: trusted
+    with pytest.raises(RetrieveFailed, match="4 of 5 instances") as e:
+        checked_listing(lambda: whole[:4], 5, "series")
+    assert e.value.reason == "pacs_incomplete_listing"

@@ -41,7 +41,7 @@ STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
     "ingest": {"runner", "workers", "batch_size"},
     "curate": {"runner", "workers", "crops", "overrides"},
-    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard"},
+    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side"},
     "pretrain": {"name", "shards", "config", "overrides"},
     "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
                  "n_boot", "finetune", "overrides"},
@@ -182,6 +182,7 @@ class PipelineRun:
     manifests: dict[str, str] = field(default_factory=dict)  # shard set name -> manifest path
     checkpoint: str | None = None
     curate_summary: dict = field(default_factory=dict)  # printed after the stage table
+    curation_report: str | None = None  # the current curation run's report (curation/report.py)
     report: str | None = None
 
     def stage(self, name: str, needs: tuple[str, ...], fn, *args) -> None:
@@ -205,7 +206,8 @@ class PipelineRun:
         self.results.append(StageResult(name, status, detail))
 
     def outputs(self) -> list[dict]:
-        extra = {"evaluate": {"report": self.report}, "curate": {"summary": self.curate_summary or None}}
+        extra = {"evaluate": {"report": self.report}, "curate": {"summary": self.curate_summary or None,
+                                                                     "report": self.curation_report}}
         return [r.__dict__ | extra.get(r.stage, {}) for r in self.results]
 
 
@@ -243,24 +245,45 @@ def curate_stage(run: PipelineRun) -> tuple[str, str]:
 
     settings = run.spec.curate
     if run.state.get("curate") == _digest({"catalog": catalog_snapshot(run.ws), "settings": settings}):
-        return "up to date", "catalog unchanged since the last curation"
+        return "up to date", "catalog unchanged since the last curation" + _curation_report(run)
     s = run_curate(str(run.ws.root), runner=settings.get("runner", "processes"), workers=settings.get("workers"),
                    crops=bool(settings.get("crops", True)), overrides=list(settings.get("overrides") or []))
     run.curate_summary.update(s)
     run.state["curate"] = _digest({"catalog": catalog_snapshot(run.ws), "settings": settings})
     _save_state(run.ws, run.state)
     return "done", f"{s['images']} images, {s['excluded']} excluded, {s['leakage_removed']} removed by the " \
-                   "leakage guard"
+                   "leakage guard" + _curation_report(run)
+
+
+def _curation_report(run: PipelineRun) -> str:
+    """Writes the current curation run's report unless written already (sampled: a few seconds at most); a failure
+    to write it is logged and noted in the stage's detail, and stops nothing."""
+    from curation.report import curation_runs, report_path, write_curation_report
+
+    runs = curation_runs(run.ws)
+    if not runs:
+        return ""
+    path = report_path(run.ws, runs[-1])
+    try:
+        if not path.is_file():
+            write_curation_report(run.ws, runs[-1])
+    except Exception as e:
+        with (run.ws.logs_dir / "pipeline-errors.log").open("a") as log:
+            log.write(f"--- curation report\n{scrub_paths(frames_only(e), run.ws)}\n")
+        return f"; the curation report failed ({scrub_paths(one_line(e), run.ws)})"
+    run.curation_report = str(path)
+    return ""
 
 
 def shards_stage(run: PipelineRun, sel: dict) -> tuple[str, str]:
     from flows.shards import run_build
+    from shards.resample import DEFAULT_MAX_SIDE
 
     r = run_build(str(run.ws.root), sel["name"], sel["query"], runner="threads",
                   include_excluded=bool(sel.get("include_excluded", False)),
                   evaluation=bool(sel.get("evaluation", False)), seed=int(sel.get("seed", 0)),
                   target_size=sel.get("target_size", "512MB"), samples_per_shard=sel.get("samples_per_shard"),
-                  overwrite=True)
+                  max_side=sel.get("max_side", DEFAULT_MAX_SIDE), overwrite=True)
     run.manifests[sel["name"]] = r["manifest"]
     return ("done" if r["built"] else "up to date"), f"{r['samples']} samples in {r['shards']} shards"
 

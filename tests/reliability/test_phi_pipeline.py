@@ -1,4 +1,4 @@
-"""After the whole pipeline (ingest, curate, shards, pretraining, evaluation and its report) and a
+"""After the whole pipeline (ingest, curate and its report, shards, pretraining, evaluation and its report) and a
 de-identified DICOM export, no identifying value planted in the phantom is found anywhere in the
 workspace or the export, outside the private lineage table, nor in Prefect's database; and the
 names and IDs burned into the phantom's pixels read nowhere: not in the store, the shards or the
@@ -52,6 +52,8 @@ def test_no_planted_value_lands_anywhere_after_the_whole_pipeline(tmp_path, pref
     result = export_selection(ws, "SELECT image_id FROM images WHERE modality IN ('DX', 'CR', 'MR')", export)
     assert len(result.written) > 10
     assert list(ws.evals_dir.glob("e-*/report.html")) and list((ws.root / "shards" / "knees").glob("*.tar"))
+    curated = next(r for r in results if r["stage"] == "curate")
+    assert curated["report"] and list((ws.root / "reports").glob("curation-*.html"))  # scanned below with the rest
     needles = planted_values(PATIENTS)
     assert scan_workspace(ws.root, needles) == []
     assert database_hits(prefect_database(), "|".join(re.escape(n) for n in needles)) == []

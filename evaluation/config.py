@@ -2,7 +2,8 @@
 protocol. Resolved like every stage's config (catalog/config.py): defaults here <- YAML files <- a mapping (a
 pipeline file's `evaluate:` section) <- `key=value` overrides; saved beside the results as config.yaml.
 
-    cfg = resolve_config(["protocols=[linear,knn,finetune]", "fractions=[0.25,1.0]", "finetune.epochs=3"])
+    cfg = resolve_config(["protocols=[linear,knn,finetune]", "fractions=[0.25,1.0]", "finetune.epochs=3",
+                          "supervised.model=resnet18", "supervised.epochs=30"])
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Iterable
 from catalog import config as loader
 from evaluation.data import EvaluationError
 from evaluation.finetune import FinetuneConfig
+from evaluation.supervised import SupervisedConfig
 
 FROZEN = ("linear", "knn")
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -32,6 +34,7 @@ class EvalConfig:
     linear_cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # 1.0 was often chosen: the sweep goes past it
     exam_aggregation: str = "mean"  # slices -> exam: mean (default) or max of features / probabilities
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)  # the `supervised` baseline's CNN
     n_boot: int = 1000
     retrieval_queries: int = 5
     batch_size: int = 64

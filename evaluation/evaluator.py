@@ -1,5 +1,5 @@
 """The work of one evaluation, task by task: every model (the checkpoint, checkpoint baselines, random init,
-supervised, pixels, majority) under every protocol, label fraction and seed, each scored on the task's
+supervised (a CNN, and the same ViT, from random init), pixels, majority) under every protocol, label fraction and seed, each scored on the task's
 untouched test part with patient-level bootstrap CIs."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from evaluation.finetune import finetune, load_pixels
 from evaluation.metrics import bootstrap_ci, confusion, metric_set, primary_metric, proba_scorer
 from evaluation.protocols import Predictions, knn_predict, knn_select, linear_probe, majority_predict, pca_fit_transform
 from evaluation.retrieval import nearest_training_images
+from evaluation.supervised import input_normalisation, train_supervised
 from evaluation.units import Units, pool_folds, unit_features, units_of
 
 # The catalog columns of a built-in baseline's results (no checkpoint behind it).
@@ -41,8 +42,10 @@ class Evaluation:
         result = {"task": task.task, **fields, "n_test": int(len(units.labels)),
                   "test_patients": int(len(set(units.patients))), "metrics": ci,
                   "confusion": confusion(units.labels, p.pred, task.n_classes).tolist(),
-                  "chosen": {k: v for k, v in p.chosen.items() if k != "history"},
+                  "chosen": {k: v for k, v in p.chosen.items() if k not in ("history", "budget")},
                   "history": p.chosen.get("history")}
+        if p.chosen.get("budget"):
+            result["budget"] = p.chosen["budget"]
         self.results.append(result)
         return result
 
@@ -108,7 +111,7 @@ class Evaluation:
                 fit = label_fraction(task, splits.fit, fraction, seed)
                 p = finetune(backbone, bb.spec.embed_dim, pixels, task, fit, splits.select, splits.test,
                              self.cfg.finetune, score, seed=seed, exam_level=exam_level,
-                             exam_aggregation=self.cfg.exam_aggregation)
+                             exam_aggregation=self.cfg.exam_aggregation, arch=bb.spec.name)
                 self.score(task, test, p, model=model, protocol="finetune", fraction=fraction, seed=seed,
                            n_fit=int(len(units_of(task, fit, exam_level).labels)), **common)
                 self.tick(f"{task.task}: {model} finetune {fraction:g}")
@@ -126,8 +129,11 @@ class Evaluation:
             n += frozen * self.cfg.seeds * len(self.cfg.fractions)
         if "pixels" in self.cfg.baselines:
             n += frozen * sum(per_fraction)
+        supervised = "supervised" in self.cfg.baselines
         if "finetune" in self.cfg.protocols:
-            n += (n_checkpoints + ("supervised" in self.cfg.baselines)) * self.cfg.seeds * len(self.cfg.fractions)
+            n += (n_checkpoints + (supervised and self.cfg.supervised.vit)) * self.cfg.seeds * len(self.cfg.fractions)
+        if supervised:
+            n += self.cfg.seeds * len(self.cfg.fractions)
         return n * n_tasks
 
     def run_task(self, task: TaskData, splits: EvalSplits, main: Backbone, others: list[Backbone]) -> dict:
@@ -141,7 +147,8 @@ class Evaluation:
         self.builtin_baselines(task, splits, main, exam_level, base)
         test = self.majority(task, splits, exam_level, base)
         return task_summary(task, splits, test, exam_level, "finetune" in self.cfg.protocols,
-                            domain_text(parts, task.modalities), time.time() - t0)
+                            domain_text(parts, task.modalities), time.time() - t0,
+                            "supervised" in self.cfg.baselines)
 
     def checkpoint(self, task: TaskData, splits: EvalSplits, bb: Backbone, exam_level: bool, task_parts: set[str],
                    is_main: bool) -> None:
@@ -160,20 +167,41 @@ class Evaluation:
 
     def builtin_baselines(self, task: TaskData, splits: EvalSplits, main: Backbone, exam_level: bool,
                           base: dict) -> None:
-        """random init (one per seed) and raw pixels, frozen; supervised from random init, fine-tuned."""
+        """random init (one per seed) and raw pixels, frozen; supervised: a CNN trained from random init
+        (its own budget) and, when fine-tuning runs, the checkpoint's architecture fine-tuned from random init."""
         frozen = any(p in FROZEN for p in self.cfg.protocols)
         if "random" in self.cfg.baselines and frozen:
             for seed in range(self.cfg.seeds):
                 x = self.features(random_backbone(main.spec, seed), task)
                 self.frozen(task, splits, x, "random", lambda f, s=seed: [s], exam_level, base)
         if "pixels" in self.cfg.baselines and frozen:
-            px = pixel_features(self.ws, task.image_ids, 64, images=self.images)
-            _, (x,) = pca_fit_transform(px[splits.fit], [px], 128)  # fitted on the training images only
-            self.frozen(task, splits, x, "pixels", self.frozen_seeds, exam_level,
-                        {**base, "architecture": "pixels-pca128"})
-        if "supervised" in self.cfg.baselines and "finetune" in self.cfg.protocols and not splits.folds:
-            sup = Backbone("supervised", None, main.spec, None, None, {})
-            self.tuned(task, splits, sup, self.pixels(main, task), "supervised", exam_level, base)
+            self.raw_pixels(task, splits, exam_level, base)
+        if "supervised" in self.cfg.baselines and not splits.folds:
+            self.supervised(task, splits, exam_level, base)
+            if "finetune" in self.cfg.protocols and self.cfg.supervised.vit:
+                sup = Backbone("supervised", None, main.spec, None, None, {})
+                self.tuned(task, splits, sup, self.pixels(main, task), "supervised", exam_level, base)
+
+    def raw_pixels(self, task: TaskData, splits: EvalSplits, exam_level: bool, base: dict) -> None:
+        """The frozen probes on raw pixels: PCA-128 of 64 px images, fitted on the training images only."""
+        px = pixel_features(self.ws, task.image_ids, 64, images=self.images)
+        _, (x,) = pca_fit_transform(px[splits.fit], [px], 128)
+        self.frozen(task, splits, x, "pixels", self.frozen_seeds, exam_level, {**base, "architecture": "pixels-pca128"})
+
+    def supervised(self, task: TaskData, splits: EvalSplits, exam_level: bool, base: dict) -> None:
+        """The supervised CNN (protocol `train`) at every label fraction and seed, early-stopped on select."""
+        cfg = self.cfg.supervised
+        pixels = load_pixels(self.ws, task.image_ids, cfg.img_size, *input_normalisation(cfg.model),
+                             images=self.images)
+        test, score = units_of(task, splits.test, exam_level), proba_scorer(task.kind, task.n_classes)
+        for fraction in self.cfg.fractions:
+            for seed in range(self.cfg.seeds):
+                fit = label_fraction(task, splits.fit, fraction, seed)
+                p = train_supervised(pixels, task, fit, splits.select, splits.test, cfg, score, seed, exam_level,
+                                     self.cfg.exam_aggregation)
+                self.score(task, test, p, model="supervised", protocol="train", fraction=fraction, seed=seed,
+                           n_fit=len(units_of(task, fit, exam_level).labels), **{**base, "architecture": cfg.model})
+                self.tick(f"{task.task}: supervised {cfg.model} {fraction:g}")
 
     def majority(self, task: TaskData, splits: EvalSplits, exam_level: bool, base: dict) -> Units:
         """The most frequent training class, scored like the others; returns the test units."""
@@ -188,13 +216,15 @@ class Evaluation:
 
 
 def task_summary(task: TaskData, splits: EvalSplits, test: Units, exam_level: bool, finetune_asked: bool,
-                 domain: str, seconds: float) -> dict:
+                 domain: str, seconds: float, supervised_asked: bool = False) -> dict:
     """What metrics.json says about a task besides its results."""
     notes = []
     if splits.folds:
+        skipped = [what for what, asked in (("fine-tuning", finetune_asked), ("the supervised baseline",
+                                                                               supervised_asked)) if asked]
         notes.append(f"no train/val/test parts: {splits.cv} cross-validation ({len(splits.folds)} folds), "
                      "hyper-parameters chosen inside each fold"
-                     + ("; fine-tuning skipped" if finetune_asked else "")
+                     + (f"; {' and '.join(skipped)} skipped" if skipped else "")
                      + ("; pooled leave-one-out AUROC/AUPRC are biased low for predictors that follow the "
                         "training prevalence (the majority class scores 0 by construction): read accuracy "
                         "and the CIs" if task.kind == "binary" and splits.cv == "leave-one-patient-out" else ""))

@@ -1,10 +1,11 @@
 """Fine-tuning protocol: a backbone plus a linear classifier, trained end to end (or its last blocks)
 for a few epochs with layer-wise lr decay; the epoch kept is the best on the `select` split.
 
-The same function trains the "supervised" baseline: the same architecture from random init, with
-the same budget (epochs, batch size, schedule). Images are preprocessed once (as for embedding)
-and augmented on the fly with a mild random resized crop and an intensity jitter; no flips
-(laterality matters). Exam-level tasks train on slices carrying the exam's label and are scored
+The same function trains the ViT half of the "supervised" baseline: the same architecture from random
+init, with the same budget (epochs, batch size, schedule); the CNN half (supervised.py) shares the training
+loop below. Images are preprocessed once (as for embedding) and augmented on the fly with a mild random
+resized crop, an optional small rotation and mirror, and an intensity jitter (by default no flips:
+laterality matters for some tasks). Exam-level tasks train on slices carrying the exam's label and are scored
 per exam on the mean of its slices' probabilities.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -40,6 +42,9 @@ class FinetuneConfig:
     intensity_jitter: float = 0.1
     label_smoothing: float = 0.1
     balanced: bool = True  # weight the loss by inverse class frequency (KL grades are imbalanced)
+    rotation: float = 0.0  # degrees: a uniform random rotation in [-rotation, rotation]
+    hflip: bool = False  # mirror half of the images (only where laterality does not change the label)
+    patience: int = 0  # stop after this many epochs without a better select score (0: run every epoch)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -74,21 +79,22 @@ def _freeze_to_last_blocks(model: Classifier, blocks: int) -> None:
         p.requires_grad_(True)
 
 
-def _augment(x: torch.Tensor, g: torch.Generator, cfg: FinetuneConfig) -> torch.Tensor:
-    """A random resized crop (area in crop_scale, aspect 3/4..4/3) back to full size, and a random
-    gain/offset on the normalised intensities."""
-    from torchvision.ops import roi_align
-
-    b, _, h, w = x.shape
+def _augment(x: torch.Tensor, g: torch.Generator, cfg) -> torch.Tensor:
+    """A random resized crop (area in crop_scale, aspect 3/4..4/3) back to full size, rotated by up to
+    cfg.rotation degrees and mirrored with probability 1/2 when cfg.hflip, then a random gain/offset on the
+    normalised intensities. One affine resampling per image (bilinear; borders reflected)."""
+    b = x.shape[0]
     area = torch.empty(b).uniform_(*cfg.crop_scale, generator=g)
-    log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g)
-    ratio = log_ratio.exp()
-    cw = (area * ratio).sqrt().clamp(max=1.0) * w
-    ch = (area / ratio).sqrt().clamp(max=1.0) * h
-    x0 = torch.rand(b, generator=g) * (w - cw)
-    y0 = torch.rand(b, generator=g) * (h - ch)
-    boxes = torch.stack([torch.arange(b, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], dim=1)
-    out = roi_align(x, boxes.to(x.dtype), output_size=(h, w), aligned=True)
+    ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g).exp()
+    sw, sh = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+    cx, cy = (torch.rand(b, generator=g) * 2 - 1) * (1 - sw), (torch.rand(b, generator=g) * 2 - 1) * (1 - sh)
+    angle = (torch.rand(b, generator=g) * 2 - 1) * math.radians(cfg.rotation)
+    mirror = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(b)
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos * sw * mirror, -sin * sh, cx], 1),
+                         torch.stack([sin * sw * mirror, cos * sh, cy], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     j = cfg.intensity_jitter
     gain = 1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * j
     offset = (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * j
@@ -106,54 +112,82 @@ def load_pixels(ws: Workspace, image_ids: list[str], size: int, mean: float, std
 
 
 @torch.no_grad()
-def _predict(model: Classifier, x: torch.Tensor, batch_size: int) -> np.ndarray:
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, n_classes: int) -> np.ndarray:
     model.eval()
     out = [F.softmax(model(x[s:s + batch_size].float()).float(), dim=1) for s in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features))
+    return torch.cat(out).numpy() if out else np.zeros((0, n_classes))
+
+
+def predict_units(model: nn.Module, pixels: torch.Tensor, data: TaskData, idx: np.ndarray, batch_size: int,
+                  exam_level: bool = False, exam_aggregation: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of the images of `idx`, or of their exams for exam-level tasks."""
+    proba = _predict(model, pixels[idx], batch_size, data.n_classes)
+    return _unit_scores(data, idx, proba, exam_level, exam_aggregation)
 
 
 def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: TaskData, fit: np.ndarray,
              select: np.ndarray, test: np.ndarray, cfg: FinetuneConfig, select_score, seed: int = 0,
-             exam_level: bool = False, exam_aggregation: str = "mean", on_progress=None) -> Predictions:
+             exam_level: bool = False, exam_aggregation: str = "mean", on_progress=None,
+             arch: str | None = None) -> Predictions:
     """Train on `fit`, keep the epoch that scores best on `select`, predict `test`.
 
     pixels: [N, 1, S, S] preprocessed images, row i for data row i. select_score(y, proba) -> float.
-    Returns test predictions per image, or per exam for exam-level tasks (rows of exam_groups(test)).
+    Returns test predictions per image, or per exam for exam-level tasks (rows of exam_groups(test)); their
+    `chosen` holds the epoch kept, the curve and the budget (`arch` names the model there).
     """
+    t0 = time.perf_counter()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = Classifier(copy.deepcopy(backbone), embed_dim, data.n_classes)
     _freeze_to_last_blocks(model, cfg.blocks)
-    depth = len(model.backbone.blocks)
-    groups = param_groups(model, depth, cfg.layer_decay)
+    groups = param_groups(model, len(model.backbone.blocks), cfg.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    info = fit_select(model, optimizer, pixels, data, fit, select, cfg, select_score, g, exam_level,
+                      exam_aggregation, on_progress)
+    _, proba = predict_units(model, pixels, data, test, 2 * cfg.batch_size, exam_level, exam_aggregation)
+    return Predictions(proba.argmax(1), proba, {**info, "lr": cfg.lr, "layer_decay": cfg.layer_decay,
+                                                "blocks": cfg.blocks,
+                                                "budget": training_budget(arch, model, pixels, cfg, info, t0)})
+
+
+def training_budget(arch: str | None, model: nn.Module, pixels: torch.Tensor, cfg, info: dict, t0: float) -> dict:
+    """What one training run was allowed and used: model, parameters, image size, epochs, steps, wall time."""
+    return {"model": arch, "params": sum(p.numel() for p in model.parameters()), "img_size": int(pixels.shape[-1]),
+            "epochs": cfg.epochs, "epochs_run": info["epochs_run"], "patience": cfg.patience,
+            "batch_size": cfg.batch_size, "steps": info["steps"], "seconds": round(time.perf_counter() - t0, 1),
+            "threads": torch.get_num_threads()}
+
+
+def fit_select(model: nn.Module, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, data: TaskData,
+               fit: np.ndarray, select: np.ndarray, cfg, select_score, g: torch.Generator, exam_level: bool = False,
+               exam_aggregation: str = "mean", on_progress=None, loss_fn=None) -> dict:
+    """Train `model` on `fit` for up to cfg.epochs (warm-up, then cosine over the whole budget), score `select`
+    after each epoch and stop once cfg.patience epochs (0: never) bring no better score; the model is left at
+    its best epoch. cfg: a FinetuneConfig or anything with its training fields (a SupervisedConfig).
+    loss_fn(outputs, labels, class_weights) -> loss; default cross-entropy with cfg.label_smoothing.
+    Returns {"epoch", "select_score", "epochs_run", "history", "steps"}."""
     steps_per_epoch = max(1, math.ceil(len(fit) / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_fraction * total))
     labels = torch.from_numpy(data.labels)
     weight = _class_weights(data, fit) if cfg.balanced else None
-
-    def scored(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        proba = _predict(model, pixels[idx], 2 * cfg.batch_size)
-        return _unit_scores(data, idx, proba, exam_level, exam_aggregation)
-
-    best_score, best_epoch, best_state, history = -np.inf, 0, None, []
-    step = 0
+    best_score, best_epoch, best_state, history, step = -np.inf, 0, None, [], 0
     for epoch in range(1, cfg.epochs + 1):
         loss, step = _train_epoch(model, optimizer, pixels, labels, weight, fit, g, cfg,
-                                  lambda s: _warmup_cosine_lr(s, cfg.lr, warmup, total), step)
-        score = float(select_score(*scored(select)))
+                                  lambda s: _warmup_cosine_lr(s, cfg.lr, warmup, total), step, loss_fn)
+        score = float(select_score(*predict_units(model, pixels, data, select, 2 * cfg.batch_size, exam_level,
+                                                  exam_aggregation)))
         history.append({"epoch": epoch, "train_loss": loss, "select_score": score})
         if score > best_score or best_state is None:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_progress:
             on_progress(epoch, cfg.epochs)
+        if cfg.patience and epoch - best_epoch >= cfg.patience:
+            break
     model.load_state_dict(best_state)
-    _, proba = scored(test)
-    return Predictions(proba.argmax(1), proba, {"epoch": best_epoch, "select_score": best_score,
-                                                "history": history, "steps": total, "lr": cfg.lr,
-                                                "layer_decay": cfg.layer_decay, "blocks": cfg.blocks})
+    return {"epoch": best_epoch, "select_score": best_score, "epochs_run": len(history), "history": history,
+            "steps": step}
 
 
 def _class_weights(data: TaskData, fit: np.ndarray) -> torch.Tensor:
@@ -179,9 +213,9 @@ def _warmup_cosine_lr(step: int, lr: float, warmup: int, total: int) -> float:
         lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def _train_epoch(model: Classifier, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, labels: torch.Tensor,
-                 weight: torch.Tensor | None, fit: np.ndarray, g: torch.Generator, cfg: FinetuneConfig,
-                 lr_at, step: int) -> tuple[float, int]:
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, labels: torch.Tensor,
+                 weight: torch.Tensor | None, fit: np.ndarray, g: torch.Generator, cfg,
+                 lr_at, step: int, loss_fn=None) -> tuple[float, int]:
     """One epoch over `fit` in an order drawn from `g` (before the batches' augmentations, also from
     `g`); `lr_at(step)` is the learning rate of a step. Returns (mean training loss, steps so far)."""
     model.train()
@@ -191,7 +225,9 @@ def _train_epoch(model: Classifier, optimizer: torch.optim.Optimizer, pixels: to
         batch = order[s:s + cfg.batch_size]
         apply_schedules(optimizer, lr_at(step), cfg.weight_decay, False)
         x = _augment(pixels[batch].float(), g, cfg)
-        loss = F.cross_entropy(model(x), labels[batch], weight=weight, label_smoothing=cfg.label_smoothing)
+        out = model(x)
+        loss = loss_fn(out, labels[batch], weight) if loss_fn else \
+            F.cross_entropy(out, labels[batch], weight=weight, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)

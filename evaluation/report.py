@@ -58,28 +58,50 @@ def pct(fraction: float) -> str:
     return f"{fraction * 100:g}%"
 
 
+# The supervised baselines, trained on the task from random init: the CNN (its own budget), the ViT (fine-tuned
+# with the checkpoint's budget). The label-efficiency sentence measures against the better one.
+SUPERVISED = (("supervised", "train"), ("supervised", "finetune"))
+
+
+def supervised_reference(groups, metric: str) -> tuple[float, tuple[str, str], str] | None:
+    """(its metric at 100% of the labels, its key, its name) for the best supervised baseline, or None."""
+    have = [(seed_summary(groups[k][1.0], metric)[0], k) for k in SUPERVISED if 1.0 in groups.get(k, {})]
+    have = [(v, k) for v, k in have if np.isfinite(v)]
+    if not have:
+        return None
+    value, key = max(have)
+    arch = groups[key][1.0][0].get("architecture") or "the same architecture"
+    how = "trained" if key[1] == "train" else "fine-tuned"
+    return value, key, f"the supervised baseline ({arch} {how} from random init)"
+
+
 def label_efficiency_sentence(groups, metric: str) -> str:
     """Answers "does the pretrained model match the supervised baseline with fewer labels?": each
-    protocol of the pretrained model against the supervised baseline (fine-tuned from random init) at
-    100% of the labels, or, without one, against random init under the same protocol."""
+    protocol of the pretrained model against the best supervised baseline (a CNN trained, or the same ViT
+    fine-tuned, from random init) at 100% of the labels, or, without one, against random init under the same
+    protocol; with a caution first when that baseline is itself at the majority class's level."""
     sentences = []
     majority = groups.get(("majority", "majority"), {}).get(1.0)
     floor = seed_summary(majority, metric)[0] if majority else None
     if floor is not None and not np.isfinite(floor):
         floor = 0.5 if metric == "auroc" else None
+    supervised = supervised_reference(groups, metric)
+    if supervised and floor is not None and supervised[0] <= floor + 0.05 and \
+            any(("pretrained", p) in groups for p in ("finetune", "linear", "knn")):
+        sentences.append(f"Caution: the best supervised baseline is itself at the majority class's level "
+                         f"({METRIC_NAMES[metric]} {supervised[0]:.3f} vs {floor:.3f}), so matching it says little.")
     for proto in ("finetune", "linear", "knn"):
         curve = groups.get(("pretrained", proto))
-        ref_key = ("supervised", "finetune") if ("supervised", "finetune") in groups else ("random", proto)
-        if not curve or 1.0 not in groups.get(ref_key, {}):
+        if supervised:
+            ref, _, ref_name = supervised
+        elif 1.0 in groups.get(("random", proto), {}):
+            ref, ref_name = seed_summary(groups[("random", proto)][1.0], metric)[0], "the same architecture at random init"
+        else:
             continue
-        ref = seed_summary(groups[ref_key][1.0], metric)[0]
-        ref_name = ("the supervised baseline (fine-tuned from random init)" if ref_key[0] == "supervised"
-                    else "the same architecture at random init")
+        if not curve:
+            continue
         points = sorted((f, seed_summary(runs, metric)[0]) for f, runs in curve.items())
         match = next(((f, v) for f, v in points if v >= ref), None)
-        if floor is not None and ref <= floor + 0.05 and ref_key[0] == "supervised" and proto == "finetune":
-            sentences.append(f"Caution: the supervised baseline itself is at the majority class's level "
-                             f"({METRIC_NAMES[metric]} {ref:.3f} vs {floor:.3f}), so matching it says little.")
         name = {"finetune": "Fine-tuned", "linear": "With a linear probe", "knn": "With kNN"}[proto]
         if match:
             sentences.append(f"{name}, the pretrained backbone matches {ref_name} trained on 100% of the labels "
@@ -90,6 +112,31 @@ def label_efficiency_sentence(groups, metric: str) -> str:
                              f"({METRIC_NAMES[metric]} {ref:.3f}) at any fraction measured; its best is "
                              f"{best[1]:.3f} at {pct(best[0])}.")
     return " ".join(sentences) or "No baseline at 100% of the labels to compare the pretrained backbone against."
+
+
+def budget_note(groups) -> str:
+    """What each trained model (fine-tuned or trained from random init) was allowed and used, or ''."""
+    notes = []
+    for (model, proto), by_f in sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
+        runs = [r for rs in by_f.values() for r in rs if r.get("budget")]
+        if not runs:
+            continue
+        b = runs[0]["budget"]
+        full = [r for r in by_f.get(1.0, []) if r.get("budget")] or runs
+        ran = sorted(r["budget"]["epochs_run"] for r in full)
+        kept = sorted(r["chosen"]["epoch"] for r in full)
+        secs = sorted(r["budget"]["seconds"] for r in runs)
+        stop = f", early stopping after {b['patience']} without a better val score" if b.get("patience") else ""
+        notes.append(f"{model} · {proto}: {b.get('model') or 'the checkpoint'} ({b['params'] / 1e6:.1f}M "
+                     f"parameters) at {b['img_size']} px, up to {b['epochs']} epochs{stop}; at 100% of the labels "
+                     f"ran {_span(ran)} epochs, kept epoch {_span(kept)}; {_span(secs, '{:.0f}')} s per run "
+                     f"({len(runs)} runs, {b['threads']} threads)")
+    return ("Training budgets: " + "; ".join(notes) + ".") if notes else ""
+
+
+def _span(values: list, fmt: str = "{}") -> str:
+    lo, hi = fmt.format(values[0]), fmt.format(values[-1])
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 def plot_label_efficiency(groups, metric: str, task: str) -> bytes | None:
@@ -289,6 +336,8 @@ def _task_section(results: list[dict], t: dict, pngs: dict[str, bytes]) -> list[
              + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]
     parts += _result_rows(groups, names)
     parts.append("</table>")
+    budgets = budget_note(groups)
+    parts.append(f"<p class=meta>{html.escape(budgets)}</p>" if budgets else "")
     curve = plot_label_efficiency(groups, metric, task)
     conf = plot_confusions(groups, t["classes"], task)
     for name, data in ((f"label_efficiency_{task}.png", curve), (f"confusion_{task}.png", conf)):
@@ -328,8 +377,10 @@ def _result_rows(groups: dict, names: list[str]) -> list[str]:
         runs = by_f[1.0]
         chosen = min(runs, key=lambda r: r["seed"])["chosen"]
         chosen_text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in chosen.items() if k not in ("history", "select_score"))
-        rows.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(proto)}</td>"
+                                for k, v in chosen.items() if k not in ("history", "select_score", "epochs_run"))
+        label = f"{model} ({runs[0]['architecture']})" if model == "supervised" and runs[0].get("architecture") \
+            else model
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(proto)}</td>"
                     + "".join(f"<td class=num>{_fmt(seed_summary(runs, m))}</td>" for m in names)
                     + f"<td class=meta>{html.escape(chosen_text)}</td></tr>")
     return rows
@@ -340,5 +391,15 @@ def _settings_section(cfg: dict) -> str:
             f"{', '.join(f'{f:g}' for f in cfg['fractions'])}; seeds {cfg['seeds']}; features {cfg['pool']}; "
             f"kNN k from {list(cfg['knn_ks'])}, T={cfg['knn_temperature']}; linear C from "
             f"{list(cfg['linear_cs'])}; fine-tuning {cfg['finetune']['epochs']} epochs, lr "
-            f"{cfg['finetune']['lr']:g}, layer decay {cfg['finetune']['layer_decay']}; exam aggregation "
-            f"{cfg['exam_aggregation']}; {cfg['n_boot']} bootstrap draws over patients.</p>")
+            f"{cfg['finetune']['lr']:g}, layer decay {cfg['finetune']['layer_decay']}; "
+            + (_supervised_settings(cfg["supervised"]) if "supervised" in cfg.get("baselines", []) and
+               cfg.get("supervised") else "")
+            + f"exam aggregation {cfg['exam_aggregation']}; {cfg['n_boot']} bootstrap draws over patients.</p>")
+
+
+def _supervised_settings(s: dict) -> str:
+    return (f"supervised CNN {html.escape(s['model'])} at {s['img_size']} px from random init, up to {s['epochs']} "
+            f"epochs (early stopping, patience {s['patience']}), AdamW lr {s['lr']:g}, warm-up then cosine, "
+            f"{'class-balanced ' if s['balanced'] else ''}cross-entropy, random resized crop {list(s['crop_scale'])}, "
+            f"rotation ±{s['rotation']:g}°, intensity jitter {s['intensity_jitter']:g}"
+            f"{', mirrored' if s['hflip'] else ', no mirror'}; ")

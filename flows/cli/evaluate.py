@@ -1,4 +1,4 @@
-"""`ortho evaluate` and `ortho report`."""
+"""`ortho evaluate` and `ortho report` (an evaluation's, or with `curation` the curation report)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ def evaluate(
     protocol: str = typer.Option("linear,knn", help="linear, knn, finetune (comma-separated)"),
     label_fractions: str = typer.Option("1.0", help="Fractions of training patients, e.g. 0.125,0.25,0.5,1.0"),
     baseline: Annotated[Optional[list[str]], typer.Option(
-        help="random, supervised, pixels, or a local checkpoint (ARCH=PATH for non-exported files); repeatable")] = None,
+        help="random, supervised (a CNN trained from random init, supervised.model=regnetx_002; with finetune also the "
+             "ViT from random init), pixels, or a local checkpoint (ARCH=PATH for non-exported files); repeatable")] = None,
     seeds: int = typer.Option(3, help="Seeds per label fraction (label subset, init, fine-tuning order)"),
     model: Optional[str] = typer.Option(None, help="Architecture of --checkpoint when it is not an exported backbone"),
     pool: str = typer.Option("both", help="Frozen features: cls, mean (of patch tokens) or both"),
     knn_k: str = typer.Option("10,20,50", help="kNN k values; the best on val is used"),
-    epochs: int = typer.Option(5, help="Fine-tuning epochs (the supervised baseline gets the same budget)"),
+    epochs: int = typer.Option(5, help="Fine-tuning epochs (the supervised ViT gets the same budget; the supervised "
+                                       "CNN has its own: supervised.epochs=N)"),
     finetune_lr: float = typer.Option(5e-4, help="Fine-tuning learning rate of the head (layer-wise decay below)"),
     finetune_blocks: int = typer.Option(-1, help="Fine-tune only the last N blocks (-1: all)"),
     exam_aggregation: str = typer.Option("mean", help="Slices -> exam for exam-level tasks: mean or max"),
@@ -91,12 +93,27 @@ def print_eval_summary(eval_dir: Path) -> None:
                           f"{METRIC_NAMES[metric]} is undefined there[/yellow]")
 
 
-def report(eval_dir: Path = typer.Argument(..., help="workspace/evals/<eval_id>, or an eval_id of the workspace"),
+def report(target: Path = typer.Argument(..., help="`curation` for the curation report, or an evaluation: "
+                                                   "workspace/evals/<eval_id>, or an eval_id of the workspace"),
+           run: Optional[str] = typer.Option(None, "--run", help="curation: the run to report (default: the "
+                                                                 "current one)"),
+           out: Optional[Path] = typer.Option(None, "--out", help="curation: the folder to write to "
+                                                                  "(default: workspace/reports)"),
            workspace: WorkspaceOpt = None) -> None:
-    """Render an evaluation's report: report.html (self-contained), PNG plots beside it."""
+    """Render a report: `ortho report curation` (a curation run's decisions as one self-contained HTML page), or
+    `ortho report EVAL` (an evaluation's report.html, self-contained, PNG plots beside it)."""
+    if str(target) == "curation" and not (target / "metrics.json").is_file():
+        from catalog.workspace import Workspace, resolve_workspace
+        from curation.report import write_curation_report
+
+        path = write_curation_report(Workspace(resolve_workspace(workspace)), run, out)
+        console.print(f"curation report: {path}", soft_wrap=True, markup=False)
+        return
+    if run is not None or out is not None:
+        fail("--run and --out belong to `ortho report curation`")
     from evaluation.report import write_report
 
-    eval_dir = _eval_dir(eval_dir, workspace)
+    eval_dir = _eval_dir(target, workspace)
     print_eval_summary(eval_dir)
     console.print(f"report: {write_report(eval_dir)}")
 

@@ -28,3 +28,19 @@ def write_bars(root: Path, seed: int = 0) -> Path:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(draw(label, rng)).save(path)
     return root
+
+
+def bar_tensors(n: int = 150, seed: int = 0, size: int = 32):
+    """(images [n, 1, size, size] normalised, TaskData): n bars of random class, one patient each."""
+    import torch
+
+    from evaluation.data import TaskData
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    imgs = np.stack([draw(int(c), rng) for c in labels]).astype(np.float32) / 255.0
+    x = torch.nn.functional.interpolate(torch.from_numpy(imgs)[:, None], size=(size, size), mode="area")
+    data = TaskData("bars", "multiclass", ("0", "1", "2"), [f"i{k}" for k in range(n)],
+                    np.array([f"p{k}" for k in range(n)]), np.array(["train"] * n), labels.astype(np.int64),
+                    np.array([f"p{k}" for k in range(n)]), np.array(["DX"] * n), np.array(["knee"] * n))
+    return (x - 0.4) / 0.2, data

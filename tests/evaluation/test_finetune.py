@@ -3,22 +3,10 @@
 import numpy as np
 import torch
 
-from evaluation.data import TaskData
 from evaluation.finetune import FinetuneConfig, finetune
 from evaluation.metrics import proba_scorer
-from tests.evaluation.bars import draw
+from tests.evaluation.bars import bar_tensors as bars
 from training.backbone import build_backbone
-
-
-def bars(n=150, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n)
-    imgs = np.stack([draw(int(c), rng) for c in labels]).astype(np.float32) / 255.0
-    x = torch.nn.functional.interpolate(torch.from_numpy(imgs)[:, None], size=(32, 32), mode="area")
-    data = TaskData("bars", "multiclass", ("0", "1", "2"), [f"i{k}" for k in range(n)],
-                    np.array([f"p{k}" for k in range(n)]), np.array(["train"] * n), labels.astype(np.int64),
-                    np.array([f"p{k}" for k in range(n)]), np.array(["DX"] * n), np.array(["knee"] * n))
-    return (x - 0.4) / 0.2, data
 
 
 def test_finetuning_learns_a_visible_class_and_stays_at_chance_on_shuffled_labels():

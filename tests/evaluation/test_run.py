@@ -14,6 +14,7 @@ from evaluation.report import label_efficiency_sentence, write_report
 from evaluation.config import EvalConfig
 from evaluation.domain import transfer_kind
 from evaluation.run import run_evaluation
+from evaluation.supervised import SupervisedConfig
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def evaluated(tmp_path_factory, bars_workspace, pico_checkpoint):
     shutil.copytree(bars_workspace.root, ws.root, dirs_exist_ok=True)
     cfg = EvalConfig(protocols=["linear", "knn", "finetune"], fractions=[0.5, 1.0], seeds=2,
                      baselines=["random", "supervised", "pixels"], knn_ks=(3, 5), n_boot=100,
-                     finetune=FinetuneConfig(epochs=2, batch_size=16))
+                     finetune=FinetuneConfig(epochs=2, batch_size=16),
+                     supervised=SupervisedConfig(model="test_resnet", img_size=32, epochs=2, batch_size=16))
     out = run_evaluation(ws, pico_checkpoint, ["kl_grade"], cfg, eval_id="ev1")
     return ws, out, json.loads((out / "metrics.json").read_text())
 
@@ -45,6 +47,7 @@ def test_every_model_protocol_fraction_and_seed_is_scored_on_the_declared_test_s
     expected = {("pretrained", p, 1.0, 0) for p in ("linear", "knn")} | \
         {("pretrained", p, 0.5, s) for p in ("linear", "knn") for s in (0, 1)} | \
         {(m, "finetune", f, s) for m in ("pretrained", "supervised") for f in (0.5, 1.0) for s in (0, 1)} | \
+        {("supervised", "train", f, s) for f in (0.5, 1.0) for s in (0, 1)} | \
         {("random", p, f, s) for p in ("linear", "knn") for f in (0.5, 1.0) for s in (0, 1)} | \
         {("pixels", p, 1.0, 0) for p in ("linear", "knn")} | {("pixels", p, 0.5, s) for p in ("linear", "knn")
                                                               for s in (0, 1)} | {("majority", "majority", 1.0, 0)}
@@ -62,6 +65,14 @@ def test_every_model_protocol_fraction_and_seed_is_scored_on_the_declared_test_s
     assert by[("majority", "majority", 1.0, 0)]["metrics"]["qwk"][0] == 0.0
     assert {"C", "select_score"} <= set(by[("pretrained", "linear", 1.0, 0)]["chosen"])
     assert by[("pretrained", "knn", 1.0, 0)]["chosen"]["k"] in (3, 5)
+    for r in doc["results"]:  # every trained model says what it was allowed and used; the frozen ones have none
+        b = r.get("budget")
+        assert (b is not None) == (r["protocol"] in ("finetune", "train"))
+        if r["protocol"] == "train":
+            assert r["architecture"] == b["model"] == "test_resnet" and b["img_size"] == 32 and b["epochs"] == 2
+            assert 1 <= r["chosen"]["epoch"] <= b["epochs_run"] <= 2 and b["seconds"] > 0 and b["params"] > 1000
+        elif b:
+            assert b["model"] == "vit_pico_patch8_dinov3" and b["img_size"] == 32
     assert len(doc["retrieval"]) == 5 and all(len(q["neighbours"]) == 5 for q in doc["retrieval"])
     assert [q["label"] for q in doc["retrieval"][:3]] == ["0", "1", "2"]  # one query per class first
 
@@ -107,6 +118,7 @@ def test_the_report_is_self_contained_and_answers_the_label_efficiency_question(
 
     sentence = label_efficiency_sentence(group_results(doc["results"], "kl_grade"), "qwk")
     assert "supervised baseline" in sentence and sentence in page.replace("&#x27;", "'")
+    assert "supervised · train: test_resnet" in page and "supervised CNN test_resnet at 32 px" in page
 
 
 def _chromium():

@@ -11,7 +11,6 @@ the mean over seeds with the seeds' range as a band.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from collections import defaultdict
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog import html as html_page
 from catalog.figures import figure_png
 from catalog.files import atomic_write
 from catalog.store import ImageStore
@@ -262,20 +262,12 @@ def _fmt(summary, seeds_note: bool = True) -> str:
 
 
 def _img(data: bytes | None, alt: str) -> str:
-    if not data:
-        return ""
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return html_page.img_tag(data, alt)
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
-     color:#1d2330;line-height:1.45;padding:0 1rem}
-h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.88rem} th,td{padding:.25rem .6rem;text-align:left}
-th{background:#f1f3f8} tr:nth-child(even) td{background:#fafbfd} td.num{font-variant-numeric:tabular-nums}
-.ci{color:#6a7283;font-size:.8em} .meta{color:#4a5263;font-size:.9rem} .finding{background:#eef6ee;
-padding:.6rem .9rem;border-left:4px solid #3a8a3a;margin:.8rem 0} img{max-width:100%;margin:.4rem 0}
-code{background:#f1f3f8;padding:0 .25rem;border-radius:3px}
+CSS = html_page.CSS + """
+.ci{color:#6a7283;font-size:.8em} .finding{background:#eef6ee;padding:.6rem .9rem;border-left:4px solid #3a8a3a;
+margin:.8rem 0}
 """
 
 

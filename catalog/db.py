@@ -9,6 +9,7 @@ ingest gives exactly the catalog an uninterrupted one gives.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +20,8 @@ from catalog import schema
 from catalog.current import TABLES, fresh_snapshot, materialise
 from catalog.files import atomic_path
 from catalog.workspace import Workspace
+
+log = logging.getLogger("ortho.catalog")
 
 
 def _parts_source(ws: Workspace, table: str, pa_schema) -> str:
@@ -202,6 +205,7 @@ def connect(ws: Workspace, private: bool = False, derived: bool = False) -> duck
     # instead of growing with the catalog; insertion order is never relied on.
     con.execute(f"SET memory_limit = '{_MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # a long COPY would draw one on the user's stdout
     con.execute(f"SET temp_directory = '{sql_str(ws.staging_dir / f'duckdb-spill-{os.getpid()}')}'")
     for stmt in view_statements(ws, private=private, derived=derived):
         con.execute(stmt)
@@ -220,8 +224,13 @@ def connection(ws: Workspace, private: bool = False, derived: bool = False) -> I
 
 def publish(ws: Workspace) -> None:
     """After a committed change (the caller holds the write lock): the current state materialised once, and
-    catalog.duckdb pointing at it."""
-    materialise(ws)
+    catalog.duckdb pointing at it. A materialisation that fails (out of memory, a full disk) leaves the catalog
+    exact: queries derive the current state until the next change publishes; it is logged, never raised."""
+    try:
+        materialise(ws)
+    except (duckdb.Error, OSError) as e:
+        log.warning("the current state could not be materialised (%s); queries derive it until the next change",
+                    type(e).__name__)
     write_duckdb_file(ws)
 
 

@@ -41,3 +41,22 @@ def test_a_change_without_its_snapshot_falls_back_to_the_derivation(phantom_work
     materialise(ws)
     assert fresh_snapshot(ws) is not None and tables(ws, derived=False) == derived
     assert len([p for p in (ws.catalog_dir / "current").iterdir() if p.is_dir()]) == 2  # published + previous
+
+
+def test_a_materialisation_that_fails_is_logged_and_leaves_the_catalog_exact(phantom_workspace, tmp_path, monkeypatch,
+                                                                             ortho_log):
+    import duckdb
+
+    from catalog import current
+
+    src, _ = phantom_workspace
+    ws = Workspace.open(shutil.copytree(src.root, tmp_path / "workspace"))
+    shutil.rmtree(sorted(ws.parts_dir.iterdir())[0])  # a change that needs a new snapshot
+
+    def out_of_memory(ws):
+        raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256KiB")
+
+    monkeypatch.setattr(db, "materialise", out_of_memory)
+    db.publish(ws)  # does not raise: the ingest that called it has committed
+    assert "could not be materialised (OutOfMemoryException)" in ortho_log.text
+    assert current.fresh_snapshot(ws) is None and tables(ws, derived=False) == tables(ws, derived=True)

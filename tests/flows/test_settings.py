@@ -15,8 +15,9 @@ from ingest.run import COMPACT_PARTS
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ("catalog", "ingest", "curation", "shards", "training", "evaluation")
 # the environment reads allowed below the top floor: Workspace.open() honours ORTHO_WORKSPACE for callers outside
-# the repo; torchrun's contract; the torchrun entry point's offline guard
-ALLOWED = {"catalog/workspace.py", "training/distributed.py", "training/__main__.py"}
+# the repo; torchrun's contract; the torchrun entry point's offline guard; a PACS source's `--credentials env:NAME`,
+# read by name in the process that connects (passed down, the secret would travel in Prefect's parameters)
+ALLOWED = {"catalog/workspace.py", "training/distributed.py", "training/__main__.py", "ingest/pacs/options.py"}
 
 
 def _reads_environment(tree: ast.AST) -> bool:

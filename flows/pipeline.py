@@ -44,7 +44,7 @@ STAGE_KEYS = {
     "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side"},
     "pretrain": {"name", "shards", "config", "overrides"},
     "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
-                 "n_boot", "finetune", "overrides"},
+                 "n_boot", "finetune", "supervised", "overrides"},
 }
 
 

@@ -1,0 +1,12 @@
+"""The bundled demo pipeline file is valid as shipped: every section's keys known, its settings resolvable."""
+
+import configs
+from flows.evaluate import eval_config
+from flows.pipeline import Pipeline
+
+
+def test_the_demo_pipeline_loads_and_its_evaluation_settings_resolve():
+    spec = Pipeline.load(configs.path("pipelines/demo.yaml"))
+    settings = {k: v for k, v in spec.evaluate.items() if k not in ("name", "tasks", "overrides")}
+    cfg = eval_config(settings, list(spec.evaluate.get("overrides") or []))
+    assert "supervised" in cfg.baselines and cfg.supervised.epochs <= 3 and cfg.supervised.img_size <= 64

@@ -1,6 +1,6 @@
 """The work of one evaluation, task by task: every model (the checkpoint, checkpoint baselines, random init,
-supervised (a CNN, and the same ViT, from random init), pixels, majority) under every protocol, label fraction and seed, each scored on the task's
-untouched test part with patient-level bootstrap CIs."""
+supervised (a CNN, and the same ViT, from random init), pixels, majority) under every protocol, label fraction
+and seed, each scored on the task's untouched test part with patient-level bootstrap CIs."""
 
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ class FinetuneConfig:
     rotation: float = 0.0  # degrees: a uniform random rotation in [-rotation, rotation]
     hflip: bool = False  # mirror half of the images (only where laterality does not change the label)
     patience: int = 0  # stop after this many epochs without a better select score (0: run every epoch)
+    min_steps: int = 0  # train at least this many steps: more epochs for small label fractions (0: epochs only)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -153,7 +154,8 @@ def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: Ta
 def training_budget(arch: str | None, model: nn.Module, pixels: torch.Tensor, cfg, info: dict, t0: float) -> dict:
     """What one training run was allowed and used: model, parameters, image size, epochs, steps, wall time."""
     return {"model": arch, "params": sum(p.numel() for p in model.parameters()), "img_size": int(pixels.shape[-1]),
-            "epochs": cfg.epochs, "epochs_run": info["epochs_run"], "patience": cfg.patience,
+            "epochs": info["epochs"], "min_steps": cfg.min_steps, "epochs_run": info["epochs_run"],
+            "patience": cfg.patience,
             "batch_size": cfg.batch_size, "steps": info["steps"], "seconds": round(time.perf_counter() - t0, 1),
             "threads": torch.get_num_threads()}
 
@@ -163,16 +165,19 @@ def fit_select(model: nn.Module, optimizer: torch.optim.Optimizer, pixels: torch
                exam_aggregation: str = "mean", on_progress=None, loss_fn=None) -> dict:
     """Train `model` on `fit` for up to cfg.epochs (warm-up, then cosine over the whole budget), score `select`
     after each epoch and stop once cfg.patience epochs (0: never) bring no better score; the model is left at
-    its best epoch. cfg: a FinetuneConfig or anything with its training fields (a SupervisedConfig).
+    its best epoch. The epochs are raised until they make cfg.min_steps steps (a small label fraction's
+    epochs are short), and early stopping waits for those steps. cfg: a FinetuneConfig or anything with its
+    training fields (a SupervisedConfig).
     loss_fn(outputs, labels, class_weights) -> loss; default cross-entropy with cfg.label_smoothing.
-    Returns {"epoch", "select_score", "epochs_run", "history", "steps"}."""
+    Returns {"epoch", "select_score", "epochs", "epochs_run", "history", "steps"}."""
     steps_per_epoch = max(1, math.ceil(len(fit) / cfg.batch_size))
-    total = cfg.epochs * steps_per_epoch
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    total = epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_fraction * total))
     labels = torch.from_numpy(data.labels)
     weight = _class_weights(data, fit) if cfg.balanced else None
     best_score, best_epoch, best_state, history, step = -np.inf, 0, None, [], 0
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         loss, step = _train_epoch(model, optimizer, pixels, labels, weight, fit, g, cfg,
                                   lambda s: _warmup_cosine_lr(s, cfg.lr, warmup, total), step, loss_fn)
         score = float(select_score(*predict_units(model, pixels, data, select, 2 * cfg.batch_size, exam_level,
@@ -182,12 +187,12 @@ def fit_select(model: nn.Module, optimizer: torch.optim.Optimizer, pixels: torch
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_progress:
-            on_progress(epoch, cfg.epochs)
-        if cfg.patience and epoch - best_epoch >= cfg.patience:
+            on_progress(epoch, epochs)
+        if cfg.patience and epoch - best_epoch >= cfg.patience and step >= cfg.min_steps:
             break
     model.load_state_dict(best_state)
-    return {"epoch": best_epoch, "select_score": best_score, "epochs_run": len(history), "history": history,
-            "steps": step}
+    return {"epoch": best_epoch, "select_score": best_score, "epochs": epochs, "epochs_run": len(history),
+            "history": history, "steps": step}
 
 
 def _class_weights(data: TaskData, fit: np.ndarray) -> torch.Tensor:

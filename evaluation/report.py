@@ -95,7 +95,8 @@ def label_efficiency_sentence(groups, metric: str) -> str:
         if supervised:
             ref, _, ref_name = supervised
         elif 1.0 in groups.get(("random", proto), {}):
-            ref, ref_name = seed_summary(groups[("random", proto)][1.0], metric)[0], "the same architecture at random init"
+            ref = seed_summary(groups[("random", proto)][1.0], metric)[0]
+            ref_name = "the same architecture at random init"
         else:
             continue
         if not curve:
@@ -121,12 +122,13 @@ def budget_note(groups) -> str:
         runs = [r for rs in by_f.values() for r in rs if r.get("budget")]
         if not runs:
             continue
-        b = runs[0]["budget"]
         full = [r for r in by_f.get(1.0, []) if r.get("budget")] or runs
+        b = full[0]["budget"]
         ran = sorted(r["budget"]["epochs_run"] for r in full)
         kept = sorted(r["chosen"]["epoch"] for r in full)
         secs = sorted(r["budget"]["seconds"] for r in runs)
-        stop = f", early stopping after {b['patience']} without a better val score" if b.get("patience") else ""
+        stop = f", early stopping after {b['patience']} epochs without a better val score" if b.get("patience") else ""
+        stop += f", at least {b['min_steps']} steps at any fraction" if b.get("min_steps") else ""
         notes.append(f"{model} · {proto}: {b.get('model') or 'the checkpoint'} ({b['params'] / 1e6:.1f}M "
                      f"parameters) at {b['img_size']} px, up to {b['epochs']} epochs{stop}; at 100% of the labels "
                      f"ran {_span(ran)} epochs, kept epoch {_span(kept)}; {_span(secs, '{:.0f}')} s per run "
@@ -369,7 +371,8 @@ def _result_rows(groups: dict, names: list[str]) -> list[str]:
         runs = by_f[1.0]
         chosen = min(runs, key=lambda r: r["seed"])["chosen"]
         chosen_text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in chosen.items() if k not in ("history", "select_score", "epochs_run"))
+                                for k, v in chosen.items() if k not in ("history", "select_score", "epochs",
+                                                                        "epochs_run"))
         label = f"{model} ({runs[0]['architecture']})" if model == "supervised" and runs[0].get("architecture") \
             else model
         rows.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(proto)}</td>"
@@ -390,8 +393,11 @@ def _settings_section(cfg: dict) -> str:
 
 
 def _supervised_settings(s: dict) -> str:
+    steps = f" and at least {s['min_steps']} steps" if s.get("min_steps") else ""
+    loss = "a regressed grade" if s.get("head") == "grade" else \
+        f"{'class-balanced ' if s['balanced'] else ''}cross-entropy"
     return (f"supervised CNN {html.escape(s['model'])} at {s['img_size']} px from random init, up to {s['epochs']} "
-            f"epochs (early stopping, patience {s['patience']}), AdamW lr {s['lr']:g}, warm-up then cosine, "
-            f"{'class-balanced ' if s['balanced'] else ''}cross-entropy, random resized crop {list(s['crop_scale'])}, "
+            f"epochs{steps} (early stopping, patience {s['patience']}), AdamW lr {s['lr']:g}, warm-up then cosine, "
+            f"{loss}, random resized crop {list(s['crop_scale'])}, "
             f"rotation ±{s['rotation']:g}°, intensity jitter {s['intensity_jitter']:g}"
             f"{', mirrored' if s['hflip'] else ', no mirror'}; ")

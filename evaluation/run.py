@@ -6,7 +6,8 @@ fraction asked for, scored on each task's untouched test part.
 Models compared, side by side:
   pretrained   the checkpoint under evaluation (frozen for kNN/linear; trained further by finetune)
   random       the same architecture at random init (one init per seed), frozen
-  supervised   the same architecture from random init, fine-tuned on the task with the finetune budget
+  supervised   a CNN trained on the task from random init (its own budget), and the same architecture
+               fine-tuned from random init with the finetune budget
   pixels       raw pixels (PCA-128 of 64 px images): what any representation must beat
   majority     the most frequent training class
   <name>       any local checkpoint given as a baseline (e.g. Meta's DINOv3 weights), like pretrained

@@ -29,11 +29,12 @@ from training.backbone import param_groups
 @dataclass
 class SupervisedConfig:
     # The budget measured on the real knees (docs/benchmarks.md, bench/supervised_baseline.py): RegNetX-200MF
-    # (2.3M parameters) at 128 px for up to 12 epochs.
+    # (2.3M parameters) at 128 px for up to 12 epochs and at least 480 steps (12 epochs of half the knees).
     model: str = "regnetx_002"  # any timm CNN (resnet18, resnet10t, convnext_atto, ...); in_chans=1, random init
     img_size: int = 128
     epochs: int = 12
     patience: int = 4  # early stopping on select: epochs without a better score
+    min_steps: int = 480  # at least this many steps, early stopping or not: more epochs for small fractions
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -24,7 +24,8 @@ def evaluated(tmp_path_factory, bars_workspace, pico_checkpoint):
     cfg = EvalConfig(protocols=["linear", "knn", "finetune"], fractions=[0.5, 1.0], seeds=2,
                      baselines=["random", "supervised", "pixels"], knn_ks=(3, 5), n_boot=100,
                      finetune=FinetuneConfig(epochs=2, batch_size=16),
-                     supervised=SupervisedConfig(model="test_resnet", img_size=32, epochs=2, batch_size=16))
+                     supervised=SupervisedConfig(model="test_resnet", img_size=32, epochs=2, min_steps=0,
+                                                 batch_size=16))
     out = run_evaluation(ws, pico_checkpoint, ["kl_grade"], cfg, eval_id="ev1")
     return ws, out, json.loads((out / "metrics.json").read_text())
 

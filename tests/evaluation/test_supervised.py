@@ -11,8 +11,8 @@ from evaluation.report import group_results, label_efficiency_sentence
 from evaluation.supervised import SupervisedConfig, build_cnn, train_supervised
 from tests.evaluation.bars import bar_tensors
 
-TINY = SupervisedConfig(model="test_resnet", img_size=32, epochs=3, patience=0, batch_size=16, lr=1e-2,
-                        crop_scale=(0.9, 1.0), rotation=5.0)
+TINY = SupervisedConfig(model="test_resnet", img_size=32, epochs=3, patience=0, min_steps=0, batch_size=16,
+                        lr=1e-2, crop_scale=(0.9, 1.0), rotation=5.0)
 
 
 def test_the_cnn_learns_a_visible_class_beats_the_majority_and_stays_at_chance_on_shuffled_labels():
@@ -52,10 +52,19 @@ def test_training_stops_after_patience_epochs_without_a_better_select_score_and_
         seen.append(proba.copy())
         return 1.0 - 0.1 * len(seen)
 
-    cfg = SupervisedConfig(model="test_resnet", img_size=32, epochs=20, patience=2, batch_size=16)
+    cfg = SupervisedConfig(model="test_resnet", img_size=32, epochs=20, patience=2, min_steps=0, batch_size=16)
     p = train_supervised(x, data, fit, select, select, cfg, falling, seed=0)
     assert p.chosen["epoch"] == 1 and p.chosen["epochs_run"] == 3 == len(seen) == p.chosen["budget"]["epochs_run"]
     assert np.allclose(p.proba, seen[0], atol=1e-5) and not np.allclose(seen[0], seen[-1], atol=1e-5)
+
+
+def test_a_small_label_fraction_trains_more_epochs_to_reach_the_minimum_steps():
+    x, data = bar_tensors(40)
+    cfg = SupervisedConfig(model="test_resnet", img_size=32, epochs=1, min_steps=5, patience=1, batch_size=16)
+    p = train_supervised(x, data, np.arange(30), np.arange(30, 40), np.arange(30, 40), cfg,
+                         lambda y, proba: 0.0)  # never better than epoch 1: patience alone would stop at 2
+    b = p.chosen["budget"]  # 30 images in batches of 16: 2 steps an epoch, 3 epochs to make 5 steps
+    assert (b["epochs"], b["epochs_run"], b["steps"], b["min_steps"]) == (3, 3, 6, 5)
 
 
 def test_an_unknown_model_is_a_one_line_error():

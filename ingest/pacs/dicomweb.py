@@ -8,6 +8,7 @@ stable reason, and its study is retried on the next run.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import Iterator
@@ -19,6 +20,8 @@ import urllib3
 from ingest.pacs.errors import PacsRefused, PacsUnavailable, RetrieveFailed
 from ingest.pacs.study import Instance, Study, checked_listing, tag_value
 
+# urllib3 logs every request line at debug level, and a WADO-RS path holds study, series and instance UIDs
+logging.getLogger("urllib3.connectionpool").setLevel(logging.WARNING)
 PAGE = 500  # QIDO page size (limit/offset)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)

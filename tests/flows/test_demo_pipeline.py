@@ -9,4 +9,5 @@ def test_the_demo_pipeline_loads_and_its_evaluation_settings_resolve():
     spec = Pipeline.load(configs.path("pipelines/demo.yaml"))
     settings = {k: v for k, v in spec.evaluate.items() if k not in ("name", "tasks", "overrides")}
     cfg = eval_config(settings, list(spec.evaluate.get("overrides") or []))
-    assert "supervised" in cfg.baselines and cfg.supervised.epochs <= 3 and cfg.supervised.img_size <= 64
+    s = cfg.supervised
+    assert "supervised" in cfg.baselines and s.epochs <= 3 and s.img_size <= 64 and s.min_steps == 0

@@ -24,11 +24,13 @@ Then it measures, each the best of --repeat:
     `catalog.db.query` (the snapshot) and `db.connection(ws, derived=True)` (the old path); (c) bare DuckDB: a
     fresh connection over one flat Parquet per table (images, files, labels) of the same rows, in image id order,
     and over the snapshot's own files ("snapshot files": its data without the catalog's connection);
-  - `catalog.db.connect` alone (connection, settings, views), with the snapshot and derived;
-  - the CLI's start-up alone (`ortho --help`) and with the catalog's views but no work (`ortho sql "SELECT 1"`).
+  - `catalog.db.connect` alone (connection, settings, views): every view with the snapshot and derived, and only
+    `images` (what `db.query` creates for a question about images);
+  - the CLI's start-up: `ortho --help` (every command's module imported, help drawn) and `ortho sql "SELECT 1"`
+    (imports, settings, a connection; the query names no view, so none is created).
 A path that fails (out of memory) is shown as such and not repeated; the others must give the same answers (the
-run stops otherwise). Printed: ratios to bare DuckDB, and the goal of
-issue 16: `ortho sql` within 3x of bare DuckDB plus the CLI's start-up, and under 0.3 s in all at 1.2M.
+run stops otherwise). Printed: ratios to bare DuckDB, and the goal of issue 16: `ortho sql` within 3x of bare
+DuckDB plus the CLI's start-up (`ortho sql "SELECT 1"`, the smaller of the two), and under 0.3 s in all at 1.2M.
 """
 
 from __future__ import annotations
@@ -714,9 +716,10 @@ def measure_query(ws: Workspace, flat: Path, sql: str, repeat: int, env: dict, l
             **{k: {"s": v.seconds, "rss_mb": v.rss_mb, "error": v.error} for k, v in paths.items()}}
 
 
-def connect_seconds(ws: Workspace, repeat: int, derived: bool) -> float:
-    """catalog.db.connect and close alone: the connection, its settings and the views."""
-    return best(lambda: in_process(lambda: db.connect(ws, derived=derived).close() or []), repeat).seconds
+def connect_seconds(ws: Workspace, repeat: int, derived: bool, views: set[str] | None = None) -> float:
+    """catalog.db.connect and close alone: the connection, its settings and the views (every one when None)."""
+    return best(lambda: in_process(lambda: db.connect(ws, derived=derived, views=views).close() or []),
+                repeat).seconds
 
 
 def run_size(n: int, repeat: int, root: Path, memory: str | None, fallback_memory: str,
@@ -742,7 +745,8 @@ def run_size(n: int, repeat: int, root: Path, memory: str | None, fallback_memor
     write_flat(ws, root / "flat")
     out["startup_s"] = best(lambda: child([ORTHO, "--help"], env), repeat).seconds
     out["views_s"] = best(lambda: cli(ws, "SELECT 1", env), repeat).seconds
-    out["connect_s"] = {"snapshot": connect_seconds(ws, repeat, False), "derived": connect_seconds(ws, repeat, True)}
+    out["connect_s"] = {"snapshot": connect_seconds(ws, repeat, False), "derived": connect_seconds(ws, repeat, True),
+                        "images": connect_seconds(ws, repeat, False, {"images"})}
     out["queries"] = {name: measure_query(ws, root / "flat", sql.format(patient=patient), repeat, env,
                                           f"{n:,} {name}") for name, sql in QUERIES.items()}
     if any(ws.store_dir.iterdir()):
@@ -751,8 +755,8 @@ def run_size(n: int, repeat: int, root: Path, memory: str | None, fallback_memor
 
 
 def _goal(r: dict, q: dict) -> str:
-    """Within 3x of bare DuckDB plus the start-up; at 1.2M also under 0.3 s in all."""
-    limit = GOAL_FACTOR * q["bare"]["s"] + r["startup_s"]
+    """Within 3x of bare DuckDB plus the start-up of `ortho sql`; at 1.2M also under 0.3 s in all."""
+    limit = GOAL_FACTOR * q["bare"]["s"] + r["views_s"]
     got = q["cli"]["s"]
     text = f"3x+start-up {'met' if got is not None and got <= limit else 'missed'} ({limit:.3f} s)"
     if r["images"] >= GOAL_AT:
@@ -771,8 +775,9 @@ def report_size(r: dict) -> None:
     print(f"publish at memory_limit {p['memory_limit']}: {p['seconds']:.2f} s (child {p['wall_s']:.2f} s, "
           f"peak RSS {p['rss_mb']:.0f} MB), snapshot {r['snapshot_mb']:.0f} MB"
           + ("; it printed DuckDB's progress bar on stdout" if p["progress_bar_printed"] else ""))
+    c = r["connect_s"]
     print(f"CLI start-up: `ortho --help` {r['startup_s']:.3f} s; `ortho sql \"SELECT 1\"` {r['views_s']:.3f} s; "
-          f"db.connect {r['connect_s']['snapshot']:.3f} s (derived {r['connect_s']['derived']:.3f} s)")
+          f"db.connect, every view {c['snapshot']:.3f} s (derived {c['derived']:.3f} s), images only {c['images']:.3f} s")
     print(f"{'query':<22} {'rows':>5} " + " ".join(f"{k:>8}" for k in PATHS)
           + f" {'snap/bare':>9} {'derived/bare':>12} {'cli MB':>7} {'old MB':>7}  goal")
     for name, q in r["queries"].items():

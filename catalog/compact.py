@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from catalog import db, schema
+from catalog import db
 from catalog.ids import new_run_id, token
 from catalog.workspace import Workspace
 
@@ -36,7 +36,7 @@ def compact(ws: Workspace, wait_s: float = 0.0) -> tuple[int, int]:
         staging.mkdir(parents=True)
         with db.connection(ws) as con:
             occ = f"read_parquet('{db.sql_str(ws.parts_dir / '*' / 'occurrences.parquet')}', union_by_name=true)"
-            lab = db._parts_source(ws, "labels", schema.LABEL)
+            lab = db._parts_source(con, ws, "labels", "LABEL")
             batch = "(" + ", ".join(f"'{p.name}'" for p in parts) + ")"
             queries = {
                 "files": f"SELECT * REPLACE ('{{id}}' AS part_id) FROM current_files WHERE part_id IN {batch}",

@@ -15,6 +15,10 @@ subflow of the parent `pipeline` flow and is skipped, saying so, when its inputs
 
 A stage that fails stops the stages that depend on it (shards -> pretrain -> evaluate) and leaves
 every other result in place; the summary says which failed and why, and the exit status is 1.
+
+Each stage's result holds its wall seconds, and the flow's run logger says one line per stage (its name, status
+and seconds; never its detail, which may hold a path) and the total, so a served nightly run shows in its Prefect
+logs where its time went.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import flows  # noqa: F401  (Prefect defaults)
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from catalog.config import read_mapping
 from catalog.errors import OrthoError
@@ -164,6 +171,7 @@ class StageResult:
     stage: str
     status: str  # done | up to date | failed | blocked | not configured
     detail: str = ""
+    seconds: float = 0.0  # wall clock, the stage's own subflows included; 0 for a blocked stage
 
 
 @dataclass
@@ -184,6 +192,8 @@ class PipelineRun:
     curate_summary: dict = field(default_factory=dict)  # printed after the stage table
     curation_report: str | None = None  # the current curation run's report (curation/report.py)
     report: str | None = None
+    log: logging.Logger | logging.LoggerAdapter = field(default_factory=lambda: logging.getLogger("ortho.pipeline"))
+    started: float = field(default_factory=time.perf_counter)
 
     def stage(self, name: str, needs: tuple[str, ...], fn, *args) -> None:
         """Run `fn(self, *args) -> (status, detail)` unless unwanted or blocked; a failure is recorded, not
@@ -193,22 +203,37 @@ class PipelineRun:
         blocked = [n for n in needs if n in self.failed]
         if blocked:
             self.failed.add(name)
-            self.results.append(StageResult(name, "blocked", f"{blocked[0]} failed"))
+            self._record(StageResult(name, "blocked", f"{blocked[0]} failed"))
             return
+        start = time.perf_counter()
         try:
             status, detail = fn(self, *args)
         except Exception as e:  # only curated errors keep their text (docs/catalog.md, the failure firewall)
             self.failed.add(name)
-            self.results.append(StageResult(name, "failed", scrub_paths(one_line(e), self.ws)))
+            self._record(StageResult(name, "failed", scrub_paths(one_line(e), self.ws), _since(start)))
             with (self.ws.logs_dir / "pipeline-errors.log").open("a") as log:
                 log.write(f"--- {name}\n{scrub_paths(frames_only(e), self.ws)}\n")
             return
-        self.results.append(StageResult(name, status, detail))
+        self._record(StageResult(name, status, detail, _since(start)))
+
+    def _record(self, result: StageResult) -> None:
+        self.results.append(result)
+        self.log.info("stage %s: %s in %.1f s", result.stage, result.status, result.seconds)
+
+    def log_total(self) -> None:
+        """The run's wall seconds: the stages and what lies between them (registering the sources)."""
+        counts = Counter(r.status for r in self.results)
+        self.log.info("pipeline: %d stages in %.1f s (%s)", len(self.results), _since(self.started),
+                      ", ".join(f"{n} {status}" for status, n in counts.items()) or "none run")
 
     def outputs(self) -> list[dict]:
         extra = {"evaluate": {"report": self.report}, "curate": {"summary": self.curate_summary or None,
                                                                      "report": self.curation_report}}
         return [r.__dict__ | extra.get(r.stage, {}) for r in self.results]
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
 
 
 def phantom_stage(run: PipelineRun) -> tuple[str, str]:
@@ -352,7 +377,7 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
         raise PipelineError(f"unknown stage {sorted(unknown)[0]!r}: choose from {', '.join(STAGES)}")
     spec = Pipeline.load(pipeline_file)
     ws = Workspace.open(workspace)
-    run = PipelineRun(ws, spec, wanted, show_progress, state=_state(ws))
+    run = PipelineRun(ws, spec, wanted, show_progress, state=_state(ws), log=get_run_logger())
     if spec.phantom:
         run.stage("phantom", (), phantom_stage)
     run.sources, run.notes = register_sources(ws, spec)
@@ -364,4 +389,5 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
         run.stage("pretrain", (f"shards:{spec.pretrain['shards']}",), pretrain_stage)
     if spec.evaluate:
         run.stage("evaluate", ("pretrain",), evaluate_stage)
+    run.log_total()
     return run.outputs()

@@ -1,27 +1,46 @@
-"""What every `ortho` command shares: the consoles, the --workspace option, logging, the progress bars and the one
-error handler."""
+"""What every `ortho` command shares: the consoles, the --workspace option, logging, the progress bars, the root
+group (its commands built on first use) and the one error handler.
+
+Nothing here imports rich at import time: `ortho sql --format csv` never draws, and rich costs ~0.15 s to import.
+`console` and `err` are made when a module first takes them."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import logging
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, ClassVar, Iterator, NoReturn, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from catalog.errors import OrthoError
 from catalog.workspace import Workspace
 from flows import progress as progress_hooks
 from flows import settings
 
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn
+
+
+@functools.cache
+def _consoles() -> tuple[Console, Console]:
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def __getattr__(name: str):
+    """`console` (stdout) and `err` (stderr), rich consoles made on first use."""
+    if name in ("console", "err"):
+        return _consoles()[name == "err"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", envvar="ORTHO_WORKSPACE",
                                                       help="Workspace folder [default: ./workspace]")]
@@ -37,8 +56,10 @@ def fail(message: str) -> NoReturn:
 
 
 def print_error(message: str) -> None:
+    from rich.text import Text
+
     # Text, not markup: a message may hold brackets; soft_wrap: one line, never wrapped.
-    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    _consoles()[1].print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -56,12 +77,65 @@ def one_line_errors() -> Iterator[None]:
 
 
 class OrthoGroup(TyperGroup):
-    """The root command group: every command and sub-command runs inside its invoke, so inside the one handler."""
+    """The root command group: every command and sub-command runs inside its invoke, so inside the one handler.
+    Its commands are `loaders` (flows/cli/__init__.py declares them), each built when it is first looked up, so a
+    command imports only its own module: `ortho sql` does not import Prefect, torch or the readers."""
+
+    loaders: ClassVar[dict[str, Callable[[], TyperCommand | TyperGroup]]] = {}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands(self.loaders, self.commands)
 
     def invoke(self, ctx):
         with one_line_errors():
             settings.current()  # an unreadable ORTHO_* variable stops every command here, in one line
             return super().invoke(ctx)
+
+
+class LazyCommands(MutableMapping):
+    """name -> click command, in declaration order; a command is built (its module imported) when first read."""
+
+    def __init__(self, loaders: dict[str, Callable], built: dict | None = None):
+        self._loaders = dict(loaders)
+        self._built = dict(built or {})
+
+    def __getitem__(self, name: str):
+        if name not in self._built:
+            self._built[name] = self._loaders[name]()  # KeyError for an unknown name, as a dict's
+        return self._built[name]
+
+    def __setitem__(self, name: str, command) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._loaders.pop(name, None)
+        self._built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._loaders), **dict.fromkeys(self._built)})
+
+    def __len__(self) -> int:
+        return len({*self._loaders, *self._built})
+
+
+def lazy_command(name: str, module: str, function: str) -> Callable[[], TyperCommand | TyperGroup]:
+    """A loader of the command `name`: flows.cli.<module>.<function>, as typer builds it."""
+    def build():
+        app = typer.Typer(add_completion=False)
+        app.command(name)(getattr(importlib.import_module(f"flows.cli.{module}"), function))
+        return typer.main.get_command(app)
+    return build
+
+
+def lazy_group(name: str, help: str, commands: dict[str, tuple[str, str]]) -> Callable[[], TyperCommand | TyperGroup]:
+    """A loader of the sub-group `name`: command -> (module, function) as in `lazy_command`."""
+    def build():
+        group = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False)
+        for command, (module, function) in commands.items():
+            group.command(command)(getattr(importlib.import_module(f"flows.cli.{module}"), function))
+        return typer.main.get_group(group)
+    return build
 
 
 def split_csv(values: Optional[list[str]], cast=str) -> list:
@@ -110,10 +184,13 @@ class Bars:
 
 
 @contextlib.contextmanager
-def progress_bars(*, console: Console = err, transient: bool = True, middle: tuple[ProgressColumn, ...] = (),
+def progress_bars(*, console: Console | None = None, transient: bool = True, middle: tuple[ProgressColumn, ...] = (),
                   tail: tuple[ProgressColumn, ...] = ()) -> Iterator[Bars]:
-    """Bars as `name [bar] done/total <middle> elapsed <tail>`; the hooks installed through them are removed on
-    the way out, whatever happens."""
+    """Bars as `name [bar] done/total <middle> elapsed <tail>` on `console` (default: stderr); the hooks installed
+    through them are removed on the way out, whatever happens."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or _consoles()[1]
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *middle,
                TimeElapsedColumn(), *tail)
     with Progress(*columns, console=console, transient=transient) as progress:

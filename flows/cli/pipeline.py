@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 import configs
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace, progress_bars, setup_logging, split_csv
@@ -41,10 +41,12 @@ def pipeline(
 
 
 def print_pipeline_results(pipeline_file: Path, root: Path, results: list[dict]) -> None:
-    t = Table("stage", "status", "detail", title=f"pipeline {pipeline_file.name} on {root}")
+    t = Table("stage", "status", Column("time", justify="right"), "detail",
+              title=f"pipeline {pipeline_file.name} on {root}",
+              caption=f"{format_seconds(sum(r['seconds'] for r in results))} in the stages")
     for r in results:
         c = STATUS_COLOURS.get(r["status"], "white")
-        t.add_row(r["stage"], f"[{c}]{r['status']}[/{c}]", r["detail"])
+        t.add_row(r["stage"], f"[{c}]{r['status']}[/{c}]", format_seconds(r["seconds"]), r["detail"])
     console.print(t)
     curated = next((r.get("summary") for r in results if r["stage"] == "curate" and r.get("summary")), None)
     if curated:
@@ -56,6 +58,14 @@ def print_pipeline_results(pipeline_file: Path, root: Path, results: list[dict])
     if report_path and Path(report_path).is_file():
         print_eval_summary(Path(report_path).parent)
         console.print(f"report: {report_path}")
+
+
+def format_seconds(seconds: float) -> str:
+    """12.3 s, 4 min 05 s, 1 h 02 min."""
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    m, sec = divmod(round(seconds), 60)
+    return f"{m} min {sec:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
 def serve(

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from catalog import db
 from catalog.status import catalog_status, file_lineage, labelled_images
 from catalog.workspace import Workspace
-from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+from flows.cli import common
+from flows.cli.common import WorkspaceOpt, fail, open_workspace
+
+# rich (tables, the consoles) is imported where a command draws: `ortho sql --format csv|json` never does.
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -36,7 +37,7 @@ def sql(
         target = str(out).replace("'", "''")
         opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
         _run_sql(ws, f"COPY ({query.rstrip().rstrip(';')}) TO '{target}' ({opts})")
-        err.print(f"wrote {out}")
+        common.err.print(f"wrote {out}")
         return
     cols, rows = _run_sql(ws, query)
     if fmt == "table":
@@ -61,6 +62,9 @@ def _run_sql(ws: Workspace, query: str) -> tuple[list[str], list[tuple]]:
 
 
 def print_rows(cols: list[str], rows: list[tuple], out: Optional[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(*cols)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
@@ -68,7 +72,7 @@ def print_rows(cols: list[str], rows: list[tuple], out: Optional[Path]) -> None:
         with open(out, "w") as f:
             Console(file=f, width=200).print(table)
     else:
-        console.print(table)
+        common.console.print(table)
 
 
 def csv_text(cols: list[str], rows: list[tuple]) -> str:
@@ -110,11 +114,13 @@ def workspace_status(ws: Workspace) -> dict:
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.table import Table
+
     if rows:
         t = Table(*columns, title=title)
         for row in rows:
             t.add_row(*("" if v is None else str(v) for v in row))
-        console.print(t)
+        common.console.print(t)
 
 
 def print_status(data: dict) -> None:
@@ -166,6 +172,8 @@ def print_plain(line: str) -> None:
 
 def tasks_list(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
     """Tasks with their type, anatomy and modality, and labelled images per split and class."""
+    from rich.table import Table
+
     from catalog.tasks import describe
 
     counts = labelled_images(open_workspace(workspace))
@@ -180,4 +188,4 @@ def tasks_list(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(Fals
             classes = "  ".join(f"{c}: {n}" for c, n in sorted(by_class.items()))
             head = (task, spec.kind, spec.anatomy, spec.modality, spec.level) if k == 0 else ("",) * 5
             table.add_row(*head, split, classes)
-    console.print(table if counts else "no labels in the catalog yet")
+    common.console.print(table if counts else "no labels in the catalog yet")

@@ -143,3 +143,23 @@ def test_a_settings_typo_is_refused_with_the_key_it_meant_before_anything_runs(t
     last = r.output.strip().splitlines()[-1]
     assert r.exit_code == 2 and last.startswith(f"error: unknown config key '{typo}' (did you mean '{meant}'?)"), last
     assert not list((ws / "catalog").rglob("*.parquet")) and "Traceback" not in r.output
+
+
+def test_ortho_sql_imports_its_own_module_only(tmp_path):
+    """A query's start-up is the whole of it on a small catalog: `ortho sql` builds only its own command, so it
+    imports neither Prefect nor the readers, and neither rich nor pyarrow where it draws nothing (issue 16)."""
+    code = textwrap.dedent(f"""
+        import sys
+        from flows.cli import app
+        try:
+            app(["sql", "SELECT 6 * 7 AS n", "--format", "csv", "--workspace", {str(tmp_path / "w")!r}], prog_name="ortho")
+        except SystemExit as e:
+            assert not e.code, e.code
+        loaded = {{m.split(".")[0] for m in sys.modules}}
+        print("heavy:", sorted(loaded & {{"prefect", "torch", "timm", "pydicom", "PIL", "rich", "pyarrow", "numpy"}}))
+        print("commands:", sorted(m for m in sys.modules if m.startswith("flows.cli.")))
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:2] == ["n", "42"]
+    assert "heavy: []" in r.stdout and "commands: ['flows.cli.common', 'flows.cli.query']" in r.stdout

@@ -110,3 +110,45 @@ def test_error_text_keeps_no_path_under_a_source(tmp_path):
     text = f"OSError: [Errno 5] Input/output error: '{src}/study/IM0001.dcm'\n  File \"{src}/x\", line 1"
     out = scrub_paths(text, ws)
     assert "QUIMBLETON" not in out and out.count("<a path under source pacs>") == 2
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_every_stage_reports_its_seconds_and_the_flow_logs_them(tmp_path, prefect_harness):
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.cli import common
+    from flows.cli.pipeline import print_pipeline_results
+    from flows.pipeline import pipeline_flow
+    from tests.evaluation.bars import write_bars
+
+    bars = write_bars(tmp_path / "QUIMBLETON_bars")  # a path that must not reach the flow's log
+    spec = write(tmp_path, {
+        "sources": [{"name": "bars", "location": str(bars), "kind": "public", "labels": ["folder:kl_grade"],
+                     "path_pattern": KL_PATTERN, "modality": "DX", "body_part": "knee"}],
+        "ingest": {"runner": "threads", "workers": 2}, "curate": {"runner": "threads", "workers": 2, "crops": False},
+        "shards": [{"name": "train", "query": "SELECT image_id FROM no_such_table"}],
+        "pretrain": {"name": "p", "shards": "train", "overrides": TINY}})
+    state = pipeline_flow(str(tmp_path / "ws"), str(spec), show_progress=False, return_state=True)
+    results = state.result()
+    APILogWorker.drain_all(timeout=10)  # what a served run shows: its logs as the Prefect server holds them
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    messages = [entry.message for entry in sorted(logs, key=lambda entry: entry.timestamp)]
+    assert [(r["stage"], r["status"]) for r in results] == [("ingest", "done"), ("curate", "done"),
+                                                            ("shards:train", "failed"), ("pretrain", "blocked")]
+    seconds = [r["seconds"] for r in results]
+    assert all(isinstance(s, float) and s >= 0 for s in seconds) and seconds[0] > 0 and seconds[-1] == 0
+    lines = [m for m in messages if m.startswith(("stage ", "pipeline: "))]
+    assert lines[:4] == [f"stage {r['stage']}: {r['status']} in {r['seconds']:.1f} s" for r in results]
+    total = float(lines[4].split(" in ")[1].split(" s ")[0])
+    assert len(lines) == 5 and lines[4].startswith("pipeline: 4 stages in ") and total >= round(sum(seconds), 1) - 0.1
+    assert "2 done, 1 failed, 1 blocked" in lines[4]
+    assert not any("QUIMBLETON" in m for m in messages)
+    with common.console.capture() as shown:
+        print_pipeline_results(spec, tmp_path, results)
+    table = shown.get()
+    assert "time" in table and f"{seconds[0]:.1f} s" in table and "in the stages" in table
+    assert stage_rows(table) == {"ingest": "done", "curate": "done", "shards:train": "failed", "pretrain": "blocked"}

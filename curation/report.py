@@ -34,7 +34,8 @@ from curation import crops
 from curation.run import CurateConfig, resolve_config
 
 TABLES = {"dups": DUPS, "quality": QUALITY, "leakage": LEAKAGE}
-METHOD_NAMES = {"embedding": "global signature", "embedding_flip": "mirrored signature", "crop": "crop search"}
+METHOD_NAMES = {"embedding": "global signature", "embedding_flip": "mirrored signature", "crop": "crop search",
+                "crop_flip": "mirrored crop search"}
 # what each quality reason measured, as a SQL value over the image row i and its pixel statistics s
 REASON_VALUES = {
     "blank_image": ("grey levels from p1 to p99", "round((s.p99 - s.p01) * (pow(2, i.bits) - 1), 1)"),
@@ -299,7 +300,7 @@ def _settings_changes(run: _Run) -> list[str]:
 # Each grouped image with the threshold its recorded match had to reach and what the card shows of it.
 DUP_EVIDENCE = """CREATE TEMP TABLE dup_evidence AS
     SELECT d.image_id, d.dup_group, d.representative, d.group_size, d.matched_image_id, d.method, d.similarity,
-           CASE WHEN d.method = 'crop' THEN $crop
+           CASE WHEN d.method IN ('crop', 'crop_flip') THEN $crop
                 WHEN i.series_key IS NOT NULL AND i.series_key = j.series_key THEN $same ELSE $global END AS threshold,
            i.source, i.bits, i.rows, i.cols, i.laterality, i.modality, i.split
     FROM run_dups d
@@ -379,9 +380,9 @@ def _similarity_plot(run: _Run, stats: list[tuple]) -> bytes:
 def _group_card(run: _Run, group: str, size: int, margin: float, method: str, borderline: bool,
                 members: list[tuple]) -> str:
     figures = [_member_figure(run, m) for m in members]
-    crop = next((m for m in members if m[4] == "crop"), None)
+    crop = next((m for m in members if m[4] in ("crop", "crop_flip")), None)
     if crop is not None:
-        figures.append(_alignment_figure(run, crop[0], crop[3], crop[5]))
+        figures.append(_alignment_figure(run, crop[0], crop[3], crop[5], mirrored=crop[4] == "crop_flip"))
     more = f" · {size - len(members)} more not shown" if size > len(members) else ""
     return (f"<div class=group data-group='{esc(group)}' data-margin='{margin:.6f}' data-size='{size}' "
             f"data-method='{esc(method)}'><div class=ghead><b>group {esc(group[:12])}</b> · {size} images{more} · "
@@ -402,24 +403,26 @@ def _thumb_tag(run: _Run, image_id: str) -> str:
     return img_tag(run.thumb(image_id), image_id[:12]) or "<div class=missing>pixels not in the store</div>"
 
 
-def _alignment_figure(run: _Run, x: str, y: str, recorded: float) -> str:
+def _alignment_figure(run: _Run, x: str, y: str, recorded: float, mirrored: bool = False) -> str:
     """The crop search's evidence for the pair (x, y), recomputed from their stored keypoints: the smaller id's
-    image mapped onto the other's frame (as the search does), both cut to the aligned overlap."""
+    image (mirrored, for a mirrored match) mapped onto the other's frame (as the search does), both cut to the
+    aligned overlap."""
     a, b = sorted((x, y))
-    found = _alignment(run, a, b)
+    found = _alignment(run, a, b, mirrored)
     if found is None:
         return ("<figure><div class=missing>alignment not reproduced from the stored keypoints</div>"
                 "<figcaption>aligned overlap</figcaption></figure>")
     mapped, cut, mat, rect, cosine = found
-    scale = float(np.hypot(mat[0, 0], mat[1, 0]))
-    angle = float(np.degrees(np.arctan2(mat[1, 0], mat[0, 0])))
+    scale = float(np.sqrt(abs(np.linalg.det(mat[:, :2]))))  # an affine map's mean scale
+    angle = float(np.degrees(np.arctan2(mat[1, 0] - mat[0, 1], mat[0, 0] + mat[1, 1])))  # of the nearest rotation
     return (f"<figure class=overlap>{img_tag(mapped, 'aligned overlap, mapped')}{img_tag(cut, 'aligned overlap')}"
-            f"<figcaption><b>aligned overlap</b> {esc(a[:12])} mapped onto {esc(b[:12])}: scale {scale:.2f}, "
+            f"<figcaption><b>aligned overlap</b> {esc(a[:12])}{' mirrored' if mirrored else ''} mapped onto "
+            f"{esc(b[:12])}: scale {scale:.2f}, "
             f"rotation {angle:+.1f}&deg;, {rect[4]:.0%} of the smaller image; texture cosine {cosine:.3f} "
             f"(recomputed here; the run recorded {recorded:.3f})</figcaption></figure>")
 
 
-def _alignment(run: _Run, a: str, b: str):
+def _alignment(run: _Run, a: str, b: str, mirrored: bool = False):
     """(PNG of a mapped onto b's overlap, PNG of b's overlap, the 2x3 transform, the overlap rect, the aligned
     texture cosine), or None when the transform is not found again."""
     kp = {i: (np.frombuffer(k, np.float32).reshape(-1, 4), np.frombuffer(d, np.uint8).reshape(-1, crops.DESC))
@@ -428,10 +431,13 @@ def _alignment(run: _Run, a: str, b: str):
     if len(kp) < 2 or pa is None or pb is None:
         return None
     cfg = run.cfg.dedup.crops
+    (pts_a, desc_a), (pts_b, desc_b) = kp[a], kp[b]
+    if mirrored:  # as the mirrored pass casts its votes: a's descriptors and points mirrored
+        pa, pts_a, desc_a = np.ascontiguousarray(pa[:, ::-1]), crops.mirrored(pts_a, pa.shape[1]), desc_a[:, crops.MIRROR]
     ua, ub = (d.astype(np.float32) / np.maximum(np.linalg.norm(d.astype(np.float32), axis=1, keepdims=True), 1e-6)
-              for d in (kp[a][1], kp[b][1]))
+              for d in (desc_a, desc_b))
     qa, jb = np.nonzero(ua @ ub.T >= cfg.descriptor_similarity)  # the pair's votes, as the search casts them
-    mat = crops.transform(kp[a][0][qa, :2], kp[b][0][jb, :2], cfg, tol_px=0.012 * max(pb.shape))
+    mat = crops.transform(pts_a[qa, :2], pts_b[jb, :2], cfg, tol_px=0.012 * max(pb.shape))
     rect = None if mat is None else crops.overlap_rect(pa.shape, pb.shape, mat)
     if rect is None:
         return None

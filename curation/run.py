@@ -1,10 +1,13 @@
 """`ortho curate` as a plain function: signatures for new images, then splits, near-duplicate
 groups, quality flags and the leakage guard over the whole catalog.
 
-Incremental: signatures and splits are computed once per image / patient and appended;
-grouping and flags are recomputed over everything (cheap next to signatures) and published as
-one folder per run, catalog/curation/<run_id>/, renamed into place when complete, with the run's resolved
-settings (settings.yaml: CurateConfig, resolved by resolve_config) beside its tables.
+Incremental: signatures and splits are computed once per image / patient and appended; the
+near-duplicate searches are saved (catalog/curation-index/) and each run queries only the new images
+against everything, folding what it finds into the saved groups (curation/incremental.py; a full run
+when asked, or when the saved state cannot be extended). Quality flags and the leakage guard are SQL
+over the whole catalog. The results are published as one folder per run, catalog/curation/<run_id>/,
+renamed into place when complete, with the run's resolved settings (settings.yaml: CurateConfig,
+resolved by resolve_config) beside its tables.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -25,9 +29,9 @@ from catalog.parts import write_table
 from catalog.schema import DUPS, KEYPOINTS, LEAKAGE, QUALITY, SIGNATURE, SPLIT
 from catalog.store import ImageStore
 from catalog.workspace import Workspace, clear_staging
-from curation import crops, near_dup
+from curation import crops, dedup_index, incremental, near_dup
 from curation.quality import QualityConfig
-from curation.signatures import DIM, pixel_stats, signature
+from curation.signatures import pixel_stats, signature
 from curation.splits import SplitPolicy, assign
 
 log = logging.getLogger("ortho.curate")
@@ -65,6 +69,10 @@ class CurateSummary:
     near_duplicates: int = 0
     matched_by: dict = field(default_factory=dict)  # method -> images whose recorded match it found
     crop_search: dict = field(default_factory=dict)  # candidates at each stage of the crop search
+    # how the near-duplicate search ran: mode (full | incremental), reason (why full), queried (images searched
+    # against the catalog), indexed (images in the searches), seconds per step
+    search: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)  # wall time per step: signatures, splits, groups, flags, publish, ...
     quality: dict = field(default_factory=dict)
     excluded: int = 0
     leakage_removed: int = 0
@@ -105,6 +113,28 @@ def serial_signatures(ws: Workspace, batches: Iterable[list[tuple[str, int, bool
         yield write_signature_part(ws, f"{prefix}-{i:06d}", batch)
 
 
+def retire_stale_keypoints(ws: Workspace) -> bool:
+    """Keypoints of another crops.FEATURES_VERSION (none recorded: version 1) are moved aside, then deleted,
+    so that this run computes them again; True when it did. Kill-safe: the version is recorded only once the
+    old files are out of the way, and a run that finds no record moves aside whatever is there."""
+    marker = ws.keypoints_dir / "VERSION"
+    try:
+        if marker.read_text().strip() == str(crops.FEATURES_VERSION):
+            return False
+    except FileNotFoundError:
+        pass
+    had = any(ws.keypoints_dir.glob("*.parquet"))
+    trash = ws.staging_dir / f"keypoints-retired-{token(3)}"
+    if ws.keypoints_dir.exists():
+        os.rename(ws.keypoints_dir, trash)
+    ws.keypoints_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ws.staging_dir / f"keypoints-version-{token(3)}"
+    tmp.write_text(f"{crops.FEATURES_VERSION}\n")
+    os.replace(tmp, marker)
+    shutil.rmtree(trash, ignore_errors=True)
+    return had
+
+
 def _missing_signatures(con, batch_size: int, keypoints: bool) -> list[list[tuple[str, int, bool, bool]]]:
     rows = con.execute("""SELECT image_id, bits, need_sig, need_kp AND $kp FROM (
                               SELECT image_id, bits, image_id NOT IN (SELECT image_id FROM signatures) AS need_sig,
@@ -125,73 +155,59 @@ def _new_splits(con, policy: SplitPolicy, run_id: str) -> list[dict]:
     return out
 
 
-def _dup_rows(con, ws: Workspace, cfg: near_dup.DedupConfig) -> tuple[list[dict], dict]:
-    """dup_groups rows for every grouped image, and the crop search's counts."""
-    rows = con.execute("""SELECT i.image_id, i.laterality, i.series_key, i.bits, i.rows * i.cols, i.source_seq, s.emb, s.emb_flip
-                          FROM images i JOIN signatures s USING (image_id) ORDER BY i.image_id""").fetchall()
-    if not rows:
-        return [], {}
-    ids = [r[0] for r in rows]
-    emb = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
-    flip = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
-    laterality, series = [r[1] for r in rows], [r[2] for r in rows]
-    graph = near_dup.dup_graph(emb, flip, laterality, series, cfg)
-    crop_search = _crop_pass(ws, ids, graph, cfg) if cfg.crops.enabled else {}
+def _grouping(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, full: bool) -> incremental.Grouping | None:
+    """The near-duplicate groups: the saved ones extended by the new images (curation/incremental.py), or a
+    full run when asked, or when the saved state cannot be extended."""
+    catalog = incremental.catalog_images(con)
+    if not len(catalog.ids):
+        return None
+    state, why = (None, "requested") if full else dedup_index.CurationIndex.current(ws)
+    reason, new_pos = incremental.extension(state, why, catalog, cfg)
+    if not reason:
+        if not len(new_pos):
+            return incremental.unchanged(state)
+        feats = incremental.image_features(con, catalog.ids[new_pos], cfg.crops.enabled)
+        if not np.array_equal(feats["ids"], catalog.ids[new_pos]):
+            raise RuntimeError("the new images and their signatures read differently")
+        reason = incremental.growth_blocker(state, len(catalog.ids), len(feats.get("desc", ())), cfg)
+    if reason:
+        log.info("near-duplicate search: full run (%s)", reason)
+        return incremental.full_run(con, ws, cfg, run_id, catalog, reason)
+    log.info("near-duplicate search: %d new images queried against %d", len(new_pos), len(catalog.ids))
+    try:
+        return incremental.incremental_run(con, ws, cfg, run_id, catalog, state, new_pos, feats)
+    except (OSError, RuntimeError) as e:  # a saved index faiss or numpy cannot read: rebuilt, never trusted
+        log.warning("near-duplicate search: the saved searches could not be read (%s): full run", type(e).__name__)
+        return incremental.full_run(con, ws, cfg, run_id, catalog, "index_unreadable")
+
+
+def _dup_rows(con, g: incremental.Grouping | None) -> list[dict]:
+    """dup_groups rows for every image in a group of two or more. Representative: highest bit depth, then most
+    pixels, then earliest source, then id; the group is named by its smallest image id."""
+    if g is None or not len(g.ids):
+        return []
+    size = np.bincount(g.group, minlength=len(g.ids))
+    grouped = np.flatnonzero(size[g.group] >= 2)
+    if not len(grouped):
+        return []
+    ids = g.ids.astype(str)
+    con.register("grouped_ids", pa.table({"image_id": pa.array(ids[grouped])}))
+    meta = {r[0]: r[1:] for r in con.execute("""SELECT image_id, bits, rows * cols, source_seq FROM images
+                                                 SEMI JOIN grouped_ids USING (image_id)""").fetchall()}
+    con.unregister("grouped_ids")
     members: dict[int, list[int]] = {}
-    for i, g in enumerate(graph.group):
-        members.setdefault(int(g), []).append(i)
+    for i in grouped.tolist():
+        members.setdefault(int(g.group[i]), []).append(i)
     out = []
-    for g, idx in members.items():
-        if len(idx) < 2:
-            continue
-        # Representative: highest bit depth, then most pixels, then earliest source, then id.
-        rep = min(idx, key=lambda i: (-rows[i][3], -rows[i][4], rows[i][5], ids[i]))
+    for idx in members.values():
+        rep = min(idx, key=lambda i: (-meta[ids[i]][0], -meta[ids[i]][1], meta[ids[i]][2], ids[i]))
+        name = min(ids[i] for i in idx)
         for i in idx:
-            out.append({"image_id": ids[i], "dup_group": ids[g], "representative": i == rep, "group_size": len(idx),
-                        "matched_image_id": ids[int(graph.best_other[i])],
-                        "method": near_dup.METHODS[int(graph.best_method[i])],
-                        "similarity": float(graph.best_similarity[i])})
-    return out, crop_search
-
-
-def _binary_column(table: pa.Table, name: str) -> np.ndarray:
-    """A binary column's values end to end as one uint8 array (nulls are empty), without a Python
-    object per row."""
-    col = table.column(name).combine_chunks()
-    if len(col) == 0:
-        return np.zeros(0, np.uint8)
-    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + len(col) + 1]
-    data = col.buffers()[2]
-    return np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
-
-
-def _crop_pass(ws: Workspace, ids: list[str], graph: near_dup.DupGraph, cfg: near_dup.DedupConfig) -> dict:
-    """Cropped re-exports (curation/crops.py) among images the global signature left apart; their
-    verified pairs join the groups."""
-    # its own connection: the caller's keeps its whole memory budget for what follows
-    with db.connection(ws) as con:
-        reader = con.sql("""SELECT i.image_id, i.rows::BIGINT AS rows, i.cols::BIGINT AS cols,
-                                   coalesce(k.n, 0)::BIGINT AS n, k.kp, k.desc
-                            FROM images i JOIN signatures s USING (image_id) LEFT JOIN keypoints k USING (image_id)
-                            ORDER BY i.image_id""").to_arrow_reader(65536)
-        got, shapes, sizes, kp, desc = [], [], [], [], []
-        for batch in reader:  # copied out batch by batch
-            table = pa.Table.from_batches([batch])
-            got += table.column("image_id").to_pylist()
-            shapes.append(np.stack([table.column("rows").to_numpy(), table.column("cols").to_numpy()], axis=1))
-            sizes.append(table.column("n").to_numpy().copy())
-            kp.append(_binary_column(table, "kp").copy())
-            desc.append(_binary_column(table, "desc").copy())
-    if got != ids:
-        raise RuntimeError("signatures and keypoints read in different orders")
-    sizes = np.concatenate(sizes)
-    kp = np.concatenate(kp).view(np.float32).reshape(-1, 4)
-    desc = np.concatenate(desc).reshape(-1, crops.DESC)
-    store = ImageStore(ws.store_dir)
-    edges, counts = crops.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: store.get(ids[i]), cfg.crops,
-                                     shapes=np.concatenate(shapes))
-    graph.add_edges([(e.a, e.b, e.similarity) for e in edges], method=near_dup.METHODS.index("crop"))
-    return counts
+            out.append({"image_id": ids[i], "dup_group": name, "representative": i == rep, "group_size": len(idx),
+                        "matched_image_id": ids[int(g.best_other[i])],
+                        "method": near_dup.METHODS[int(g.best_method[i])],
+                        "similarity": float(g.best_sim[i])})
+    return sorted(out, key=lambda r: (r["dup_group"], r["image_id"]))
 
 
 def _leakage_rows(con) -> list[dict]:
@@ -212,12 +228,18 @@ def _leakage_rows(con) -> list[dict]:
 
 def curate(ws: Workspace, config: CurateConfig | None = None,
            map_signatures: Callable[[Workspace, Iterable[list]], Iterator[int]] = serial_signatures,
-           on_progress: Callable[[str, int, int], None] | None = None, wait_s: float = 0.0) -> CurateSummary:
+           on_progress: Callable[[str, int, int], None] | None = None, wait_s: float = 0.0,
+           full: bool = False) -> CurateSummary:
+    """`full`: search every image against every image and rebuild the saved searches, even where the new images
+    alone could be queried (curation/incremental.py)."""
     config = config or CurateConfig()
     with ws.write_lock(wait_s):
         clear_staging(ws)
+        if config.dedup.crops.enabled and retire_stale_keypoints(ws):
+            log.info("keypoints of an older version retired: computed again in this run")
         run_id = new_run_id()
         summary = CurateSummary(run_id)
+        lap = _stopwatch(summary.seconds)
         with db.connection(ws) as con:
             summary.images = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
             batches = _missing_signatures(con, config.batch_size, config.dedup.crops.enabled)
@@ -226,22 +248,34 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             summary.new_signatures += n
             if on_progress:
                 on_progress("signatures", summary.new_signatures, total)
+        lap("signatures")
         with db.connection(ws) as con:
             new = _new_splits(con, config.splits, run_id)
             if new:
                 write_table(ws.splits_dir / f"{run_id}.parquet", new, SPLIT, ws.staging_dir)
             summary.new_patients = len(new)
+        lap("splits")
         with db.connection(ws) as con:
-            dups, summary.crop_search = _dup_rows(con, ws, config.dedup)
+            grouping = _grouping(con, ws, config.dedup, run_id, full)
+            dups = _dup_rows(con, grouping)
+            if grouping is not None:
+                summary.crop_search = grouping.crop_search
+                summary.search = {"mode": grouping.mode, "reason": grouping.reason, "queried": grouping.queried,
+                                  "indexed": len(grouping.ids),
+                                  **{k: round(v, 3) for k, v in grouping.timings.items()}}
+            lap("groups")
             con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
             leakage = _leakage_rows(con)
             excluding = set(config.quality.exclude)
             quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding}
                               for reason, sql in (config.quality.queries().items() if summary.images else [])
                               for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
+        lap("flags")
         _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
                  config)
+        lap("results")
         db.publish(ws)
+        lap("catalog_publish")
         with db.connection(ws) as con:
             summary.dup_groups = con.execute("SELECT count(DISTINCT dup_group) FROM dup_groups").fetchall()[0][0]
             summary.near_duplicates = con.execute("SELECT count(*) FROM dup_groups WHERE NOT representative").fetchall()[0][0]
@@ -250,10 +284,23 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             summary.excluded = con.execute("SELECT count(*) FROM images WHERE excluded").fetchall()[0][0]
             summary.leakage_removed = con.execute("SELECT count(*) FROM images WHERE held_out").fetchall()[0][0]
             summary.splits = dict(con.execute("SELECT split, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall())
+        lap("summary")
     log.info("curated %d images: %d new signatures, %d new patients, %d near-duplicates in %d groups, %d excluded, "
              "%d held out by the leakage guard", summary.images, summary.new_signatures, summary.new_patients,
              summary.near_duplicates, summary.dup_groups, summary.excluded, summary.leakage_removed)
     return summary
+
+
+def _stopwatch(seconds: dict) -> Callable[[str], None]:
+    """lap(step): the seconds since the previous lap, recorded as `step`."""
+    last = [time.perf_counter()]
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        seconds[step] = round(now - last[0], 3)
+        last[0] = now
+
+    return lap
 
 
 def _publish(ws: Workspace, run_id: str, tables: dict, settings: CurateConfig) -> None:

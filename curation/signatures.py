@@ -27,7 +27,8 @@ PROJECTION_SEED = 20261128
 
 
 @functools.lru_cache(maxsize=4)
-def _gauss(n: int, sigma: float) -> np.ndarray:
+def gauss_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) row-normalised Gaussian smoothing: `g @ x @ g.T` smooths an (n, n) image."""
     i = np.arange(n)
     g = np.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
     return (g / g.sum(1, keepdims=True)).astype(np.float32)
@@ -41,7 +42,7 @@ def _projection() -> np.ndarray:
 
 def whiten(x: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
     """(n, n) float32 -> locally zero-mean, unit-variance high-pass (Gaussian of `sigma` pixels)."""
-    g = _gauss(x.shape[0], sigma)
+    g = gauss_matrix(x.shape[0], sigma)
     hp = x - g @ x @ g.T
     return hp / (np.sqrt(g @ (hp * hp) @ g.T) + 1e-3 * (float(np.abs(x).max()) + 1.0))
 

@@ -49,11 +49,13 @@ def _submit_part(workspace: str, part: tuple[str, list]):
 @flow(name="curate", log_prints=False)
 @firewall("curate")
 def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-                crops: bool = True, overrides: list[str] | None = None) -> dict:
+                crops: bool = True, overrides: list[str] | None = None, full: bool = False) -> dict:
+    """`full`: search every image against every image and rebuild the saved searches (default: only the images
+    new since the last curation are queried, curation/incremental.py)."""
     ws = Workspace.open(workspace)
     config = curate_config(overrides, crops)
     summary = curate(ws, config, map_signatures=map_signatures(2 * (workers or 2) + 1),
-                     on_progress=partial(progress.report, "curate"), wait_s=wait_s)
+                     on_progress=partial(progress.report, "curate"), wait_s=wait_s, full=full)
     return summary.__dict__
 
 
@@ -63,7 +65,7 @@ def curate_config(overrides: list[str] | None = None, crops: bool = True) -> Cur
 
 
 def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-               crops: bool = True, overrides: list[str] | None = None) -> dict:
-    """`crops=False` skips the crop search (and computing keypoints for new images)."""
+               crops: bool = True, overrides: list[str] | None = None, full: bool = False) -> dict:
+    """`crops=False` skips the crop search (and computing keypoints for new images); `full` forces a full search."""
     return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(
-        workspace, runner, workers, wait_s, crops, list(overrides or []))
+        workspace, runner, workers, wait_s, crops, list(overrides or []), full)

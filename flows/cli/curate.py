@@ -11,7 +11,12 @@ from flows.cli.common import WorkspaceOpt, console, open_workspace, progress_bar
 from flows.server import one_prefect_server
 
 METHOD_NAMES = {"embedding": "the global signature", "embedding_flip": "the mirrored signature",
-                "crop": "the crop search"}
+                "crop": "the crop search", "crop_flip": "the mirrored crop search"}
+FULL_REASONS = {"requested": "--full", "no_index": "first curation", "index_unreadable": "saved search unreadable",
+                "index_inconsistent": "saved search incomplete", "settings_changed": "a dedup setting changed",
+                "features_changed": "keypoints of a new version", "images_removed": "images left the catalog",
+                "images_changed": "an image's laterality or series changed",
+                "search_mode_changed": "a search passed exact_below", "index_outgrown": "an IVF index outgrown"}
 
 
 def curate(
@@ -22,6 +27,9 @@ def curate(
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
     crops: bool = typer.Option(True, "--crops/--no-crops",
                                help="Also search for cropped re-exports (local features; docs/catalog.md)"),
+    full: bool = typer.Option(False, "--full",
+                              help="Search every image against every image and rebuild the saved searches "
+                                   "(default: only images new since the last curation are queried)"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Near-duplicates, quality flags, patient-level splits and the leakage guard, incrementally."""
@@ -34,7 +42,7 @@ def curate(
         bars.update("signatures")
         bars.hook("curate", lambda stage, done, total: bars.update("signatures", done, total))
         summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait, crops=crops,
-                                           overrides=list(overrides or []))
+                                           overrides=list(overrides or []), full=full)
     print_curate_summary(summary)
 
 
@@ -51,6 +59,8 @@ def print_curate_summary(s: dict) -> None:
                          ("held out by the leakage guard", s["leakage_removed"])):
         t.add_row(label, str(value))
     console.print(t)
+    if line := search_line(s.get("search") or {}):
+        console.print(line)
     c = s.get("crop_search") or {}
     if c.get("descriptors"):
         console.print(f"crop search: {c['votes']:,} descriptor matches -> {c['candidates']:,} candidate pairs -> "
@@ -63,3 +73,14 @@ def print_curate_summary(s: dict) -> None:
     for split, n in s["splits"].items():
         ts.add_row(str(split), str(n))
     console.print(ts)
+
+
+def search_line(search: dict) -> str:
+    """How the near-duplicate search ran: incremental (how many new images asked) or full (and why)."""
+    if not search:
+        return ""
+    if search["mode"] == "incremental":
+        return (f"near-duplicate search: incremental, {search['queried']:,} new images queried against "
+                f"{search['indexed']:,}")
+    why = FULL_REASONS.get(search["reason"], search["reason"])
+    return f"near-duplicate search: full ({why}), {search['queried']:,} images"

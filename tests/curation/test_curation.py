@@ -74,6 +74,8 @@ def test_splits_are_stable_when_patients_arrive(curated, tmp_path):
     after = dict(q(ws, "SELECT patient_key, split FROM splits"))
     assert summary.new_patients == 5 and summary.new_signatures == 5
     assert {k: after[k] for k in before} == before
+    # only the new images asked the saved near-duplicate searches (curation/incremental.py)
+    assert summary.search["mode"] == "incremental" and summary.search["queried"] == 5
 
 
 def test_hashed_split_follows_ratios_and_declared_wins():

@@ -103,7 +103,7 @@ def _fixed(values: np.ndarray):
                                                         pa.py_buffer(np.ascontiguousarray(values).tobytes())])
 
 
-def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 512) -> int:
+def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 512) -> list[tuple[str, str]]:
     """Signature and keypoint files for every image of the synthetic catalog, as curation writes them: 512 images a
     file in image id order. Embeddings: random unit vectors, 1% of the images in planted near-duplicate pairs
     (cosine ~0.8); mirrored embeddings random too. Keypoints: 24 an image, inside the image, descriptors of the
@@ -154,7 +154,7 @@ def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 
         pq.write_table(sig, ws.signatures_dir / name, compression="zstd")
         pq.write_table(kps, ws.keypoints_dir / name, compression="zstd")
     (ws.keypoints_dir / "VERSION").write_text(f"{crops.FEATURES_VERSION}\n")
-    return n
+    return [(ids[int(a)].as_py(), ids[int(b)].as_py()) for a, b in pairs]
 
 
 def knee_files() -> list[Path]:
@@ -270,6 +270,25 @@ def groups_of(ws) -> set[frozenset]:
     return {frozenset(ids) for (ids,) in db.query(ws, "SELECT list(image_id) FROM dup_groups GROUP BY dup_group")[1]}
 
 
+def pairs_grouped(ws, pairs: list[tuple[str, str]]) -> int:
+    """How many of the planted synthetic pairs share a group."""
+    from catalog import db
+
+    group = dict(db.query(ws, "SELECT image_id, dup_group FROM dup_groups")[1])
+    return sum(group.get(a) is not None and group.get(a) == group.get(b) for a, b in pairs)
+
+
+def differing(ws, only: set[frozenset]) -> dict:
+    """Groups found by one run only, by what they hold: synthetic images only, or real knees."""
+    from catalog import db
+
+    real = {i for (i,) in db.query(ws, "SELECT image_id FROM images WHERE source IN ('real-base', 'nightly')")[1]}
+    out = {"synthetic": 0, "real": 0}
+    for g in only:
+        out["real" if g & real else "synthetic"] += 1
+    return out
+
+
 def incremental_size(n: int, args, root: Path, env: dict) -> dict:
     from catalog.workspace import Workspace
     from ingest.run import ingest_source
@@ -284,7 +303,7 @@ def incremental_size(n: int, args, root: Path, env: dict) -> dict:
     r: dict = {"images": n, "new": args.new, "real": len(base_files)}
     t = time.perf_counter()
     write_catalog(ws, n - len(base_files), seed=n, signature_batch=0)
-    write_features(ws, descriptor_pool(rng), rng)
+    synthetic_pairs = write_features(ws, descriptor_pool(rng), rng)
     r["synthetic_s"] = round(time.perf_counter() - t, 1)
     base = real_base(base_files)
     write_source(root / f"src-{n}" / "base", base)
@@ -295,6 +314,8 @@ def incremental_size(n: int, args, root: Path, env: dict) -> dict:
     r["ingest_base_s"] = round(time.perf_counter() - t, 1)
     print(f"  {n:,}: catalog written ({r['synthetic_s']} s), {len(base)} real knees ingested", flush=True)
     r["first"] = child_curate(ws, False, env)
+    r["synthetic_pairs"] = len(synthetic_pairs)
+    r["synthetic_pairs_first"] = pairs_grouped(ws, synthetic_pairs)
     print(f"  {n:,}: first curation {r['first']['wall_s']} s, {r['first']['peak_rss_mb']} MB; "
           f"{r['first']['summary']['search']}; steps {r['first']['summary']['seconds']}", flush=True)
     batch, planted = new_batch(base, distinct, args.new, rng)
@@ -306,6 +327,7 @@ def incremental_size(n: int, args, root: Path, env: dict) -> dict:
     r["ingest_new_s"] = round(time.perf_counter() - t, 1)
     r["incremental"] = child_curate(ws, False, env)
     r["planted"] = planted_found(ws, planted)
+    r["synthetic_pairs_incremental"] = pairs_grouped(ws, synthetic_pairs)
     s = r["incremental"]["summary"]
     print(f"  {n:,}: curation after {args.new} new: {r['incremental']['wall_s']} s, "
           f"{r['incremental']['peak_rss_mb']} MB; {s['search']}; steps {s['seconds']}; crop search {s['crop_search']}; "
@@ -316,12 +338,15 @@ def incremental_size(n: int, args, root: Path, env: dict) -> dict:
         r["full"] = child_curate(ws, True, env)
         r["full_planted"] = planted_found(ws, planted)
         full_groups = groups_of(ws)
+        r["synthetic_pairs_full"] = pairs_grouped(ws, synthetic_pairs)
         r["groups_equal"] = incremental_groups == full_groups
-        r["groups_only_incremental"] = len(incremental_groups - full_groups)
-        r["groups_only_full"] = len(full_groups - incremental_groups)
+        r["groups_only_incremental"] = differing(ws, incremental_groups - full_groups)
+        r["groups_only_full"] = differing(ws, full_groups - incremental_groups)
         print(f"  {n:,}: full curation of the grown catalog {r['full']['wall_s']} s, {r['full']['peak_rss_mb']} MB;"
               f" groups equal: {r['groups_equal']} (only incremental {r['groups_only_incremental']}, only full "
-              f"{r['groups_only_full']}); planted {r['full_planted']}", flush=True)
+              f"{r['groups_only_full']}); planted {r['full_planted']}; synthetic pairs grouped: first "
+              f"{r['synthetic_pairs_first']}, incremental {r['synthetic_pairs_incremental']}, full "
+              f"{r['synthetic_pairs_full']} of {r['synthetic_pairs']}", flush=True)
     r["index_mb"] = round(sum(p.stat().st_size for p in (ws.catalog_dir / "curation-index").rglob("*")
                               if p.is_file()) / 1e6)
     if not args.keep:

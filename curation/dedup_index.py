@@ -36,7 +36,7 @@ from catalog.ids import token
 from catalog.workspace import Workspace
 from curation import crops
 from curation.near_dup import DedupConfig
-from curation.signatures import DIM, PROJECTION_SEED
+from curation.signatures import DIM, PROJECTION_SEED, SIGNATURE_VERSION
 
 log = logging.getLogger("ortho.curate")
 
@@ -59,7 +59,8 @@ def recorded_settings(cfg: DedupConfig) -> dict:
     settings = dataclasses.asdict(cfg)
     settings["crops"].pop("workers", None)
     return json.loads(json.dumps({"dedup": settings, "features_version": crops.FEATURES_VERSION,
-                                  "signature": {"dim": DIM, "projection_seed": PROJECTION_SEED}}))
+                                  "signature": {"dim": DIM, "projection_seed": PROJECTION_SEED,
+                                                "version": SIGNATURE_VERSION}}))
 
 
 class LayeredIndex:
@@ -166,7 +167,10 @@ class CurationIndex:
 
     def graph(self) -> dict[str, np.ndarray]:
         with np.load(self.dir / self.manifest["graph"]) as z:
-            return {name: z[name].copy() for name in GRAPH}
+            out = {name: z[name].copy() for name in GRAPH}
+        if any(len(v) != self.images for v in out.values()):
+            raise RuntimeError("the saved groups do not cover the saved images")
+        return out
 
     def searcher(self, search: str) -> LayeredIndex:
         import faiss

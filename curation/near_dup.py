@@ -183,16 +183,14 @@ def accepted(qi: np.ndarray, ji: np.ndarray, sims: np.ndarray, series_code: np.n
 
 
 def fold_best(a: np.ndarray, b: np.ndarray, sims: np.ndarray, flipped: bool, best_other: np.ndarray,
-              best_sim: np.ndarray, best_flip: np.ndarray, rank: np.ndarray | None = None) -> None:
-    """Each endpoint of the pairs keeps its most similar match (ties: the lower `rank` of the other, by default
-    its index), in place; a mirrored match replaces a plain one only when strictly better."""
-    rank = np.arange(len(best_other)) if rank is None else rank
+              best_sim: np.ndarray, best_flip: np.ndarray) -> None:
+    """Each endpoint of the pairs keeps its most similar match (ties: the lower index), in place; a mirrored match
+    replaces a plain one only when strictly better."""
     for x, other in ((a, b), (b, a)):
-        order = np.lexsort((rank[other], -sims, x))
+        order = np.lexsort((other, -sims, x))
         first = np.r_[True, x[order][1:] != x[order][:-1]]
         xs, os_, ss = x[order][first], other[order][first], sims[order][first]
-        prev = best_other[xs]
-        better = (ss > best_sim[xs]) | ((ss == best_sim[xs]) & ((prev < 0) | (rank[os_] < rank[np.maximum(prev, 0)])))
+        better = (ss > best_sim[xs]) | ((ss == best_sim[xs]) & (os_ < best_other[xs]))
         best_sim[xs[better]], best_other[xs[better]] = ss[better], os_[better]
         best_flip[xs[better]] = flipped
 

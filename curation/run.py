@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -31,7 +32,7 @@ from catalog.store import ImageStore
 from catalog.workspace import Workspace, clear_staging
 from curation import crops, dedup_index, incremental, near_dup
 from curation.quality import QualityConfig
-from curation.signatures import pixel_stats, signature
+from curation.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
 
 log = logging.getLogger("ortho.curate")
@@ -113,26 +114,35 @@ def serial_signatures(ws: Workspace, batches: Iterable[list[tuple[str, int, bool
         yield write_signature_part(ws, f"{prefix}-{i:06d}", batch)
 
 
-def retire_stale_keypoints(ws: Workspace) -> bool:
-    """Keypoints of another crops.FEATURES_VERSION (none recorded: version 1) are moved aside, then deleted,
-    so that this run computes them again; True when it did. Kill-safe: the version is recorded only once the
-    old files are out of the way, and a run that finds no record moves aside whatever is there."""
-    marker = ws.keypoints_dir / "VERSION"
+def retire_stale(folder: Path, version: int, staging: Path) -> bool:
+    """Per-image results in `folder` of another algorithm version (none recorded: version 1) are moved aside,
+    then deleted, so that this run computes them again; True when there were any. Kill-safe: the version is
+    recorded only once the old files are out of the way, and a run that finds no record moves aside whatever
+    is there."""
+    marker = folder / "VERSION"
     try:
-        if marker.read_text().strip() == str(crops.FEATURES_VERSION):
+        if marker.read_text().strip() == str(version):
             return False
     except FileNotFoundError:
         pass
-    had = any(ws.keypoints_dir.glob("*.parquet"))
-    trash = ws.staging_dir / f"keypoints-retired-{token(3)}"
-    if ws.keypoints_dir.exists():
-        os.rename(ws.keypoints_dir, trash)
-    ws.keypoints_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ws.staging_dir / f"keypoints-version-{token(3)}"
-    tmp.write_text(f"{crops.FEATURES_VERSION}\n")
+    had = any(folder.glob("*.parquet"))
+    trash = staging / f"{folder.name}-retired-{token(3)}"
+    if folder.exists():
+        os.rename(folder, trash)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = staging / f"{folder.name}-version-{token(3)}"
+    tmp.write_text(f"{version}\n")
     os.replace(tmp, marker)
     shutil.rmtree(trash, ignore_errors=True)
     return had
+
+
+def retire_stale_keypoints(ws: Workspace) -> bool:
+    return retire_stale(ws.keypoints_dir, crops.FEATURES_VERSION, ws.staging_dir)
+
+
+def retire_stale_signatures(ws: Workspace) -> bool:
+    return retire_stale(ws.signatures_dir, SIGNATURE_VERSION, ws.staging_dir)
 
 
 def _missing_signatures(con, batch_size: int, keypoints: bool) -> list[list[tuple[str, int, bool, bool]]]:
@@ -158,27 +168,32 @@ def _new_splits(con, policy: SplitPolicy, run_id: str) -> list[dict]:
 def _grouping(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, full: bool) -> incremental.Grouping | None:
     """The near-duplicate groups: the saved ones extended by the new images (curation/incremental.py), or a
     full run when asked, or when the saved state cannot be extended."""
+    t0 = time.perf_counter()
     catalog = incremental.catalog_images(con)
     if not len(catalog.ids):
         return None
     state, why = (None, "requested") if full else dedup_index.CurationIndex.current(ws)
     reason, new_pos = incremental.extension(state, why, catalog, cfg)
+    t1 = time.perf_counter()
     if not reason:
         if not len(new_pos):
             return incremental.unchanged(state)
         feats = incremental.image_features(con, catalog.ids[new_pos], cfg.crops.enabled)
-        if not np.array_equal(feats["ids"], catalog.ids[new_pos]):
-            raise RuntimeError("the new images and their signatures read differently")
         reason = incremental.growth_blocker(state, len(catalog.ids), len(feats.get("desc", ())), cfg)
+    t2 = time.perf_counter()
     if reason:
         log.info("near-duplicate search: full run (%s)", reason)
-        return incremental.full_run(con, ws, cfg, run_id, catalog, reason)
-    log.info("near-duplicate search: %d new images queried against %d", len(new_pos), len(catalog.ids))
-    try:
-        return incremental.incremental_run(con, ws, cfg, run_id, catalog, state, new_pos, feats)
-    except (OSError, RuntimeError) as e:  # a saved index faiss or numpy cannot read: rebuilt, never trusted
-        log.warning("near-duplicate search: the saved searches could not be read (%s): full run", type(e).__name__)
-        return incremental.full_run(con, ws, cfg, run_id, catalog, "index_unreadable")
+        g = incremental.full_run(con, ws, cfg, run_id, catalog, reason)
+    else:
+        log.info("near-duplicate search: %d new images queried against %d", len(new_pos), len(catalog.ids))
+        try:
+            g = incremental.incremental_run(con, ws, cfg, run_id, catalog, state, new_pos, feats)
+        except (OSError, RuntimeError) as e:  # a saved index faiss or numpy cannot read: rebuilt, never trusted
+            log.warning("near-duplicate search: the saved searches could not be read (%s): full run",
+                        type(e).__name__)
+            g = incremental.full_run(con, ws, cfg, run_id, catalog, "index_unreadable")
+    g.timings = {"catalog_s": t1 - t0, "new_features_s": t2 - t1, **g.timings}
+    return g
 
 
 def _dup_rows(con, g: incremental.Grouping | None) -> list[dict]:
@@ -235,6 +250,8 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
     config = config or CurateConfig()
     with ws.write_lock(wait_s):
         clear_staging(ws)
+        if retire_stale_signatures(ws):
+            log.info("signatures of an older version retired: computed again in this run")
         if config.dedup.crops.enabled and retire_stale_keypoints(ws):
             log.info("keypoints of an older version retired: computed again in this run")
         run_id = new_run_id()

@@ -13,7 +13,7 @@
    the catalog parts of N - --real synthetic images (bench/catalog.py: 64 parts, four sources, the project's
    schema), their signature and keypoint files as curation writes them (512 images a file; embeddings random unit
    vectors with 1% planted pairs, 24 keypoints an image with descriptors drawn around real knee descriptors so
-   that none matches another; the store holds no pixels for them), plus --real real knee radiographs
+   that none matches another; in the store, hard links to one flat PNG), plus --real real knee radiographs
    (../shared/data/knee-xray-kl) ingested for real. Then, each as `curation.run.curate` in a child process
    under GNU time (wall seconds, peak RSS): the first, full curation; the ingest of --new images (real knees
    not yet in the catalog: 10% crops and 10% CLAHE copies of the real base knees, the rest distinct); the
@@ -93,6 +93,21 @@ def descriptor_pool(rng: np.random.Generator) -> np.ndarray:
     return np.round(255 * np.sqrt(rng.dirichlet(np.ones(crops.DESC) * 0.3, 10_000))).astype(np.uint8)
 
 
+def placeholder_pixels(ws, ids) -> None:
+    """Every synthetic image in the store as a hard link to a flat PNG: a spurious candidate pair (random keypoints
+    that happen to agree) reaching the crop search's pixel check reads an image, which never matches."""
+    from catalog.pixels import encode_png
+
+    png = encode_png(np.full((64, 64), 1000, np.uint16))
+    for d in {i[:2] for i in ids}:  # one file per folder: a file takes some 65,000 links at most
+        (ws.store_dir / d).mkdir(parents=True, exist_ok=True)
+        (ws.staging_dir / f"flat-{d}.png").write_bytes(png)
+    for i in ids:
+        os.link(ws.staging_dir / f"flat-{i[:2]}.png", ws.store_dir / i[:2] / f"{i}.png")
+    for flat in ws.staging_dir.glob("flat-*.png"):
+        flat.unlink()
+
+
 def _fixed(values: np.ndarray):
     """Rows of a 2-d uint8 array as an Arrow binary column (no Python object per row)."""
     import pyarrow as pa
@@ -154,6 +169,7 @@ def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 
         pq.write_table(sig, ws.signatures_dir / name, compression="zstd")
         pq.write_table(kps, ws.keypoints_dir / name, compression="zstd")
     (ws.keypoints_dir / "VERSION").write_text(f"{crops.FEATURES_VERSION}\n")
+    placeholder_pixels(ws, ids.to_pylist())
     return [(ids[int(a)].as_py(), ids[int(b)].as_py()) for a, b in pairs]
 
 

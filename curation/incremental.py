@@ -403,8 +403,6 @@ def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationI
         layers["flip"].add(flip_new)
         plain = near_dup.NeighbourSearch(view.array("emb"), cfg, index=layers["global"])
         mirrors = near_dup.NeighbourSearch(view.array("flip"), cfg, index=layers["flip"])
-        for s, layer in layers.items():
-            _save_layer(writer, s, layer)
     low = min(cfg.threshold, cfg.same_series_threshold)
     # plain against plain; the new mirrors against everyone; everyone's mirror against the new (old ones only:
     # two new images' mirrored pair is the second pass's)
@@ -416,6 +414,9 @@ def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationI
             keep = ji < below
             x, y, s, _ = near_dup.accepted(qi[keep], ji[keep], s[keep], series, lat, cfg)
             found.append((x, y, s, np.full(len(x), flipped)))
+    if view.manifest["modes"]["global"] == "ivf":
+        for s, layer in layers.items():  # after the search: a merge empties the delta
+            _save_layer(writer, s, layer)
     if not found:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0, np.float32), np.zeros(0, bool)
@@ -521,7 +522,6 @@ def _incremental_crop_pass(writer: IndexWriter, ws: Workspace, state: CurationIn
         for s in range(0, len(new_desc), 65536):
             layer.add(project(new_desc[s : s + 65536]))
         vote = (layer, project, crops.ivf_cosine)
-        _save_layer(writer, "crops", layer)
     apart = near_dup.DupGraph(g["global_group"], g["best_other"], g["best_sim"], g["best_method"], 0,
                               series_code=series, laterality_code=lat)
     ids = view.array("ids")
@@ -531,6 +531,8 @@ def _incremental_crop_pass(writer: IndexWriter, ws: Workspace, state: CurationIn
     edges, counts = crops.crop_edges(kp, desc, sizes, lambda a, b: apart.apart_from_crop(order[a], order[b]),
                                      lambda r: store.get(ids[order[r]].decode()), cfg.crops, shapes=shapes,
                                      rank=rank, asking=asking, index=vote)
+    if view.manifest["modes"]["crops"] == "ivf":
+        _save_layer(writer, "crops", vote[0])  # after the search: a merge empties the delta
     for cls, mirrored, method in ((CROP, False, "crop"), (CROP_FLIP, True, "crop_flip")):
         chosen = [e for e in edges if e.mirrored == mirrored]
         if not chosen:

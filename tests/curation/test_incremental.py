@@ -200,7 +200,9 @@ def test_ivf_searches_grow_through_delta_layers_and_merges(tmp_path):
     base = {f"x{i}": (textured(300 + i), "U") for i in range(110)}  # 2,640 descriptors: IVF for both searches
     later = [{f"x{i}w": (_8bit(base[f"x{i}"][0]), "U") for i in range(k, k + 8)}
              | {f"x{i}c": (trimmed(base[f"x{i}"][0], 0.9, 0.3, 0.6, out_size=256), "U") for i in range(k + 8, k + 16)}
-             | {f"y{k + i}": (textured(500 + k + i), "U") for i in range(4)} for k in (0, 20)]
+             | {f"y{k + i}": (textured(500 + k + i), "U") for i in range(4)}
+             | {f"z{k}": (textured(600 + k), "U"), f"z{k}w": (_8bit(textured(600 + k)), "U"),  # two new copies of
+                f"z{k}c": (trimmed(textured(600 + k), 0.9, 0.6, 0.2, out_size=256), "U")} for k in (0, 20)]  # a new one
     ws = Workspace.open(tmp_path / "ws")
     summaries = []
     for k, images in enumerate([base, *later]):
@@ -213,6 +215,7 @@ def test_ivf_searches_grow_through_delta_layers_and_merges(tmp_path):
     got = groups_by_name(ws)
     planted = {frozenset({f"x{i}", f"x{i}{s}"}) for k in (0, 20) for i, s in
                [(i, "w") for i in range(k, k + 8)] + [(i, "c") for i in range(k + 8, k + 16)]}
+    planted |= {frozenset({f"z{k}", f"z{k}w", f"z{k}c"}) for k in (0, 20)}
     assert planted <= got and len(got) == len(planted)
     full = Workspace.open(tmp_path / "full")
     shutil.copytree(ws.root, full.root, dirs_exist_ok=True)

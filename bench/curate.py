@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curation.near_dup import DedupConfig, NeighbourSearch  # noqa: E402
-from curation.signatures import DIM  # noqa: E402
+from curation.signatures import DIM, SIGNATURE_VERSION  # noqa: E402
 
 KNEES = ROOT.parent / "shared" / "data" / "knee-xray-kl"
 TIME = "/usr/bin/time"  # GNU time: a child's peak RSS
@@ -168,7 +168,8 @@ def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 
                        schema=KEYPOINTS)
         pq.write_table(sig, ws.signatures_dir / name, compression="zstd")
         pq.write_table(kps, ws.keypoints_dir / name, compression="zstd")
-    (ws.keypoints_dir / "VERSION").write_text(f"{crops.FEATURES_VERSION}\n")
+    (ws.keypoints_dir / "VERSION").write_text(f"{crops.FEATURES_VERSION}\n")  # as curation records them: files
+    (ws.signatures_dir / "VERSION").write_text(f"{SIGNATURE_VERSION}\n")  # of another version are computed again
     placeholder_pixels(ws, ids.to_pylist())
     return [(ids[int(a)].as_py(), ids[int(b)].as_py()) for a, b in pairs]
 

@@ -24,8 +24,8 @@ def test_reexports_of_unseen_knees_are_found_and_no_two_knees_join():
     assert result["false_groups"] == 0 and result["left_right_merges"] == 0, cost["false_pairs"]
     found = {t: k for (t, _), (k, n) in result["recall"].items()}
     assert set(found) == set(TREATMENTS)
-    # of 5 each, at the strength the issue measured; three treatments are below the goal (docs/benchmarks.md)
-    below_goal = {"blur 1 + noise 6": 2, "padded 8-15%": 3, "crop + gamma + JPEG": 3}
+    # of 5 each, at the strength the issue measured; two treatments are below the goal (docs/benchmarks.md)
+    below_goal = {"blur 1 + noise 6": 2, "crop + gamma + JPEG": 3}
     short = {t: k for t, k in found.items() if k < below_goal.get(t, 4)}
     assert not short, found
     assert sum(found.values()) >= 0.85 * 5 * len(TREATMENTS), found

@@ -306,10 +306,21 @@ def differing(ws, only: set[frozenset]) -> dict:
     return out
 
 
-def incremental_size(n: int, args, root: Path, env: dict) -> dict:
-    from catalog.workspace import Workspace
+def ingest_images(ws, folder: Path, source: str, images: dict[str, np.ndarray]) -> float:
+    """The images written as PNG files in `folder`, registered as a public knee source and ingested for real:
+    the ingest's seconds."""
     from ingest.run import ingest_source
     from ingest.sources import Source, add_source
+
+    write_source(folder, images)
+    add_source(ws, Source(source, str(folder), "public", path_pattern=PATTERN, modality="DX", body_part="knee"))
+    t = time.perf_counter()
+    ingest_source(ws, source)
+    return round(time.perf_counter() - t, 1)
+
+
+def incremental_size(n: int, args, root: Path, env: dict) -> dict:
+    from catalog.workspace import Workspace
 
     from bench.catalog import write_catalog
 
@@ -323,12 +334,7 @@ def incremental_size(n: int, args, root: Path, env: dict) -> dict:
     synthetic_pairs = write_features(ws, descriptor_pool(rng), rng)
     r["synthetic_s"] = round(time.perf_counter() - t, 1)
     base = real_base(base_files)
-    write_source(root / f"src-{n}" / "base", base)
-    add_source(ws, Source("real-base", str(root / f"src-{n}" / "base"), "public", path_pattern=PATTERN,
-                          modality="DX", body_part="knee"))
-    t = time.perf_counter()
-    ingest_source(ws, "real-base")
-    r["ingest_base_s"] = round(time.perf_counter() - t, 1)
+    r["ingest_base_s"] = ingest_images(ws, root / f"src-{n}" / "base", "real-base", base)
     print(f"  {n:,}: catalog written ({r['synthetic_s']} s), {len(base)} real knees ingested", flush=True)
     r["first"] = child_curate(ws, False, env)
     r["synthetic_pairs"] = len(synthetic_pairs)
@@ -336,12 +342,7 @@ def incremental_size(n: int, args, root: Path, env: dict) -> dict:
     print(f"  {n:,}: first curation {r['first']['wall_s']} s, {r['first']['peak_rss_mb']} MB; "
           f"{r['first']['summary']['search']}; steps {r['first']['summary']['seconds']}", flush=True)
     batch, planted = new_batch(base, distinct, args.new, rng)
-    write_source(root / f"src-{n}" / "new", batch)
-    add_source(ws, Source("nightly", str(root / f"src-{n}" / "new"), "public", path_pattern=PATTERN,
-                          modality="DX", body_part="knee"))
-    t = time.perf_counter()
-    ingest_source(ws, "nightly")
-    r["ingest_new_s"] = round(time.perf_counter() - t, 1)
+    r["ingest_new_s"] = ingest_images(ws, root / f"src-{n}" / "new", "nightly", batch)
     r["incremental"] = child_curate(ws, False, env)
     r["planted"] = planted_found(ws, planted)
     r["synthetic_pairs_incremental"] = pairs_grouped(ws, synthetic_pairs)

@@ -168,8 +168,9 @@ def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 
                        schema=KEYPOINTS)
         pq.write_table(sig, ws.signatures_dir / name, compression="zstd")
         pq.write_table(kps, ws.keypoints_dir / name, compression="zstd")
-    (ws.keypoints_dir / "VERSION").write_text(f"{crops.FEATURES_VERSION}\n")  # as curation records them: files
-    (ws.signatures_dir / "VERSION").write_text(f"{SIGNATURE_VERSION}\n")  # of another version are computed again
+    # the versions, as curation records them: files of another version would be retired and computed again
+    (ws.keypoints_dir / "VERSION").write_text(f"{crops.FEATURES_VERSION}\n")
+    (ws.signatures_dir / "VERSION").write_text(f"{SIGNATURE_VERSION}\n")
     placeholder_pixels(ws, ids.to_pylist())
     return [(ids[int(a)].as_py(), ids[int(b)].as_py()) for a, b in pairs]
 

@@ -392,6 +392,7 @@ def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationI
     n = view.images
     emb_new = np.asarray(view.array("emb")[old:], np.float32)
     flip_new = np.asarray(view.array("flip")[old:], np.float32)
+    layers = {}
     if view.manifest["modes"]["global"] == "exact":
         plain = near_dup.NeighbourSearch(np.asarray(view.array("emb"), np.float32), cfg)
         mirrors = near_dup.NeighbourSearch(np.asarray(view.array("flip"), np.float32), cfg)
@@ -414,9 +415,8 @@ def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationI
             keep = ji < below
             x, y, s, _ = near_dup.accepted(qi[keep], ji[keep], s[keep], series, lat, cfg)
             found.append((x, y, s, np.full(len(x), flipped)))
-    if view.manifest["modes"]["global"] == "ivf":
-        for s, layer in layers.items():  # after the search: a merge empties the delta
-            _save_layer(writer, s, layer)
+    for s, layer in layers.items():  # IVF only, and after the search (_save_layer may empty the delta)
+        _save_layer(writer, s, layer)
     if not found:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0, np.float32), np.zeros(0, bool)
@@ -424,7 +424,8 @@ def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationI
 
 
 def _save_layer(writer: IndexWriter, search: str, layer) -> None:
-    """The delta as this run's, or (past MERGE_DELTA of the base) base and delta merged into a new base."""
+    """The delta as this run's, or (past MERGE_DELTA of the base) base and delta merged into a new base. faiss's
+    merge_from moves the delta's vectors out of `layer`: call this after the layer's last search."""
     import faiss
 
     if layer.delta.ntotal <= MERGE_DELTA * max(1, layer.base.ntotal):
@@ -513,6 +514,7 @@ def _incremental_crop_pass(writer: IndexWriter, ws: Workspace, state: CurationIn
     n, m_old = view.images, state.keypoints
     desc, kp = view.array("desc"), view.array("kp")
     sizes = np.asarray(view.array("nkp"), np.int64)
+    layer = None
     if view.manifest["modes"]["crops"] == "exact":
         vote = crops.filled(crops.vote_index(np.asarray(desc), cfg.crops), desc) if len(desc) else None
     else:
@@ -531,8 +533,8 @@ def _incremental_crop_pass(writer: IndexWriter, ws: Workspace, state: CurationIn
     edges, counts = crops.crop_edges(kp, desc, sizes, lambda a, b: apart.apart_from_crop(order[a], order[b]),
                                      lambda r: store.get(ids[order[r]].decode()), cfg.crops, shapes=shapes,
                                      rank=rank, asking=asking, index=vote)
-    if view.manifest["modes"]["crops"] == "ivf":
-        _save_layer(writer, "crops", vote[0])  # after the search: a merge empties the delta
+    if layer is not None:
+        _save_layer(writer, "crops", layer)  # after the search: it may empty the delta
     for cls, mirrored, method in ((CROP, False, "crop"), (CROP_FLIP, True, "crop_flip")):
         chosen = [e for e in edges if e.mirrored == mirrored]
         if not chosen:

@@ -30,8 +30,9 @@ from catalog.parts import write_table
 from catalog.schema import DUPS, KEYPOINTS, LEAKAGE, QUALITY, SIGNATURE, SPLIT
 from catalog.store import ImageStore
 from catalog.workspace import Workspace, clear_staging
-from curation import crops, dedup_index, incremental, near_dup
+from curation import crops, dedup_index, incremental, near_dup, semdedup
 from curation.quality import QualityConfig
+from curation.semdedup import SemDedupConfig
 from curation.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
 
@@ -43,6 +44,7 @@ class CurateConfig:
     dedup: near_dup.DedupConfig = field(default_factory=near_dup.DedupConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     splits: SplitPolicy = field(default_factory=SplitPolicy)
+    semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
     batch_size: int = 512
 
 
@@ -287,6 +289,8 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding}
                               for reason, sql in (config.quality.queries().items() if summary.images else [])
                               for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
+            quality = sorted(quality + semdedup.quality_rows(ws, config.semdedup, con),
+                             key=lambda r: (r["image_id"], r["reason"]))
         lap("flags")
         _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
                  config)

@@ -27,6 +27,7 @@ from catalog.files import atomic_path, file_sha256
 from catalog.ids import token
 from catalog.pixels import encode_png
 from catalog.workspace import Workspace
+from shards.balance import BalanceSpec, balance as draw_balanced
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
 from shards.resample import DEFAULT_MAX_SIDE, FILTER, fit_max_side, reduced_size, resampled_meta
@@ -158,17 +159,19 @@ def resample_summary(records: list[dict], max_side: int | None) -> dict:
 def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: bool = False, evaluation: bool = False,
                     seed: int = 0,
                     target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
-                    max_side: int | None = DEFAULT_MAX_SIDE, map_shards=None) -> tuple[Path, Manifest, bool]:
+                    max_side: int | None = DEFAULT_MAX_SIDE, map_shards=None,
+                    balance: BalanceSpec | None = None) -> tuple[Path, Manifest, bool]:
     """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built).
 
-    `max_side`: images whose longer side exceeds it are reduced to it (None or 0: every image as stored)."""
+    `max_side`: images whose longer side exceeds it are reduced to it (None or 0: every image as stored).
+    `balance`: draw `balance.target` images evenly over clusters or a column's values (shards/balance.py)."""
     with ws.write_lock():
         return _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite,
-                      max_side or None, map_shards)
+                      max_side or None, map_shards, balance)
 
 
 def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
-           map_shards):
+           map_shards, balance=None):
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
     if max_side is not None and max_side < 16:
@@ -176,6 +179,9 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     records = select(ws, query, include_excluded, evaluation)
     if not records:
         raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
+    balanced = {}
+    if balance is not None:
+        records, balanced = draw_balanced(ws, records, balance, seed)
     digest = selection_digest(records)
     root = shard_sets_dir(ws)
     final = root / name
@@ -208,7 +214,7 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
             include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
             catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records),
-            resample=resample_summary(records, max_side))
+            resample=resample_summary(records, max_side), balance=balanced)
         manifest.write(build / "manifest.json")
         if final.exists():
             trash = root / f".{name}.old-{token()}"

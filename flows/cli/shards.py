@@ -22,6 +22,9 @@ def shards_build(
     seed: int = typer.Option(0, help="Seed of the sample order"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Reduce images whose longer side exceeds this "
                                  "(antialiased, at their bit depth; the store keeps full size); 0: as stored"),
+    balance: Optional[str] = typer.Option(None, help="Draw --target images evenly over clusters:LEVEL (ortho cluster) "
+                                          "or over the values of a column of images (view, body_part, source)"),
+    target: Optional[int] = typer.Option(None, help="Images to draw with --balance"),
     overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
     runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
@@ -31,11 +34,14 @@ def shards_build(
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
     from flows.shards import run_build
 
+    if (balance is None) != (target is None):
+        fail("--balance and --target go together: e.g. --balance clusters:2 --target 10000")
     ws = open_workspace(workspace)
     with err.status(f"building shard set {name}"):
         result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
                            evaluation=evaluation, seed=seed, target_size=target_size,
-                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait)
+                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait,
+                           balance=balance, target=target)
     verb = "built" if result["built"] else "up to date:"
     console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
     show_manifest(Path(result["manifest"]))
@@ -97,6 +103,14 @@ def show_manifest(path: Path) -> None:
     r = m.resample
     console.print(f"resolution: longer side at most {r['max_side']} px ({r['images_reduced']} images reduced, "
                   f"smallest factor {r['min_factor']:.3f}, {r['filter']})" if r else "resolution: images as stored")
+    if b := m.balance:
+        console.print(f"balanced over {b['by']}" + (f" of model {b['model']}" if b.get("model") else "")
+                      + f": {b['selected']} of {b['available']} images drawn evenly over {b['groups']} groups "
+                      f"(target {b['target']}, seed {b['seed']})")
+        tb = Table("group", "available", "drawn", title=f"balance over {b['by']}")
+        for g, n in sorted(b["available_counts"].items(), key=lambda kv: -kv[1])[:30]:
+            tb.add_row(g, str(n), str(b["counts"].get(g, 0)))
+        console.print(tb)
     t = Table("attribute", "value", "samples", title="counts")
     for attr, values in m.counts.items():
         for value, n in values.items():

@@ -160,6 +160,12 @@ def clusters_path(ws: Workspace, model: str) -> Path:
     return model_dir(ws, model) / "clusters.parquet"
 
 
+def latest_clustered(ws: Workspace) -> str | None:
+    """The model clustered most recently (its clusters.parquet is the newest), None before any clustering."""
+    paths = list(ws.embeddings_dir.glob("*/clusters.parquet"))
+    return max(paths, key=lambda p: p.stat().st_mtime).parent.name if paths else None
+
+
 def write_clusters(ws: Workspace, model: str, ids: list[str], levels: list[np.ndarray],
                    distances: list[np.ndarray]) -> Path:
     """The `clusters` rows of one model: a row per (image, level); replaces the previous clustering whole."""

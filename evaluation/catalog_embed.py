@@ -88,7 +88,7 @@ def images_to_embed(ws: Workspace, model: str, query: str | None) -> tuple[int, 
             raise emb.EmbeddingError(f"--query failed (it must return image_id): {str(e).splitlines()[0]}") from None
         con.execute(f"CREATE TEMP TABLE chosen AS SELECT DISTINCT c.image_id FROM ({chosen}) c "
                     "SEMI JOIN images i ON i.image_id = c.image_id")
-        selected = con.execute("SELECT count(*) FROM chosen").fetchone()[0]
+        selected = con.execute("SELECT count(*) FROM chosen").fetchall()[0][0]
         todo = [r[0] for r in con.execute("SELECT image_id FROM chosen ANTI JOIN (SELECT image_id FROM embeddings "
                                           "WHERE model = ?) e USING (image_id) ORDER BY image_id", [model]).fetchall()]
     return selected, todo

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from catalog import db
+from catalog.embeddings import latest_clustered
 from catalog.errors import OrthoError
 from catalog.workspace import Workspace
 
@@ -82,12 +83,11 @@ def _draw(items: np.ndarray, codes: list[np.ndarray], depth: int, n: int, rng: n
 
 def _cluster_paths(ws: Workspace, ids: list[str], level: int) -> tuple[dict[str, tuple], str]:
     """image id -> its clusters from `level` down to 1, and the model they come from."""
-    with db.connection(ws, views=["clusters", "embeddings"]) as con:
-        latest = con.execute("SELECT model, max(level) FROM clusters GROUP BY model").fetchall()
-        if not latest:
-            raise BalanceError("--balance clusters:LEVEL needs clusters: run `ortho embed` and `ortho cluster` first")
-        model = _latest_clustered(ws, [m for m, _ in latest])
-        top = dict(latest)[model]
+    model = latest_clustered(ws)
+    if model is None:
+        raise BalanceError("--balance clusters:LEVEL needs clusters: run `ortho embed` and `ortho cluster` first")
+    with db.connection(ws, views=["clusters"]) as con:
+        top = con.execute("SELECT max(level) FROM clusters WHERE model = ?", [model]).fetchall()[0][0]
         if not 1 <= level <= top:
             raise BalanceError(f"--balance clusters:{level}: model {model} has levels 1 to {top}")
         con.register("wanted", pa.table({"image_id": ids}))
@@ -95,12 +95,6 @@ def _cluster_paths(ws: Workspace, ids: list[str], level: int) -> tuple[dict[str,
                               SEMI JOIN wanted USING (image_id) WHERE model = ? AND level <= ? GROUP BY image_id""",
                            [model, level]).fetchall()
     return {i: tuple(p) for i, p in rows}, model
-
-
-def _latest_clustered(ws: Workspace, models: list[str]) -> str:
-    from catalog.embeddings import clusters_path
-
-    return max(models, key=lambda m: clusters_path(ws, m).stat().st_mtime)
 
 
 def _column_paths(ws: Workspace, ids: list[str], column: str) -> dict[str, tuple]:

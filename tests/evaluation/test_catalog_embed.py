@@ -167,3 +167,18 @@ def test_embed_cluster_search_and_a_balanced_shard_set_from_the_command_line(tmp
     r = runner.invoke(app, ["shards", "build", "bal2", "--query", "SELECT image_id FROM images", "--balance",
                             "clusters:2", *w])
     assert r.exit_code == 2 and "go together" in r.output
+
+
+def test_the_curation_report_shows_the_largest_clusters_by_their_typical_images(embedded):
+    from curation.report import write_curation_report
+    from curation.run import curate
+
+    ws, *_ = embedded
+    if not db.query(ws, "SELECT count(*) FROM clusters")[1][0][0]:
+        cluster_embeddings(ws, ClusterConfig(ks=(8, 3), seed=0))
+    curate(ws)
+    html = write_curation_report(ws).read_text()
+    assert "<h2 id=clusters>Embedding clusters</h2>" in html and "level 2 (the coarsest)" in html
+    sizes = db.query(ws, "SELECT count(*) FROM clusters WHERE level = 2 GROUP BY cluster ORDER BY 1 DESC")[1]
+    assert html.count("data-cluster=") == len(sizes) and f"({sizes[0][0]:,} images)" in html
+    assert html.count("<figure>", html.index("id=clusters")) == sum(min(6, n) for (n,) in sizes)

@@ -9,6 +9,7 @@ the CLS token after the final norm.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from evaluation.embed import preprocess
 from training.backbone import forward_tokens
 
 
+log = logging.getLogger("ortho.embed")
 POOLS = ("cls", "mean")
 
 
@@ -103,7 +105,8 @@ def embed_batch(model: torch.nn.Module, store: ImageStore, ids: list[str], info:
         try:
             xs.append(preprocess(store.get(i), info.img_size, mean, std))
             ok.append(i)
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # the message could hold a path: the reason code and the id only
+            log.warning("embed: unreadable_pixels image %s (skipped)", i)
             bad.append(i)
     if not ok:
         return ok, np.zeros((0, info.dims), np.float32), bad

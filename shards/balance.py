@@ -105,7 +105,7 @@ def _column_paths(ws: Workspace, ids: list[str], column: str) -> dict[str, tuple
         try:
             rows = con.execute(f"SELECT image_id, CAST({column} AS VARCHAR) FROM images SEMI JOIN wanted USING "
                                "(image_id)").fetchall()
-        except duckdb.BinderException:
+        except duckdb.Error:
             raise BalanceError(f"--balance {column}: images has no column {column!r}") from None
     return {i: (v if v is not None else "none",) for i, v in rows}
 

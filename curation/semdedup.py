@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from catalog import embeddings as emb
 from catalog.workspace import Workspace
@@ -64,8 +65,6 @@ def semantic_duplicates(ws: Workspace, cfg: SemDedupConfig, current: set[str]) -
 
 def _level1(ws: Workspace, model: str, ids: list[str]) -> np.ndarray | None:
     """Each id's level-1 cluster, -1 for an image clustered after; None without a clustering."""
-    import pyarrow.parquet as pq
-
     path = emb.clusters_path(ws, model)
     if not path.is_file():
         return None

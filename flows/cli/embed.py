@@ -26,8 +26,14 @@ def embed(
     from flows.embed import embed_flow
     from flows.server import one_prefect_server
 
+    from evaluation.catalog_embed import POOLS, resolve_checkpoint
+
     ws = open_workspace(workspace)
     setup_logging(ws, "embed")
+    if not resolve_checkpoint(ws, checkpoint).exists():  # one line before a flow starts
+        fail(f"no checkpoint {checkpoint}: give a run's name or folder, or a weights file")
+    if pool not in POOLS:
+        fail(f"--pool {pool}: use one of {', '.join(POOLS)}")
     settings = dict(checkpoint=checkpoint, model_name=model, img_size=img_size, query=query, pool=pool,
                     batch_size=batch_size)
     with one_prefect_server(), progress_bars(transient=False) as bars:

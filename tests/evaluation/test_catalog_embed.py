@@ -138,6 +138,8 @@ def test_embed_cluster_search_and_a_balanced_shard_set_from_the_command_line(tmp
     root = tmp_path / "workspace"
     shutil.copytree(bars_workspace.root, root)
     w = ["--workspace", str(root)]
+    r = runner.invoke(app, ["embed", "--checkpoint", str(tmp_path / "nope.safetensors"), *w])
+    assert r.exit_code == 2 and "no checkpoint" in r.output
     r = runner.invoke(app, ["embed", "--checkpoint", str(pico_checkpoint), "--pool", "mean",
                             "--query", "SELECT image_id FROM images WHERE split = 'train'", *w])
     assert r.exit_code == 0, r.output

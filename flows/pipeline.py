@@ -46,8 +46,8 @@ SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality",
                "burned_in"}
 STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
-    "ingest": {"runner", "workers", "batch_size"},
-    "curate": {"runner", "workers", "crops", "overrides"},
+    "ingest": {"runner", "workers", "batch_size", "address"},
+    "curate": {"runner", "workers", "crops", "overrides", "address"},
     "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side"},
     "pretrain": {"name", "shards", "config", "overrides"},
     "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
@@ -65,6 +65,15 @@ def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(allowed))}"
             raise PipelineError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _check_runner(where: str, runner: str, address: str | None) -> None:
+    from flows.runners import check_address
+
+    try:
+        check_address(runner, address)
+    except OrthoError as e:
+        raise PipelineError(f"{where}: {e}".replace("--address", "address").replace("--runner", "runner")) from None
 
 
 @dataclass
@@ -91,6 +100,9 @@ class Pipeline:
         for name in ("phantom", "ingest", "curate", "pretrain", "evaluate"):
             if raw.get(name) is not None:
                 _check_keys(name, raw[name], STAGE_KEYS[name])
+        for name in ("ingest", "curate"):
+            stage = raw.get(name) or {}
+            _check_runner(name, stage.get("runner", "processes"), stage.get("address"))
         for i, s in enumerate(raw.get("shards") or []):
             _check_keys(f"shards[{i}]", s, STAGE_KEYS["shards"])
             if "name" not in s or "query" not in s:
@@ -255,7 +267,7 @@ def ingest_stage(run: PipelineRun) -> tuple[str, str]:
         return "not configured", "no sources"
     ing = run.spec.ingest
     out = ingest_flow(str(run.ws.root), run.sources, batch_size=int(ing.get("batch_size", 64)),
-                      runner=ing.get("runner", "processes"), workers=ing.get("workers"))
+                      runner=ing.get("runner", "processes"), workers=ing.get("workers"), address=ing.get("address"))
     new = sum(r["files_processed"] for r in out)
     cleaned = sum(r.get("text_cleaned", 0) for r in out)
     detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
@@ -272,7 +284,7 @@ def curate_stage(run: PipelineRun) -> tuple[str, str]:
     if run.state.get("curate") == _digest({"catalog": catalog_snapshot(run.ws), "settings": settings}):
         return "up to date", "catalog unchanged since the last curation" + _curation_report(run)
     s = run_curate(str(run.ws.root), runner=settings.get("runner", "processes"), workers=settings.get("workers"),
-                   crops=bool(settings.get("crops", True)), overrides=list(settings.get("overrides") or []))
+                   address=settings.get("address"), crops=bool(settings.get("crops", True)), overrides=list(settings.get("overrides") or []))
     run.curate_summary.update(s)
     run.state["curate"] = _digest({"catalog": catalog_snapshot(run.ws), "settings": settings})
     _save_state(run.ws, run.state)

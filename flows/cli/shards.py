@@ -26,6 +26,8 @@ def shards_build(
     runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    out: Optional[str] = typer.Option(None, "--out", help="Also copy the set there: a folder or s3://bucket/sets/NAME "
+                                                         "(tars first, manifest last; keys from AWS_* variables)"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
@@ -38,6 +40,12 @@ def shards_build(
                            samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait)
     verb = "built" if result["built"] else "up to date:"
     console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
+    if out:
+        from shards.publish import publish_shard_set
+
+        with err.status(f"copying shard set {name} to --out"):
+            where, copied = publish_shard_set(Path(result["manifest"]), out)
+        console.print(f"{'copied' if copied else 'up to date:'} {where}")
     show_manifest(Path(result["manifest"]))
 
 
@@ -65,19 +73,25 @@ def _manifest_path(manifest: Path, workspace: Optional[Path]) -> Path:
     return manifest
 
 
-def shards_verify(manifest: Path = typer.Argument(..., help="A manifest.json, or the name of a shard set of the workspace"),
+def shards_verify(manifest: str = typer.Argument(..., help="A manifest.json (a path or s3://.../manifest.json), or the "
+                                                    "name of a shard set of the workspace"),
                   no_decode: bool = typer.Option(False, help="Checksums and counts only"),
                   workspace: WorkspaceOpt = None) -> None:
-    """Re-hash every shard, check sample counts, decode every sample. Exit 1 on any problem."""
+    """Re-hash every shard (streamed, from a folder or an object store), check sample counts, decode every sample.
+    Exit 1 on any problem."""
+    from catalog.files import is_remote
     from shards.verify import verify
 
-    manifest = _manifest_path(manifest, workspace)
-    problems = verify(manifest, decode=not no_decode)
+    where = manifest if is_remote(manifest) else _manifest_path(Path(manifest), workspace)
+    try:
+        problems = verify(where, decode=not no_decode)
+    except FileNotFoundError:
+        fail(f"no manifest at {manifest}")
     for p in problems:
         err.print(f"[red]bad shard[/red] {p}")
     if problems:
         raise typer.Exit(1)
-    console.print(f"ok: every shard of {manifest.parent.name} matches its manifest")
+    console.print(f"ok: every shard of {str(where).rstrip('/').rsplit('/', 2)[-2]} matches its manifest")
 
 
 def shards_show(manifest: Path = typer.Argument(..., help="A manifest.json, or the name of a shard set of the workspace"),

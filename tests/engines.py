@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -101,6 +102,7 @@ class RayHead:
         port = self.address.rsplit(":", 1)[1]
         subprocess.run([tool("ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                         f"--num-cpus={self.cpus}", "--include-dashboard=false", "--disable-usage-stats",
+                        f"--ray-client-server-port={free_port()}",
                         f"--temp-dir={self.temp}"], env=engine_env(), check=True, capture_output=True, timeout=120)
         return self
 
@@ -116,11 +118,14 @@ class RayHead:
         shutil.rmtree(self.temp, ignore_errors=True)
 
     def pids(self) -> list[int]:
-        mine = []
+        # its daemons name the temp dir; the client server names only the head's address
+        mine, temp = [], str(self.temp).encode()
+        at_head = re.compile(rb"address=[^\0]*:%d\0" % int(self.address.rsplit(":", 1)[1]))
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit():
                 try:
-                    if str(self.temp).encode() in (proc / "cmdline").read_bytes():
+                    cmdline = (proc / "cmdline").read_bytes()
+                    if (temp in cmdline or at_head.search(cmdline)) and int(proc.name) != os.getpid():
                         mine.append(int(proc.name))
                 except OSError:
                     continue

@@ -9,19 +9,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tests.orthanc import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def engine_env() -> dict:
@@ -30,6 +25,7 @@ def engine_env() -> dict:
 
 
 def tool(name: str) -> str | None:
+    """A command installed beside the running interpreter (a wheel's script), else on PATH."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else shutil.which(name)
 

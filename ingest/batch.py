@@ -97,8 +97,8 @@ def label_resolver(source: Source, private_dir: Path) -> LabelResolver:
 
 def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None) -> BatchResult:
     """`limits` over the batch's own (the run's), over the defaults."""
-    if (ws.parts_dir / batch.part_id).exists():
-        return BatchResult()  # committed by an earlier attempt of this task
+    if (ws.parts_dir / batch.part_id).exists():  # committed by an earlier attempt (a worker lost after its commit)
+        return committed_result(ws, batch)
     limits = limits or batch.limits or Limits()
     source = load_sources(ws)[batch.source]
     pseudo = Pseudonymizer(ws.secret())
@@ -108,15 +108,7 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     with open_reader(ws, source, [e.relpath for e in batch.entries]) as read:
         per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now, read)
                                    for entry in batch.entries])
-    result = BatchResult()
-    for entry, rows in zip(batch.entries, per_file):
-        result.files += 1
-        result.images += len(rows.occurrences)
-        result.cleaned += sum(bool(o["pixels_cleaned"]) for o in rows.occurrences)
-        result.bytes += entry.size
-        result.formats[rows.file["format"] or "none"] += 1
-        if rows.file["outcome"] == "quarantined":
-            result.quarantined[rows.file["reason"]] += 1
+    result = batch_result(batch, [r.file for r in per_file], [r.occurrences for r in per_file])
     files = [r.file for r in per_file]
     lineage, occurrences, labels = ([row for r in per_file for row in getattr(r, name)]
                                     for name in ("lineage", "occurrences", "labels"))
@@ -129,6 +121,33 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
         "labels": (labels, schema.LABEL),
     })
     return result
+
+
+def batch_result(batch: BatchSpec, files: list[dict], occurrences: list[list[dict]]) -> BatchResult:
+    """The counts of a batch from its file rows and each file's occurrence rows (in the batch's order)."""
+    result = BatchResult()
+    for entry, file, occ in zip(batch.entries, files, occurrences):
+        result.files += 1
+        result.images += len(occ)
+        result.cleaned += sum(bool(o["pixels_cleaned"]) for o in occ)
+        result.bytes += entry.size
+        result.formats[file["format"] or "none"] += 1
+        if file["outcome"] == "quarantined":
+            result.quarantined[file["reason"]] += 1
+    return result
+
+
+def committed_result(ws: Workspace, batch: BatchSpec) -> BatchResult:
+    """A committed batch's counts read back from its part, so that a retried task reports what the lost attempt
+    did (the run's summary still adds up to every file)."""
+    import pyarrow.parquet as pq
+
+    part = ws.parts_dir / batch.part_id
+    files = pq.read_table(part / "files.parquet", columns=["file_id", "format", "outcome", "reason"]).to_pylist()
+    by_file: dict[str, list[dict]] = {f["file_id"]: [] for f in files}
+    for o in pq.read_table(part / "occurrences.parquet", columns=["file_id", "pixels_cleaned"]).to_pylist():
+        by_file.setdefault(o["file_id"], []).append(o)
+    return batch_result(batch, files, [by_file[f["file_id"]] for f in files])
 
 
 @dataclass

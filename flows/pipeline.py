@@ -43,7 +43,7 @@ from flows.firewall import firewall, frames_only, one_line
 
 SECTIONS = {"workspace", "phantom", "sources", "ingest", "curate", "shards", "pretrain", "evaluate"}
 SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality", "body_part", "slice_axis",
-               "burned_in"}
+               "burned_in", "credentials"}
 STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
     "ingest": {"runner", "workers", "batch_size", "address"},
@@ -167,9 +167,11 @@ def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str
         if location is None:
             notes.append(f"source {s['name']}: {s['location']} is not installed here; left out")
             continue
-        src = Source(s["name"], str(location), s.get("kind", "internal"), labels=list(s.get("labels") or []),
+        where = str(s["location"]) if is_remote(str(s["location"])) else str(location)  # a Path folds s3:// to s3:/
+        src = Source(s["name"], where, s.get("kind", "internal"), labels=list(s.get("labels") or []),
                      path_pattern=s.get("path_pattern"), modality=s.get("modality"), body_part=s.get("body_part"),
-                     slice_axis=str(s.get("slice_axis", "auto")), burned_in=str(s.get("burned_in", "mask")))
+                     slice_axis=str(s.get("slice_axis", "auto")), burned_in=str(s.get("burned_in", "mask")),
+                     credentials=s.get("credentials"))
         add_source(ws, src, replace=s["name"] in known)
         names.append(s["name"])
     return names, notes

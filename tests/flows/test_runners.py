@@ -46,3 +46,14 @@ def test_pipeline_files_take_an_address_per_stage(tmp_path):
     bad.write_text("ingest: {runner: dask, address: '10.0.0.5:8786'}\n")
     with pytest.raises(PipelineError, match="ingest: address .* tcp://HOST:PORT"):
         Pipeline.load(bad)
+
+
+def test_a_pipeline_file_registers_an_s3_source_with_its_credentials_reference(tmp_path, ws):
+    from flows.pipeline import register_sources
+    from ingest.sources import load_sources
+
+    f = tmp_path / "p.yaml"
+    f.write_text("sources:\n  - {name: scans, location: 's3://bucket/export', credentials: 'env:SCANS_KEYS'}\n")
+    assert register_sources(ws, Pipeline.load(f)) == (["scans"], [])
+    s = load_sources(ws)["scans"]
+    assert (s.location, s.credentials) == ("s3://bucket/export", "env:SCANS_KEYS")

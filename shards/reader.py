@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from shards.decode import decode_payload
+from shards.codecs import decode_sample_pixels
 from shards.manifest import Manifest, shard_urls
 
 
@@ -38,8 +38,9 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 def decode_sample(sample: dict) -> dict:
-    """Exact decode: 16-bit PNG stays uint16 (webdataset's image decoders would drop to 8 bits)."""
-    return {"__key__": sample["__key__"], "image": decode_payload(sample["png"]), "meta": json.loads(sample["json"])}
+    """Exact decode of the payload, whatever its codec (shards/codecs.py): 16-bit stays uint16 (webdataset's image
+    decoders would drop to 8 bits)."""
+    return {"__key__": sample["__key__"], "image": decode_sample_pixels(sample), "meta": json.loads(sample["json"])}
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -114,7 +115,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
 
 def read_tar_samples(src: Iterator[dict]) -> Iterator[dict]:
-    """Shard urls -> samples {"__key__", "png", "json", "__url__"}.
+    """Shard urls -> samples {"__key__", "png" or "j2c", "json", "__url__"}.
 
     The shards are plain USTAR archives written by shards.writer, so headers are parsed directly
     (name, size, type) instead of through `tarfile`, which costs about as much as decoding a

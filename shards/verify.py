@@ -1,4 +1,4 @@
-"""Verify a shard set against its manifest: checksums, sample counts, every sample decodes."""
+"""Verify a shard set against its manifest: checksums, sample counts, every sample decodes with the set's codec."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catalog.files import file_sha256
-from catalog.pixels import decode_png
+from shards.codecs import BY_EXT
 from shards.manifest import Manifest
 
 
@@ -35,8 +35,8 @@ def verify(manifest_path: str | Path, decode: bool = True) -> list[Problem]:
         if file_sha256(path) != entry.sha256:
             problems.append(Problem(entry.file, "sha256 does not match the manifest"))
         try:
-            n = _check_samples(path, decode)
-        except Exception as e:  # a truncated or corrupt tar, an undecodable PNG
+            n = _check_samples(path, decode, manifest.codec.get("ext", "png"))
+        except Exception as e:  # a truncated or corrupt tar, an undecodable payload
             problems.append(Problem(entry.file, f"unreadable: {type(e).__name__}: {str(e)[:120]}"))
             continue
         if n != entry.samples:
@@ -44,18 +44,18 @@ def verify(manifest_path: str | Path, decode: bool = True) -> list[Problem]:
     return problems
 
 
-def _check_samples(path: Path, decode: bool) -> int:
+def _check_samples(path: Path, decode: bool, payload_ext: str) -> int:
     keys: dict[str, set[str]] = {}
     with tarfile.open(path, mode="r:") as tar:
         for member in tar:
             key, _, ext = member.name.partition(".")
             data = tar.extractfile(member).read()
-            if decode and ext == "png":
-                decode_png(data)
+            if decode and ext in BY_EXT:
+                BY_EXT[ext].decode(data)
             elif decode and ext == "json":
                 json.loads(data)
             keys.setdefault(key, set()).add(ext)
-    incomplete = [k for k, exts in keys.items() if exts != {"png", "json"}]
+    incomplete = [k for k, exts in keys.items() if exts != {payload_ext, "json"}]
     if incomplete:
-        raise ValueError(f"{len(incomplete)} samples lack a png or json part")
+        raise ValueError(f"{len(incomplete)} samples lack a {payload_ext} or json part (the manifest's codec)")
     return len(keys)

@@ -150,3 +150,25 @@ def test_the_documented_plain_webdataset_decoder_reads_htj2k_at_full_depth(shard
     assert len(samples) == m.shards[0].samples
     for s in samples:
         assert s["j2c"].dtype == store.get(s["__key__"]).dtype and np.array_equal(s["j2c"], store.get(s["__key__"]))
+
+
+def test_htj2k_set_decoded_on_the_device_gives_the_crops_of_worker_decode(shard_ws):
+    """crops.decode=device on a machine without a GPU: payloads travel compressed and the CPU fallback decodes."""
+    from training.config import load_config
+    from training.data import build_stream
+    from training.device_crops import DeviceCrops
+
+    htj, _, _ = build_shard_set(shard_ws, "h", ALL, samples_per_shard=9, seed=4, max_side=64, codec="htj2k")
+    out = {}
+    for decode in ("workers", "device"):
+        cfg = load_config(None, ["crops.device=gpu", f"crops.decode={decode}", "crops.global_size=32",
+                                 "crops.local_size=16", "crops.local_crops=2", "optim.batch_size=4",
+                                 "train.num_workers=0"])
+        stream = build_stream(cfg, str(htj), 0.5, 0.25, 16, device="cpu")
+        assert stream.decode == (decode == "workers")
+        crops = DeviceCrops(cfg["crops"], 0.5, 0.25)
+        out[decode] = [crops(b) for b in stream]
+    assert len(out["workers"]) == len(out["device"]) > 0
+    for a, b in zip(out["workers"], out["device"]):
+        assert a["keys"] == b["keys"] and torch.equal(a["masks"], b["masks"])
+        assert torch.allclose(a["global"], b["global"], atol=1e-4) and torch.allclose(a["local"], b["local"], atol=1e-4)

@@ -33,7 +33,9 @@ def shards_build(
 ) -> None:
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
     from flows.shards import run_build
+    from shards.codecs import get_codec
 
+    get_codec(codec)  # a mistyped codec fails here, before a flow run starts
     ws = open_workspace(workspace)
     with err.status(f"building shard set {name}"):
         result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,

@@ -152,6 +152,7 @@ def test_the_documented_plain_webdataset_decoder_reads_htj2k_at_full_depth(shard
         assert s["j2c"].dtype == store.get(s["__key__"]).dtype and np.array_equal(s["j2c"], store.get(s["__key__"]))
 
 
+@pytest.mark.slow
 def test_htj2k_set_decoded_on_the_device_gives_the_crops_of_worker_decode(shard_ws):
     """crops.decode=device on a machine without a GPU: payloads travel compressed and the CPU fallback decodes."""
     from training.config import load_config
@@ -172,3 +173,28 @@ def test_htj2k_set_decoded_on_the_device_gives_the_crops_of_worker_decode(shard_
     for a, b in zip(out["workers"], out["device"]):
         assert a["keys"] == b["keys"] and torch.equal(a["masks"], b["masks"])
         assert torch.allclose(a["global"], b["global"], atol=1e-4) and torch.allclose(a["local"], b["local"], atol=1e-4)
+
+
+def test_cli_codec_builds_verifies_and_shows_htj2k(shard_ws, prefect_harness):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner, ws = CliRunner(), ["--workspace", str(shard_ws.root)]
+    r = runner.invoke(app, ["shards", "build", "cj", "--query", ALL, "--codec", "htj2k", "--samples-per-shard", "500",
+                            *ws])
+    assert r.exit_code == 0, r.output
+    assert "codec: htj2k (.j2c, openjph" in r.output
+    r = runner.invoke(app, ["shards", "verify", "cj", *ws])
+    assert r.exit_code == 0 and "ok: every shard" in r.output, r.output
+    r = runner.invoke(app, ["shards", "build", "cx", "--query", ALL, "--codec", "webp", *ws])
+    assert r.exit_code == 2 and "unknown codec 'webp'" in r.output and "Traceback" not in r.output
+
+
+def test_pipeline_file_codec_is_checked_when_read(tmp_path):
+    from flows.pipeline import Pipeline, PipelineError
+
+    spec = tmp_path / "p.yaml"
+    spec.write_text("shards:\n  - {name: k, query: 'SELECT image_id FROM images', codec: jpeg}\n")
+    with pytest.raises(PipelineError, match=r"shards\[0\].codec 'jpeg': use one of png, htj2k"):
+        Pipeline.load(spec)

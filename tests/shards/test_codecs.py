@@ -198,3 +198,26 @@ def test_pipeline_file_codec_is_checked_when_read(tmp_path):
     spec.write_text("shards:\n  - {name: k, query: 'SELECT image_id FROM images', codec: jpeg}\n")
     with pytest.raises(PipelineError, match=r"shards\[0\].codec 'jpeg': use one of png, htj2k"):
         Pipeline.load(spec)
+
+
+def test_htj2k_is_bit_exact_and_smaller_on_real_radiographs_and_dicom():
+    """Real pixels as ingest stores them: 8-bit knee radiographs, 12-bit knee MRI, a 10-bit computed radiograph."""
+    import warnings
+
+    import pydicom
+
+    from catalog.pixels import decode_png
+    from ingest.pixels import to_storable
+    from tests.shared_data import shared_data
+
+    images = [decode_png(p.read_bytes()) for p in sorted((shared_data("knee-xray-kl") / "train").rglob("*.png"))[:6]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for p in sorted((shared_data("dicom") / "Knee" / "T1").glob("*.dcm"))[:3]:
+            images.append(to_storable(pydicom.dcmread(p).pixel_array).pixels)
+    assert {a.dtype for a in images} == {np.dtype(np.uint8), np.dtype(np.uint16)}
+    png, htj2k = CODECS["png"], CODECS["htj2k"]
+    for a in images:
+        data = htj2k.encode(a)
+        assert np.array_equal(htj2k.decode(data), a) and htj2k.decode(data).dtype == a.dtype
+        assert len(data) < len(png.encode(a))

@@ -352,6 +352,10 @@ def print_tables(rows: list[dict], rates: dict[str, tuple[float, str]], codecs: 
             cores = GOAL_VITL_PER_H200 / goal[k]
             print(f"ViT-L at {GOAL_VITL_PER_H200:.0f} images/s per H200 from 1024 px 16-bit shards, {k}: {cores:.1f} "
                   f"cores (goal: at most {GOAL_CORES}) -> {'met' if cores <= GOAL_CORES else 'missed'}")
+        vits = next((rate for name, (rate, _) in rates.items() if name.startswith("ViT-S")), None)
+        for _, k in _paths(codecs):  # issue 29's goals: ViT-L at 300/s by at most 2 cores, ViT-S at its rate by 4
+            print(f"issue 29, {k}: ViT-L at {GOAL_VITL_PER_H200:.0f}/s needs {GOAL_VITL_PER_H200 / goal[k]:.1f} cores "
+                  f"(goal 2)" + (f", ViT-S at {vits:.0f}/s {vits / goal[k]:.1f} (goal 4)" if vits else ""))
         if both:
             print(f"HTJ2K at 1024 px 16-bit: decode {goal['htj2k_decode'] / goal['png_decode']:.2f}x the PNG decoder's "
                   f"rate (goal 2x), payloads {1 - goal['htj2k_mb'] / goal['png_mb']:.0%} smaller (goal 20%)")

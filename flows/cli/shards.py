@@ -51,9 +51,10 @@ def shards_list(workspace: WorkspaceOpt = None) -> None:
     """Shard sets of the workspace."""
     from shards.writer import list_shard_sets
 
-    t = Table("name", "samples", "shards", "MB", "created", "query", title="shard sets")
+    t = Table("name", "samples", "shards", "MB", "codec", "created", "query", title="shard sets")
     for m in list_shard_sets(open_workspace(workspace)):
-        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.created, m.query)
+        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.codec.get("name", "png"),
+                  m.created, m.query)
     console.print(t)
 
 

@@ -150,6 +150,11 @@ def test_the_documented_plain_webdataset_decoder_reads_htj2k_at_full_depth(shard
     assert len(samples) == m.shards[0].samples
     for s in samples:
         assert s["j2c"].dtype == store.get(s["__key__"]).dtype and np.array_equal(s["j2c"], store.get(s["__key__"]))
+    path, m, _ = build_shard_set(shard_ws, "p", ALL, samples_per_shard=500, max_side=0)
+    ds = wds.WebDataset(str(path.parent / m.shards[0].file), shardshuffle=False).decode(
+        wds.handle_extension("png", imagecodecs.png_decode))
+    for s in ds:
+        assert s["png"].dtype == store.get(s["__key__"]).dtype and np.array_equal(s["png"], store.get(s["__key__"]))
 
 
 @pytest.mark.slow

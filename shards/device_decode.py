@@ -36,7 +36,8 @@ class BatchDecoder:
         nvimgcodec = nvimgcodec_module() if self.device.type == "cuda" else None
         self._nv = None
         if nvimgcodec is not None:
-            self._nv = (nvimgcodec.Decoder(device_id=self.device.index or 0),
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            self._nv = (nvimgcodec.Decoder(device_id=index),
                         nvimgcodec.DecodeParams(allow_any_depth=True, color_spec=nvimgcodec.ColorSpec.UNCHANGED))
 
     @property

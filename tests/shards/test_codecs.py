@@ -102,6 +102,7 @@ def test_another_codec_is_another_set_unless_overwritten(shard_ws):
     assert not again
 
 
+@pytest.mark.slow
 def test_png_and_htj2k_sets_stream_identical_pixels_and_identical_crops(shard_ws):
     from training.config import load_config
     from training.data import build_stream

@@ -1,13 +1,18 @@
 """Decoding a batch of compressed payloads on the training device (crops.device=gpu with crops.decode=device/auto).
 
-HTJ2K codestreams go to NVIDIA nvImageCodec (nvJPEG2000) when it is installed and the device is CUDA: the loader
-workers then only read and draw, and the pixels are decoded straight into GPU memory. Elsewhere (no GPU, no
+HTJ2K codestreams go to NVIDIA nvImageCodec (nvJPEG2000) when both are installed (`pip install
+nvidia-nvimgcodec-cu12 nvidia-nvjpeg2k-cu12`, the `gpu` extra) and the device is CUDA: the loader workers then only
+read and draw, and the pixels are decoded straight into GPU memory. Elsewhere (no GPU, no
 nvImageCodec, a PNG payload: PNG is CPU-only in every NVIDIA decoder) each payload is decoded on the CPU with the
 codec's own decoder (shards/codecs.py) and copied over: the same pixels, slower, for tests and dry runs.
 """
 
 from __future__ import annotations
 
+import ctypes.util
+import importlib.util
+
+import numpy as np
 import torch
 
 from shards.codecs import BY_EXT
@@ -24,8 +29,18 @@ def nvimgcodec_module():
     return nvimgcodec
 
 
+def nvjpeg2k_present() -> bool:
+    """nvJPEG2000, which nvImageCodec loads for JPEG 2000 on the GPU (without it, it would decode on the CPU)."""
+    return importlib.util.find_spec("nvidia.nvjpeg2k") is not None or ctypes.util.find_library("nvjpeg2k") is not None
+
+
 def gpu_decode_available() -> bool:
-    return torch.cuda.is_available() and nvimgcodec_module() is not None
+    return torch.cuda.is_available() and nvimgcodec_module() is not None and nvjpeg2k_present()
+
+
+def decode_params(nvimgcodec):
+    """Each image as stored: one grey plane at its depth (nvImageCodec's default is 8-bit RGB)."""
+    return nvimgcodec.DecodeParams(allow_any_depth=True, color_spec=nvimgcodec.ColorSpec.UNCHANGED)
 
 
 class BatchDecoder:
@@ -33,12 +48,11 @@ class BatchDecoder:
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
-        nvimgcodec = nvimgcodec_module() if self.device.type == "cuda" else None
+        nvimgcodec = nvimgcodec_module() if self.device.type == "cuda" and gpu_decode_available() else None
         self._nv = None
         if nvimgcodec is not None:
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            self._nv = (nvimgcodec.Decoder(device_id=index),
-                        nvimgcodec.DecodeParams(allow_any_depth=True, color_spec=nvimgcodec.ColorSpec.UNCHANGED))
+            self._nv = nvimgcodec.Decoder(device_id=index), decode_params(nvimgcodec)
 
     @property
     def backend(self) -> str:
@@ -61,4 +75,10 @@ class BatchDecoder:
         images = decoder.decode(payloads, params=params)
         if any(img is None for img in images):
             return None  # one the GPU decoder refused: the CPU decoder will say what is wrong with it
-        return [torch.as_tensor(img, device=self.device).reshape(img.shape[0], img.shape[1]) for img in images]
+        return [self._tensor(img).reshape(img.shape[0], img.shape[1]) for img in images]
+
+    def _tensor(self, img) -> torch.Tensor:
+        """An nvImageCodec image as a tensor on the device: GPU buffers through DLPack, host ones through numpy."""
+        if img.buffer_kind == nvimgcodec_module().ImageBufferKind.STRIDED_HOST:
+            return torch.from_numpy(np.asarray(img)).to(self.device)
+        return torch.as_tensor(img, device=self.device)

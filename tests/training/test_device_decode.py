@@ -79,3 +79,21 @@ def test_auto_decodes_on_the_device_only_for_htj2k_with_cuda_and_nvimgcodec(monk
     assert not decode_on_device({**gpu, "device": "loader"}, htj2k, "cuda")
     with pytest.raises(TrainingError, match="crops.device=gpu"):
         decode_on_device({**gpu, "device": "loader", "decode": "device"}, htj2k, "cuda")
+
+
+def test_nvimgcodec_decodes_our_htj2k_payloads_exactly_through_the_batch_decoder():
+    """nvImageCodec's own path with its CPU backend (no GPU here): the decode parameters keep one grey plane at its
+    depth, and the batch comes out as the CPU codec's. On CUDA the same calls run on nvJPEG2000."""
+    from shards.device_decode import decode_params, nvimgcodec_module
+
+    nvimgcodec = nvimgcodec_module()
+    if nvimgcodec is None:
+        pytest.skip("nvidia-nvimgcodec-cu12 is not installed (the `gpu` extra)")
+    samples = radiographs(4)  # one of them 8-bit
+    payloads = [p["payload"] for p in compressed(samples)]
+    via_nv = BatchDecoder("cpu")
+    cpu_only = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
+                                  backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
+    via_nv._nv = cpu_only, decode_params(nvimgcodec)  # the GPU decoder's seat, taken by its CPU twin
+    assert via_nv.backend == "nvimgcodec"
+    assert torch.equal(via_nv(payloads, ["j2c"] * 4), BatchDecoder("cpu")(payloads, ["j2c"] * 4))

@@ -16,8 +16,9 @@ teacher forward) x images/s / the GPU's bf16 dense peak; peak memory. Reference:
 about 112 images/s per H100 (2048 per step on 32 GPUs at 0.57 s/step); the project's goal is 300 per H200.
 
 Decode paths (--decode, issue 29): `workers` decodes in the loader workers (CPU); `device` hands the compressed
-HTJ2K payloads to the training device, where nvImageCodec (nvJPEG2000) decodes them when it is installed and the
-device is CUDA (the row's `decoder` says which: without it the payloads are decoded on the CPU of the training
+HTJ2K payloads to the training device, where nvImageCodec (nvJPEG2000) decodes them when both are installed (`pip
+install nvidia-nvimgcodec-cu12 nvidia-nvjpeg2k-cu12`, about 41 MB of wheels: download them beforehand for a machine
+without network access) and the device is CUDA (the row's `decoder` says which: without it the payloads are decoded on the CPU of the training
 process, a dry run only). `device` applies to the gpu crop path and needs HTJ2K shards, so any --decode with it
 writes the throughput shards as HTJ2K (--codec otherwise: png or htj2k).
 

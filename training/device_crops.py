@@ -80,11 +80,12 @@ def _as_float(pixels: torch.Tensor) -> torch.Tensor:
 def device_robust_range(images: torch.Tensor, sizes: torch.Tensor, samples: int = 65536) -> torch.Tensor:
     """[B, H, W] uint16 padded images, [B, 2] their sizes -> [B, 2] float64 (lo, hi) on the CPU: per image what
     catalog.pixels.robust_range gives (the same strided subsample, linear-interpolated percentiles)."""
-    out = []
     q = torch.tensor([0.005, 0.995, 0.0, 1.0], device=images.device)
-    for img, (h, w) in zip(images, sizes.tolist()):
-        step = max(1, int(math.sqrt(h * w / samples)))
-        lo, hi, low, high = torch.quantile(_as_float(img[:h:step, :w:step]).flatten(), q).tolist()
+    steps = [(h, w, max(1, int(math.sqrt(h * w / samples)))) for h, w in sizes.tolist()]
+    found = torch.stack([torch.quantile(_as_float(img[:h:s, :w:s]).flatten(), q)
+                         for img, (h, w, s) in zip(images, steps)]).tolist()  # one wait for the device per batch
+    out = []
+    for lo, hi, low, high in found:
         if hi <= lo:
             lo, hi = low, high
         out.append((lo, max(hi, lo + 1.0)))

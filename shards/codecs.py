@@ -35,6 +35,12 @@ def _encode_png(pixels: np.ndarray) -> bytes:
     return encode_png(pixels)
 
 
+def _decode_png_strictly(data: bytes) -> np.ndarray:
+    from catalog.pixels import decode_png
+
+    return decode_png(data)  # Pillow's decoder: it also checks every chunk's CRC, which the fast path skips
+
+
 def _encode_htj2k(pixels: np.ndarray) -> bytes:
     import imagecodecs
 
@@ -76,6 +82,7 @@ class Codec:
     encode: Callable[[np.ndarray], bytes]
     decode: Callable[[bytes], np.ndarray]
     encoder: Callable[[], str]
+    check: Callable[[bytes], np.ndarray]  # the decoder `ortho shards verify` uses: the strictest there is
 
     def describe(self) -> dict:
         """What a manifest records: {"name", "ext", "encoder"} (the encoder with its version)."""
@@ -83,8 +90,8 @@ class Codec:
 
 
 CODECS = {c.name: c for c in (
-    Codec("png", "png", _encode_png, decode_png_payload, _png_encoder),
-    Codec("htj2k", "j2c", _encode_htj2k, _decode_htj2k, _htj2k_encoder),
+    Codec("png", "png", _encode_png, decode_png_payload, _png_encoder, _decode_png_strictly),
+    Codec("htj2k", "j2c", _encode_htj2k, _decode_htj2k, _htj2k_encoder, _decode_htj2k),
 )}
 BY_EXT = {c.ext: c for c in CODECS.values()}
 

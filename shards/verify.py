@@ -51,7 +51,7 @@ def _check_samples(path: Path, decode: bool, payload_ext: str) -> int:
             key, _, ext = member.name.partition(".")
             data = tar.extractfile(member).read()
             if decode and ext in BY_EXT:
-                BY_EXT[ext].decode(data)
+                BY_EXT[ext].check(data)
             elif decode and ext == "json":
                 json.loads(data)
             keys.setdefault(key, set()).add(ext)

@@ -48,7 +48,8 @@ STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
     "ingest": {"runner", "workers", "batch_size", "address"},
     "curate": {"runner", "workers", "crops", "overrides", "address"},
-    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side"},
+    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side",
+               "codec"},
     "pretrain": {"name", "shards", "config", "overrides"},
     "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
                  "n_boot", "finetune", "supervised", "overrides"},
@@ -107,6 +108,10 @@ class Pipeline:
             _check_keys(f"shards[{i}]", s, STAGE_KEYS["shards"])
             if "name" not in s or "query" not in s:
                 raise PipelineError(f"shards[{i}] needs a name and a query")
+            from shards.codecs import CODECS
+
+            if s.get("codec") is not None and s["codec"] not in CODECS:
+                raise PipelineError(f"shards[{i}].codec {s['codec']!r}: use one of {', '.join(CODECS)}")
         names = [s["name"] for s in raw.get("shards") or []]
         pre = raw.get("pretrain")
         if pre and pre.get("shards") not in names:
@@ -322,7 +327,7 @@ def shards_stage(run: PipelineRun, sel: dict) -> tuple[str, str]:
                   include_excluded=bool(sel.get("include_excluded", False)),
                   evaluation=bool(sel.get("evaluation", False)), seed=int(sel.get("seed", 0)),
                   target_size=sel.get("target_size", "512MB"), samples_per_shard=sel.get("samples_per_shard"),
-                  max_side=sel.get("max_side", DEFAULT_MAX_SIDE), overwrite=True)
+                  max_side=sel.get("max_side", DEFAULT_MAX_SIDE), overwrite=True, codec=sel.get("codec"))
     run.manifests[sel["name"]] = r["manifest"]
     return ("done" if r["built"] else "up to date"), f"{r['samples']} samples in {r['shards']} shards"
 

@@ -1,4 +1,4 @@
-"""Verify a shard set against its manifest: checksums, sample counts, every sample decodes.
+"""Verify a shard set against its manifest: checksums, sample counts, every sample decodes with the set's codec.
 
 Each shard is read once, as a stream, whether it lies beside a local manifest or on an object store
 (s3://bucket/sets/NAME/manifest.json): its sha256 and byte count are taken from the bytes the tar reader consumed.
@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 
 from catalog.files import is_remote, local_path
-from catalog.pixels import decode_png
+from shards.codecs import BY_EXT
 from shards.manifest import Manifest, shard_urls
 
 
@@ -54,7 +54,7 @@ def verify(manifest_path: str | os.PathLike, decode: bool = True) -> list[Proble
             problems.append(Problem(entry.file, "missing"))
             continue
         with stream:
-            problems.extend(_check_shard(entry, HashingReader(stream), decode))
+            problems.extend(_check_shard(entry, HashingReader(stream), decode, manifest.codec.get("ext", "png")))
     return problems
 
 
@@ -66,10 +66,10 @@ def _open(url: str):
     return open(local_path(url), "rb")
 
 
-def _check_shard(entry, reader: HashingReader, decode: bool) -> list[Problem]:
+def _check_shard(entry, reader: HashingReader, decode: bool, payload_ext: str) -> list[Problem]:
     problems, n = [], None
     try:
-        n = _check_samples(reader, decode)
+        n = _check_samples(reader, decode, payload_ext)
     except Exception as e:  # a truncated or corrupt tar, an undecodable PNG
         problems.append(Problem(entry.file, f"unreadable: {type(e).__name__}: {str(e)[:120]}"))
     reader.drain()
@@ -82,19 +82,19 @@ def _check_shard(entry, reader: HashingReader, decode: bool) -> list[Problem]:
     return problems
 
 
-def _check_samples(stream, decode: bool) -> int:
+def _check_samples(stream, decode: bool, payload_ext: str) -> int:
     keys: dict[str, set[str]] = {}
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             key, _, ext = member.name.partition(".")
             data = tar.extractfile(member).read()
-            if decode and ext == "png":
-                decode_png(data)
+            if decode and ext in BY_EXT:
+                BY_EXT[ext].check(data)
             elif decode and ext == "json":
                 json.loads(data)
             keys.setdefault(key, set()).add(ext)
-    incomplete = [k for k, exts in keys.items() if exts != {"png", "json"}]
+    incomplete = [k for k, exts in keys.items() if exts != {payload_ext, "json"}]
     if incomplete:
-        raise ValueError(f"{len(incomplete)} samples lack a png or json part")
+        raise ValueError(f"{len(incomplete)} samples lack a {payload_ext} or json part (the manifest's codec)")
     return len(keys)
 

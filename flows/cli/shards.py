@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+from shards.codecs import CODECS, DEFAULT_CODEC
 from shards.resample import DEFAULT_MAX_SIDE
 
 
@@ -22,6 +23,8 @@ def shards_build(
     seed: int = typer.Option(0, help="Seed of the sample order"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Reduce images whose longer side exceeds this "
                                  "(antialiased, at their bit depth; the store keeps full size); 0: as stored"),
+    codec: str = typer.Option(DEFAULT_CODEC, help=f"Payload codec: {' or '.join(CODECS)} (lossless, at the image's "
+                              "depth; htj2k: .j2c HTJ2K codestreams, GPU-decodable; docs/training.md)"),
     overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
     runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
@@ -32,12 +35,15 @@ def shards_build(
 ) -> None:
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
     from flows.shards import run_build
+    from shards.codecs import get_codec
 
+    get_codec(codec)  # a mistyped codec fails here, before a flow run starts
     ws = open_workspace(workspace)
     with err.status(f"building shard set {name}"):
         result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
                            evaluation=evaluation, seed=seed, target_size=target_size,
-                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait)
+                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait,
+                           codec=codec)
     verb = "built" if result["built"] else "up to date:"
     console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
     if out:
@@ -53,9 +59,10 @@ def shards_list(workspace: WorkspaceOpt = None) -> None:
     """Shard sets of the workspace."""
     from shards.writer import list_shard_sets
 
-    t = Table("name", "samples", "shards", "MB", "created", "query", title="shard sets")
+    t = Table("name", "samples", "shards", "MB", "codec", "created", "query", title="shard sets")
     for m in list_shard_sets(open_workspace(workspace)):
-        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.created, m.query)
+        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.codec.get("name", "png"),
+                  m.created, m.query)
     console.print(t)
 
 
@@ -111,6 +118,8 @@ def show_manifest(path: Path) -> None:
     r = m.resample
     console.print(f"resolution: longer side at most {r['max_side']} px ({r['images_reduced']} images reduced, "
                   f"smallest factor {r['min_factor']:.3f}, {r['filter']})" if r else "resolution: images as stored")
+    console.print(f"codec: {m.codec.get('name')} (.{m.codec.get('ext')}" +
+                  (f", {m.codec['encoder']})" if m.codec.get("encoder") else ")"))
     t = Table("attribute", "value", "samples", title="counts")
     for attr, values in m.counts.items():
         for value, n in values.items():

@@ -139,7 +139,9 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
         log.info("%s", report)
     stream = build_stream(cfg, run["manifest"], learner.student_module.spec.mean[0],
                           learner.student_module.spec.std[0], learner.student_module.spec.patch_size,
-                          rank=ctx.rank, world_size=ctx.world_size)
+                          rank=ctx.rank, world_size=ctx.world_size, device=ctx.device)
+    if not stream.decode and ctx.is_main:
+        log.info("payloads are decoded on %s (crops.decode=%s)", ctx.device, cfg["crops"]["decode"])
     schedules = build_schedules(cfg)
     position = {"step": 0, "epoch": 0, "step_in_epoch": 0}
     ckpt = load_checkpoint(run_dir)

@@ -14,6 +14,7 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow
 
 from catalog import schema
+from catalog.errors import outcome_of
 from catalog.parts import write_table
 from catalog.workspace import Workspace
 from flows.firewall import firewall
@@ -80,7 +81,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
         else:
             summary = train(path, show_progress=show_progress, until=until, verify_shards=False if fresh else None)
     except BaseException as e:
-        record_pretrain_run(ws, run, "finished", "failed", {**params, "error": type(e).__name__})
+        record_pretrain_run(ws, run, "finished", outcome_of(e), {**params, "error": type(e).__name__})
         raise
     from training.metrics import read_metrics
 

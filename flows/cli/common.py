@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from catalog.errors import OrthoError
 from catalog.workspace import Workspace
+from flows import interrupt
 from flows import progress as progress_hooks
 from flows import settings
 
@@ -68,12 +70,15 @@ def one_line_errors() -> Iterator[None]:
     error's exit code; anything else is a bug and keeps its traceback."""
     try:
         yield
-    except OrthoError as e:
+    except (KeyboardInterrupt, Exception) as e:
+        if interrupt.interrupted() or isinstance(e, KeyboardInterrupt):  # finished work is kept; a re-run continues
+            signum = interrupt.interrupted() or signal.SIGINT
+            interrupt.finish(signum)
+            raise typer.Exit(128 + signum) from None
+        if not isinstance(e, OrthoError):
+            raise
         print_error(str(e))
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:  # finished work is kept; a re-run continues where this one stopped
-        print_error("interrupted")
-        raise typer.Exit(130) from None
 
 
 class OrthoGroup(TyperGroup):
@@ -88,7 +93,7 @@ class OrthoGroup(TyperGroup):
         self.commands = LazyCommands(self.loaders, self.commands)
 
     def invoke(self, ctx):
-        with one_line_errors():
+        with interrupt.signals_handled(), one_line_errors():
             settings.current()  # an unreadable ORTHO_* variable stops every command here, in one line
             return super().invoke(ctx)
 

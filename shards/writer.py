@@ -167,8 +167,13 @@ def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: b
                       max_side or None, map_shards)
 
 
-def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
-           map_shards):
+def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
+                seed: int = 0, overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE
+                ) -> tuple[list[dict], str, Manifest | None]:
+    """Everything a build checks before writing (the name, --max-side, the query and what it selects, an existing
+    set of that name): the records, their digest, and the existing manifest when it is up to date. The command line
+    calls it before the orchestrator starts."""
+    max_side = max_side or None
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
     if max_side is not None and max_side < 16:
@@ -177,17 +182,26 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     if not records:
         raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
     digest = selection_digest(records)
-    root = shard_sets_dir(ws)
-    final = root / name
-    if (final / "manifest.json").exists():
-        old = Manifest.read(final / "manifest.json")
+    path = shard_sets_dir(ws) / name / "manifest.json"
+    if path.exists():
+        old = Manifest.read(path)
         same = old.selection_sha256 == digest and old.seed == seed
         if same and old.resample.get("max_side") == max_side:
-            return final / "manifest.json", old, False
+            return records, digest, old
         if not overwrite:
             what = (f"at another resolution (max side {old.resample.get('max_side') or 'as stored'})" if same
                     else "with another selection")
             raise ShardError(f"shard set {name!r} exists {what}; choose a new name or pass --overwrite")
+    return records, digest, None
+
+
+def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
+           map_shards):
+    records, digest, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite, max_side)
+    root = shard_sets_dir(ws)
+    final = root / name
+    if current is not None:
+        return final / "manifest.json", current, False
     try:
         root.mkdir(parents=True, exist_ok=True)
         for stale in list(root.glob(".*.build-*")) + list(root.glob(".*.old-*")):

@@ -27,6 +27,7 @@ from training.centering import TeacherTargets
 from training.checkpoint import clear_partial, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import dump_config, load_config
 from training.data import TrainingError, check_manifest, build_stream, make_loader
+from training.inputs import check_run_folder
 from training.device_crops import DeviceCrops
 from training.distributed import DistContext, all_mean, barrier, setup_distributed
 from training.metrics import CollapseWatch, MetricsWriter, read_metrics
@@ -55,8 +56,7 @@ def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path) -> dict:
 
 
 def read_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, dict]:
-    if not (run_dir / "run.json").is_file():
-        raise TrainingError(f"{run_dir} is not a pretraining run folder (no run.json)")
+    check_run_folder(run_dir)
     cfg = load_config(run_dir / "config.yaml", overrides)
     return cfg, json.loads((run_dir / "run.json").read_text())
 

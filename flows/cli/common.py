@@ -162,12 +162,28 @@ def setup_logging(ws: Workspace, name: str) -> Path:
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     fh.setLevel(logging.INFO)
     log.addHandler(fh)
-    ch = logging.StreamHandler(sys.stderr)
+    ch = CurrentStderrHandler()
     ch.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     ch.setLevel(logging.WARNING)
     log.addHandler(ch)
     log.propagate = False
     return path
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes: while progress bars are drawn, rich's proxy, which
+    prints the line above the bars instead of over them."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 class Bars:

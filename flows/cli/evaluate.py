@@ -41,9 +41,15 @@ def evaluate(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Evaluate a checkpoint on downstream tasks: kNN, linear probe, fine-tuning, label efficiency, baselines."""
-    from flows.evaluate import eval_config, evaluate_flow
+    from evaluation.inputs import check_files
 
     ws = open_workspace(workspace)
+    baselines = split_csv(baseline) if baseline is not None else ["random"]
+    check_files(checkpoint, baselines, model, shards)  # a missing file: one line, before torch is imported
+    from evaluation.run import check_inputs
+    from flows.evaluate import eval_config, evaluate_flow
+    from flows.server import one_prefect_server
+
     setup_logging(ws, "evaluate")
     try:
         fractions = split_csv([label_fractions], float)
@@ -51,11 +57,12 @@ def evaluate(
     except ValueError as e:
         fail(f"not a number: {e}")
     settings = dict(protocols=split_csv([protocol]), fractions=fractions, seeds=seeds,
-                    baselines=split_csv(baseline) if baseline is not None else ["random"], pool=pool, knn_ks=ks,
+                    baselines=baselines, pool=pool, knn_ks=ks,
                     exam_aggregation=exam_aggregation, n_boot=bootstrap,
                     finetune=dict(epochs=epochs, lr=finetune_lr, blocks=finetune_blocks))
-    eval_config(settings, overrides)  # a typo fails here, in one line, before a flow starts
-    with progress_bars(console=console, tail=(TextColumn("{task.fields[label]}"),)) as bars:
+    cfg = eval_config(settings, overrides)  # a typo fails here, in one line, before a flow starts
+    check_inputs(ws, checkpoint, split_csv(task), cfg, model, shards)
+    with one_prefect_server(), progress_bars(console=console, tail=(TextColumn("{task.fields[label]}"),)) as bars:
         bars.update("evaluate", label="loading")
         bars.hook("evaluate", lambda done, total, label: bars.update("evaluate", done, total, label=label))
         summary = evaluate_flow(str(ws.root), str(checkpoint), split_csv(task), settings, eval_id=eval_id,

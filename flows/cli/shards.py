@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+from flows.server import one_prefect_server
 from shards.resample import DEFAULT_MAX_SIDE
+from shards.writer import shard_sets_dir
 
 
 def shards_build(
@@ -30,9 +32,17 @@ def shards_build(
 ) -> None:
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
     from flows.shards import run_build
+    from shards.writer import check_build, parse_size
 
     ws = open_workspace(workspace)
-    with err.status(f"building shard set {name}"):
+    if target_size and not samples_per_shard:
+        parse_size(target_size)
+    *_, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite, max_side)  # one line, now
+    if current is not None:
+        console.print(f"up to date: {current.samples} samples in {len(current.shards)} shards")
+        show_manifest(shard_sets_dir(ws) / name / "manifest.json")
+        return
+    with one_prefect_server(), err.status(f"building shard set {name}"):
         result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
                            evaluation=evaluation, seed=seed, target_size=target_size,
                            samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait)

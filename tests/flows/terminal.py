@@ -47,9 +47,9 @@ def _group_alive(pgid: int) -> list[int]:
     return alive
 
 
-def interrupt_in_terminal(args: list[str], env: dict, ready: str, sig: int = signal.SIGINT, second: float | None = None,
+def interrupt_in_terminal(args: list[str], env: dict, ready, sig: int = signal.SIGINT, second: float | None = None,
                           start_timeout: float = 120.0, end_timeout: float = 30.0) -> Ended:
-    """Run `ortho ARGS`, wait until its output shows `ready`, send `sig` to its process group (and again after
+    """Run `ortho ARGS`, wait until its output shows `ready` (a string, or a test of the output so far), send `sig` to its process group (and again after
     `second` seconds when given), and wait for it to end."""
     main, sub = os.openpty()
     proc = subprocess.Popen([*ORTHO, *args], stdin=sub, stdout=sub, stderr=sub, env=env, start_new_session=True,
@@ -58,7 +58,8 @@ def interrupt_in_terminal(args: list[str], env: dict, ready: str, sig: int = sig
     out = b""
     try:
         deadline = time.monotonic() + start_timeout
-        while ready.encode() not in out:
+        is_ready = ready if callable(ready) else (lambda text: ready in text)
+        while not is_ready(out.decode(errors="replace")):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"not ready (exit {proc.poll()}): {out.decode(errors='replace')[-3000:]}")
             out += _read(main, 0.2)

@@ -35,7 +35,8 @@ def pretraining_domain(path: Path) -> dict:
         return {}
     try:
         run = json.loads(run_json.read_text())
-        counts = run.get("counts") or json.loads(Path(run["manifest"]).read_text()).get("counts", {})
+        manifest = path.parent / run["manifest"]  # kept relative to the run folder inside a workspace
+        counts = run.get("counts") or json.loads(manifest.read_text()).get("counts", {})
     except (OSError, ValueError, KeyError):
         return {}
     return {"body_part": sorted(counts.get("body_part", {})), "modality": sorted(counts.get("modality", {})),

@@ -63,7 +63,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
         if not manifest:
             raise TrainingError("a new run needs --manifest")
         path = Path(run_dir) if run_dir else ws.train_runs_dir / new_pretrain_id()
-        prepare_run(load_config(config, overrides or []), manifest, path)
+        prepare_run(load_config(config, overrides or []), manifest, path, within=ws.root)
     _, run = read_run(path)
     params = {"run_dir": str(path), "manifest": run["manifest"], "manifest_sha256": run["manifest_sha256"],
               "nproc": nproc, "launcher": launcher.split()[0] if launcher else "local", "resume": bool(resume)}

@@ -4,6 +4,7 @@ before the orchestrator starts (a typo costs a second, not a server's start-up a
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,3 +62,9 @@ def check_manifest(path: str | Path, verify: bool = True) -> ManifestInfo:
 def check_run_folder(run_dir: Path) -> None:
     if not (Path(run_dir) / "run.json").is_file():
         raise TrainingError(f"{run_dir} is not a pretraining run folder (no run.json)")
+
+
+def run_manifest(run_dir: Path, run: dict) -> str:
+    """The manifest a run trains on: run.json keeps it relative to the run folder when both are in one workspace."""
+    path = run["manifest"]
+    return path if is_remote(path) or os.path.isabs(path) else str(Path(run_dir) / path)

@@ -80,7 +80,7 @@ def csv_text(cols: list[str], rows: list[tuple]) -> str:
     import io
 
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")  # an id captured in a shell must not keep a \r
     writer.writerow(cols)
     writer.writerows(rows)
     return buf.getvalue()

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from catalog import db
+from catalog import readonly
 from catalog.status import catalog_status, file_lineage, labelled_images
 from catalog.workspace import Workspace
 from flows.cli import common
@@ -34,12 +34,10 @@ def sql(
         fail("--format parquet needs --out FILE")
     ws = open_workspace(workspace)
     if fmt in ("csv", "parquet") and out is not None:
-        target = str(out).replace("'", "''")
-        opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
-        _run_sql(ws, f"COPY ({query.rstrip().rstrip(';')}) TO '{target}' ({opts})")
+        readonly.copy_public_query(ws, query, out, "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet")
         common.err.print(f"wrote {out}")
         return
-    cols, rows = _run_sql(ws, query)
+    cols, rows = readonly.public_query(ws, query)
     if fmt == "table":
         print_rows(cols, rows, out)
         return
@@ -49,16 +47,6 @@ def sql(
         out.write_text(text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-def _run_sql(ws: Workspace, query: str) -> tuple[list[str], list[tuple]]:
-    """A query the user wrote: its error is theirs, one line."""
-    import duckdb
-
-    try:
-        return db.query(ws, query)
-    except duckdb.Error as e:
-        fail(str(e).splitlines()[0])
 
 
 def print_rows(cols: list[str], rows: list[tuple], out: Optional[Path]) -> None:

@@ -37,7 +37,8 @@ def shards_build(
     ws = open_workspace(workspace)
     if target_size and not samples_per_shard:
         parse_size(target_size)
-    *_, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite, max_side)  # one line, now
+    with ws.write_lock(wait):  # as the build will: a busy workspace is said first
+        *_, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite, max_side)
     if current is not None:
         console.print(f"up to date: {current.samples} samples in {len(current.shards)} shards")
         show_manifest(shard_sets_dir(ws) / name / "manifest.json")

@@ -78,6 +78,7 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
     others = baseline_checkpoints(cfg.baselines, main)
     ev = Evaluation(ws, cfg, eval_id, on_progress, images=source)
     ev.total = ev.plan(len(loaded), 1 + len(others))
+    ev.stage(f"{len(loaded)} task(s), {ev.total} results to score")
     t0 = time.time()
     task_info = [ev.run_task(task, splits, main, others) for task, splits in loaded]
     doc = metrics_doc(eval_id, main, cfg, shards, task_info, ev.results, ev.retrieval, time.time() - t0)

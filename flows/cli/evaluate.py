@@ -63,7 +63,7 @@ def evaluate(
     cfg = eval_config(settings, overrides)  # a typo fails here, in one line, before a flow starts
     check_inputs(ws, checkpoint, split_csv(task), cfg, model, shards)
     with one_prefect_server(), progress_bars(console=console, tail=(TextColumn("{task.fields[label]}"),)) as bars:
-        bars.update("evaluate", label="loading")
+        bars.update("evaluate", label="starting: the orchestrator, the tasks, the checkpoint")
         bars.hook("evaluate", lambda done, total, label: bars.update("evaluate", done, total, label=label))
         summary = evaluate_flow(str(ws.root), str(checkpoint), split_csv(task), settings, eval_id=eval_id,
                                 model_name=model, report=report, shards=str(shards) if shards else None,

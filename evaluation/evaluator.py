@@ -238,9 +238,32 @@ def task_summary(task: TaskData, splits: EvalSplits, test: Units, exam_level: bo
                      + ("; pooled leave-one-out AUROC/AUPRC are biased low for predictors that follow the "
                         "training prevalence (the majority class scores 0 by construction): read accuracy "
                         "and the CIs" if task.kind == "binary" and splits.cv == "leave-one-patient-out" else ""))
-    return {"task": task.task, "kind": task.kind, "notes": notes, "classes": list(task.classes),
+    described = splits.describe(task)
+    smoke = [] if splits.folds else smoke_notes(described)
+    return {"task": task.task, "kind": task.kind, "notes": notes + smoke, "smoke": bool(smoke),
+            "classes": list(task.classes),
             "level": "exam" if exam_level else "image", "domain": domain,
-            "description": task.spec.description if task.spec else "", "splits": splits.describe(task),
+            "description": task.spec.description if task.spec else "", "splits": described,
             "primary_metric": primary_metric(task.kind), "test_units": int(len(test.labels)),
             "test_classes": np.bincount(test.labels, minlength=task.n_classes).tolist(),
             "seconds": round(seconds, 1)}
+
+
+SMOKE_PATIENTS = 20  # below this many patients in a part, a CI says little and a headline sentence cannot rest on it
+
+
+def smoke_notes(described: dict) -> list[str]:
+    """Warnings for a test or selection part too small to measure anything: these results are a smoke run."""
+    notes = []
+    for part, name in (("test", "test"), ("select", "selection")):
+        d = described[part]
+        if not d["images"]:
+            continue
+        if d["patients"] < SMOKE_PATIENTS:
+            notes.append(f"smoke run: the {name} part holds {d['patients']} patients ({d['images']} images), fewer "
+                         f"than {SMOKE_PATIENTS}; its metrics show the pipeline runs, they measure nothing")
+        if sum(c > 0 for c in d["classes"]) < 2:
+            notes.append(f"smoke run: the {name} part holds a single class; AUROC and balanced metrics are "
+                         "undefined or meaningless there")
+    return notes
+

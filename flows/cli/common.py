@@ -57,6 +57,13 @@ def fail(message: str) -> NoReturn:
     raise OrthoError(message)
 
 
+def cell(value) -> "Text":
+    """A table cell as plain text: a value that holds `[bold]` or `:x:` is shown as it is, never as markup or emoji."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value))
+
+
 def print_error(message: str) -> None:
     from rich.text import Text
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, progress_bars, setup_logging, split_csv
 
@@ -83,7 +84,7 @@ def print_eval_summary(eval_dir: Path) -> None:
         unit = "exams" if t["level"] == "exam" else "images"
         table = Table("model", "protocol", METRIC_NAMES[metric] + " [95% CI]", "accuracy", "seeds",
                       title=f"{t['task']} on test ({t.get('test_units', sp['images'])} {unit}, {sp['patients']} "
-                            "patients), 100% labels")
+                            "patients), 100% labels" + (" [smoke run]" if t.get("smoke") else ""))
         groups = group_results(doc["results"], t["task"])
         for (model_name, proto), by_f in sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
             if 1.0 not in by_f:
@@ -94,8 +95,8 @@ def print_eval_summary(eval_dir: Path) -> None:
             table.add_row(model_name, proto, value, f"{acc:.3f}", str(n))
         console.print(table)
         for note in t.get("notes", []):
-            console.print(f"[yellow]{t['task']}: {note}[/yellow]")
-        if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2:
+            console.print(Text(f"{t['task']}: {note}", style="yellow"))
+        if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2 and not t.get("smoke"):
             console.print(f"[yellow]{t['task']}: the test part holds a single class; "
                           f"{METRIC_NAMES[metric]} is undefined there[/yellow]")
 

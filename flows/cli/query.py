@@ -53,9 +53,11 @@ def print_rows(cols: list[str], rows: list[tuple], out: Optional[Path]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*cols)
+    table = Table()
+    for c in cols:
+        table.add_column(common.cell(c))
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*map(common.cell, row))
     if out:
         with open(out, "w") as f:
             Console(file=f, width=200).print(table)
@@ -105,9 +107,9 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
     from rich.table import Table
 
     if rows:
-        t = Table(*columns, title=title)
+        t = Table(*columns, title=common.cell(title))
         for row in rows:
-            t.add_row(*("" if v is None else str(v) for v in row))
+            t.add_row(*map(common.cell, row))
         common.console.print(t)
 
 

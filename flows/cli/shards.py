@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace
 from flows.server import one_prefect_server
 from shards.resample import DEFAULT_MAX_SIDE
 from shards.writer import shard_sets_dir
@@ -58,7 +58,7 @@ def shards_list(workspace: WorkspaceOpt = None) -> None:
 
     t = Table("name", "samples", "shards", "MB", "created", "query", title="shard sets")
     for m in list_shard_sets(open_workspace(workspace)):
-        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.created, m.query)
+        t.add_row(*map(cell, (m.name, m.samples, len(m.shards), f"{m.bytes / 1e6:.1f}", m.created, m.query)))
     console.print(t)
 
 
@@ -103,7 +103,7 @@ def show_manifest(path: Path) -> None:
     m = Manifest.read(path)
     console.print(f"[bold]{m.name}[/bold]: {m.samples} samples, {len(m.shards)} shards, {m.bytes / 1e6:.1f} MB, "
                   f"created {m.created}, seed {m.seed}")
-    console.print(f"query: {m.query}" + ("  (exclusions ignored)" if m.include_excluded else ""))
+    console.print(cell(f"query: {m.query}" + ("  (exclusions ignored)" if m.include_excluded else "")))
     console.print(f"catalog snapshot: {m.catalog_snapshot['parts']} parts, last {m.catalog_snapshot['last_part']}")
     r = m.resample
     console.print(f"resolution: longer side at most {r['max_side']} px ({r['images_reduced']} images reduced, "
@@ -111,5 +111,5 @@ def show_manifest(path: Path) -> None:
     t = Table("attribute", "value", "samples", title="counts")
     for attr, values in m.counts.items():
         for value, n in values.items():
-            t.add_row(attr, value, str(n))
+            t.add_row(*map(cell, (attr, value, n)))
     console.print(t)

@@ -94,6 +94,7 @@ DEFAULTS: dict[str, Any] = {
         "tensorboard": True,
         "collapse_std": 0.2,  # warn when the CLS embedding std (x sqrt(dim)) falls below this
         "collapse_entropy": 0.05,  # warn when the teacher's batch entropy falls below this fraction of log(K)
+        "collapse_uniform": 0.98,  # warn when teacher entropy and DINO/iBOT loss stay at this fraction of log(K)
     },
 }
 

@@ -309,11 +309,19 @@ def publish(ws: Workspace) -> None:
 
 
 def write_duckdb_file(ws: Workspace) -> Path:
-    """catalog/catalog.duckdb for the duckdb CLI: the shareable views only, never lineage."""
+    """catalog/catalog.duckdb for the duckdb CLI: the shareable views only, never lineage. Its paths are relative to
+    the workspace, so a copied or moved workspace reads its own files: open it from the workspace folder
+    (`cd WORKSPACE && duckdb catalog/catalog.duckdb`) or with `SET file_search_path = 'WORKSPACE'`."""
     with atomic_path(ws.duckdb_path, ws.staging_dir) as tmp, duckdb.connect(str(tmp)) as con:
+        con.execute(f"SET file_search_path = '{sql_str(ws.root)}'")  # where the relative views bind
         for stmt in view_statements(ws, con):
-            con.execute(stmt)
+            con.execute(relative_to_workspace(ws, stmt))
     return ws.duckdb_path
+
+
+def relative_to_workspace(ws: Workspace, statement: str) -> str:
+    """A view's SQL with every path inside the workspace written relative to it (a quoted path starts a literal)."""
+    return statement.replace(f"'{sql_str(ws.root)}/", "'")
 
 
 def query(ws: Workspace, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:

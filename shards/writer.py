@@ -189,8 +189,15 @@ def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: b
                       max_side or None, map_shards, codec_info, balance)
 
 
-def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
-           map_shards, codec_info, balance=None):
+def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
+                seed: int = 0, overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE,
+                codec: str | None = None, balance: BalanceSpec | None = None
+                ) -> tuple[list[dict], str, dict, Manifest | None]:
+    """Everything a build checks before writing (the name, --max-side, the codec, the query and what it selects, the
+    balanced draw, an existing set of that name): the records, their digest, the balancing, and the existing
+    manifest when it is up to date. The command line calls it before the orchestrator starts."""
+    max_side = max_side or None
+    codec_name = get_codec(codec).name
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
     if max_side is not None and max_side < 16:
@@ -202,18 +209,28 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     if balance is not None:
         records, balanced = draw_balanced(ws, records, balance, seed)
     digest = selection_digest(records)
-    root = shard_sets_dir(ws)
-    final = root / name
-    if (final / "manifest.json").exists():
-        old = Manifest.read(final / "manifest.json")
+    path = shard_sets_dir(ws) / name / "manifest.json"
+    if path.exists():
+        old = Manifest.read(path)
         same = old.selection_sha256 == digest and old.seed == seed
-        same_codec = old.codec.get("name") == codec_info["name"]
+        same_codec = old.codec.get("name") == codec_name
         if same and old.resample.get("max_side") == max_side and same_codec:
-            return final / "manifest.json", old, False
+            return records, digest, balanced, old
         if not overwrite:
             what = ("with another selection" if not same else f"with codec {old.codec.get('name')}" if not same_codec
                     else f"at another resolution (max side {old.resample.get('max_side') or 'as stored'})")
             raise ShardError(f"shard set {name!r} exists {what}; choose a new name or pass --overwrite")
+    return records, digest, balanced, None
+
+
+def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
+           map_shards, codec_info, balance=None):
+    records, digest, balanced, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite,
+                                                     max_side, codec_info["name"], balance)
+    root = shard_sets_dir(ws)
+    final = root / name
+    if current is not None:
+        return final / "manifest.json", current, False
     try:
         root.mkdir(parents=True, exist_ok=True)
         for stale in list(root.glob(".*.build-*")) + list(root.glob(".*.old-*")):

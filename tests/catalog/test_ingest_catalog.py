@@ -117,6 +117,8 @@ def test_catalog_duckdb_file_opens_with_plain_duckdb(phantom_workspace):
 
     ws, _ = phantom_workspace
     con = duckdb.connect(str(ws.duckdb_path), read_only=True)
+    # the views name their files relative to the workspace (a moved workspace still works): say where it is
+    con.execute(f"SET file_search_path = '{ws.root}'")
     n = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
     con.close()
     assert n == q(ws, "SELECT count(*) FROM images")[0][0] > 0

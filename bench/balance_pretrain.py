@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -50,13 +51,17 @@ def shard_image_ids(manifest: Path) -> list[str]:
     return ids
 
 
+def _short(collapse: str) -> str:
+    m = re.match(r"(step \d+): the (\S+) head", collapse)
+    return f"{m[1]}: {m[2]}" if m else collapse
+
+
 def run_summary(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     cfg = json.loads((run / "run.json").read_text())
     return {"steps": rows[-1]["step"], "loss": rows[-1]["loss"], "manifest": Path(cfg["manifest"]),
-            "collapse": sorted({msg.split(":")[0] + ": " + msg.split("the ")[1].split(" head")[0]
-                               for r in rows for msg in r.get("collapse", [])}),
-            "cls_std": rows[-1].get("cls_std"), "teacher_entropy": rows[-1].get("teacher_entropy")}
+            "collapse": sorted({_short(msg) for r in rows for msg in r.get("collapse", [])}),
+            "dino": rows[-1].get("dino"), "ibot": rows[-1].get("ibot")}
 
 
 def paired_diff(y, pa, pb, patients, n_classes, n_boot=1000, seed=0) -> dict:
@@ -98,7 +103,7 @@ def main() -> None:
         h = np.bincount([grade[i] for i in ids if i in grade], minlength=n_classes)
         print(f"{name:>8}: {s['manifest'].parent.name}, {len(ids)} images, grades {h.tolist()}, largest share "
               f"{h.max() / h.sum():.3f}, entropy {entropy(h.astype(float)):.3f}; {s['steps']} steps, last loss "
-              f"{s['loss']:.3f}, cls_std {s['cls_std']:.4f}, collapse: {s['collapse'] or 'none'}")
+              f"{s['loss']:.3f} (DINO {s['dino']:.3f}, iBOT {s['ibot']:.3f}), collapse: {s['collapse'] or 'none'}")
         model, spec = load_exported(run / "backbone.safetensors")
         x = features(ws, model, spec, data.image_ids, file_sha256(run / "backbone.safetensors")[:16], args.pool)
         results[name] = evaluate(x[tr], x[va], data, tr, va, n_classes, metrics, return_pred=True)

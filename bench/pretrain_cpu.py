@@ -37,7 +37,7 @@ def features(ws, model, spec, ids, cache_key, pool):
     return {"cls": cls, "mean": mean, "both": np.concatenate([cls, mean], 1)}[pool]
 
 
-def evaluate(train_x, val_x, data, tr, va, n_classes, metrics, seed=0, knn_k=20):
+def evaluate(train_x, val_x, data, tr, va, n_classes, metrics, seed=0, knn_k=20, return_pred=False):
     out = {}
     select = (lambda y, p: quadratic_kappa(y, p, n_classes)) if "qwk" in metrics else None
     protocols = {"knn": lambda: knn_predict(train_x, data.labels[tr], val_x, n_classes, k=knn_k),
@@ -46,7 +46,7 @@ def evaluate(train_x, val_x, data, tr, va, n_classes, metrics, seed=0, knn_k=20)
     for proto, run in protocols.items():
         p = run()
         ci = bootstrap_ci(data.labels[va], p.pred, p.proba, data.patients[va], metrics, n_classes, seed=seed)
-        out[proto] = {"metrics": ci, "chosen": p.chosen}
+        out[proto] = {"metrics": ci, "chosen": p.chosen, **({"pred": p.pred} if return_pred else {})}
     return out
 
 

@@ -35,8 +35,8 @@ def pretraining_domain(path: Path) -> dict:
         return {}
     try:
         run = json.loads(run_json.read_text())
-        manifest = path.parent / run["manifest"]  # kept relative to the run folder inside a workspace
-        counts = run.get("counts") or json.loads(manifest.read_text()).get("counts", {})
+        # run.json keeps the manifest relative to the run folder inside a workspace (absolute otherwise)
+        counts = run.get("counts") or json.loads((path.parent / run["manifest"]).read_text()).get("counts", {})
     except (OSError, ValueError, KeyError):
         return {}
     return {"body_part": sorted(counts.get("body_part", {})), "modality": sorted(counts.get("modality", {})),

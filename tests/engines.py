@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def engine_env() -> dict:
+    # the workers' consoles keep Prefect's INFO lines: their logs are the tests' evidence of where tasks ran
     return dict(os.environ, PYTHONPATH=str(REPO), ORTHO_FSYNC=os.environ.get("ORTHO_FSYNC", "0"),
-                RAY_USAGE_STATS_ENABLED="0", DASK_DISTRIBUTED__WORKER__DAEMON="False")
+                RAY_USAGE_STATS_ENABLED="0", DASK_DISTRIBUTED__WORKER__DAEMON="False",
+                PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO")
 
 
 def tool(name: str) -> str | None:

@@ -30,8 +30,17 @@ def test_console_log_lines_follow_stderr_as_it_is_when_they_are_written(monkeypa
     assert later.getvalue() == "WARNING quarantined file ab12\n"
 
 
-def test_prefect_logs_warnings_only():
-    """Its INFO lines are a line per task run over the bars and links to a server that dies with the command."""
-    import os
+def test_prefect_console_shows_warnings_only_and_the_server_keeps_info():
+    """Prefect's INFO lines on the console are a line per task run over the bars and links to a server that dies with
+    the command; the same lines in the server's logs are a served run's record (each stage's outcome and seconds)."""
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+    from prefect.logging.handlers import APILogHandler, PrefectConsoleHandler
 
-    assert os.environ["PREFECT_LOGGING_LEVEL"] == "WARNING"
+    if not PROCESS_LOGGING_CONFIG:
+        setup_logging()  # as the first flow run of a command does
+
+    console = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    assert console and all(h.level == logging.WARNING for h in console)
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    assert flow_runs.isEnabledFor(logging.INFO)
+    assert any(isinstance(h, APILogHandler) and h.level <= logging.INFO for h in flow_runs.handlers)

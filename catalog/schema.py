@@ -151,6 +151,9 @@ DUPS = pa.schema([("image_id", pa.string()), ("dup_group", pa.string()), ("repre
                   ("similarity", pa.float32())])
 QUALITY = pa.schema([("image_id", pa.string()), ("reason", pa.string()), ("excluding", pa.bool_())])
 LEAKAGE = pa.schema([("image_id", pa.string()), ("reason", pa.string())])
+# Stored images a stage could not open (catalog/unreadable.py), appended by each run that met one.
+UNREADABLE = pa.schema([("image_id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+                        ("run_id", pa.string()), ("recorded_at", pa.timestamp("us", tz="UTC"))])
 
 
 # One row per evaluation result: a (task, model, protocol, label fraction, seed) scored on the

@@ -29,6 +29,7 @@ from catalog.pixels import encode_png
 from catalog.workspace import Workspace
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
+from shards.readable import readable_records
 from shards.resample import DEFAULT_MAX_SIDE, FILTER, fit_max_side, reduced_size, resampled_meta
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
 
@@ -176,6 +177,10 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     records = select(ws, query, include_excluded, evaluation)
     if not records:
         raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
+    records, unreadable = readable_records(ws.root, records)
+    unreadable.save(ws)
+    if not records:
+        raise SelectionError(f"none of the selected images can be read from the store ({unreadable.counts()})")
     digest = selection_digest(records)
     root = shard_sets_dir(ws)
     final = root / name
@@ -208,7 +213,7 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
             include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
             catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records),
-            resample=resample_summary(records, max_side))
+            resample=resample_summary(records, max_side), unreadable=unreadable.counts())
         manifest.write(build / "manifest.json")
         if final.exists():
             trash = root / f".{name}.old-{token()}"

@@ -97,6 +97,8 @@ def show_manifest(path: Path) -> None:
     r = m.resample
     console.print(f"resolution: longer side at most {r['max_side']} px ({r['images_reduced']} images reduced, "
                   f"smallest factor {r['min_factor']:.3f}, {r['filter']})" if r else "resolution: images as stored")
+    for reason, n in m.unreadable.items():
+        console.print(f"left out {n} selected images the store could not give: {reason}")
     t = Table("attribute", "value", "samples", title="counts")
     for attr, values in m.counts.items():
         for value, n in values.items():

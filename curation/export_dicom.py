@@ -231,11 +231,13 @@ def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: Expor
 def stored_pixels(frames: tuple[StoredFrame, ...], store: ImageStore) -> tuple[np.ndarray, float, float]:
     """(frames x rows x cols, slope, intercept). Frames of one file may have been shifted by different
     offsets at ingest (signed data); one DICOM rescale needs one, so they are re-shifted to the lowest."""
-    try:
-        arrays = [store.open(f.image_id) for f in frames]
-    except PixelsRefused as e:  # the stage's firewall: the file is skipped with the reason, the export goes on
-        raise _Skip("missing_store_object" if e.reason == "missing_object" else f"unreadable_pixels:{e.reason}",
-                    f.image_id) from None
+    arrays = []
+    for f in frames:
+        try:
+            arrays.append(store.open(f.image_id))
+        except PixelsRefused as e:  # the stage's firewall: the file is skipped with the reason, the export goes on
+            raise _Skip("missing_store_object" if e.reason == "missing_object" else f"unreadable_pixels:{e.reason}",
+                        f.image_id) from None
     scale = frames[0].intensity_scale or 1.0
     base = min(f.intensity_offset or 0.0 for f in frames)
     shifts = [((f.intensity_offset or 0.0) - base) / scale for f in frames]

@@ -87,6 +87,7 @@ OCCURRENCE = pa.schema(
         ("text_detector", pa.string()),
         ("pixels_cleaned", pa.bool_()),  # text regions were masked before the pixels were stored
         ("text_regions", pa.int16()),
+        ("text_regions_unread", pa.int16()),  # of those, masked unread: the detector was sure, OCR read nothing
     ]
 )
 

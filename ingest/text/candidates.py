@@ -110,15 +110,16 @@ class Rendering:
     factor: float  # working -> stored coordinates
     response: np.ndarray
     strong: np.ndarray  # response >= the minimum contrast, as 0/1
+    relative: bool = False  # contrast relative to local noise: stroke strength alone says nothing, two classes must
 
     @classmethod
-    def of(cls, gray: np.ndarray, factor: float, min_contrast: int = 48) -> "Rendering":
+    def of(cls, gray: np.ndarray, factor: float, min_contrast: int = 48, relative: bool = False) -> "Rendering":
         response = stroke_response(gray)
-        return cls(gray, factor, response, (response >= min_contrast).astype(np.uint8))
+        return cls(gray, factor, response, (response >= min_contrast).astype(np.uint8), relative)
 
     def transposed(self) -> "Rendering":
-        t = np.ascontiguousarray
-        return Rendering(t(self.gray.T), self.factor, t(self.response.T), t(self.strong.T))
+        t = cv2.transpose  # a blocked transpose: several times numpy's copy of a .T view
+        return Rendering(t(self.gray), self.factor, t(self.response), t(self.strong), self.relative)
 
 
 def render(pixels: np.ndarray, min_contrast: int = 48) -> Rendering:
@@ -157,7 +158,7 @@ def line_boxes(r: Rendering, windows: bool = True) -> list[Box]:
     lines = np.flatnonzero((heights >= 3) & (heights <= 0.2 * h) & (widths >= 1.5 * heights))
     for x, y, w, hh in stats[lines[lines > 0], :4].tolist():
         cut = np.s_[y:y + hh, x:x + w]
-        for x0, x1 in _text_spans(gray[cut], strokes[cut], response[cut]):
+        for x0, x1 in _text_spans(gray[cut], strokes[cut], response[cut], r.relative):
             sure = _sure_text(gray[y:y + hh, x + x0:x + x1], strokes[y:y + hh, x + x0:x + x1])
             boxes.append(Box(int(y * factor), int((x + x0) * factor), int(np.ceil((y + hh) * factor)),
                              int(np.ceil((x + x1) * factor)), sure))
@@ -176,18 +177,19 @@ def _sure_text(gray: np.ndarray, strokes: np.ndarray) -> bool:
     return bool(crossings >= max(6, 0.8 * w / hh) and _separation(gray, binary) >= SURE_SEPARATION)
 
 
-def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray) -> list[tuple[int, int]]:
+def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray,
+                relative: bool = False) -> list[tuple[int, int]]:
     """The row, if it reads as text; else, for a long row (a caption that runs into anatomy or noise),
     the stretches of it four line heights wide that do, merged."""
     hh, w = strokes.shape
-    if _looks_like_text(gray, strokes, response):
+    if _looks_like_text(gray, strokes, response, relative):
         return [(0, w)]
     if w < 6 * hh:
         return []
     spans: list[tuple[int, int]] = []
     for x0 in range(0, w - 4 * hh + 1, 2 * hh):
         cut = np.s_[:, x0:x0 + 4 * hh]
-        if _looks_like_text(gray[cut], strokes[cut], response[cut]):
+        if _looks_like_text(gray[cut], strokes[cut], response[cut], relative):
             if spans and spans[-1][1] >= x0:
                 spans[-1] = (spans[-1][0], x0 + 4 * hh)
             else:
@@ -244,7 +246,7 @@ def _stroke_blobs(mask: np.ndarray, h: int) -> np.ndarray:
     return keep.astype(np.uint8)[labels]
 
 
-def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray) -> bool:
+def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray, relative: bool = False) -> bool:
     """A row of characters: stroke pixels neither sparse nor solid; once binarised (Otsu, on the box
     alone, so light text on bright bone separates too) many crossings per row (2-4 per character,
     where an edge of anatomy crosses once or twice); and either strong strokes or two clean
@@ -259,6 +261,8 @@ def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray
     if crossings < 3 or crossings < 0.6 * w / hh:
         return False
     stroke, separation = float(np.median(response[strokes > 0])), _separation(gray, binary)
+    if relative:  # strokes of noise shown at a narrow window can be strong too: the classes must be clean
+        return separation >= TWO_CLASSES or (separation >= MIXED_CLASSES and stroke >= VERY_STRONG_STROKE)
     return separation >= TWO_CLASSES or (separation >= MIXED_CLASSES and stroke >= STRONG_STROKE) or \
         stroke >= VERY_STRONG_STROKE
 

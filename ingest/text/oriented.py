@@ -31,10 +31,11 @@ def candidate_sets(pixels) -> list[CandidateSet]:
     renderings = [(False, Rendering.of(windowed(small, lo, hi), factor))]
     local = narrow_window_rendering(small, lo, hi)
     if local is not None:
-        renderings.append((True, Rendering.of(local, factor, MIN_CONTRAST)))
+        renderings.append((True, Rendering.of(local, factor, MIN_CONTRAST, relative=True)))
     sets = []
     for narrow, r in renderings:
-        sets.append(CandidateSet(False, narrow, line_boxes(r)))
+        # the window search inside anatomy (labels on bone) is for the whole-range rendering only
+        sets.append(CandidateSet(False, narrow, line_boxes(r, windows=not narrow)))
         # across the columns without the window search inside anatomy: labels turned a quarter sit along the edges
         across = [b.transposed() for b in line_boxes(r.transposed(), windows=False)] if r.strong.any() else []
         sets.append(CandidateSet(True, narrow, across))

@@ -27,14 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import pydicom  # noqa: E402
 from PIL import Image  # noqa: E402
-from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from tests.ingest.dicom_factory import make_dicom  # noqa: E402
+from tests.ingest.dicom_factory import encapsulated_dicom, make_dicom  # noqa: E402
 from tests.ingest.file_factory import nifti_bytes  # noqa: E402
 
 _CHILD = """
@@ -64,17 +62,8 @@ def _encoded(fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def _in_dicom(stream: bytes, syntax, rows: int = 512, cols: int = 512, **attrs) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((2, 2), np.uint8), bits_stored=8)))
-    ds.Rows, ds.Columns = rows, cols
-    for k, v in attrs.items():
-        setattr(ds, k, v)
-    ds.PixelData = encapsulate([stream])
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = syntax
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+def _in_dicom(stream: bytes, syntax) -> bytes:
+    return encapsulated_dicom(stream, syntax, 512, 512)
 
 
 def _png_declaring(rows: int, cols: int) -> bytes:

@@ -12,10 +12,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from catalog import db, pixel_budget
@@ -25,7 +23,7 @@ from catalog.pixels import decode_png, encode_png
 from catalog.pseudonyms import Pseudonymizer
 from ingest.readers import ReadContext, read_frames
 from ingest.reasons import Quarantine
-from tests.ingest.dicom_factory import make_dicom
+from tests.ingest.dicom_factory import encapsulated_dicom
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,13 +53,7 @@ def _ctx(limits: Limits = Limits()) -> ReadContext:
 
 
 def _j2k_dicom(stream: bytes, rows: int = 64, cols: int = 64) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((rows, cols), np.uint8), bits_stored=8)))
-    ds.PixelData = encapsulate([stream])
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return encapsulated_dicom(stream, JPEG2000Lossless, rows, cols)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "JPEG2000"])

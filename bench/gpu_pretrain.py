@@ -2,6 +2,7 @@
 
     python bench/gpu_pretrain.py --out gpu.json       # CUDA: ViT-S/B/L x crops loader|gpu, bf16, then a real run
     python bench/gpu_pretrain.py --knee-manifest workspace/shards/knee-train/manifest.json --out gpu.json
+    python bench/gpu_pretrain.py --decode workers,device --real-steps 0 --out gpu-decode.json   # HTJ2K: both decodes
 
 Throughput: shards of real computed radiographs (bench/loader.py's sources) at --size px (1024: the default
 shard resolution) and 16 bits are written in a temporary folder and streamed through the real loader (--workers
@@ -13,6 +14,13 @@ spent waiting for the loader; images/s with that wait taken out (what the GPU al
 the gpu path); MFU = training FLOPs per image (counted once on the meta device: student forward + backward,
 teacher forward) x images/s / the GPU's bf16 dense peak; peak memory. Reference: DINOv3's ViT-L/16 recipe runs
 about 112 images/s per H100 (2048 per step on 32 GPUs at 0.57 s/step); the project's goal is 300 per H200.
+
+Decode paths (--decode, issue 29): `workers` decodes in the loader workers (CPU); `device` hands the compressed
+HTJ2K payloads to the training device, where nvImageCodec (nvJPEG2000) decodes them when both are installed (`pip
+install nvidia-nvimgcodec-cu12 nvidia-nvjpeg2k-cu12`, about 41 MB of wheels: download them beforehand for a machine
+without network access) and the device is CUDA (the row's `decoder` says which: without it the payloads are decoded on the CPU of the training
+process, a dry run only). `device` applies to the gpu crop path and needs HTJ2K shards, so any --decode with it
+writes the throughput shards as HTJ2K (--codec otherwise: png or htj2k).
 
 The real run: the pretraining job itself (training.trainer.run_pretraining: checkpoints, metrics.jsonl) for
 --real-steps steps of ViT-S/16 with crops on the GPU, on a knee shard set: --knee-manifest, else one built from
@@ -42,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loader import DINOV3_VITL_PER_GPU, radiographs, write_shards  # noqa: E402
 from catalog.pixels import encode_png  # noqa: E402
+from shards.codecs import CODECS  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.data import build_stream, make_loader  # noqa: E402
 from training.distributed import setup_distributed  # noqa: E402
@@ -102,14 +111,15 @@ def _peak_gb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def measure(model: str, mode: str, batch: int, args, manifest: Path, flops: float) -> dict:
-    cfg = load_config("vits16", [f"model.name={model}", f"crops.device={mode}", f"optim.batch_size={batch}",
+def measure(model: str, mode: str, batch: int, args, manifest: Path, flops: float, decode: str = "workers") -> dict:
+    cfg = load_config("vits16", [f"model.name={model}", f"crops.device={mode}", f"crops.decode={decode}",
+                                 f"optim.batch_size={batch}",
                                  f"train.steps={args.warmup + args.steps}", f"train.num_workers={args.workers}",
                                  "train.verify_shards=false", *(TINY if args.tiny else []), *args.overrides])
     ctx = setup_distributed(cfg["train"]["device"])
     learner, _ = build_learner(cfg, ctx)
     spec = learner.student_module.spec
-    stream = build_stream(cfg, str(manifest), spec.mean[0], spec.std[0], spec.patch_size)
+    stream = build_stream(cfg, str(manifest), spec.mean[0], spec.std[0], spec.patch_size, device=ctx.device)
     schedules = build_schedules(cfg)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
@@ -135,7 +145,9 @@ def measure(model: str, mode: str, batch: int, args, manifest: Path, flops: floa
     images = args.steps * batch
     peak = peak_tflops(ctx.device, args.peak_tflops)
     rate, gpu_rate = images / elapsed, images / max(elapsed - wait, 1e-9)
-    return {"model": model, "crops": mode, "params_m": sum(p.numel() for p in learner.student_module.backbone.parameters()) / 1e6,
+    decoder = "workers" if stream.decode else (learner.crops.decoder.backend if learner.crops.decoder else "none")
+    return {"model": model, "crops": mode, "decode": decode, "decoder": decoder, "codec": stream.manifest.codec["name"],
+            "params_m": sum(p.numel() for p in learner.student_module.backbone.parameters()) / 1e6,
             "batch": batch, "images_per_s": rate, "step_s": elapsed / args.steps, "loader_wait_frac": wait / elapsed,
             "gpu_images_per_s": gpu_rate, "gflops_per_image": flops / 1e9,
             "mfu": flops * rate / (peak * 1e12) if peak else None,
@@ -152,8 +164,9 @@ def measure_model(model: str, args, manifest: Path) -> list[dict]:
     for batch in map(int, args.batch.split(",")):
         try:
             for mode in args.crops.split(","):
-                rows.append(measure(model, mode, batch, args, manifest, flops))
-                print(json.dumps(rows[-1]), flush=True)
+                for decode in args.decode.split(",") if mode == "gpu" else ["workers"]:
+                    rows.append(measure(model, mode, batch, args, manifest, flops, decode))
+                    print(json.dumps(rows[-1]), flush=True)
             return rows
         except torch.OutOfMemoryError:
             print(f"{model}: batch {batch} does not fit, trying smaller", flush=True)
@@ -218,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=MODELS)
     ap.add_argument("--crops", default="loader,gpu", help="crop paths to measure")
+    ap.add_argument("--decode", default="workers", help="decode paths of the gpu crop path: workers, device or both")
+    ap.add_argument("--codec", default="png", choices=sorted(CODECS), help="payload codec of the throughput shards")
     ap.add_argument("--batch", default="128,64,32", help="batch sizes to try, largest first")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
@@ -236,10 +251,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     results: dict = {"throughput": [], "real_run": None}
     with tempfile.TemporaryDirectory() as tmp:
-        payloads = [encode_png(a) for a in radiographs(args.size, 16)]
+        codec = CODECS["htj2k" if "device" in args.decode.split(",") else args.codec]
+        payloads = [codec.encode(a) for a in radiographs(args.size, 16)]
         readers = max(args.workers, 1)
         images = args.images or readers * max(map(int, args.batch.split(","))) * 2
-        manifest = write_shards(Path(tmp) / "throughput", payloads, images)
+        manifest = write_shards(Path(tmp) / "throughput", payloads, images, ext=codec.ext)
         for model in args.models.split(","):
             results["throughput"] += measure_model(model, args, manifest)
             _save(results, args.out)  # what is measured survives a later failure
@@ -262,10 +278,10 @@ def print_results(results: dict) -> None:
     def pct(v):
         return "n/a" if v is None else f"{v:.0%}"
 
-    t = Table("model", "crops", "batch", "images/s", "loader wait", "images/s (GPU)", "MFU (GPU)", "peak GiB",
+    t = Table("model", "crops", "decode", "batch", "images/s", "loader wait", "images/s (GPU)", "MFU (GPU)", "peak GiB",
               "vs DINOv3 ViT-L/H100", title="pretraining step: 2 global + 8 local crops, DINO + iBOT + KoLeo")
     for r in results["throughput"]:
-        t.add_row(r["model"], r["crops"], str(r["batch"]), f"{r['images_per_s']:.1f}", pct(r["loader_wait_frac"]),
+        t.add_row(r["model"], r["crops"], f"{r['decode']} ({r['decoder']}, {r['codec']})", str(r["batch"]), f"{r['images_per_s']:.1f}", pct(r["loader_wait_frac"]),
                   f"{r['gpu_images_per_s']:.1f}", f"{pct(r['mfu'])} ({pct(r['gpu_mfu'])})",
                   "n/a" if r["peak_gb"] is None else f"{r['peak_gb']:.1f}",
                   f"{r['images_per_s'] / DINOV3_VITL_PER_GPU:.2f}x")

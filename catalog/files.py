@@ -34,13 +34,13 @@ def local_path(location: str | os.PathLike) -> str:
     return os.fspath(location).removeprefix("file://")
 
 
-def read_bytes(location: str, relpath: str, limit: int) -> bytes:
-    """At most `limit` + 1 bytes (one more shows the file exceeds it) of a source's file, local or through fsspec;
-    raises OSError subclasses as usual."""
+def read_bytes(location: str, relpath: str, limit: int, storage_options: dict | None = None) -> bytes:
+    """At most `limit` + 1 bytes (one more shows the file exceeds it) of a source's file, local or through fsspec
+    (with `storage_options`, e.g. credentials); raises OSError subclasses as usual."""
     if is_remote(location):
         import fsspec
 
-        with fsspec.open(f"{location.rstrip('/')}/{relpath}", "rb") as f:
+        with fsspec.open(f"{location.rstrip('/')}/{relpath}", "rb", **(storage_options or {})) as f:
             return f.read(limit + 1)
     with open(os.path.join(local_path(location), relpath), "rb") as f:
         return f.read(limit + 1)

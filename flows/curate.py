@@ -49,7 +49,8 @@ def _submit_part(workspace: str, part: tuple[str, list]):
 @flow(name="curate", log_prints=False)
 @firewall("curate")
 def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-                crops: bool = True, overrides: list[str] | None = None, full: bool = False) -> dict:
+                crops: bool = True, overrides: list[str] | None = None, full: bool = False,
+                address: str | None = None) -> dict:
     """`full`: search every image against every image and rebuild the saved searches (default: only the images
     new since the last curation are queried, curation/incremental.py)."""
     ws = Workspace.open(workspace)
@@ -65,7 +66,9 @@ def curate_config(overrides: list[str] | None = None, crops: bool = True) -> Cur
 
 
 def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-               crops: bool = True, overrides: list[str] | None = None, full: bool = False) -> dict:
-    """`crops=False` skips the crop search (and computing keypoints for new images); `full` forces a full search."""
-    return curate_flow.with_options(task_runner=build_task_runner(runner, workers))(
-        workspace, runner, workers, wait_s, crops, list(overrides or []), full)
+               crops: bool = True, overrides: list[str] | None = None, full: bool = False,
+               address: str | None = None) -> dict:
+    """`crops=False` skips the crop search (and computing keypoints for new images); `full` forces a full search;
+    `address`: a running Dask scheduler or Ray cluster that computes the signatures (the search stays here)."""
+    return curate_flow.with_options(task_runner=build_task_runner(runner, workers, address))(
+        workspace, runner, workers, wait_s, crops, list(overrides or []), full, address)

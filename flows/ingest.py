@@ -119,11 +119,12 @@ def ingest_source_flow(workspace: str, source: str, batch_size: int = 64, max_in
 @firewall("ingest")
 def ingest_flow(workspace: str, sources: list[str] | None = None, batch_size: int = 64, runner: str = "processes",
                 workers: int | None = None, retry_quarantined: bool = False, wait_s: float = 0.0,
-                burned_in: str | None = None) -> list[dict]:
-    """Every named source (default: all registered, in registration order), one subflow each."""
+                burned_in: str | None = None, address: str | None = None) -> list[dict]:
+    """Every named source (default: all registered, in registration order), one subflow each; `address`: a running
+    Dask scheduler or Ray cluster to run the batches on (docs/scaling.md)."""
     ws = Workspace.open(workspace)
     names = sources or [s.name for s in sorted(load_sources(ws).values(), key=lambda s: s.seq)]
-    sub = ingest_source_flow.with_options(task_runner=build_task_runner(runner, workers))
+    sub = ingest_source_flow.with_options(task_runner=build_task_runner(runner, workers, address))
     results = []
     with ws.write_lock(wait_s):
         for name in names:

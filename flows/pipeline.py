@@ -43,12 +43,13 @@ from flows.firewall import firewall, frames_only, one_line
 
 SECTIONS = {"workspace", "phantom", "sources", "ingest", "curate", "shards", "pretrain", "evaluate"}
 SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality", "body_part", "slice_axis",
-               "burned_in"}
+               "burned_in", "credentials"}
 STAGE_KEYS = {
     "phantom": {"root", "patients", "seed", "hips", "poses"},
-    "ingest": {"runner", "workers", "batch_size"},
-    "curate": {"runner", "workers", "crops", "overrides"},
-    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side"},
+    "ingest": {"runner", "workers", "batch_size", "address"},
+    "curate": {"runner", "workers", "crops", "overrides", "address"},
+    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side",
+               "codec"},
     "pretrain": {"name", "shards", "config", "overrides"},
     "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
                  "n_boot", "finetune", "supervised", "overrides"},
@@ -65,6 +66,15 @@ def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(allowed))}"
             raise PipelineError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _check_runner(where: str, runner: str, address: str | None) -> None:
+    from flows.runners import check_address
+
+    try:
+        check_address(runner, address)
+    except OrthoError as e:
+        raise PipelineError(f"{where}: {e}".replace("--address", "address").replace("--runner", "runner")) from None
 
 
 @dataclass
@@ -91,10 +101,17 @@ class Pipeline:
         for name in ("phantom", "ingest", "curate", "pretrain", "evaluate"):
             if raw.get(name) is not None:
                 _check_keys(name, raw[name], STAGE_KEYS[name])
+        for name in ("ingest", "curate"):
+            stage = raw.get(name) or {}
+            _check_runner(name, stage.get("runner", "processes"), stage.get("address"))
         for i, s in enumerate(raw.get("shards") or []):
             _check_keys(f"shards[{i}]", s, STAGE_KEYS["shards"])
             if "name" not in s or "query" not in s:
                 raise PipelineError(f"shards[{i}] needs a name and a query")
+            from shards.codecs import CODECS
+
+            if s.get("codec") is not None and s["codec"] not in CODECS:
+                raise PipelineError(f"shards[{i}].codec {s['codec']!r}: use one of {', '.join(CODECS)}")
         names = [s["name"] for s in raw.get("shards") or []]
         pre = raw.get("pretrain")
         if pre and pre.get("shards") not in names:
@@ -155,9 +172,11 @@ def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str
         if location is None:
             notes.append(f"source {s['name']}: {s['location']} is not installed here; left out")
             continue
-        src = Source(s["name"], str(location), s.get("kind", "internal"), labels=list(s.get("labels") or []),
+        where = str(s["location"]) if is_remote(str(s["location"])) else str(location)  # a Path folds s3:// to s3:/
+        src = Source(s["name"], where, s.get("kind", "internal"), labels=list(s.get("labels") or []),
                      path_pattern=s.get("path_pattern"), modality=s.get("modality"), body_part=s.get("body_part"),
-                     slice_axis=str(s.get("slice_axis", "auto")), burned_in=str(s.get("burned_in", "mask")))
+                     slice_axis=str(s.get("slice_axis", "auto")), burned_in=str(s.get("burned_in", "mask")),
+                     credentials=s.get("credentials"))
         add_source(ws, src, replace=s["name"] in known)
         names.append(s["name"])
     return names, notes
@@ -255,7 +274,7 @@ def ingest_stage(run: PipelineRun) -> tuple[str, str]:
         return "not configured", "no sources"
     ing = run.spec.ingest
     out = ingest_flow(str(run.ws.root), run.sources, batch_size=int(ing.get("batch_size", 64)),
-                      runner=ing.get("runner", "processes"), workers=ing.get("workers"))
+                      runner=ing.get("runner", "processes"), workers=ing.get("workers"), address=ing.get("address"))
     new = sum(r["files_processed"] for r in out)
     cleaned = sum(r.get("text_cleaned", 0) for r in out)
     detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
@@ -272,7 +291,7 @@ def curate_stage(run: PipelineRun) -> tuple[str, str]:
     if run.state.get("curate") == _digest({"catalog": catalog_snapshot(run.ws), "settings": settings}):
         return "up to date", "catalog unchanged since the last curation" + _curation_report(run)
     s = run_curate(str(run.ws.root), runner=settings.get("runner", "processes"), workers=settings.get("workers"),
-                   crops=bool(settings.get("crops", True)), overrides=list(settings.get("overrides") or []))
+                   address=settings.get("address"), crops=bool(settings.get("crops", True)), overrides=list(settings.get("overrides") or []))
     run.curate_summary.update(s)
     run.state["curate"] = _digest({"catalog": catalog_snapshot(run.ws), "settings": settings})
     _save_state(run.ws, run.state)
@@ -308,7 +327,7 @@ def shards_stage(run: PipelineRun, sel: dict) -> tuple[str, str]:
                   include_excluded=bool(sel.get("include_excluded", False)),
                   evaluation=bool(sel.get("evaluation", False)), seed=int(sel.get("seed", 0)),
                   target_size=sel.get("target_size", "512MB"), samples_per_shard=sel.get("samples_per_shard"),
-                  max_side=sel.get("max_side", DEFAULT_MAX_SIDE), overwrite=True)
+                  max_side=sel.get("max_side", DEFAULT_MAX_SIDE), overwrite=True, codec=sel.get("codec"))
     run.manifests[sel["name"]] = r["manifest"]
     return ("done" if r["built"] else "up to date"), f"{r['samples']} samples in {r['shards']} shards"
 

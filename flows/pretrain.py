@@ -90,4 +90,5 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
     record_pretrain_run(ws, run, "finished", "completed" if done else "paused",
                         {**params, "steps": last.get("step"), "loss": last.get("loss"),
                          "backbone": str(path / "backbone.safetensors") if done else None})
-    return {**summary, "steps": last.get("step"), "loss": last.get("loss"), "completed": done}
+    collapse = [msg for row in rows for msg in row.get("collapse", [])]
+    return {**summary, "steps": last.get("step"), "loss": last.get("loss"), "completed": done, "collapse": collapse}

@@ -1,19 +1,46 @@
-"""Task runners by name (threads and processes locally, Dask or Ray where installed), and the one way flows map a
-task over many inputs."""
+"""Task runners by name (threads and processes locally, Dask or Ray where installed, a local cluster or one already
+running at `address`), and the one way flows map a task over many inputs."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+
+from catalog.errors import OrthoError
 
 if TYPE_CHECKING:
     from prefect.futures import PrefectFuture
 
 T = TypeVar("T")
 
+# what each cluster runner's --address looks like: a Dask scheduler's comm address, a Ray head's GCS address
+# (HOST:PORT) or its Ray Client address (ray://HOST:PORT)
+ADDRESS_FORMS = {"dask": (re.compile(r"^(tcp|tls|ucx|inproc)://[^\s/]+$"), "tcp://HOST:PORT"),
+                 "ray": (re.compile(r"^(ray://)?[A-Za-z0-9.\-\[\]:]+:\d+$"), "HOST:PORT or ray://HOST:PORT")}
 
-def build_task_runner(kind: str = "processes", workers: int | None = None):
+
+class RunnerError(OrthoError, ValueError):
+    """A runner or cluster address that cannot work; one line."""
+
+
+def check_address(kind: str, address: str | None) -> str | None:
+    """`address` if `kind` can attach to it (None: start a local cluster), else a RunnerError, before any flow."""
+    if address is None:
+        return None
+    if kind not in ADDRESS_FORMS:
+        raise RunnerError(f"--address attaches to a running cluster: it needs --runner dask or ray, not {kind}")
+    pattern, form = ADDRESS_FORMS[kind]
+    if not pattern.match(address):
+        raise RunnerError(f"--address {address!r}: a {kind} address looks like {form}")
+    return address
+
+
+def build_task_runner(kind: str = "processes", workers: int | None = None, address: str | None = None):
+    """`address`: a running Dask scheduler or Ray cluster to submit to (its workers, not `workers`, set the
+    parallelism); None starts a local one of `workers` processes."""
+    address = check_address(kind, address)
     workers = workers or os.cpu_count() or 1
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -27,15 +54,17 @@ def build_task_runner(kind: str = "processes", workers: int | None = None):
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
-            raise SystemExit("the dask runner needs prefect-dask: pip install prefect-dask") from None
+            raise RunnerError("the dask runner needs prefect-dask: pip install 'orthofoundation[dask]'") from None
+        if address:
+            return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
     if kind == "ray":
         try:
             from prefect_ray import RayTaskRunner
         except ImportError:
-            raise SystemExit("the ray runner needs prefect-ray: pip install prefect-ray") from None
-        return RayTaskRunner()
-    raise SystemExit(f"unknown task runner {kind!r}: threads, processes, dask or ray")
+            raise RunnerError("the ray runner needs prefect-ray: pip install 'orthofoundation[ray]'") from None
+        return RayTaskRunner(address=address) if address else RayTaskRunner()
+    raise RunnerError(f"unknown task runner {kind!r}: threads, processes, dask or ray")
 
 
 def prefect_map(submit: Callable[[T], PrefectFuture], items: Iterable[T],

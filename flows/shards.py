@@ -46,13 +46,14 @@ def _submit_shard(workspace: str, out_dir: Path, plan: ShardPlan):
 def build_shards_flow(workspace: str, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
                       seed: int = 0,
                       target_size: str | None = "512MB", samples_per_shard: int | None = None,
-                      overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE, wait_s: float = 0.0) -> dict:
+                      overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE, wait_s: float = 0.0,
+                      codec: str | None = None) -> dict:
     ws = Workspace.open(workspace)
     with ws.write_lock(wait_s):  # the writer's own lock is re-entrant: this one only adds the wait
         path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded,
                                                 evaluation=evaluation, seed=seed, target_size=target_size,
                                                 samples_per_shard=samples_per_shard, overwrite=overwrite,
-                                                max_side=max_side, map_shards=map_shards(str(ws.root)))
+                                                max_side=max_side, map_shards=map_shards(str(ws.root)), codec=codec)
     return {"manifest": str(path), "samples": manifest.samples, "shards": len(manifest.shards), "built": built}
 
 

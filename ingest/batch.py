@@ -77,44 +77,38 @@ class BatchResult:
 
 
 @lru_cache(maxsize=32)
-def _resolver(source_json: str) -> LabelResolver:
+def _resolver(source_json: str, private_dir: str) -> LabelResolver:
     source = Source(**json.loads(source_json))
+    options = source.storage_options(Path(private_dir))
 
     def read_text(name: str) -> str:
         path = name if os.path.isabs(name) else None
         if path:
             return Path(path).read_text(encoding="utf-8-sig")
-        return read_bytes(source.location, name, 64 << 20).decode("utf-8-sig")
+        return read_bytes(source.location, name, 64 << 20, options).decode("utf-8-sig")
 
     return LabelResolver(source, read_text)
 
 
-def label_resolver(source: Source) -> LabelResolver:
-    return _resolver(json.dumps(asdict(source), sort_keys=True))
+def label_resolver(source: Source, private_dir: Path) -> LabelResolver:
+    """`private_dir`: where file:NAME credentials are (workspace/private)."""
+    return _resolver(json.dumps(asdict(source), sort_keys=True), str(private_dir))
 
 
 def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None) -> BatchResult:
     """`limits` over the batch's own (the run's), over the defaults."""
-    if (ws.parts_dir / batch.part_id).exists():
-        return BatchResult()  # committed by an earlier attempt of this task
+    if (ws.parts_dir / batch.part_id).exists():  # committed by an earlier attempt (a worker lost after its commit)
+        return committed_result(ws, batch)
     limits = limits or batch.limits or Limits()
     source = load_sources(ws)[batch.source]
     pseudo = Pseudonymizer(ws.secret())
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
-    resolver = label_resolver(source)
+    resolver = label_resolver(source, ws.private_dir)
     now = dt.datetime.now(dt.timezone.utc)
     with open_reader(ws, source, [e.relpath for e in batch.entries]) as read:
         per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now, read)
                                    for entry in batch.entries])
-    result = BatchResult()
-    for entry, rows in zip(batch.entries, per_file):
-        result.files += 1
-        result.images += len(rows.occurrences)
-        result.cleaned += sum(bool(o["pixels_cleaned"]) for o in rows.occurrences)
-        result.bytes += entry.size
-        result.formats[rows.file["format"] or "none"] += 1
-        if rows.file["outcome"] == "quarantined":
-            result.quarantined[rows.file["reason"]] += 1
+    result = batch_result(batch, [r.file for r in per_file], [r.occurrences for r in per_file])
     files = [r.file for r in per_file]
     lineage, occurrences, labels = ([row for r in per_file for row in getattr(r, name)]
                                     for name in ("lineage", "occurrences", "labels"))
@@ -127,6 +121,33 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
         "labels": (labels, schema.LABEL),
     })
     return result
+
+
+def batch_result(batch: BatchSpec, files: list[dict], occurrences: list[list[dict]]) -> BatchResult:
+    """The counts of a batch from its file rows and each file's occurrence rows (in the batch's order)."""
+    result = BatchResult()
+    for entry, file, occ in zip(batch.entries, files, occurrences):
+        result.files += 1
+        result.images += len(occ)
+        result.cleaned += sum(bool(o["pixels_cleaned"]) for o in occ)
+        result.bytes += entry.size
+        result.formats[file["format"] or "none"] += 1
+        if file["outcome"] == "quarantined":
+            result.quarantined[file["reason"]] += 1
+    return result
+
+
+def committed_result(ws: Workspace, batch: BatchSpec) -> BatchResult:
+    """A committed batch's counts read back from its part, so that a retried task reports what the lost attempt
+    did (the run's summary still adds up to every file)."""
+    import pyarrow.parquet as pq
+
+    part = ws.parts_dir / batch.part_id
+    files = pq.read_table(part / "files.parquet", columns=["file_id", "format", "outcome", "reason"]).to_pylist()
+    by_file: dict[str, list[dict]] = {f["file_id"]: [] for f in files}
+    for o in pq.read_table(part / "occurrences.parquet", columns=["file_id", "pixels_cleaned"]).to_pylist():
+        by_file.setdefault(o["file_id"], []).append(o)
+    return batch_result(batch, files, [by_file[f["file_id"]] for f in files])
 
 
 @dataclass
@@ -143,7 +164,8 @@ def open_reader(ws: Workspace, source: Source, relpaths: list[str]) -> Iterator[
     retrieved from the source's PACS into memory over one connection (opened here, in the process that runs the
     batch; the client may fetch a few of the instances that follow in the same request)."""
     if not source.is_pacs:
-        yield lambda relpath, max_bytes: read_bytes(source.location, relpath, max_bytes)
+        options = source.storage_options(ws.private_dir)
+        yield lambda relpath, max_bytes: read_bytes(source.location, relpath, max_bytes, options)
         return
     from ingest.pacs.client import open_client
     from ingest.pacs.study import Instance

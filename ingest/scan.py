@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -23,10 +22,11 @@ class ScanEntry:
     size: int = 0
     mtime_ns: int = 0
     problem: str | None = None  # a quarantine reason found while listing
+    etag: str = ""  # an object's version id or ETag (object stores): what says its content changed
 
     @property
     def version(self) -> str:
-        return f"{self.size}-{self.mtime_ns}"
+        return f"{self.size}-{self.etag}" if self.etag else f"{self.size}-{self.mtime_ns}"
 
 
 class SourceUnavailable(OrthoError, OSError):
@@ -82,12 +82,19 @@ def _walk(path: str, rel: str, seen: set, skip: set[str]) -> Iterator[ScanEntry]
             yield ScanEntry(relpath, 0, st.st_mtime_ns, problem="not_regular_file")
 
 
-def scan_fsspec(url: str, skip: set[str] = frozenset()) -> Iterator[ScanEntry]:
+def scan_fsspec(url: str, skip: set[str] = frozenset(), storage_options: dict | None = None) -> Iterator[ScanEntry]:
+    """An object's version is its size and version id or ETag (a rewrite changes it even within the same second);
+    stores that give neither fall back to size and modification time."""
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     root = root.rstrip("/")
-    listing = fs.find(root, detail=True)
+    fs.invalidate_cache()  # a long-lived process (`ortho serve`) would read an older listing's ETags
+    try:
+        listing = fs.find(root, detail=True)
+    except OSError as e:  # refused keys, no such bucket, no answer: the message may hold the URL
+        raise SourceUnavailable(f"the source location cannot be listed ({type(e).__name__}); check its "
+                                "--credentials and `ortho sources list`") from None
     for path in sorted(listing):
         info = listing[path]
         if info.get("type") == "directory":
@@ -98,11 +105,12 @@ def scan_fsspec(url: str, skip: set[str] = frozenset()) -> Iterator[ScanEntry]:
         mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
         if hasattr(mtime, "timestamp"):
             mtime = mtime.timestamp()
-        etag = str(info.get("ETag") or info.get("etag") or "").encode()
-        yield ScanEntry(relpath, int(info.get("size") or 0), int(float(mtime) * 1e9) ^ zlib.crc32(etag))
+        etag = str(info.get("VersionId") or info.get("ETag") or info.get("etag") or "").strip('"')
+        yield ScanEntry(relpath, int(info.get("size") or 0), int(float(mtime) * 1e9), etag=etag)
 
 
-def scan(location: str, skip: set[str] = frozenset()) -> Iterator[ScanEntry]:
+def scan(location: str, skip: set[str] = frozenset(), storage_options: dict | None = None) -> Iterator[ScanEntry]:
+    """`storage_options`: what fsspec needs for a remote location (credentials), resolved by the caller."""
     if is_remote(location):
-        return scan_fsspec(location, skip)
+        return scan_fsspec(location, skip, storage_options)
     return scan_local(local_path(location), skip)

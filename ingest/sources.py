@@ -11,17 +11,19 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from catalog import vocab
 from catalog.errors import OrthoError
 from catalog.files import atomic_write, is_remote, local_path
 from catalog.workspace import Workspace
-from ingest.pacs.options import PacsOptions, is_pacs, parse_location
+from ingest.pacs.options import PacsOptions, is_pacs, is_secret_ref, parse_location, resolve_secret
 
 KINDS = ("internal", "public", "phantom")
 PATTERN_GROUPS = {"patient", "laterality", "split", "exam", "label", "plane", "view"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*@")  # s3://KEY:SECRET@bucket
+_KEYED_STORES = ("s3://", "s3a://")
 
 
 class SourceError(OrthoError, ValueError):
@@ -73,6 +75,7 @@ class Source:
     slice_axis: str = "auto"
     burned_in: str = "mask"  # burned-in text: mask | quarantine | off (ingest/text/screen.py)
     pacs: dict = field(default_factory=dict)  # a PACS source's options (ingest/pacs/options.py PacsOptions)
+    credentials: str | None = None  # an object store's keys: env:NAME | file:NAME holding ACCESS_KEY:SECRET_KEY
 
     def validate(self) -> "Source":
         if not _NAME.match(self.name):
@@ -99,7 +102,31 @@ class Source:
             self._validate_pacs()
         elif self.pacs:
             raise SourceError("PACS options (--query, --calling-ae, ...) need a dicomweb+http(s):// or dimse:// location")
+        self._validate_object_store()
         return self
+
+    def _validate_object_store(self) -> None:
+        if is_remote(self.location) and not self.is_pacs and _USERINFO.match(self.location):
+            raise SourceError("object store location: keys do not belong in the URL; use --credentials env:NAME "
+                              "or file:NAME")
+        if self.credentials is None:
+            return
+        if not self.location.startswith(_KEYED_STORES):
+            raise SourceError("--credentials for a folder or URL source needs an s3:// location (a PACS's go with "
+                              "its other options)")
+        if not is_secret_ref(self.credentials):
+            raise SourceError("--credentials: expected env:NAME or file:NAME (a file in workspace/private/credentials)")
+
+    def storage_options(self, private_dir: Path) -> dict:
+        """fsspec's options for this source's URL: its keys, read here, in the process that opens it (never passed
+        along); none for a store reached with the environment's own (AWS_* variables, an instance role)."""
+        value = resolve_secret(self.credentials, private_dir, "--credentials")
+        if value is None:
+            return {}
+        key, sep, secret = value.partition(":")
+        if not sep or not key or not secret:
+            raise SourceError(f"source {self.name!r}: --credentials holds no ACCESS_KEY:SECRET_KEY pair")
+        return {"key": key, "secret": secret}
 
     def _validate_pacs(self) -> None:
         if self.labels or self.path_pattern:

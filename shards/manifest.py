@@ -35,6 +35,7 @@ class Manifest:
     counts: dict = field(default_factory=dict)
     evaluation: bool = False
     resample: dict = field(default_factory=dict)  # {max_side, filter, images_reduced, min_factor}; {}: as stored
+    codec: dict = field(default_factory=lambda: {"name": "png", "ext": "png"})  # shards/codecs.py; older sets: png
     unreadable: dict = field(default_factory=dict)  # reason -> selected images left out: the store could not give them
     schema_version: int = MANIFEST_VERSION
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from shards.decode import decode_payload
+from shards.codecs import decode_sample_pixels, payload, payload_shape
 from shards.manifest import Manifest, shard_urls
 
 
@@ -38,15 +38,24 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 def decode_sample(sample: dict) -> dict:
-    """Exact decode: 16-bit PNG stays uint16 (webdataset's image decoders would drop to 8 bits)."""
-    return {"__key__": sample["__key__"], "image": decode_payload(sample["png"]), "meta": json.loads(sample["json"])}
+    """Exact decode of the payload, whatever its codec (shards/codecs.py): 16-bit stays uint16 (webdataset's image
+    decoders would drop to 8 bits)."""
+    return {"__key__": sample["__key__"], "image": decode_sample_pixels(sample), "meta": json.loads(sample["json"])}
+
+
+def payload_sample(sample: dict) -> dict:
+    """The payload left compressed, for decoding on the training device (shards/device_decode.py); its size is read
+    from its header."""
+    codec, data = payload(sample)
+    return {"__key__": sample["__key__"], "payload": data, "ext": codec.ext, "shape": payload_shape(codec.ext, data),
+            "meta": json.loads(sample["json"])}
 
 
 class ShardStream(torch.utils.data.IterableDataset):
     def __init__(self, manifest: str, *, base: str | None = None, shuffle_buffer: int = 1000, seed: int = 0,
                  transform: Callable[[dict], Any] | None = None, batch_size: int | None = None,
                  collate: Callable[[list], Any] | None = None, rank: int | None = None, world_size: int | None = None,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, decode: bool = True):
         self.manifest_path = str(manifest)
         self.manifest = Manifest.read(self.manifest_path)
         self.urls = shard_urls(self.manifest_path, self.manifest, base)
@@ -56,6 +65,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         # Resolved here, in the training process: DataLoader workers have no process group.
         self._rank, self._world = _rank_world(rank, world_size)
         self.num_workers = num_workers  # readers per rank; set it to the DataLoader's num_workers
+        self.decode = decode  # False: samples keep their compressed payload (payload_sample)
         self.epoch, self.step = 0, 0
 
     def set_epoch(self, epoch: int, step: int = 0) -> None:
@@ -104,7 +114,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100),
                         rng=random.Random(hash((self.seed, self.epoch, reader)) & 0xFFFFFFFF)),
             _slice(skip, cap),
-            wds.map(decode_sample),
+            wds.map(decode_sample if self.decode else payload_sample),
         ]
         if self.transform is not None:
             stages.append(wds.map(self.transform))
@@ -114,7 +124,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
 
 def read_tar_samples(src: Iterator[dict]) -> Iterator[dict]:
-    """Shard urls -> samples {"__key__", "png", "json", "__url__"}.
+    """Shard urls -> samples {"__key__", "png" or "j2c", "json", "__url__"}.
 
     The shards are plain USTAR archives written by shards.writer, so headers are parsed directly
     (name, size, type) instead of through `tarfile`, which costs about as much as decoding a

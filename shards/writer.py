@@ -4,7 +4,8 @@ A shard set is built in a hidden temporary folder and published with one rename,
 killed build leaves nothing that looks like a shard set. Tars are byte-for-byte deterministic:
 fixed order, mtime 0, uid/gid 0, no user names; PNG payloads are the store's bytes as they are,
 except that a set built with `max_side` carries images larger than that reduced once, at their
-depth (shards/resample.py).
+depth (shards/resample.py). A set built with another codec (shards/codecs.py: htj2k) carries each
+image re-encoded losslessly, checked bit-exact against the pixels before it is written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from catalog.files import atomic_path, file_sha256
 from catalog.ids import token
 from catalog.pixels import encode_png
 from catalog.workspace import Workspace
+from shards.codecs import get_codec
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
 from shards.readable import readable_records
@@ -53,19 +55,20 @@ class ShardPlan:
     index: int
     records: list[dict]
     max_side: int | None = None  # reduce larger images to this longer side (None: as stored)
+    codec: str = "png"  # payload codec (shards/codecs.py)
 
     @property
     def file(self) -> str:
         return f"shard-{self.index:06d}.tar"
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"index": self.index, "records": self.records, "max_side": self.max_side},
-                                   default=str))
+        path.write_text(json.dumps({"index": self.index, "records": self.records, "max_side": self.max_side,
+                                    "codec": self.codec}, default=str))
 
     @classmethod
     def load(cls, path: Path) -> "ShardPlan":
         d = json.loads(Path(path).read_text())
-        return cls(d["index"], d["records"], d.get("max_side"))
+        return cls(d["index"], d["records"], d.get("max_side"), d.get("codec", "png"))
 
 
 def shard_sets_dir(ws: Workspace) -> Path:
@@ -124,7 +127,8 @@ def write_shard(store_root: Path, plan: ShardPlan, out_dir: Path) -> ShardEntry:
                 meta = rec
                 if plan.max_side:
                     png, meta = _fit(png, rec, plan.max_side)
-                _add(tar, f"{key}.png", png)
+                ext, data = _encoded(png, plan.codec, key)
+                _add(tar, f"{key}.{ext}", data)
                 _add(tar, f"{key}.json", sample_json(meta))
     return ShardEntry(plan.file, len(plan.records), final.stat().st_size, file_sha256(final))
 
@@ -138,6 +142,19 @@ def _fit(png: bytes, rec: dict, max_side: int) -> tuple[bytes, dict]:
     small = fit_max_side(pixels, max_side)
     meta = resampled_meta({**rec, "rows": pixels.shape[0], "cols": pixels.shape[1]}, *small.shape)
     return (png if small is pixels else encode_png(small)), meta
+
+
+def _encoded(png: bytes, codec_name: str, key: str) -> tuple[str, bytes]:
+    """(extension, payload): the PNG as it is, or the pixels re-encoded and decoded back to prove them exact."""
+    codec = get_codec(codec_name)
+    if codec.name == "png":
+        return codec.ext, png
+    pixels = decode_payload(png)
+    data = codec.encode(pixels)
+    back = codec.decode(data)
+    if back.dtype != pixels.dtype or not np.array_equal(back, pixels):
+        raise ShardError(f"image {key}: the {codec.name} encoder did not round-trip its pixels exactly")
+    return codec.ext, data
 
 
 def counts(records: list[dict]) -> dict:
@@ -159,17 +176,20 @@ def resample_summary(records: list[dict], max_side: int | None) -> dict:
 def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: bool = False, evaluation: bool = False,
                     seed: int = 0,
                     target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
-                    max_side: int | None = DEFAULT_MAX_SIDE, map_shards=None) -> tuple[Path, Manifest, bool]:
+                    max_side: int | None = DEFAULT_MAX_SIDE, map_shards=None,
+                    codec: str | None = None) -> tuple[Path, Manifest, bool]:
     """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built).
 
-    `max_side`: images whose longer side exceeds it are reduced to it (None or 0: every image as stored)."""
+    `max_side`: images whose longer side exceeds it are reduced to it (None or 0: every image as stored).
+    `codec`: the payload codec, png or htj2k (shards/codecs.py; None: the default)."""
+    codec_info = get_codec(codec).describe()
     with ws.write_lock():
         return _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite,
-                      max_side or None, map_shards)
+                      max_side or None, map_shards, codec_info)
 
 
 def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
-           map_shards):
+           map_shards, codec_info):
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
     if max_side is not None and max_side < 16:
@@ -187,11 +207,12 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     if (final / "manifest.json").exists():
         old = Manifest.read(final / "manifest.json")
         same = old.selection_sha256 == digest and old.seed == seed
-        if same and old.resample.get("max_side") == max_side:
+        same_codec = old.codec.get("name") == codec_info["name"]
+        if same and old.resample.get("max_side") == max_side and same_codec:
             return final / "manifest.json", old, False
         if not overwrite:
-            what = (f"at another resolution (max side {old.resample.get('max_side') or 'as stored'})" if same
-                    else "with another selection")
+            what = ("with another selection" if not same else f"with codec {old.codec.get('name')}" if not same_codec
+                    else f"at another resolution (max side {old.resample.get('max_side') or 'as stored'})")
             raise ShardError(f"shard set {name!r} exists {what}; choose a new name or pass --overwrite")
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -204,6 +225,8 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     try:
         plans = plan_shards(records, ws.root, seed, parse_size(target_size) if target_size and not samples_per_shard else None,
                             samples_per_shard, max_side)
+        for plan in plans:
+            plan.codec = codec_info["name"]
         run = map_shards or (lambda items, out: [write_shard(ws.root, p, out) for p in items])
         entries = sorted(run(plans, build), key=lambda e: e.file)
         for leftover in build.glob(".*"):
@@ -213,7 +236,7 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
             include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
             catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records),
-            resample=resample_summary(records, max_side), unreadable=unreadable.counts())
+            resample=resample_summary(records, max_side), codec=codec_info, unreadable=unreadable.counts())
         manifest.write(build / "manifest.json")
         if final.exists():
             trash = root / f".{name}.old-{token()}"

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if ctx.is_main:
         print(f"run {summary['run_id']}: {summary['steps']} steps; backbone {summary.get('backbone', 'not yet')}")
+        for message in summary.get("collapse", []):
+            print(f"collapsed: {message}", file=sys.stderr)
     return 0
 
 

@@ -99,7 +99,11 @@ class CropPlan:
     """sample {"__key__", "image": [H, W]} -> {"__key__", "image", "params": [n, len(PARAMS)], "noise_seed"}.
 
     The loader's half of either crop path: the image's robust window and every random draw, from a generator
-    seeded by (seed, epoch, image key). Cheap: the pixels are only sampled for the window."""
+    seeded by (seed, epoch, image key). Cheap: the pixels are only sampled for the window.
+
+    A sample still compressed ({"__key__", "payload", "ext", "shape"}: decoded later on the training device) gets
+    the same draws with its window relative to a robust range of [0, 1]; training/device_crops.py turns it into
+    levels once the pixels are there (`relative_window`). Only the window depends on the pixels."""
 
     def __init__(self, crops: dict, seed: int = 0):
         self.c, self.seed, self.epoch = crops, seed, 0
@@ -110,6 +114,10 @@ class CropPlan:
     def __call__(self, sample: dict) -> dict:
         key = sample["__key__"]
         rng = np.random.default_rng(_seed(self.seed, self.epoch, key))
+        if "payload" in sample:
+            params = draw_crop_params(rng, *sample["shape"], 0.0, 1.0, self.c)
+            return {"__key__": key, "payload": sample["payload"], "ext": sample["ext"], "shape": sample["shape"],
+                    "params": params, "noise_seed": int(rng.integers(2**62))}
         image = luminance(sample["image"])
         lo, hi = robust_range(image)
         params = draw_crop_params(rng, image.shape[0], image.shape[1], lo, hi, self.c)
@@ -216,6 +224,8 @@ class CollatePlans(CollateCrops):
     "masks": [G*B, P] bool}: one tensor of pixels, so it travels through shared memory and pinned memory at once."""
 
     def __call__(self, samples: list[dict]) -> dict:
+        if "payload" in samples[0]:
+            return self._compressed(samples)
         keys = [s["__key__"] for s in samples]
         sizes = np.array([s["image"].shape[:2] for s in samples], dtype=np.int64)
         images = torch.zeros((len(samples), *sizes.max(0)), dtype=torch.uint16)
@@ -228,3 +238,13 @@ class CollatePlans(CollateCrops):
         return {"keys": keys, "images": images, "sizes": torch.from_numpy(sizes), "params": params,
                 "noise_seeds": torch.tensor([s["noise_seed"] for s in samples], dtype=torch.int64),
                 "masks": self.masks(keys, N_GLOBAL * len(samples))}
+
+    def _compressed(self, samples: list[dict]) -> dict:
+        """Payloads still compressed: {"keys", "payloads": [B] bytes, "exts": [B], "sizes", "params" (windows
+        relative to each image's robust range), "noise_seeds", "masks", "relative_window": True}."""
+        keys = [s["__key__"] for s in samples]
+        return {"keys": keys, "payloads": [s["payload"] for s in samples], "exts": [s["ext"] for s in samples],
+                "sizes": torch.tensor([s["shape"] for s in samples], dtype=torch.int64),
+                "params": torch.from_numpy(np.stack([s["params"] for s in samples])),
+                "noise_seeds": torch.tensor([s["noise_seed"] for s in samples], dtype=torch.int64),
+                "masks": self.masks(keys, N_GLOBAL * len(samples)), "relative_window": True}

@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "crops": {
         "device": "loader",  # loader: crops cut in the loader workers | gpu: workers decode, crops cut batched on
         #                      the training device (training/device_crops.py; docs/training.md, "Input pipeline")
+        "decode": "auto",  # with device=gpu, where payloads are decoded: workers (CPU) | device (handed over
+        #                    compressed: nvImageCodec on CUDA) | auto: device for HTJ2K sets when nvImageCodec and CUDA
+        #                    are there, else workers (docs/training.md, "GPU decode")
         "global_size": 224,
         "local_size": 96,
         "local_crops": 8,
@@ -94,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
         "tensorboard": True,
         "collapse_std": 0.2,  # warn when the CLS embedding std (x sqrt(dim)) falls below this
         "collapse_entropy": 0.05,  # warn when the teacher's batch entropy falls below this fraction of log(K)
+        "collapse_uniform": 0.98,  # warn when teacher entropy and DINO/iBOT loss stay at this fraction of log(K)
     },
 }
 
@@ -136,7 +140,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def _validate(cfg: dict) -> None:
     choices = {"loss.centering": ("center", "sinkhorn"), "optim.schedule": ("cosine", "constant"),
                "train.precision": ("auto", "bf16", "fp32"), "train.parallel": ("ddp", "fsdp"),
-               "train.device": ("auto", "cuda", "cpu"), "crops.device": ("loader", "gpu")}
+               "train.device": ("auto", "cuda", "cpu"), "crops.device": ("loader", "gpu"),
+               "crops.decode": ("auto", "workers", "device")}
     for key, allowed in choices.items():
         section, name = key.split(".")
         if cfg[section][name] not in allowed:

@@ -10,6 +10,7 @@ import torch
 
 from catalog.errors import OrthoError
 from catalog.files import file_sha256, is_remote, local_path
+from shards.device_decode import gpu_decode_available
 from shards.manifest import Manifest, shard_urls
 from shards.reader import ShardStream
 from training.augment import CollateCrops, CollatePlans, CropPlan, MultiCrop
@@ -61,8 +62,21 @@ def check_manifest(path: str | Path, verify: bool = True) -> ManifestInfo:
                         dict(getattr(manifest, "counts", None) or {}))
 
 
+def decode_on_device(crops: dict, codec: dict, device: torch.device | str | None) -> bool:
+    """Whether the workers hand payloads over compressed, for training/device_crops.py to decode (crops.decode)."""
+    mode = crops["decode"]
+    if mode == "device" and crops["device"] != "gpu":
+        raise TrainingError("crops.decode=device needs crops.device=gpu (the crops are cut where the pixels are)")
+    if mode == "workers" or crops["device"] != "gpu":
+        return False
+    if mode == "device":
+        return True
+    return (codec.get("name") == "htj2k" and device is not None and torch.device(device).type == "cuda"
+            and gpu_decode_available())
+
+
 def build_stream(cfg: dict, manifest: str, mean: float, std: float, patch_size: int, rank: int | None = None,
-                 world_size: int | None = None) -> ShardStream:
+                 world_size: int | None = None, device: torch.device | str | None = None) -> ShardStream:
     t, c, loss = cfg["train"], cfg["crops"], cfg["loss"]
     if c["global_size"] % patch_size:
         raise TrainingError(f"crops.global_size {c['global_size']} is not a multiple of the patch size {patch_size}")
@@ -74,6 +88,7 @@ def build_stream(cfg: dict, manifest: str, mean: float, std: float, patch_size: 
     stream = ShardStream(manifest, shuffle_buffer=t["shuffle_buffer"], seed=t["seed"], transform=transform,
                          batch_size=cfg["optim"]["batch_size"], collate=collate, rank=rank, world_size=world_size,
                          num_workers=t["num_workers"])
+    stream.decode = not decode_on_device(c, stream.manifest.codec, device)
     if len(stream) == 0:
         raise TrainingError(f"manifest {Path(manifest).name} holds {stream.manifest.samples} images: fewer than one "
                             f"batch of {cfg['optim']['batch_size']} per reader; lower optim.batch_size or "

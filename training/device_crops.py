@@ -12,6 +12,10 @@ uint16 pixels; here the crops are made with batched torch ops, the same on CUDA 
 
 On CPU the output equals the loader path's to float rounding (tests/training/test_device_crops.py); on CUDA the
 noise comes from CUDA's generator, so crops agree in distribution.
+
+A batch may also arrive still compressed (crops.decode, training/data.py): it is decoded here on the device
+(shards/device_decode.py: nvImageCodec on CUDA, else the CPU codec), each image's robust window is measured from
+the decoded pixels as catalog.pixels.robust_range measures it, and the plan's relative windows become levels.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from shards.device_decode import BatchDecoder
 from training.augment import (BLUR_SIGMA, FLIP, GAMMA, HEIGHT, LEFT, N_GLOBAL, NOISE_STD, TOP, WIDTH, WINDOW_HI,
                               WINDOW_LO, crop_noise)
 
@@ -72,13 +77,49 @@ def _as_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.view(torch.int16).float().remainder_(65536)
 
 
+def device_robust_range(images: torch.Tensor, sizes: torch.Tensor, samples: int = 65536) -> torch.Tensor:
+    """[B, H, W] uint16 padded images, [B, 2] their sizes -> [B, 2] float64 (lo, hi) on the CPU: per image what
+    catalog.pixels.robust_range gives (the same strided subsample, linear-interpolated percentiles)."""
+    q = torch.tensor([0.005, 0.995, 0.0, 1.0], device=images.device)
+    steps = [(h, w, max(1, int(math.sqrt(h * w / samples)))) for h, w in sizes.tolist()]
+    found = torch.stack([torch.quantile(_as_float(img[:h:s, :w:s]).flatten(), q)
+                         for img, (h, w, s) in zip(images, steps)]).tolist()  # one wait for the device per batch
+    out = []
+    for lo, hi, low, high in found:
+        if hi <= lo:
+            lo, hi = low, high
+        out.append((lo, max(hi, lo + 1.0)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def absolute_windows(params: torch.Tensor, ranges: torch.Tensor) -> torch.Tensor:
+    """[B, C, P] plans with windows relative to [0, 1] -> the same plans with windows in each image's levels."""
+    lo, span = ranges[:, :1], ranges[:, 1:] - ranges[:, :1]
+    out = params.clone()
+    out[..., WINDOW_LO] = lo + span * params[..., WINDOW_LO]
+    out[..., WINDOW_HI] = lo + span * params[..., WINDOW_HI]
+    return out
+
+
 class DeviceCrops:
     """A CollatePlans batch -> the batch CollateCrops gives ({"keys", "global", "local", "masks"}), on `device`."""
 
     def __init__(self, crops: dict, mean: float, std: float, device: torch.device | str = "cpu"):
         self.c, self.mean, self.std, self.device = crops, float(mean), float(std), torch.device(device)
+        self.decoder: BatchDecoder | None = None  # made on the first compressed batch
+
+    def decoded(self, batch: dict) -> dict:
+        """A compressed batch (CollatePlans of payload samples) -> the batch CollatePlans gives of decoded ones."""
+        if self.decoder is None:
+            self.decoder = BatchDecoder(self.device)
+        images = self.decoder(batch["payloads"], batch["exts"])
+        params = absolute_windows(batch["params"], device_robust_range(images, batch["sizes"]))
+        rest = {k: v for k, v in batch.items() if k not in ("payloads", "exts", "relative_window")}
+        return {**rest, "images": images, "params": params}
 
     def __call__(self, batch: dict) -> dict:
+        if batch.get("relative_window"):
+            batch = self.decoded(batch)
         params, seeds = batch["params"], batch["noise_seeds"].tolist()
         images = batch["images"].to(self.device, non_blocking=True)
         c = self.c

@@ -29,32 +29,65 @@ def collapse_stats(teacher_probs: torch.Tensor, student_cls: torch.Tensor) -> di
 
 
 class CollapseWatch:
-    """Warn (once per kind) when the embedding std or the teacher's batch entropy say collapse.
+    """Warn (once per kind) when the run's own metrics say a head or the embedding has collapsed.
 
-    DINOv3's layer-scale init (1e-5) gives every image nearly the same CLS token at first, so a
-    low std is only a collapse when it falls after having risen, or when it never rises by
-    `patience` steps; the batch entropy is checked after `grace` steps."""
+    Three kinds:
+    - `std`: the CLS embedding std falls (every image maps to one point). DINOv3's layer-scale init (1e-5)
+      gives every image nearly the same CLS token at first, so a low std is only a collapse when it falls
+      after having risen, or when it never rises by `patience` steps.
+    - `entropy`: the teacher's batch entropy falls after `grace` steps (a few prototypes take every image).
+    - `uniform` / `ibot_uniform`: the teacher's output is uniform for every image (per-sample entropy near
+      log K) and the DINO (iBOT) loss sits at its uniform value ln K: the head has stopped carrying any
+      information. Every run starts near this plateau, so it is a collapse when the run returns to it after
+      having left it (past `grace`), or is still on it at `patience`.
+    """
 
-    def __init__(self, min_std: float, min_batch_entropy: float, grace_steps: int = 0, patience: int = 0):
+    LEFT_PLATEAU = 0.9  # a per-sample entropy below this fraction of log K: the head has said something
+
+    def __init__(self, min_std: float, min_batch_entropy: float, grace_steps: int = 0, patience: int = 0,
+                 max_entropy: float = 0.98, prototypes: int | None = None, ibot_prototypes: int | None = None):
         self.min_std, self.min_entropy, self.grace, self.patience = min_std, min_batch_entropy, grace_steps, patience
+        self.max_entropy, self.prototypes, self.ibot_prototypes = max_entropy, prototypes, ibot_prototypes
         self.max_std = 0.0
-        self.warned: set[str] = set()
+        self.left_plateau = False
+        self.warned: dict[str, str] = {}
 
     def check(self, step: int, stats: dict[str, float]) -> list[str]:
-        std = stats["cls_std"]
-        self.max_std = max(self.max_std, std) if math.isfinite(std) else self.max_std
-        found = []
-        if std < self.min_std and (self.max_std >= 2 * self.min_std or step >= self.patience):
-            found.append(("std", f"step {step}: CLS embedding std {std:.3f} (x sqrt(dim)) is below "
-                                 f"{self.min_std}: the student may be collapsing to one point"))
+        found = [*self._std(step, stats), *self._uniform(step, stats)]
         if step >= self.grace and stats["teacher_batch_entropy"] < self.min_entropy:
             found.append(("entropy", f"step {step}: teacher batch entropy {stats['teacher_batch_entropy']:.3f} of "
                                      f"log K: a few prototypes take every image (collapse)"))
-        new = [msg for kind, msg in found if kind not in self.warned]
-        self.warned.update(kind for kind, _ in found)
-        for msg in new:
+        new = [(kind, msg) for kind, msg in found if kind not in self.warned]
+        self.warned.update(new)
+        for _, msg in new:
             log.warning(msg)
-        return new
+        return [msg for _, msg in new]
+
+    def _std(self, step: int, stats: dict[str, float]) -> list[tuple[str, str]]:
+        std = stats["cls_std"]
+        self.max_std = max(self.max_std, std) if math.isfinite(std) else self.max_std
+        if std < self.min_std and (self.max_std >= 2 * self.min_std or step >= self.patience):
+            return [("std", f"step {step}: CLS embedding std {std:.3f} (x sqrt(dim)) is below "
+                            f"{self.min_std}: the student may be collapsing to one point")]
+        return []
+
+    def _uniform(self, step: int, stats: dict[str, float]) -> list[tuple[str, str]]:
+        entropy = stats.get("teacher_entropy", float("nan"))
+        if not math.isfinite(entropy):
+            return []
+        self.left_plateau |= entropy < self.LEFT_PLATEAU
+        due = (self.left_plateau and step >= self.grace) or step >= self.patience
+        if entropy < self.max_entropy or not due:
+            return []
+        found = []
+        for kind, loss, k, head in (("uniform", "dino", self.prototypes, "DINO"),
+                                    ("ibot_uniform", "ibot", self.ibot_prototypes, "iBOT")):
+            ratio = stats.get(loss, float("nan")) / math.log(k) if k and k > 1 else float("nan")
+            if ratio >= self.max_entropy:
+                found.append((kind, f"step {step}: the {head} head has collapsed to a uniform output ({loss} loss "
+                                    f"{stats[loss]:.3f} = {ratio:.3f} x ln {k}, teacher entropy {entropy:.3f} of "
+                                    "log K): it learns nothing"))
+        return found
 
 
 class MetricsWriter:

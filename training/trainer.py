@@ -139,7 +139,9 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
         log.info("%s", report)
     stream = build_stream(cfg, run["manifest"], learner.student_module.spec.mean[0],
                           learner.student_module.spec.std[0], learner.student_module.spec.patch_size,
-                          rank=ctx.rank, world_size=ctx.world_size)
+                          rank=ctx.rank, world_size=ctx.world_size, device=ctx.device)
+    if not stream.decode and ctx.is_main:
+        log.info("payloads are decoded on %s (crops.decode=%s)", ctx.device, cfg["crops"]["decode"])
     schedules = build_schedules(cfg)
     position = {"step": 0, "epoch": 0, "step_in_epoch": 0}
     ckpt = load_checkpoint(run_dir)
@@ -151,8 +153,11 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
         clear_partial(run_dir)
     start_step = position["step"]
     metrics = MetricsWriter(run_dir, t["tensorboard"], resume_step=start_step) if ctx.is_main else None
+    head = cfg["head"]
     watch = CollapseWatch(t["collapse_std"], t["collapse_entropy"], grace_steps=min(100, t["steps"] // 10),
-                          patience=max(t["steps"] // 2, 1))
+                          patience=max(t["steps"] // 2, 1), max_entropy=t["collapse_uniform"],
+                          prototypes=head["prototypes"],
+                          ibot_prototypes=head["prototypes"] if head["shared"] else head["ibot_prototypes"])
     try:
         summary = _loop(learner, stream, schedules, position, cfg, ctx, run_dir, metrics, watch, show_progress,
                         min(until or t["steps"], t["steps"]))
@@ -217,7 +222,9 @@ def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, 
                 if ctx.device.type == "cuda":
                     values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
                 values.update(step=step, epoch=position["epoch"])
-                watch.check(step, values)
+                collapsed = watch.check(step, values)
+                if collapsed:
+                    values["collapse"] = collapsed  # in metrics.jsonl: read back by whoever launched the run
                 if metrics is not None:
                     metrics.write(values)
                 last = values
@@ -232,7 +239,7 @@ def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, 
             position["step_in_epoch"] = 0
     progress.close()
     return {"steps": position["step"], "epochs": position["epoch"] + 1, "last": last,
-            "collapse_warnings": sorted(watch.warned)}
+            "collapse_warnings": sorted(watch.warned), "collapse": list(watch.warned.values())}
 
 
 class _Progress:

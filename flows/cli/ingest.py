@@ -11,6 +11,7 @@ from rich.table import Table
 from catalog.status import run_file_counts
 from catalog.workspace import Workspace
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace, progress_bars, setup_logging
+from flows.runners import check_address
 from flows.server import one_prefect_server
 
 
@@ -19,6 +20,8 @@ def ingest(
     batch_size: int = typer.Option(64, help="Files per Prefect task"),
     runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
+    address: Optional[str] = typer.Option(None, help="A running cluster to use: tcp://HOST:PORT (--runner dask) or "
+                                                     "HOST:PORT (--runner ray) [default: start a local one]"),
     retry_quarantined: bool = typer.Option(False, help="Read quarantined files again"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
     burned_in: Optional[str] = typer.Option(None, help="This run's burned-in text policy (mask, quarantine, off) "
@@ -31,13 +34,14 @@ def ingest(
     ws = open_workspace(workspace)
     if burned_in:
         check_burned_in(burned_in)
+    check_address(runner, address)
     run_ingest(ws, names or None, batch_size=batch_size, runner=runner, workers=workers,
-               retry_quarantined=retry_quarantined, wait=wait, burned_in=burned_in)
+               retry_quarantined=retry_quarantined, wait=wait, burned_in=burned_in, address=address)
 
 
 def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, runner: str = "processes",
                workers: int | None = None, retry_quarantined: bool = False, wait: float = 0.0,
-               burned_in: str | None = None) -> list[dict]:
+               burned_in: str | None = None, address: str | None = None) -> list[dict]:
     from flows import ingest as ingest_flows
     from ingest.sources import load_sources
 
@@ -54,7 +58,8 @@ def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, run
             s.source, s.result.files, s.files_seen - s.files_skipped, images=s.result.images,
             quarantined=sum(s.result.quarantined.values())))
         results = ingest_flows.ingest_flow(str(ws.root), names, batch_size=batch_size, runner=runner, workers=workers,
-                                           retry_quarantined=retry_quarantined, wait_s=wait, burned_in=burned_in)
+                                           retry_quarantined=retry_quarantined, wait_s=wait, burned_in=burned_in,
+                                           address=address)
     print_ingest_summary(ws, results)
     err.print(f"log: {log_path}")
     return results

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, setup_logging
@@ -56,10 +57,13 @@ def print_pretrain_summary(s: dict) -> None:
     for key in ("dino", "ibot", "koleo", "gram", "images_per_s", "teacher_batch_entropy", "cls_std"):
         if key in last:
             t.add_row(key, f"{last[key]:.4g}")
-    if s.get("collapse_warnings"):
-        t.add_row("collapse warnings", ", ".join(s["collapse_warnings"]))
     t.add_row("backbone", str(run_dir / "backbone.safetensors") if s.get("completed") else
               f"not yet: continue with ortho pretrain --resume {run_dir}")
     if (run_dir / "losses.png").exists():
         t.add_row("loss curves", str(run_dir / "losses.png"))
     console.print(t)
+    for message in s.get("collapse") or []:
+        console.print(f"[bold red]collapsed:[/] {escape(message)}", highlight=False)
+    if s.get("collapse"):
+        console.print("the backbone of a collapsed run is not worth evaluating: fewer prototypes (head.prototypes), "
+                      "loss.centering=sinkhorn, a larger optim.batch_size or a lower optim.lr (docs/training.md)")

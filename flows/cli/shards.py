@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+from shards.codecs import CODECS, DEFAULT_CODEC
 from shards.resample import DEFAULT_MAX_SIDE
 
 
@@ -22,22 +23,35 @@ def shards_build(
     seed: int = typer.Option(0, help="Seed of the sample order"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Reduce images whose longer side exceeds this "
                                  "(antialiased, at their bit depth; the store keeps full size); 0: as stored"),
+    codec: str = typer.Option(DEFAULT_CODEC, help=f"Payload codec: {' or '.join(CODECS)} (lossless, at the image's "
+                              "depth; htj2k: .j2c HTJ2K codestreams, GPU-decodable; docs/training.md)"),
     overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
     runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    out: Optional[str] = typer.Option(None, "--out", help="Also copy the set there: a folder or s3://bucket/sets/NAME "
+                                                         "(tars first, manifest last; keys from AWS_* variables)"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
     from flows.shards import run_build
+    from shards.codecs import get_codec
 
+    get_codec(codec)  # a mistyped codec fails here, before a flow run starts
     ws = open_workspace(workspace)
     with err.status(f"building shard set {name}"):
         result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
                            evaluation=evaluation, seed=seed, target_size=target_size,
-                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait)
+                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait,
+                           codec=codec)
     verb = "built" if result["built"] else "up to date:"
     console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
+    if out:
+        from shards.publish import publish_shard_set
+
+        with err.status(f"copying shard set {name} to --out"):
+            where, copied = publish_shard_set(Path(result["manifest"]), out)
+        console.print(f"{'copied' if copied else 'up to date:'} {where}")
     show_manifest(Path(result["manifest"]))
 
 
@@ -45,9 +59,10 @@ def shards_list(workspace: WorkspaceOpt = None) -> None:
     """Shard sets of the workspace."""
     from shards.writer import list_shard_sets
 
-    t = Table("name", "samples", "shards", "MB", "created", "query", title="shard sets")
+    t = Table("name", "samples", "shards", "MB", "codec", "created", "query", title="shard sets")
     for m in list_shard_sets(open_workspace(workspace)):
-        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.created, m.query)
+        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.codec.get("name", "png"),
+                  m.created, m.query)
     console.print(t)
 
 
@@ -65,19 +80,25 @@ def _manifest_path(manifest: Path, workspace: Optional[Path]) -> Path:
     return manifest
 
 
-def shards_verify(manifest: Path = typer.Argument(..., help="A manifest.json, or the name of a shard set of the workspace"),
+def shards_verify(manifest: str = typer.Argument(..., help="A manifest.json (a path or s3://.../manifest.json), or the "
+                                                    "name of a shard set of the workspace"),
                   no_decode: bool = typer.Option(False, help="Checksums and counts only"),
                   workspace: WorkspaceOpt = None) -> None:
-    """Re-hash every shard, check sample counts, decode every sample. Exit 1 on any problem."""
+    """Re-hash every shard (streamed, from a folder or an object store), check sample counts, decode every sample.
+    Exit 1 on any problem."""
+    from catalog.files import is_remote
     from shards.verify import verify
 
-    manifest = _manifest_path(manifest, workspace)
-    problems = verify(manifest, decode=not no_decode)
+    where = manifest if is_remote(manifest) else _manifest_path(Path(manifest), workspace)
+    try:
+        problems = verify(where, decode=not no_decode)
+    except FileNotFoundError:
+        fail(f"no manifest at {manifest}")
     for p in problems:
         err.print(f"[red]bad shard[/red] {p}")
     if problems:
         raise typer.Exit(1)
-    console.print(f"ok: every shard of {manifest.parent.name} matches its manifest")
+    console.print(f"ok: every shard of {str(where).rstrip('/').rsplit('/', 2)[-2]} matches its manifest")
 
 
 def shards_show(manifest: Path = typer.Argument(..., help="A manifest.json, or the name of a shard set of the workspace"),
@@ -97,6 +118,8 @@ def show_manifest(path: Path) -> None:
     r = m.resample
     console.print(f"resolution: longer side at most {r['max_side']} px ({r['images_reduced']} images reduced, "
                   f"smallest factor {r['min_factor']:.3f}, {r['filter']})" if r else "resolution: images as stored")
+    console.print(f"codec: {m.codec.get('name')} (.{m.codec.get('ext')}" +
+                  (f", {m.codec['encoder']})" if m.codec.get("encoder") else ")"))
     for reason, n in m.unreadable.items():
         console.print(f"left out {n} selected images the store could not give: {reason}")
     t = Table("attribute", "value", "samples", title="counts")

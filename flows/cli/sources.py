@@ -33,8 +33,10 @@ def sources_add(
                                                        "pull (the archive sends to it)"),
     max_connections: int = typer.Option(4, help="PACS: at most this many connections at once"),
     hours: Optional[str] = typer.Option(None, help="PACS: pull only in these hours, local time (e.g. 21-07)"),
-    credentials: Optional[str] = typer.Option(None, help="DICOMweb: env:NAME or file:NAME (in workspace/private/"
-                                                         "credentials) holding user:password or 'Bearer TOKEN'"),
+    credentials: Optional[str] = typer.Option(None, help="env:NAME or file:NAME (in workspace/private/credentials) "
+                                                         "holding DICOMweb's user:password or 'Bearer TOKEN', or an "
+                                                         "s3:// store's ACCESS_KEY:SECRET_KEY (endpoint: "
+                                                         "AWS_ENDPOINT_URL)"),
     tls_ca: Optional[str] = typer.Option(None, help="DICOMweb over https: a CA bundle, env:NAME (a path) or file:NAME"),
     tls_verify: bool = typer.Option(True, help="DICOMweb over https: verify the archive's certificate"),
     workspace: WorkspaceOpt = None,
@@ -45,12 +47,13 @@ def sources_add(
 
     pacs = PacsOptions(list(query), calling_ae, retrieve, move_port, max_connections, hours, credentials, tls_ca,
                        tls_verify).as_dict() if is_pacs(location) else {}
-    if not pacs and (query or credentials or tls_ca or move_port or hours):
-        fail("--query, --move-port, --hours, --credentials and --tls-ca are PACS options: the location must be "
+    if not pacs and (query or tls_ca or move_port or hours):
+        fail("--query, --move-port, --hours and --tls-ca are PACS options: the location must be "
              "dicomweb+http(s)://... or dimse://AE@host:port")
     src = add_source(open_workspace(workspace),
                      Source(name, location, kind, labels=list(labels), path_pattern=path_pattern, modality=modality,
-                            body_part=body_part, slice_axis=slice_axis, burned_in=burned_in, pacs=pacs),
+                            body_part=body_part, slice_axis=slice_axis, burned_in=burned_in, pacs=pacs,
+                            credentials=None if pacs else credentials),
                      replace=replace)
     console.print(f"source [bold]{src.name}[/bold] registered ({src.kind}, #{src.seq})")
 

@@ -183,6 +183,11 @@ def _check_filter(key: str, values: list[str]) -> list[str]:
     return [v.lower() for v in values]
 
 
+def is_secret_ref(ref: str) -> bool:
+    """env:NAME or file:NAME (the value itself never stands in a setting)."""
+    return bool(_CREDENTIAL_REF.match(ref))
+
+
 def resolve_secret(ref: str | None, private_dir: Path, what: str) -> str | None:
     """The value behind env:NAME or file:NAME; the error names the reference, never the value."""
     if ref is None:

@@ -1,4 +1,4 @@
-"""bench/gpu_pretrain.py end to end on CPU at tiny sizes: both crop paths, MFU, the real run (its CUDA run's paths)."""
+"""bench/gpu_pretrain.py end to end on CPU at tiny sizes: both crop paths, both decode paths, MFU, the real run."""
 
 import json
 
@@ -14,9 +14,12 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path, phantom_manifest):
     out = tmp_path / "gpu.json"
     results = main(["--models", "vit_pico_patch8_dinov3", "--batch", "4", "--steps", "2", "--warmup", "1",
                     "--size", "64", "--images", "16", "--workers", "0", "--peak-tflops", "1", "--real-steps", "3",
-                    "--real-batch", "8", "--knee-manifest", str(manifest), "--tiny", "--out", str(out)])
+                    "--real-batch", "8", "--knee-manifest", str(manifest), "--tiny", "--out", str(out),
+                    "--decode", "workers,device"])
     rows = results["throughput"]
-    assert [r["crops"] for r in rows] == ["loader", "gpu"]
+    assert [(r["crops"], r["decode"], r["decoder"]) for r in rows] == [
+        ("loader", "workers", "workers"), ("gpu", "workers", "workers"), ("gpu", "device", "cpu")]  # no GPU: fallback
+    assert {r["codec"] for r in rows} == {"htj2k"}  # device decode needs HTJ2K shards
     for r in rows:
         assert r["images_per_s"] > 0 and r["gpu_images_per_s"] >= r["images_per_s"] and 0 <= r["loader_wait_frac"] < 1
         assert r["mfu"] == pytest.approx(r["gflops_per_image"] * 1e9 * r["images_per_s"] / 1e12)

@@ -104,3 +104,54 @@ def test_collapse_watch_warns_on_a_fall_not_on_the_layer_scale_start():
     assert "collapse" in watch.check(22, {"teacher_batch_entropy": 0.01, "cls_std": 0.8})[0]
     never = CollapseWatch(0.2, 0.05, grace_steps=5, patience=50)
     assert never.check(49, {**ok, "cls_std": 0.01}) == [] and never.check(50, {**ok, "cls_std": 0.01})
+
+
+def test_collapse_watch_names_the_uniform_plateau_dino_sat_on():
+    """The collapse measured with cpu-tiny: loss = ln K and teacher entropy 1.0 of log K, features still spread."""
+    from training.metrics import CollapseWatch
+
+    k = 4096
+    plateau = {"teacher_entropy": 0.9999, "teacher_batch_entropy": 1.0, "cls_std": 0.83,
+               "dino": math.log(k) - 0.001, "ibot": 0.99 * math.log(k)}
+    learning = {**plateau, "teacher_entropy": 0.62, "dino": 5.1, "ibot": 6.0}
+    watch = CollapseWatch(0.2, 0.05, grace_steps=60, patience=300, prototypes=k, ibot_prototypes=k)
+    assert watch.check(10, plateau) == []  # every run starts on the plateau
+    assert watch.check(50, learning) == []
+    messages = watch.check(110, plateau)  # back on it after having left it: a collapse
+    assert [m.split(" head")[0] for m in messages] == ["step 110: the DINO", "step 110: the iBOT"]
+    assert "ln 4096" in messages[0] and "1.000 x" in messages[0]
+    assert sorted(watch.warned) == ["ibot_uniform", "uniform"]
+    assert watch.check(120, plateau) == []  # once per kind
+
+    stuck = CollapseWatch(0.2, 0.05, grace_steps=60, patience=300, prototypes=k, ibot_prototypes=k)
+    assert stuck.check(290, plateau) == []  # never left it, but the run is young
+    assert len(stuck.check(300, plateau)) == 2
+    sharp = CollapseWatch(0.2, 0.05, grace_steps=60, patience=300, prototypes=k, ibot_prototypes=k)
+    assert sharp.check(400, {**plateau, "teacher_entropy": 0.5}) == []  # a sharp teacher is not uniform
+
+
+def test_dino_loss_matches_a_reference_over_every_crop_pair():
+    """Against a plain loop over images and crop pairs (values on fixed random tensors, not shapes)."""
+    g = torch.Generator().manual_seed(3)
+    batch, n_global, n_local, k, temp = 3, 2, 3, 7, 0.1
+    student = torch.randn((n_global + n_local) * batch, k, generator=g)
+    teacher = F.softmax(torch.randn(n_global * batch, k, generator=g) / 0.04, dim=-1)
+    total, pairs = 0.0, 0
+    for i in range(n_global):
+        for j in range(n_global + n_local):
+            if i == j:
+                continue
+            for b in range(batch):
+                t = teacher[i * batch + b]
+                logp = F.log_softmax(student[j * batch + b] / temp, dim=-1)
+                total += float(-(t * logp).sum()) / batch
+            pairs += 1
+    assert dino_loss(student, teacher, n_global, temp).item() == pytest.approx(total / pairs, rel=1e-5)
+
+
+def test_uniform_targets_and_a_uniform_student_give_ln_k():
+    k = 4096
+    uniform = torch.full((4, k), 1.0 / k)
+    assert dino_loss(torch.zeros(6, k), uniform, n_global=2).item() == pytest.approx(math.log(k), rel=1e-5)
+    masks = torch.tensor([[True, False], [True, True]])
+    assert ibot_loss(torch.zeros(3, k), uniform[:3], masks).item() == pytest.approx(math.log(k), rel=1e-5)

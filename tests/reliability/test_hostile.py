@@ -1,6 +1,5 @@
 """A corpus of hostile inputs: every file accounted for, nothing crashes, memory stays bounded."""
 
-
 import numpy as np
 
 from catalog import db

@@ -266,7 +266,7 @@ def report(cases: list[dict], clean: tuple[int, int], speed: dict) -> dict:
     console.print(f"tokens burned {burned}, readable by Tesseract before ingest {before}, still readable after "
                   f"{after} ({share:.1%}; goal 0)")
     console.print(f"with RapidOCR over the whole image as a second reader: readable before {before2}, after {after2}")
-    console.print(f"clean images with a masked region: {clean[0]} of {clean[1]} ({clean[0] / clean[1]:.2%}; goal < 2%)")
+    console.print(f"clean images with a masked region: {clean[0]} of {clean[1]} ({clean[0] / max(clean[1], 1):.2%}; goal < 2%)")
     return {"tokens_burned": burned, "readable_before": before, "readable_after": after,
             "readable_before_either": before2, "readable_after_either": after2, "leaked": dict(leaks),
             "clean_masked": clean[0], "clean_images": clean[1],

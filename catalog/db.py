@@ -75,8 +75,8 @@ class _View:
 
 
 # Every view, in an order where each reads only views before it. `lineage` only on private connections.
-VIEWS = ("evals", "signatures", "keypoints", "splits", "dup_groups", "quality", "leakage", "unreadable", "file_versions",
-         "current_files", "occurrences", "images", "files", "labels", "runs", "lineage")
+VIEWS = ("evals", "embeddings", "clusters", "signatures", "keypoints", "splits", "dup_groups", "quality", "leakage",
+         "unreadable", "file_versions", "current_files", "occurrences", "images", "files", "labels", "runs", "lineage")
 _NAMES = re.compile(r"\b(" + "|".join(VIEWS) + r")\b", re.IGNORECASE)
 # what lists the catalog's objects rather than naming one: it needs every view
 _LISTING = re.compile(r"\b(show|information_schema|pg_catalog|pragma|duckdb_\w+)\b", re.IGNORECASE)
@@ -134,7 +134,7 @@ def _current_curation_run(ws: Workspace) -> Path | None:
 
 
 def _curation_views(ws: Workspace) -> dict[str, _View]:
-    """evals and the curation outputs (signatures, keypoints, splits, dups, quality, leakage)."""
+    """evals, embeddings, clusters and the curation outputs (signatures, keypoints, splits, dups, quality, leakage)."""
     def recomputed(name: str, schema_name: str) -> _View:  # by every curation run, into its own folder
         def select(con):
             current = _current_curation_run(ws)
@@ -145,8 +145,13 @@ def _curation_views(ws: Workspace) -> dict[str, _View]:
     def appended(folder: Path, schema_name: str, qualify: str = "") -> _View:
         return _View(lambda con: f"SELECT * FROM {_files_source(con, folder, '*.parquet', schema_name)} {qualify}")
 
+    def per_model(name: str, schema_name: str) -> _View:  # catalog/embeddings.py: a folder per model
+        return _View(lambda con: f"SELECT * FROM {_files_source(con, ws.embeddings_dir, name, schema_name)}")
+
     return {
         "evals": appended(ws.evals_catalog_dir, "EVAL"),
+        "embeddings": per_model("*/part-*.parquet", "EMBEDDING"),
+        "clusters": per_model("*/clusters.parquet", "CLUSTER"),
         "signatures": appended(ws.signatures_dir, "SIGNATURE"),
         "keypoints": appended(ws.keypoints_dir, "KEYPOINTS"),
         "splits": appended(ws.splits_dir, "SPLIT",
@@ -305,11 +310,19 @@ def publish(ws: Workspace) -> None:
 
 
 def write_duckdb_file(ws: Workspace) -> Path:
-    """catalog/catalog.duckdb for the duckdb CLI: the shareable views only, never lineage."""
+    """catalog/catalog.duckdb for the duckdb CLI: the shareable views only, never lineage. Its paths are relative to
+    the workspace, so a copied or moved workspace reads its own files: open it from the workspace folder
+    (`cd WORKSPACE && duckdb catalog/catalog.duckdb`) or with `SET file_search_path = 'WORKSPACE'`."""
     with atomic_path(ws.duckdb_path, ws.staging_dir) as tmp, duckdb.connect(str(tmp)) as con:
+        con.execute(f"SET file_search_path = '{sql_str(ws.root)}'")  # where the relative views bind
         for stmt in view_statements(ws, con):
-            con.execute(stmt)
+            con.execute(relative_to_workspace(ws, stmt))
     return ws.duckdb_path
+
+
+def relative_to_workspace(ws: Workspace, statement: str) -> str:
+    """A view's SQL with every path inside the workspace written relative to it (a quoted path starts a literal)."""
+    return statement.replace(f"'{sql_str(ws.root)}/", "'")
 
 
 def query(ws: Workspace, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:

@@ -8,6 +8,7 @@ scrubbed to its type name before it leaves the process (flows/firewall.py).
 from __future__ import annotations
 
 import os
+import signal
 
 
 class OrthoError(Exception):
@@ -26,3 +27,25 @@ class InternalError(OrthoError):
     """An unexpected failure, reduced to where it happened and the exception's type name."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """The command was asked to stop (Ctrl-C, SIGTERM, SIGHUP): a KeyboardInterrupt, so clean-up runs as for Ctrl-C;
+    the exit code is the shell's, 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(int(signum))  # args as given: the exception pickles and copies as it is
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+interrupting: int | None = None  # the signal ending this process, set by the command line's handler
+
+
+def outcome_of(e: BaseException) -> str:
+    """How a run that raised `e` ended: `interrupted` when it was asked to stop (whatever a library made of the
+    interrupt on its way up: a KeyboardInterrupt raised inside a callback can come back wrapped), else `failed`."""
+    return "interrupted" if interrupting is not None or not isinstance(e, Exception) else "failed"

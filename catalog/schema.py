@@ -156,6 +156,13 @@ LEAKAGE = pa.schema([("image_id", pa.string()), ("reason", pa.string())])
 UNREADABLE = pa.schema([("image_id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
                         ("run_id", pa.string()), ("recorded_at", pa.timestamp("us", tz="UTC"))])
 
+# Embeddings (catalog/embeddings.py): one vector per (image, model), appended in parts; clusters: the hierarchical
+# k-means of one model's vectors, level 1 the finest, recomputed as a whole.
+EMBEDDING = pa.schema([("image_id", pa.string()), ("model", pa.string()), ("dims", pa.int32()),
+                       ("vector", pa.list_(pa.float32())), ("model_sha256", pa.string())])
+CLUSTER = pa.schema([("image_id", pa.string()), ("model", pa.string()), ("level", pa.int16()),
+                     ("cluster", pa.int32()), ("distance", pa.float32())])
+
 
 # One row per evaluation result: a (task, model, protocol, label fraction, seed) scored on the
 # task's test part. Metric columns a task kind does not use are null; *_lo/*_hi bound the 95% CI

@@ -89,6 +89,11 @@ class Workspace:
         return self.root / "evals"
 
     @property
+    def embeddings_dir(self) -> Path:
+        """embeddings/<model>/: vectors (the `embeddings` view), clusters, the similarity index."""
+        return self.catalog_dir / "embeddings"
+
+    @property
     def signatures_dir(self) -> Path:
         return self.catalog_dir / "signatures"
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from catalog import db
 from catalog.config import to_dict
+from catalog.embeddings import latest_clustered
 from catalog.errors import OrthoError
 from catalog.figures import figure_png
 from catalog.files import atomic_write
@@ -34,6 +35,7 @@ from catalog.store import ImageStore
 from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
 from curation import crops
+from curation.cluster_gallery import clusters_section
 from curation.report_unreadable import unreadable_section
 from curation.run import CurateConfig, resolve_config
 
@@ -88,7 +90,8 @@ def write_curation_report(ws: Workspace, run_id: str | None = None, out_dir: str
         run = _Run(ws, con, run_id, prev_id, limits)
         run.register_views()
         body = [*_header(run), *_changes_section(run), *_dups_section(run), *_quality_section(run),
-                *_quarantine_section(run), *_splits_section(run)]
+                *_quarantine_section(run), *_splits_section(run),
+                *clusters_section(con, lambda i: _thumb_tag(run, i), latest_clustered(ws))]
         body += unreadable_section(con, run.unreadable)
     run.unreadable.save(ws)
     path = report_path(ws, run_id, out_dir)
@@ -227,7 +230,8 @@ def _limits_line(lim: ReportLimits) -> str:
 
 
 NAV = ("<p class=meta><a href='#changes'>changes</a> · <a href='#dups'>near-duplicates</a> · "
-       "<a href='#quality'>quality</a> · <a href='#quarantine'>quarantine</a> · <a href='#splits'>splits</a></p>")
+       "<a href='#quality'>quality</a> · <a href='#quarantine'>quarantine</a> · <a href='#splits'>splits</a> · "
+       "<a href='#clusters'>embedding clusters</a></p>")
 
 
 # --------------------------------------------------------------------------------------------------- changes

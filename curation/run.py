@@ -32,8 +32,9 @@ from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
 from catalog.unreadable import CURATION_UNREADABLE, Unreadable
 from catalog.workspace import Workspace, clear_staging
-from curation import crops, dedup_index, incremental, near_dup
+from curation import crops, dedup_index, incremental, near_dup, semdedup
 from curation.quality import QualityConfig
+from curation.semdedup import SemDedupConfig
 from curation.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
 
@@ -47,6 +48,7 @@ class CurateConfig:
     dedup: near_dup.DedupConfig = field(default_factory=near_dup.DedupConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     splits: SplitPolicy = field(default_factory=SplitPolicy)
+    semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
     batch_size: int = 512
 
 
@@ -80,7 +82,8 @@ class CurateSummary:
     seconds: dict = field(default_factory=dict)  # wall time per step: signatures, splits, groups, flags, publish, ...
     quality: dict = field(default_factory=dict)
     excluded: int = 0
-    leakage_removed: int = 0
+    leakage_removed: int = 0  # training-split images the leakage guard holds out (a near-copy in val/test)
+    held_out_by_design: int = 0  # val/test images: never in a training selection, by their split
     splits: dict = field(default_factory=dict)
 
 
@@ -301,6 +304,8 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
                                reason == UNREADABLE_REASON}
                               for reason, sql in queries.items()
                               for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
+            quality = sorted(quality + semdedup.quality_rows(ws, config.semdedup, con),
+                             key=lambda r: (r["image_id"], r["reason"]))
         lap("flags")
         _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
                  config)
@@ -313,12 +318,16 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             summary.matched_by = dict(con.execute("SELECT method, count(*) FROM dup_groups GROUP BY ALL ORDER BY ALL").fetchall())
             summary.quality = dict(con.execute("SELECT reason, count(*) FROM quality GROUP BY ALL ORDER BY ALL").fetchall())
             summary.excluded = con.execute("SELECT count(*) FROM images WHERE excluded").fetchall()[0][0]
-            summary.leakage_removed = con.execute("SELECT count(*) FROM images WHERE held_out").fetchall()[0][0]
+            summary.held_out_by_design, summary.leakage_removed = con.execute(
+                "SELECT count(*) FILTER (WHERE split IN ('val', 'test')), "
+                "count(*) FILTER (WHERE held_out AND coalesce(split NOT IN ('val', 'test'), true)) FROM images"
+            ).fetchall()[0]
             summary.splits = dict(con.execute("SELECT split, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall())
         lap("summary")
     log.info("curated %d images: %d new signatures, %d new patients, %d near-duplicates in %d groups, %d excluded, "
-             "%d held out by the leakage guard", summary.images, summary.new_signatures, summary.new_patients,
-             summary.near_duplicates, summary.dup_groups, summary.excluded, summary.leakage_removed)
+             "%d held out by the leakage guard, %d val/test", summary.images, summary.new_signatures, summary.new_patients,
+             summary.near_duplicates, summary.dup_groups, summary.excluded, summary.leakage_removed,
+             summary.held_out_by_design)
     return summary
 
 

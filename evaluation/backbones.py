@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from catalog.files import file_sha256
-from evaluation.config import BUILTIN_BASELINES
+from evaluation.inputs import checkpoint_file, parse_baseline  # noqa: F401  (parse_baseline: its old home)
 from training.backbone import BackboneSpec, CheckpointError, build_backbone, load_exported
 
 
@@ -35,7 +35,8 @@ def pretraining_domain(path: Path) -> dict:
         return {}
     try:
         run = json.loads(run_json.read_text())
-        counts = run.get("counts") or json.loads(Path(run["manifest"]).read_text()).get("counts", {})
+        manifest = path.parent / run["manifest"]  # kept relative to the run folder inside a workspace
+        counts = run.get("counts") or json.loads(manifest.read_text()).get("counts", {})
     except (OSError, ValueError, KeyError):
         return {}
     return {"body_part": sorted(counts.get("body_part", {})), "modality": sorted(counts.get("modality", {})),
@@ -45,16 +46,10 @@ def pretraining_domain(path: Path) -> dict:
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, img_size: int | None = None,
                     name: str = "pretrained") -> Backbone:
     """A run folder, an exported backbone.safetensors, or (with model_name) any timm/Meta checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "backbone.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (a finished run exports backbone.safetensors)")
+    path = checkpoint_file(path, model_name)
     if model_name:
         model, spec, _ = build_backbone(model_name, 1, img_size or 224, init=path)
     else:
-        if path.suffix != ".safetensors":
-            raise CheckpointError(f"checkpoint {path.name}: give the architecture (--model NAME) for a non-exported file")
         model, spec = load_exported(path)
     return Backbone(name, model.eval(), spec, str(path), file_sha256(path), pretraining_domain(path))
 
@@ -63,14 +58,6 @@ def random_backbone(spec: BackboneSpec, seed: int) -> Backbone:
     torch.manual_seed(seed)
     model, rspec, _ = build_backbone(spec.name, spec.in_chans, spec.img_size, kwargs=spec.kwargs)
     return Backbone("random", model.eval(), rspec, None, None, {})
-
-
-def parse_baseline(text: str) -> tuple[str, str | None, str | None]:
-    """'random' | 'supervised' | 'pixels' | PATH | ARCH=PATH -> (name, path, arch)."""
-    if text in BUILTIN_BASELINES:
-        return text, None, None
-    arch, _, path = text.rpartition("=") if "=" in text else ("", "", text)
-    return Path(path).stem if Path(path).name != "backbone.safetensors" else Path(path).parent.name, path, arch or None
 
 
 def baseline_checkpoints(baselines: list[str], main: Backbone) -> list[Backbone]:

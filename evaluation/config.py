@@ -15,11 +15,11 @@ from typing import Iterable
 from catalog import config as loader
 from evaluation.data import EvaluationError
 from evaluation.finetune import FinetuneConfig
+from evaluation.inputs import BUILTIN_BASELINES
 from evaluation.supervised import SupervisedConfig
 
 FROZEN = ("linear", "knn")
 PROTOCOLS = ("linear", "knn", "finetune")
-BUILTIN_BASELINES = ("random", "supervised", "pixels")
 
 
 @dataclass

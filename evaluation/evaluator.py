@@ -49,11 +49,13 @@ class Evaluation:
         self.results.append(result)
         return result
 
-    def features(self, bb: Backbone, task: TaskData) -> np.ndarray:
+    def features(self, bb: Backbone, task: TaskData, model: str | None = None) -> np.ndarray:
         cache = bb.sha256[:16] if bb.sha256 else None
+        what = f"{task.task}: embedding with {model or bb.name}"
+        self.stage(what)
         cls, mean = embed_images(self.ws, bb.model, task.image_ids, bb.spec.img_size, bb.spec.mean[0],
                                  bb.spec.std[0], cache_key=cache, batch_size=self.cfg.batch_size,
-                                 images=self.images)
+                                 images=self.images, on_progress=lambda d, n: self.stage(f"{what}, {d}/{n} images"))
         return {"cls": cls, "mean": mean, "both": np.concatenate([cls, mean], 1)}[self.cfg.pool]
 
     def pixels(self, bb: Backbone, task: TaskData) -> torch.Tensor:
@@ -94,6 +96,7 @@ class Evaluation:
         for fraction in self.cfg.fractions:
             for seed in seeds_for(fraction):
                 for protocol in (p for p in self.cfg.protocols if p in FROZEN):
+                    self.stage(f"{task.task}: {model} {protocol} {fraction:g} seed {seed}")
                     parts = [self.probe(protocol, task, x, label_fraction(task, fit, fraction, seed),
                                         splits.select, test, exam_level, seed) for fit, test in folds]
                     p, test, n_fit = pool_folds(parts)
@@ -109,6 +112,7 @@ class Evaluation:
             for seed in range(self.cfg.seeds):
                 backbone = bb.model if bb.model is not None else random_backbone(bb.spec, seed).model
                 fit = label_fraction(task, splits.fit, fraction, seed)
+                self.stage(f"{task.task}: {model} fine-tuning {fraction:g} seed {seed}")
                 p = finetune(backbone, bb.spec.embed_dim, pixels, task, fit, splits.select, splits.test,
                              self.cfg.finetune, score, seed=seed, exam_level=exam_level,
                              exam_aggregation=self.cfg.exam_aggregation, arch=bb.spec.name)
@@ -118,6 +122,10 @@ class Evaluation:
 
     def tick(self, label: str) -> None:
         self.done += 1
+        self.on_progress(self.done, self.total, label)
+
+    def stage(self, label: str) -> None:
+        """What runs now (embedding, a probe, a fine-tuning, a baseline), before its result is counted."""
         self.on_progress(self.done, self.total, label)
 
     def plan(self, n_tasks: int, n_checkpoints: int) -> int:
@@ -172,7 +180,7 @@ class Evaluation:
         frozen = any(p in FROZEN for p in self.cfg.protocols)
         if "random" in self.cfg.baselines and frozen:
             for seed in range(self.cfg.seeds):
-                x = self.features(random_backbone(main.spec, seed), task)
+                x = self.features(random_backbone(main.spec, seed), task, f"the random-init baseline (seed {seed})")
                 self.frozen(task, splits, x, "random", lambda f, s=seed: [s], exam_level, base)
         if "pixels" in self.cfg.baselines and frozen:
             self.raw_pixels(task, splits, exam_level, base)
@@ -184,6 +192,7 @@ class Evaluation:
 
     def raw_pixels(self, task: TaskData, splits: EvalSplits, exam_level: bool, base: dict) -> None:
         """The frozen probes on raw pixels: PCA-128 of 64 px images, fitted on the training images only."""
+        self.stage(f"{task.task}: raw-pixel baseline, reading {len(task.image_ids)} images")
         px = pixel_features(self.ws, task.image_ids, 64, images=self.images)
         _, (x,) = pca_fit_transform(px[splits.fit], [px], 128)
         self.frozen(task, splits, x, "pixels", self.frozen_seeds, exam_level, {**base, "architecture": "pixels-pca128"})
@@ -197,6 +206,7 @@ class Evaluation:
         for fraction in self.cfg.fractions:
             for seed in range(self.cfg.seeds):
                 fit = label_fraction(task, splits.fit, fraction, seed)
+                self.stage(f"{task.task}: supervised baseline ({cfg.model}) {fraction:g} seed {seed}")
                 p = train_supervised(pixels, task, fit, splits.select, splits.test, cfg, score, seed, exam_level,
                                      self.cfg.exam_aggregation)
                 self.score(task, test, p, model="supervised", protocol="train", fraction=fraction, seed=seed,
@@ -228,9 +238,32 @@ def task_summary(task: TaskData, splits: EvalSplits, test: Units, exam_level: bo
                      + ("; pooled leave-one-out AUROC/AUPRC are biased low for predictors that follow the "
                         "training prevalence (the majority class scores 0 by construction): read accuracy "
                         "and the CIs" if task.kind == "binary" and splits.cv == "leave-one-patient-out" else ""))
-    return {"task": task.task, "kind": task.kind, "notes": notes, "classes": list(task.classes),
+    described = splits.describe(task)
+    smoke = [] if splits.folds else smoke_notes(described)
+    return {"task": task.task, "kind": task.kind, "notes": notes + smoke, "smoke": bool(smoke),
+            "classes": list(task.classes),
             "level": "exam" if exam_level else "image", "domain": domain,
-            "description": task.spec.description if task.spec else "", "splits": splits.describe(task),
+            "description": task.spec.description if task.spec else "", "splits": described,
             "primary_metric": primary_metric(task.kind), "test_units": int(len(test.labels)),
             "test_classes": np.bincount(test.labels, minlength=task.n_classes).tolist(),
             "seconds": round(seconds, 1)}
+
+
+SMOKE_PATIENTS = 20  # below this many patients in a part, a CI says little and a headline sentence cannot rest on it
+
+
+def smoke_notes(described: dict) -> list[str]:
+    """Warnings for a test or selection part too small to measure anything: these results are a smoke run."""
+    notes = []
+    for part, name in (("test", "test"), ("select", "selection")):
+        d = described[part]
+        if not d["images"]:
+            continue
+        if d["patients"] < SMOKE_PATIENTS:
+            notes.append(f"smoke run: the {name} part holds {d['patients']} patients ({d['images']} images), fewer "
+                         f"than {SMOKE_PATIENTS}; its metrics show the pipeline runs, they measure nothing")
+        if sum(c > 0 for c in d["classes"]) < 2:
+            notes.append(f"smoke run: the {name} part holds a single class; AUROC and balanced metrics are "
+                         "undefined or meaningless there")
+    return notes
+

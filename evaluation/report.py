@@ -332,7 +332,8 @@ def _task_section(results: list[dict], t: dict, pngs: dict[str, bytes]) -> list[
                     "unknown")
     parts = [_task_heading(t, transfer), _task_description(t),
              "".join(f"<p class=meta><b>Note</b>: {html.escape(n)}.</p>" for n in t.get("notes", [])),
-             f"<div class=finding>{html.escape(label_efficiency_sentence(groups, metric))}</div>",
+             f"<div class=finding>{'<b>Smoke run</b> (too few patients or classes to measure): ' if t.get('smoke') else ''}"
+             f"{html.escape(label_efficiency_sentence(groups, metric))}</div>",
              "<table><tr><th>model</th><th>protocol</th>"
              + "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in names) + "<th>chosen on val</th></tr>"]
     parts += _result_rows(groups, names)

@@ -29,12 +29,13 @@ from pathlib import Path
 from catalog.ids import new_eval_id
 from catalog.workspace import Workspace
 from evaluation.backbones import baseline_checkpoints, load_checkpoint
+from evaluation.inputs import check_files
 from evaluation.config import EvalConfig, resolve_config
 from evaluation.data import EvalSplits, EvaluationError, ShardImages, TaskData, eval_splits, load_task
 from evaluation.evaluator import Evaluation
 from evaluation.results import metrics_doc, write_results
 
-__all__ = ["EvalConfig", "resolve_config", "run_evaluation", "load_tasks"]  # flows imports these from here
+__all__ = ["EvalConfig", "resolve_config", "run_evaluation", "load_tasks", "check_inputs"]  # flows imports these from here
 
 def load_tasks(ws: Workspace, tasks: list[str], source: ShardImages | None) -> list[tuple[TaskData, EvalSplits]]:
     """Every task and its evaluation splits, checked before any work starts."""
@@ -47,6 +48,17 @@ def load_tasks(ws: Workspace, tasks: list[str], source: ShardImages | None) -> l
             raise EvaluationError(f"task {name} has no labelled images in {where}")
         loaded.append((task, eval_splits(task)))
     return loaded
+
+
+def check_inputs(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str], cfg: EvalConfig,
+                 model_name: str | None = None, shards: str | os.PathLike | None = None) -> None:
+    """What can be checked without loading a model or an image (evaluation/inputs.py), and that every task has
+    labelled images in the catalog (with `shards`, the labels travel in the shards: read with the images)."""
+    if not tasks:
+        raise EvaluationError("no task to evaluate: give --task (see `ortho tasks list`)")
+    check_files(checkpoint, cfg.baselines, model_name, shards)
+    if shards is None:
+        load_tasks(ws, tasks, None)
 
 
 def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str], cfg: EvalConfig | None = None,
@@ -66,6 +78,7 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
     others = baseline_checkpoints(cfg.baselines, main)
     ev = Evaluation(ws, cfg, eval_id, on_progress, images=source)
     ev.total = ev.plan(len(loaded), 1 + len(others))
+    ev.stage(f"{len(loaded)} task(s), {ev.total} results to score")
     t0 = time.time()
     task_info = [ev.run_task(task, splits, main, others) for task, splits in loaded]
     doc = metrics_doc(eval_id, main, cfg, shards, task_info, ev.results, ev.retrieval, time.time() - t0)

@@ -9,6 +9,9 @@ for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "ortho",
+    # the command's bars and summary say what happened: no line per task run over the bars, and no links to the
+    # temporary server, which dies with the command
+    "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # task code on Dask/Ray workers logs locally
     "HF_HUB_OFFLINE": "1",

@@ -11,6 +11,7 @@ import functools
 import logging
 import traceback
 
+from catalog import errors
 from catalog.errors import InternalError, OrthoError
 
 
@@ -50,6 +51,8 @@ def firewall(stage: str):
             try:
                 return fn(*args, **kwargs)
             except Exception as e:
+                if errors.interrupting is not None:  # the interrupt, as a library wrapped it on its way up
+                    raise errors.Interrupted(errors.interrupting) from None
                 error = scrubbed(stage, e)
                 if error is e:
                     raise

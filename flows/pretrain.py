@@ -14,6 +14,7 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow
 
 from catalog import schema
+from catalog.errors import outcome_of
 from catalog.parts import write_table
 from catalog.workspace import Workspace
 from flows.firewall import firewall
@@ -62,7 +63,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
         if not manifest:
             raise TrainingError("a new run needs --manifest")
         path = Path(run_dir) if run_dir else ws.train_runs_dir / new_pretrain_id()
-        prepare_run(load_config(config, overrides or []), manifest, path)
+        prepare_run(load_config(config, overrides or []), manifest, path, within=ws.root)
     _, run = read_run(path)
     params = {"run_dir": str(path), "manifest": run["manifest"], "manifest_sha256": run["manifest_sha256"],
               "nproc": nproc, "launcher": launcher.split()[0] if launcher else "local", "resume": bool(resume)}
@@ -80,7 +81,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
         else:
             summary = train(path, show_progress=show_progress, until=until, verify_shards=False if fresh else None)
     except BaseException as e:
-        record_pretrain_run(ws, run, "finished", "failed", {**params, "error": type(e).__name__})
+        record_pretrain_run(ws, run, "finished", outcome_of(e), {**params, "error": type(e).__name__})
         raise
     from training.metrics import read_metrics
 

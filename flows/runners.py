@@ -49,6 +49,9 @@ def build_task_runner(kind: str = "processes", workers: int | None = None, addre
     if kind == "processes":
         from prefect.task_runners import ProcessPoolTaskRunner
 
+        from flows.interrupt import start_resource_tracker
+
+        start_resource_tracker()  # now, while the command's signals can be blocked again (flows/interrupt.py)
         return ProcessPoolTaskRunner(max_workers=workers)
     if kind == "dask":
         try:

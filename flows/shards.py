@@ -13,6 +13,7 @@ from catalog.workspace import Workspace
 from flows import settings
 from flows.firewall import firewall
 from flows.runners import build_task_runner, prefect_map
+from shards.balance import BalanceSpec
 from shards.manifest import ShardEntry
 from shards.resample import DEFAULT_MAX_SIDE
 from shards.writer import ShardPlan, build_shard_set, write_shard
@@ -47,13 +48,15 @@ def build_shards_flow(workspace: str, name: str, query: str, include_excluded: b
                       seed: int = 0,
                       target_size: str | None = "512MB", samples_per_shard: int | None = None,
                       overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE, wait_s: float = 0.0,
-                      codec: str | None = None) -> dict:
+                      codec: str | None = None, balance: str | None = None, target: int | None = None) -> dict:
+    """`balance` (clusters:LEVEL or a column of images) with `target`: an even draw (shards/balance.py)."""
     ws = Workspace.open(workspace)
     with ws.write_lock(wait_s):  # the writer's own lock is re-entrant: this one only adds the wait
         path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded,
                                                 evaluation=evaluation, seed=seed, target_size=target_size,
                                                 samples_per_shard=samples_per_shard, overwrite=overwrite,
-                                                max_side=max_side, map_shards=map_shards(str(ws.root)), codec=codec)
+                                                max_side=max_side, map_shards=map_shards(str(ws.root)), codec=codec,
+                                                balance=BalanceSpec(balance, target) if balance else None)
     return {"manifest": str(path), "samples": manifest.samples, "shards": len(manifest.shards), "built": built}
 
 

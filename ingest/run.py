@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from catalog import db, schema
+from catalog.errors import outcome_of
 from catalog.ids import new_run_id
 from catalog.parts import write_table
 from catalog.pseudonyms import Pseudonymizer
@@ -154,8 +155,8 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
                 _compact_if_needed(ws, compact_parts)  # during the run too: parts stay bounded, and so does memory
             if listing:
                 summary.pull = listing.finish(run_id)
-        except BaseException:
-            record_run(ws, run_id, name, "finished", "failed", generation, summary, params)
+        except BaseException as e:  # interrupted (Ctrl-C, SIGTERM) or failed: a re-run continues either way
+            record_run(ws, run_id, name, "finished", outcome_of(e), generation, summary, params)
             raise
         record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
         shutil.rmtree(ws.batches_dir / run_id, ignore_errors=True)

@@ -27,7 +27,9 @@ from catalog.errors import OrthoError
 from catalog.files import atomic_path, file_sha256
 from catalog.ids import token
 from catalog.pixels import encode_png
+from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
+from shards.balance import BalanceSpec, balance as draw_balanced
 from shards.codecs import get_codec
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
@@ -177,19 +179,27 @@ def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: b
                     seed: int = 0,
                     target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
                     max_side: int | None = DEFAULT_MAX_SIDE, map_shards=None,
-                    codec: str | None = None) -> tuple[Path, Manifest, bool]:
+                    codec: str | None = None, balance: BalanceSpec | None = None) -> tuple[Path, Manifest, bool]:
     """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built).
 
     `max_side`: images whose longer side exceeds it are reduced to it (None or 0: every image as stored).
-    `codec`: the payload codec, png or htj2k (shards/codecs.py; None: the default)."""
+    `codec`: the payload codec, png or htj2k (shards/codecs.py; None: the default).
+    `balance`: draw `balance.target` images evenly over clusters or a column's values (shards/balance.py)."""
     codec_info = get_codec(codec).describe()
     with ws.write_lock():
         return _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite,
-                      max_side or None, map_shards, codec_info)
+                      max_side or None, map_shards, codec_info, balance)
 
 
-def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
-           map_shards, codec_info):
+def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
+                seed: int = 0, overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE,
+                codec: str | None = None, balance: BalanceSpec | None = None
+                ) -> tuple[list[dict], str, dict, Unreadable, Manifest | None]:
+    """Everything a build checks before writing (the name, --max-side, the codec, the query and what it selects, the
+    balanced draw, an existing set of that name): the records, their digest, the balancing, and the existing
+    manifest when it is up to date. The command line calls it before the orchestrator starts."""
+    max_side = max_side or None
+    codec_name = get_codec(codec).name
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
     if max_side is not None and max_side < 16:
@@ -197,23 +207,37 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     records = select(ws, query, include_excluded, evaluation)
     if not records:
         raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
+    balanced = {}
+    if balance is not None:
+        records, balanced = draw_balanced(ws, records, balance, seed)
+    # the stage's firewall: objects the store cannot give are left out (recorded by the build, counted in its manifest)
     records, unreadable = readable_records(ws.root, records)
-    unreadable.save(ws)
     if not records:
         raise SelectionError(f"none of the selected images can be read from the store ({unreadable.counts()})")
     digest = selection_digest(records)
-    root = shard_sets_dir(ws)
-    final = root / name
-    if (final / "manifest.json").exists():
-        old = Manifest.read(final / "manifest.json")
+    path = shard_sets_dir(ws) / name / "manifest.json"
+    if path.exists():
+        old = Manifest.read(path)
         same = old.selection_sha256 == digest and old.seed == seed
-        same_codec = old.codec.get("name") == codec_info["name"]
+        same_codec = old.codec.get("name") == codec_name
         if same and old.resample.get("max_side") == max_side and same_codec:
-            return final / "manifest.json", old, False
+            return records, digest, balanced, unreadable, old
         if not overwrite:
             what = ("with another selection" if not same else f"with codec {old.codec.get('name')}" if not same_codec
                     else f"at another resolution (max side {old.resample.get('max_side') or 'as stored'})")
             raise ShardError(f"shard set {name!r} exists {what}; choose a new name or pass --overwrite")
+    return records, digest, balanced, unreadable, None
+
+
+def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
+           map_shards, codec_info, balance=None):
+    records, digest, balanced, unreadable, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite,
+                                                     max_side, codec_info["name"], balance)
+    unreadable.save(ws)
+    root = shard_sets_dir(ws)
+    final = root / name
+    if current is not None:
+        return final / "manifest.json", current, False
     try:
         root.mkdir(parents=True, exist_ok=True)
         for stale in list(root.glob(".*.build-*")) + list(root.glob(".*.old-*")):
@@ -236,7 +260,8 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
             include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
             catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records),
-            resample=resample_summary(records, max_side), codec=codec_info, unreadable=unreadable.counts())
+            resample=resample_summary(records, max_side), codec=codec_info, balance=balanced,
+            unreadable=unreadable.counts())
         manifest.write(build / "manifest.json")
         if final.exists():
             trash = root / f".{name}.old-{token()}"

@@ -2,64 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from catalog.errors import OrthoError
-from catalog.files import file_sha256, is_remote, local_path
 from shards.device_decode import gpu_decode_available
-from shards.manifest import Manifest, shard_urls
 from shards.reader import ShardStream
+from training.inputs import ManifestInfo, TrainingError, check_manifest  # noqa: F401  (their home: light)
 from training.augment import CollateCrops, CollatePlans, CropPlan, MultiCrop
-
-
-class TrainingError(OrthoError, ValueError):
-    """A run that cannot start or go on; the message is one line and names what to change."""
-
-
-@dataclass
-class ManifestInfo:
-    path: str
-    sha256: str
-    name: str
-    samples: int
-    shards: int
-    evaluation: bool
-    catalog_snapshot: dict
-    counts: dict  # images per modality, body part, source, split, bit depth: what the run learns from
-
-
-def check_manifest(path: str | Path, verify: bool = True) -> ManifestInfo:
-    """Exists, parses, is not empty, is not an evaluation set, and (verify) every shard's sha256 matches."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"manifest {path} does not exist")
-    raw = path.read_bytes()
-    try:
-        manifest = Manifest.read(path)
-    except Exception as e:
-        raise TrainingError(f"manifest {path} is not a shard manifest: {type(e).__name__}: {str(e)[:120]}") from None
-    if manifest.samples == 0 or not manifest.shards:
-        raise TrainingError(f"manifest {path} selects no images: nothing to train on")
-    if manifest.evaluation:
-        raise TrainingError(f"shard set '{manifest.name}' was built with --evaluation (it keeps held-out images); "
-                            "pretrain on a selection built without it")
-    for entry, url in zip(manifest.shards, shard_urls(str(path), manifest)):
-        shard = Path(local_path(url))
-        if is_remote(url):
-            continue  # remote shards are checked as they stream
-        if not shard.is_file():
-            raise TrainingError(f"shard {entry.file} of manifest {path.name} is missing")
-        if shard.stat().st_size != entry.bytes:
-            raise TrainingError(f"shard {entry.file} is {shard.stat().st_size} bytes, the manifest says {entry.bytes}")
-        if verify and file_sha256(shard) != entry.sha256:
-            raise TrainingError(f"shard {entry.file} fails its sha256 checksum: rebuild the shard set")
-    return ManifestInfo(str(path.absolute()), hashlib.sha256(raw).hexdigest(), manifest.name, manifest.samples,
-                        len(manifest.shards), manifest.evaluation, manifest.catalog_snapshot,
-                        dict(getattr(manifest, "counts", None) or {}))
 
 
 def decode_on_device(crops: dict, codec: dict, device: torch.device | str | None) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import random
 import time
 import warnings
@@ -27,6 +28,7 @@ from training.centering import TeacherTargets
 from training.checkpoint import clear_partial, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import dump_config, load_config
 from training.data import TrainingError, check_manifest, build_stream, make_loader
+from training.inputs import check_run_folder, run_manifest
 from training.device_crops import DeviceCrops
 from training.distributed import DistContext, all_mean, barrier, setup_distributed
 from training.metrics import CollapseWatch, MetricsWriter, read_metrics
@@ -39,9 +41,12 @@ log = logging.getLogger("ortho.pretrain")
 BACKBONE = "backbone.safetensors"
 
 
-def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path) -> dict:
-    """Check the manifest, then write the run's identity: what it trains, on exactly which data."""
+def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path, within: Path | None = None) -> dict:
+    """Check the manifest, then write the run's identity: what it trains, on exactly which data. A manifest under
+    `within` (the workspace) is kept relative to the run folder: a moved or copied workspace still resumes."""
     info = check_manifest(manifest, verify=cfg["train"]["verify_shards"])
+    if within is not None and Path(info.path).is_relative_to(Path(within).absolute()):
+        info.path = os.path.relpath(info.path, Path(run_dir).absolute())
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "run.json").exists():
         raise TrainingError(f"run folder {run_dir} already holds a run: resume it with --resume {run_dir}")
@@ -55,8 +60,7 @@ def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path) -> dict:
 
 
 def read_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, dict]:
-    if not (run_dir / "run.json").is_file():
-        raise TrainingError(f"{run_dir} is not a pretraining run folder (no run.json)")
+    check_run_folder(run_dir)
     cfg = load_config(run_dir / "config.yaml", overrides)
     return cfg, json.loads((run_dir / "run.json").read_text())
 
@@ -128,16 +132,17 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     t = cfg["train"]
     ctx = setup_distributed(t["device"])
     verify = t["verify_shards"] if verify_shards is None else verify_shards
-    info = check_manifest(run["manifest"], verify=verify and ctx.is_main)
+    manifest = run_manifest(run_dir, run)
+    info = check_manifest(manifest, verify=verify and ctx.is_main)
     if info.sha256 != run["manifest_sha256"]:
-        raise TrainingError(f"manifest {Path(run['manifest']).name} changed since run {run['run_id']} started "
+        raise TrainingError(f"manifest {Path(manifest).name} changed since run {run['run_id']} started "
                             "(sha256 differs): start a new run")
     _seed_everything(t["seed"])  # every rank builds the same initial weights (the teacher is never synced)
     learner, report = build_learner(cfg, ctx)
     _seed_everything(t["seed"] + ctx.rank)  # then each rank draws its own stochastic depth
     if report is not None and ctx.is_main:
         log.info("%s", report)
-    stream = build_stream(cfg, run["manifest"], learner.student_module.spec.mean[0],
+    stream = build_stream(cfg, manifest, learner.student_module.spec.mean[0],
                           learner.student_module.spec.std[0], learner.student_module.spec.patch_size,
                           rank=ctx.rank, world_size=ctx.world_size, device=ctx.device)
     if not stream.decode and ctx.is_main:

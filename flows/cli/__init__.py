@@ -14,6 +14,7 @@ COMMANDS = {
     "ingest": ("ingest", "ingest"), "curate": ("curate", "curate"), "sql": ("query", "sql"),
     "status": ("query", "status"), "lineage": ("query", "lineage"), "phantom": ("pipeline", "phantom"),
     "pretrain": ("pretrain", "pretrain"), "evaluate": ("evaluate", "evaluate"), "report": ("evaluate", "report"),
+    "embed": ("embed", "embed"), "cluster": ("embed", "cluster"), "search": ("embed", "search"),
     "pipeline": ("pipeline", "pipeline"), "serve": ("pipeline", "serve"), "demo": ("pipeline", "demo"),
 }
 GROUPS = {

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from catalog.errors import OrthoError
 from catalog.workspace import Workspace
+from flows import interrupt
 from flows import progress as progress_hooks
 from flows import settings
 
@@ -55,6 +57,13 @@ def fail(message: str) -> NoReturn:
     raise OrthoError(message)
 
 
+def cell(value) -> "Text":
+    """A table cell as plain text: a value that holds `[bold]` or `:x:` is shown as it is, never as markup or emoji."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value))
+
+
 def print_error(message: str) -> None:
     from rich.text import Text
 
@@ -68,12 +77,15 @@ def one_line_errors() -> Iterator[None]:
     error's exit code; anything else is a bug and keeps its traceback."""
     try:
         yield
-    except OrthoError as e:
+    except (KeyboardInterrupt, Exception) as e:
+        if interrupt.interrupted() or isinstance(e, KeyboardInterrupt):  # finished work is kept; a re-run continues
+            signum = interrupt.interrupted() or signal.SIGINT
+            interrupt.finish(signum)
+            raise typer.Exit(128 + signum) from None
+        if not isinstance(e, OrthoError):
+            raise
         print_error(str(e))
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:  # finished work is kept; a re-run continues where this one stopped
-        print_error("interrupted")
-        raise typer.Exit(130) from None
 
 
 class OrthoGroup(TyperGroup):
@@ -88,7 +100,7 @@ class OrthoGroup(TyperGroup):
         self.commands = LazyCommands(self.loaders, self.commands)
 
     def invoke(self, ctx):
-        with one_line_errors():
+        with interrupt.signals_handled(), one_line_errors():
             settings.current()  # an unreadable ORTHO_* variable stops every command here, in one line
             return super().invoke(ctx)
 
@@ -157,12 +169,28 @@ def setup_logging(ws: Workspace, name: str) -> Path:
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     fh.setLevel(logging.INFO)
     log.addHandler(fh)
-    ch = logging.StreamHandler(sys.stderr)
+    ch = CurrentStderrHandler()
     ch.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     ch.setLevel(logging.WARNING)
     log.addHandler(ch)
     log.propagate = False
     return path
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes: while progress bars are drawn, rich's proxy, which
+    prints the line above the bars instead of over them."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 class Bars:

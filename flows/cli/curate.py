@@ -60,7 +60,8 @@ def print_curate_summary(s: dict) -> None:
                          ("near-duplicates (not representative)", s["near_duplicates"]),
                          *((f"  images matched by {METHOD_NAMES.get(m, m)}", n) for m, n in s.get("matched_by", {}).items()),
                          ("excluded from training selections", s["excluded"]),
-                         ("held out by the leakage guard", s["leakage_removed"])):
+                         ("val/test images (held out from training by design)", s.get("held_out_by_design", 0)),
+                         ("training images held out by the leakage guard", s["leakage_removed"])):
         t.add_row(label, str(value))
     console.print(t)
     if line := search_line(s.get("search") or {}):

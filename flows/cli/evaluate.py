@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, progress_bars, setup_logging, split_csv
 
@@ -41,9 +42,15 @@ def evaluate(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Evaluate a checkpoint on downstream tasks: kNN, linear probe, fine-tuning, label efficiency, baselines."""
-    from flows.evaluate import eval_config, evaluate_flow
+    from evaluation.inputs import check_files
 
     ws = open_workspace(workspace)
+    baselines = split_csv(baseline) if baseline is not None else ["random"]
+    check_files(checkpoint, baselines, model, shards)  # a missing file: one line, before torch is imported
+    from evaluation.run import check_inputs
+    from flows.evaluate import eval_config, evaluate_flow
+    from flows.server import one_prefect_server
+
     setup_logging(ws, "evaluate")
     try:
         fractions = split_csv([label_fractions], float)
@@ -51,12 +58,13 @@ def evaluate(
     except ValueError as e:
         fail(f"not a number: {e}")
     settings = dict(protocols=split_csv([protocol]), fractions=fractions, seeds=seeds,
-                    baselines=split_csv(baseline) if baseline is not None else ["random"], pool=pool, knn_ks=ks,
+                    baselines=baselines, pool=pool, knn_ks=ks,
                     exam_aggregation=exam_aggregation, n_boot=bootstrap,
                     finetune=dict(epochs=epochs, lr=finetune_lr, blocks=finetune_blocks))
-    eval_config(settings, overrides)  # a typo fails here, in one line, before a flow starts
-    with progress_bars(console=console, tail=(TextColumn("{task.fields[label]}"),)) as bars:
-        bars.update("evaluate", label="loading")
+    cfg = eval_config(settings, overrides)  # a typo fails here, in one line, before a flow starts
+    check_inputs(ws, checkpoint, split_csv(task), cfg, model, shards)
+    with one_prefect_server(), progress_bars(console=console, tail=(TextColumn("{task.fields[label]}"),)) as bars:
+        bars.update("evaluate", label="starting: the orchestrator, the tasks, the checkpoint")
         bars.hook("evaluate", lambda done, total, label: bars.update("evaluate", done, total, label=label))
         summary = evaluate_flow(str(ws.root), str(checkpoint), split_csv(task), settings, eval_id=eval_id,
                                 model_name=model, report=report, shards=str(shards) if shards else None,
@@ -76,7 +84,7 @@ def print_eval_summary(eval_dir: Path) -> None:
         unit = "exams" if t["level"] == "exam" else "images"
         table = Table("model", "protocol", METRIC_NAMES[metric] + " [95% CI]", "accuracy", "seeds",
                       title=f"{t['task']} on test ({t.get('test_units', sp['images'])} {unit}, {sp['patients']} "
-                            "patients), 100% labels")
+                            "patients), 100% labels" + (" [smoke run]" if t.get("smoke") else ""))
         groups = group_results(doc["results"], t["task"])
         for (model_name, proto), by_f in sorted(groups.items(), key=lambda kv: (model_order(kv[0][0]), kv[0][1])):
             if 1.0 not in by_f:
@@ -87,8 +95,8 @@ def print_eval_summary(eval_dir: Path) -> None:
             table.add_row(model_name, proto, value, f"{acc:.3f}", str(n))
         console.print(table)
         for note in t.get("notes", []):
-            console.print(f"[yellow]{t['task']}: {note}[/yellow]")
-        if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2:
+            console.print(Text(f"{t['task']}: {note}", style="yellow"))
+        if sum(c > 0 for c in t.get("test_classes", [1, 1])) < 2 and not t.get("smoke"):
             console.print(f"[yellow]{t['task']}: the test part holds a single class; "
                           f"{METRIC_NAMES[metric]} is undefined there[/yellow]")
 

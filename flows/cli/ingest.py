@@ -10,7 +10,7 @@ from rich.table import Table
 
 from catalog.status import run_file_counts
 from catalog.workspace import Workspace
-from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace, progress_bars, setup_logging
+from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace, progress_bars, setup_logging
 from flows.runners import check_address
 from flows.server import one_prefect_server
 
@@ -71,23 +71,23 @@ def print_ingest_summary(ws: Workspace, results: list[dict]) -> None:
     by_run, reasons = run_file_counts(ws, [r["run_id"] for r in results])
     for r in results:
         counts = by_run.get(r["run_id"], {})
-        table.add_row(r["source"], str(r["files_seen"]), str(r["files_processed"]), str(r["files_skipped"]),
-                      str(counts.get("ingested", 0)), str(counts.get("duplicate", 0)),
-                      str(counts.get("quarantined", 0)), str(r["images"]), str(r.get("text_cleaned", 0)))
+        table.add_row(*map(cell, (r["source"], r["files_seen"], r["files_processed"], r["files_skipped"],
+                                  counts.get("ingested", 0), counts.get("duplicate", 0),
+                                  counts.get("quarantined", 0), r["images"], r.get("text_cleaned", 0))))
     console.print(table)
     pulls = [(r["source"], r["pull"]) for r in results if r.get("pull")]
     if pulls:
         pt = Table("source", "studies listed", "up to date", "new", "complete", "failed (retried next run)", "stopped",
                    title="PACS pulls (this run)")
         for source, p in pulls:
-            pt.add_row(source, *(str(p[k]) for k in ("listed_studies", "up_to_date", "new_studies", "complete",
+            pt.add_row(cell(source), *(str(p[k]) for k in ("listed_studies", "up_to_date", "new_studies", "complete",
                                                      "failed")), p["stopped"] or "")
         console.print(pt)
     for r in results:
         if r.get("skipped"):
-            console.print(f"source {r['source']}: not pulled, {r['skipped']}")
+            console.print(cell(f"source {r['source']}: not pulled, {r['skipped']}"))
     if reasons:
         qt = Table("source", "reason", "files", title="quarantined this run, by reason")
         for source, reason, n in reasons:
-            qt.add_row(source, reason, str(n))
+            qt.add_row(*map(cell, (source, reason, n)))
         console.print(qt)

@@ -25,22 +25,34 @@ def pretrain(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Self-supervised pretraining (DINOv3-style) of a timm ViT, streamed from a shard manifest."""
-    from flows.pretrain import pretrain_flow
-
     ws = open_workspace(workspace)
     setup_logging(ws, "pretrain")
     if not resume and not manifest:
         fail("give --manifest (a new run) or --resume RUN_DIR")
-    if not resume:
-        from training.config import load_config
+    check_pretrain(manifest, config, list(overrides or []), resume)  # a typo: one line, before a flow starts
+    from flows.pretrain import pretrain_flow
 
-        load_config(str(config) if config else None, list(overrides or []))  # a typo: one line, before a flow starts
     with one_prefect_server():
         summary = pretrain_flow(str(ws.root), manifest=str(manifest) if manifest else None,
                                 config=str(config) if config else None, overrides=list(overrides or []),
                                 resume=str(resume) if resume else None, run_dir=str(run_dir) if run_dir else None,
                                 nproc=nproc, launcher=launcher, until=until)
     print_pretrain_summary(summary)
+
+
+def check_pretrain(manifest: Optional[Path], config: Optional[Path], overrides: list[str],
+                   resume: Optional[Path]) -> None:
+    """The run folder to resume, or the config, its overrides and the manifest (its shards present; their checksums
+    are verified in the run)."""
+    from training.config import load_config
+    from training.inputs import check_manifest, check_run_folder
+
+    if resume:
+        check_run_folder(resume)
+        load_config(resume / "config.yaml", overrides)
+        return
+    load_config(str(config) if config else None, overrides)
+    check_manifest(manifest, verify=False)
 
 
 def print_pretrain_summary(s: dict) -> None:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from catalog import db
+from catalog import readonly
 from catalog.status import catalog_status, file_lineage, labelled_images
 from catalog.workspace import Workspace
 from flows.cli import common
@@ -34,12 +34,10 @@ def sql(
         fail("--format parquet needs --out FILE")
     ws = open_workspace(workspace)
     if fmt in ("csv", "parquet") and out is not None:
-        target = str(out).replace("'", "''")
-        opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
-        _run_sql(ws, f"COPY ({query.rstrip().rstrip(';')}) TO '{target}' ({opts})")
+        readonly.copy_public_query(ws, query, out, "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet")
         common.err.print(f"wrote {out}")
         return
-    cols, rows = _run_sql(ws, query)
+    cols, rows = readonly.public_query(ws, query)
     if fmt == "table":
         print_rows(cols, rows, out)
         return
@@ -51,23 +49,15 @@ def sql(
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _run_sql(ws: Workspace, query: str) -> tuple[list[str], list[tuple]]:
-    """A query the user wrote: its error is theirs, one line."""
-    import duckdb
-
-    try:
-        return db.query(ws, query)
-    except duckdb.Error as e:
-        fail(str(e).splitlines()[0])
-
-
 def print_rows(cols: list[str], rows: list[tuple], out: Optional[Path]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*cols)
+    table = Table()
+    for c in cols:
+        table.add_column(common.cell(c))
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*map(common.cell, row))
     if out:
         with open(out, "w") as f:
             Console(file=f, width=200).print(table)
@@ -80,7 +70,7 @@ def csv_text(cols: list[str], rows: list[tuple]) -> str:
     import io
 
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")  # an id captured in a shell must not keep a \r
     writer.writerow(cols)
     writer.writerows(rows)
     return buf.getvalue()
@@ -117,9 +107,9 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
     from rich.table import Table
 
     if rows:
-        t = Table(*columns, title=title)
+        t = Table(*columns, title=common.cell(title))
         for row in rows:
-            t.add_row(*("" if v is None else str(v) for v in row))
+            t.add_row(*map(common.cell, row))
         common.console.print(t)
 
 

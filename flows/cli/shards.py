@@ -8,9 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, console, err, fail, open_workspace
+from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace
+from flows.server import one_prefect_server
 from shards.codecs import CODECS, DEFAULT_CODEC
 from shards.resample import DEFAULT_MAX_SIDE
+from shards.writer import shard_sets_dir
 
 
 def shards_build(
@@ -25,6 +27,9 @@ def shards_build(
                                  "(antialiased, at their bit depth; the store keeps full size); 0: as stored"),
     codec: str = typer.Option(DEFAULT_CODEC, help=f"Payload codec: {' or '.join(CODECS)} (lossless, at the image's "
                               "depth; htj2k: .j2c HTJ2K codestreams, GPU-decodable; docs/training.md)"),
+    balance: Optional[str] = typer.Option(None, help="Draw --target images evenly over clusters:LEVEL (ortho cluster) "
+                                          "or over the values of a column of images (view, body_part, source)"),
+    target: Optional[int] = typer.Option(None, help="Images to draw with --balance"),
     overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
     runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
@@ -35,24 +40,36 @@ def shards_build(
 ) -> None:
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
     from flows.shards import run_build
-    from shards.codecs import get_codec
+    from shards.balance import BalanceSpec
+    from shards.writer import check_build, parse_size
 
-    get_codec(codec)  # a mistyped codec fails here, before a flow run starts
+    if (balance is None) != (target is None):
+        fail("--balance and --target go together: e.g. --balance clusters:2 --target 10000")
     ws = open_workspace(workspace)
-    with err.status(f"building shard set {name}"):
-        result = run_build(str(ws.root), name, query, runner=runner, workers=workers, include_excluded=include_excluded,
-                           evaluation=evaluation, seed=seed, target_size=target_size,
-                           samples_per_shard=samples_per_shard, overwrite=overwrite, max_side=max_side, wait_s=wait,
-                           codec=codec)
-    verb = "built" if result["built"] else "up to date:"
-    console.print(f"{verb} {result['samples']} samples in {result['shards']} shards -> {result['manifest']}")
+    if target_size and not samples_per_shard:
+        parse_size(target_size)
+    spec = BalanceSpec(balance, target) if balance else None
+    with ws.write_lock(wait):  # as the build will: a busy workspace is said first
+        *_, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite, max_side, codec, spec)
+    if current is not None:
+        manifest, verb = shard_sets_dir(ws) / name / "manifest.json", "up to date:"
+        samples, shards = current.samples, len(current.shards)
+    else:
+        with one_prefect_server(), err.status(f"building shard set {name}"):
+            result = run_build(str(ws.root), name, query, runner=runner, workers=workers,
+                               include_excluded=include_excluded, evaluation=evaluation, seed=seed,
+                               target_size=target_size, samples_per_shard=samples_per_shard, overwrite=overwrite,
+                               max_side=max_side, wait_s=wait, codec=codec, balance=balance, target=target)
+        manifest, verb = Path(result["manifest"]), "built" if result["built"] else "up to date:"
+        samples, shards = result["samples"], result["shards"]
+    console.print(f"{verb} {samples} samples in {shards} shards -> {manifest}")
     if out:
         from shards.publish import publish_shard_set
 
         with err.status(f"copying shard set {name} to --out"):
-            where, copied = publish_shard_set(Path(result["manifest"]), out)
+            where, copied = publish_shard_set(manifest, out)
         console.print(f"{'copied' if copied else 'up to date:'} {where}")
-    show_manifest(Path(result["manifest"]))
+    show_manifest(manifest)
 
 
 def shards_list(workspace: WorkspaceOpt = None) -> None:
@@ -61,8 +78,8 @@ def shards_list(workspace: WorkspaceOpt = None) -> None:
 
     t = Table("name", "samples", "shards", "MB", "codec", "created", "query", title="shard sets")
     for m in list_shard_sets(open_workspace(workspace)):
-        t.add_row(m.name, str(m.samples), str(len(m.shards)), f"{m.bytes / 1e6:.1f}", m.codec.get("name", "png"),
-                  m.created, m.query)
+        t.add_row(*map(cell, (m.name, m.samples, len(m.shards), f"{m.bytes / 1e6:.1f}", m.codec.get("name", "png"),
+                              m.created, m.query)))
     console.print(t)
 
 
@@ -113,7 +130,7 @@ def show_manifest(path: Path) -> None:
     m = Manifest.read(path)
     console.print(f"[bold]{m.name}[/bold]: {m.samples} samples, {len(m.shards)} shards, {m.bytes / 1e6:.1f} MB, "
                   f"created {m.created}, seed {m.seed}")
-    console.print(f"query: {m.query}" + ("  (exclusions ignored)" if m.include_excluded else ""))
+    console.print(cell(f"query: {m.query}" + ("  (exclusions ignored)" if m.include_excluded else "")))
     console.print(f"catalog snapshot: {m.catalog_snapshot['parts']} parts, last {m.catalog_snapshot['last_part']}")
     r = m.resample
     console.print(f"resolution: longer side at most {r['max_side']} px ({r['images_reduced']} images reduced, "
@@ -122,8 +139,16 @@ def show_manifest(path: Path) -> None:
                   (f", {m.codec['encoder']})" if m.codec.get("encoder") else ")"))
     for reason, n in m.unreadable.items():
         console.print(f"left out {n} selected images the store could not give: {reason}")
+    if b := m.balance:
+        console.print(f"balanced over {b['by']}" + (f" of model {b['model']}" if b.get("model") else "")
+                      + f": {b['selected']} of {b['available']} images drawn evenly over {b['groups']} groups "
+                      f"(target {b['target']}, seed {b['seed']})")
+        tb = Table("group", "available", "drawn", title=f"balance over {b['by']}")
+        for g, n in sorted(b["available_counts"].items(), key=lambda kv: -kv[1])[:30]:
+            tb.add_row(g, str(n), str(b["counts"].get(g, 0)))
+        console.print(tb)
     t = Table("attribute", "value", "samples", title="counts")
     for attr, values in m.counts.items():
         for value, n in values.items():
-            t.add_row(attr, value, str(n))
+            t.add_row(*map(cell, (attr, value, n)))
     console.print(t)

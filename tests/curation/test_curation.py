@@ -99,6 +99,16 @@ def test_leakage_guard_holds_out_training_copies_of_evaluation_images(curated):
     assert q(ws, "SELECT count(*) FROM images WHERE split IN ('val', 'test') AND NOT held_out")[0][0] == 0
 
 
+def test_the_summary_separates_held_out_by_design_from_the_leakage_guard(curated):
+    """Before: "held out by the leakage guard" counted every val/test image too (1,062 where the guard removed 1)."""
+    ws, summary = curated
+    by_design = q(ws, "SELECT count(*) FROM images WHERE split IN ('val', 'test')")[0][0]
+    guarded = q(ws, "SELECT count(DISTINCT image_id) FROM leakage")[0][0]
+    assert summary.held_out_by_design == by_design > 0
+    assert summary.leakage_removed == guarded < by_design
+    assert q(ws, "SELECT count(*) FROM images WHERE held_out")[0][0] == by_design + guarded
+
+
 def test_quality_flags_carry_reasons(ws, tmp_path):
     src = tmp_path / "q"
     src.mkdir()

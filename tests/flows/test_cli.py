@@ -139,6 +139,8 @@ def test_a_project_error_is_one_line_with_its_exit_code(tmp_path):
 ])
 def test_a_settings_typo_is_refused_with_the_key_it_meant_before_anything_runs(tmp_path, args, typo, meant):
     ws = tmp_path / "w"
+    (tmp_path / "c.safetensors").touch()  # the files exist (they are checked first, before the settings' imports)
+    args = [str(tmp_path / a) if a == "c.safetensors" else a for a in args]
     r = runner.invoke(app, [*args, "--workspace", str(ws)])
     last = r.output.strip().splitlines()[-1]
     assert r.exit_code == 2 and last.startswith(f"error: unknown config key '{typo}' (did you mean '{meant}'?)"), last

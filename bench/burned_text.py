@@ -2,11 +2,15 @@
 
     python bench/burned_text.py                       # 160 radiographs with text, 600 clean images
     python bench/burned_text.py --text 40 --clean 200 # quicker
+    python bench/burned_text.py --text 0 --turned 40 --faint 40 --clean 200 --clinical 20  # the hard cases only
 
 Text corpus: real knee radiographs (../shared/data/knee-xray-kl, else phantom knees) at 224 to
 3000 px, 8-bit PNG and 16-bit DICOM (no BurnedInAnnotation flag), carrying a made-up name, an ID and
 a date in one of six fonts, at 1-4% of the image height, light or dark, bare, boxed or outlined, in
-a corner or at an edge. Clean corpus: real knees as they are, plus phantom knees at 1024-2048 px.
+a corner or at an edge. Turned: the same, turned 90 or 270 degrees along the left or right edge (read upright
+by the reader). Faint: 12-bit DICOM with a flat collimation border (a little detector noise) and text 20-60
+levels above a dark border or below a bright one, invisible at the whole range; the reader reads it before and
+after at a narrow window over the border. Clean corpus: real knees as they are, plus phantom knees at 1024-2048 px.
 Both are ingested for real (ingest_source, one process) with screening off and on, each twice in
 alternation; throughput is the better run of each. An independent OCR (Tesseract) reads every text
 image before ingest and its stored pixels after: a token counts when it was readable before.
@@ -15,6 +19,7 @@ image before ingest and its stored pixels after: a token counts when it was read
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import itertools
 import json
@@ -37,7 +42,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from ingest.text import judge  # noqa: E402
-from ingest.text.render import CORNERS, FONTS, TextStyle, burn  # noqa: E402
+from ingest.text.candidates import windowed  # noqa: E402
+from ingest.text.render import CORNERS, FONTS, TextStyle, burn, burn_turned  # noqa: E402
 
 SIZES = (224, 512, 1024, 2048, 3000)
 HEIGHTS = (0.01, 0.015, 0.02, 0.03, 0.04)
@@ -94,7 +100,9 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def build_text_corpus(root: Path, n: int, rng: np.random.Generator) -> list[dict]:
+def build_text_corpus(root: Path, n: int, rng: np.random.Generator, kind: str = "upright") -> list[dict]:
+    """`kind`: upright (the style grid as drawn), turned (90 or 270 degrees along an edge) or faint (16-bit, a
+    flat border, text a few tens of levels off it)."""
     grid = styles()
     picks = rng.choice(len(grid), n, replace=n > len(grid))
     bases = base_images(n, rng)
@@ -102,17 +110,57 @@ def build_text_corpus(root: Path, n: int, rng: np.random.Generator) -> list[dict
     for k, (pick, base) in enumerate(zip(picks, bases)):
         size, bits, style = grid[pick]
         lines, tokens = made_up_tokens(rng)
-        shown, _ = burn(as_depth(base, size, bits, rng), lines, style)
-        name = f"t{k:04d}.{'dcm' if bits == 16 else 'png'}"
+        quarters, window = 0, None
+        if kind == "turned":
+            quarters = (1, 3)[k % 2]
+            style = dataclasses.replace(style, corner=("left", "right", "top-left", "bottom-right")[k % 4],
+                                        height=max(style.height, 0.015))
+            shown, _ = burn_turned(as_depth(base, size, bits, rng), lines, style, quarters)
+        elif kind == "faint":
+            bits = 16
+            shown, window, style = faint_case(as_depth(base, max(size, 512), 16, rng), lines, style, rng)
+        else:
+            shown, _ = burn(as_depth(base, size, bits, rng), lines, style)
+        name = f"{kind[0]}{k:04d}.{'dcm' if bits == 16 else 'png'}"
         (write_dicom if bits == 16 else write_png)(root / name, shown)
-        text = judge.read_text(shown)
-        second = judge.read_text_rapidocr(shown)
+        text, second = read_both(shown, quarters, window)
         before = [t for t in tokens if judge.readable(t, text)]
         before_either = [t for t in tokens if judge.readable(t, text) or judge.readable(t, second)]
-        cases.append(dict(file=name, size=size, bits=bits, height=style.height, polarity=style.polarity,
-                          frame=style.frame, corner=style.corner, font=style.font, tokens=tokens, before=before,
-                          before_either=before_either))
+        cases.append(dict(file=name, kind=kind, size=shown.shape[0], bits=bits, height=style.height,
+                          polarity=style.polarity, frame=style.frame, corner=style.corner, font=style.font,
+                          quarters=quarters, window=window, tokens=tokens, before=before, before_either=before_either))
     return cases
+
+
+def faint_case(image: np.ndarray, lines: list[str], style: TextStyle, rng: np.random.Generator):
+    """A flat collimation border along one side (dark, or bright for dark text) with detector noise, and the text
+    20-60 levels off it: invisible at the whole range. Returns the image, the narrow window that shows it, the
+    style drawn."""
+    h, w = image.shape
+    dark = style.polarity == "light"
+    base = float(rng.uniform(150, 600) if dark else rng.uniform(3400, 3900))
+    noise, levels = float(rng.uniform(1.5, 4)), float(rng.uniform(20, 60))
+    side = ("top", "bottom", "left", "right")[int(rng.integers(0, 4))]
+    band = int(h * rng.uniform(0.08, 0.14))
+    cut = {"top": np.s_[:band], "bottom": np.s_[h - band:], "left": np.s_[:, :band], "right": np.s_[:, w - band:]}[side]
+    out = image.copy()
+    out[cut] = np.clip(base + rng.normal(0, noise, out[cut].shape), 0, 4095).astype(np.uint16)
+    corner = {"top": "top-left", "bottom": "bottom-right", "left": "top-left", "right": "top-right"}[side]
+    style = dataclasses.replace(style, frame="none", levels=levels, corner=corner,
+                                height=min(max(style.height, 0.015), 0.5 * band / h))
+    if side in ("left", "right"):  # along a side border the label runs down it
+        shown, _ = burn_turned(out, lines, style, 1 if side == "left" else 3)
+    else:
+        shown, _ = burn(out, lines, style)
+    lo, hi = (base - 6 * noise, base + levels + 6 * noise) if dark else (base - levels - 6 * noise, base + 6 * noise)
+    return shown, (int(lo), int(hi)), style
+
+
+def read_both(pixels: np.ndarray, quarters: int = 0, window=None, turns=(0,)) -> tuple[str, str]:
+    """What Tesseract and RapidOCR read, upright (`quarters` turned back) and at each of `turns`, at `window`."""
+    shown = windowed(pixels, *window) if window else pixels
+    views = [np.ascontiguousarray(np.rot90(shown, -q)) for q in {quarters, *turns}]
+    return ("\n".join(judge.read_text(v) for v in views), "\n".join(judge.read_text_rapidocr(v) for v in views))
 
 
 def build_clean_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
@@ -173,8 +221,9 @@ def stored_pixels(ws, relpath: str) -> list[np.ndarray]:
 def text_results(cases: list[dict], ws) -> None:
     for case in cases:
         stored = stored_pixels(ws, case["file"])
-        text = "\n".join(judge.read_text(px) for px in stored)
-        second = "\n".join(judge.read_text_rapidocr(px) for px in stored)
+        # the stored image as drawn and upright, and at the narrow window that showed faint text
+        reads = [read_both(px, case["quarters"], case["window"]) for px in stored]
+        text, second = "\n".join(r[0] for r in reads), "\n".join(r[1] for r in reads)
         case["after"] = [t for t in case["before"] if judge.readable(t, text)]
         case["after_either"] = [t for t in case["before_either"] if judge.readable(t, text) or judge.readable(t, second)]
 
@@ -196,7 +245,7 @@ def report(cases: list[dict], clean: tuple[int, int], speed: dict) -> dict:
     after2 = sum(len(c["after_either"]) for c in cases)
     table = Table("by", "value", "images", "readable before (Tesseract)", "after", "before (either reader)", "after",
                   title="burned-in text: tokens readable before ingest and in the stored pixels after")
-    for key in ("size", "bits", "height", "polarity", "frame"):
+    for key in ("kind", "size", "bits", "height", "polarity", "frame"):
         for value in sorted({c[key] for c in cases}):
             sub = [c for c in cases if c[key] == value]
             table.add_row(key, str(value), str(len(sub)), *(str(sum(len(c[f]) for c in sub))
@@ -217,7 +266,7 @@ def report(cases: list[dict], clean: tuple[int, int], speed: dict) -> dict:
     console.print(f"tokens burned {burned}, readable by Tesseract before ingest {before}, still readable after "
                   f"{after} ({share:.1%}; goal 0)")
     console.print(f"with RapidOCR over the whole image as a second reader: readable before {before2}, after {after2}")
-    console.print(f"clean images with a masked region: {clean[0]} of {clean[1]} ({clean[0] / clean[1]:.2%}; goal < 2%)")
+    console.print(f"clean images with a masked region: {clean[0]} of {clean[1]} ({clean[0] / max(clean[1], 1):.2%}; goal < 2%)")
     return {"tokens_burned": burned, "readable_before": before, "readable_after": after,
             "readable_before_either": before2, "readable_after_either": after2, "leaked": dict(leaks),
             "clean_masked": clean[0], "clean_images": clean[1],
@@ -227,6 +276,8 @@ def report(cases: list[dict], clean: tuple[int, int], speed: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--text", type=int, default=160, help="radiographs with burned-in text")
+    ap.add_argument("--turned", type=int, default=40, help="radiographs with a label turned 90 or 270 degrees")
+    ap.add_argument("--faint", type=int, default=40, help="16-bit radiographs with faint text on a flat border")
     ap.add_argument("--clean", type=int, default=600, help="clean real knees as released (224 px PNG)")
     ap.add_argument("--clinical", type=int, default=60, help="clean radiographs at clinical size (2048-3000 px DICOM)")
     ap.add_argument("--seed", type=int, default=0)
@@ -241,7 +292,9 @@ def main() -> None:
         for tree in trees.values():
             tree.mkdir()
         t = time.perf_counter()
-        cases = build_text_corpus(trees["text"], args.text, rng)
+        cases = [c for kind in ("upright", "turned", "faint")
+                 for c in build_text_corpus(trees["text"], getattr(args, "text" if kind == "upright" else kind), rng,
+                                            kind)]
         n_clean = build_clean_corpus(trees["clean"], args.clean, rng)
         n_clinical = build_clinical_corpus(trees["clinical"], args.clinical, rng)
         console.print(f"corpus: {len(cases)} text images, {n_clean} clean public, {n_clinical} clean clinical-size "

@@ -76,7 +76,7 @@ class _View:
 
 # Every view, in an order where each reads only views before it. `lineage` only on private connections.
 VIEWS = ("evals", "embeddings", "clusters", "signatures", "keypoints", "splits", "dup_groups", "quality", "leakage",
-         "file_versions", "current_files", "occurrences", "images", "files", "labels", "runs", "lineage")
+         "unreadable", "file_versions", "current_files", "occurrences", "images", "files", "labels", "runs", "lineage")
 _NAMES = re.compile(r"\b(" + "|".join(VIEWS) + r")\b", re.IGNORECASE)
 # what lists the catalog's objects rather than naming one: it needs every view
 _LISTING = re.compile(r"\b(show|information_schema|pg_catalog|pragma|duckdb_\w+)\b", re.IGNORECASE)
@@ -159,6 +159,7 @@ def _curation_views(ws: Workspace) -> dict[str, _View]:
         "dup_groups": recomputed("dups", "DUPS"),
         "quality": recomputed("quality", "QUALITY"),
         "leakage": recomputed("leakage", "LEAKAGE"),
+        "unreadable": appended(ws.unreadable_dir, "UNREADABLE"),
     }
 
 

@@ -16,6 +16,12 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from catalog.pixel_budget import Limits, PixelsRefused, check_codestream
+
+# Pillow's own bomb limit refuses a 16000 x 16000 image that is within our budget, and only after a warning;
+# every decode here checks the declared size against our budget first (catalog/pixel_budget.py)
+Image.MAX_IMAGE_PIXELS = None
+
 try:  # ISA-L's deflate: zlib-compatible streams, ~3.5x faster than zlib at the same size
     from isal.isal_zlib import compress as _deflate
 except ImportError:  # pragma: no cover
@@ -55,18 +61,27 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """Exact decode of a stored PNG: 16-bit stays 16-bit (unlike webdataset's default decoders)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        # np.array, not np.asarray: a writable array that torch can wrap without a copy warning
-        if img.mode in ("I;16", "I;16B", "I;16L"):
-            return np.array(img, dtype=np.uint16)
-        if img.mode == "I":
-            return np.array(img).astype(np.uint16)
-        if img.mode == "L":
-            return np.array(img, dtype=np.uint8)
-        raise ValueError(f"unexpected stored PNG mode {img.mode}")
+def decode_png(data: bytes, rows: int | None = None, cols: int | None = None, limits: Limits | None = None) -> np.ndarray:
+    """Exact decode of a stored PNG: 16-bit stays 16-bit (unlike webdataset's default decoders). The IHDR's size is
+    checked against `rows` x `cols` (the catalog's, when given) and the pixel budget before anything is decoded;
+    raises PixelsRefused with a reason."""
+    declared = check_codestream(data, rows, cols, limits)
+    if declared is None or declared.codec != "png":
+        raise PixelsRefused("decode_error", "not a PNG")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            # np.array, not np.asarray: a writable array that torch can wrap without a copy warning
+            if img.mode in ("I;16", "I;16B", "I;16L"):
+                return np.array(img, dtype=np.uint16)
+            if img.mode == "I":
+                return np.array(img).astype(np.uint16)
+            if img.mode == "L":
+                return np.array(img, dtype=np.uint8)
+    except (OSError, SyntaxError, EOFError, ValueError, struct.error, zlib.error) as e:
+        truncated = isinstance(e, EOFError) or "truncat" in str(e).lower()
+        raise PixelsRefused("truncated" if truncated else "decode_error", type(e).__name__) from None
+    raise PixelsRefused("decode_error", "unexpected stored PNG mode")
 
 
 def sampled_percentiles(image: np.ndarray, q, samples: int = 65536) -> np.ndarray:

@@ -87,6 +87,7 @@ OCCURRENCE = pa.schema(
         ("text_detector", pa.string()),
         ("pixels_cleaned", pa.bool_()),  # text regions were masked before the pixels were stored
         ("text_regions", pa.int16()),
+        ("text_regions_unread", pa.int16()),  # of those, masked unread: the detector was sure, OCR read nothing
     ]
 )
 
@@ -151,6 +152,9 @@ DUPS = pa.schema([("image_id", pa.string()), ("dup_group", pa.string()), ("repre
                   ("similarity", pa.float32())])
 QUALITY = pa.schema([("image_id", pa.string()), ("reason", pa.string()), ("excluding", pa.bool_())])
 LEAKAGE = pa.schema([("image_id", pa.string()), ("reason", pa.string())])
+# Stored images a stage could not open (catalog/unreadable.py), appended by each run that met one.
+UNREADABLE = pa.schema([("image_id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+                        ("run_id", pa.string()), ("recorded_at", pa.timestamp("us", tz="UTC"))])
 
 # Embeddings (catalog/embeddings.py): one vector per (image, model), appended in parts; clusters: the hierarchical
 # k-means of one model's vectors, level 1 the finest, recomputed as a whole.

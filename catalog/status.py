@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from catalog import db
+from catalog.unreadable import BY_STAGE as UNREADABLE_BY_STAGE
 from catalog.workspace import Workspace
 
 STATUS_QUERIES = {
@@ -25,6 +26,7 @@ STATUS_QUERIES = {
                 "ORDER BY committed_at DESC, file_id LIMIT 5",
     "failed_runs": "SELECT run_id, kind, status, started_at FROM runs WHERE status = 'failed' "
                    "ORDER BY started_at DESC LIMIT 5",
+    "unreadable": UNREADABLE_BY_STAGE,
 }
 
 LABELLED_IMAGES = """SELECT l.task, coalesce(i.split, 'unsplit') AS split, l.value, count(DISTINCT l.image_id)
@@ -61,6 +63,7 @@ def catalog_status(ws: Workspace) -> dict:
                         for r in q["ingests"]],
         "pretraining_runs": pretraining,
         "evaluations": [{"eval_id": a, "tasks": b, "results": c, "recorded": d} for a, b, c, d in q["evals"]],
+        "unreadable_images": [dict(zip(("stage", "reason", "images"), r)) for r in q["unreadable"]],
         "last_failures": {"files": [dict(zip(("file_id", "source", "reason", "at"), r)) for r in q["failures"]],
                           "runs": [dict(zip(("run_id", "kind", "status", "at"), r)) for r in q["failed_runs"]]},
     }

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from catalog.files import atomic_write
+from catalog.pixel_budget import PixelsRefused
 from catalog.pixels import decode_png, encode_png
 
 
@@ -35,3 +36,13 @@ class ImageStore:
 
     def get(self, image_id: str) -> np.ndarray:
         return decode_png(self.path(image_id).read_bytes())
+
+    def open(self, image_id: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+        """The stored pixels, checked against the catalog's `rows` x `cols` and the pixel budget before decoding;
+        every failure (a missing object included) is a PixelsRefused with a reason, for the stage to exclude the
+        image and go on."""
+        try:
+            data = self.path(image_id).read_bytes()
+        except FileNotFoundError:
+            raise PixelsRefused("missing_object") from None
+        return decode_png(data, rows, cols)

@@ -111,6 +111,11 @@ class Workspace:
         return self.catalog_dir / "curation"
 
     @property
+    def unreadable_dir(self) -> Path:
+        """Stored images a stage excluded because they could not be opened (catalog/unreadable.py)."""
+        return self.catalog_dir / "unreadable"
+
+    @property
     def duckdb_path(self) -> Path:
         return self.catalog_dir / "catalog.duckdb"
 

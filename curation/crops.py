@@ -42,6 +42,7 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 from PIL import Image
 
+from catalog.pixel_budget import PixelsRefused
 from catalog.pixels import sampled_percentiles
 from curation.borders import content_box
 from curation.signatures import whiten
@@ -537,7 +538,10 @@ def _checked_chunk(chunk: range, kp: np.ndarray, cand: _Candidates, n: int, load
         mat = transform(pts_a[:, :2], kp[cand.j[f : f + c], :2], cfg, tol_px=0.012 * max(shape_b))
         if mat is None:
             continue
-        pix_a, pix_b = pixels(a), pixels(b)
+        try:
+            pix_a, pix_b = pixels(a), pixels(b)
+        except PixelsRefused:  # an object that went bad since its keypoints were taken: no edge, the search goes on
+            continue
         if mirror:
             pix_a = pix_a[:, ::-1]
         rect = overlap_rect(pix_a.shape, pix_b.shape, mat)

@@ -40,8 +40,12 @@ from pydicom.valuerep import DSfloat
 
 from catalog import vocab
 from catalog.files import atomic_path, read_bytes
+from catalog.ids import new_run_id
+from catalog.pixel_budget import PixelsRefused
 from catalog.pseudonyms import Pseudonymizer
 from catalog.store import ImageStore
+from catalog.text_screening import claims_clean_sql
+from catalog.unreadable import Unreadable
 
 # Attributes that carry no identity: kept as they are (K), inside sequences too. The pixel module
 # (rows, depth, photometric, rescale, window, frames, pixel data) is not here: it is written anew for
@@ -104,7 +108,7 @@ class StoredFrame:
     intensity_offset: float = 0.0
     window_center: float | None = None
     window_width: float | None = None
-    screened: bool = False  # text_detector is set: screened for burned-in text before it was stored
+    screened: bool = False  # screened before it was stored by a screen the claim may rest on (catalog/text_screening.py)
 
 
 @dataclass(frozen=True)
@@ -123,15 +127,16 @@ class CatalogFile:
 class ExportResult:
     written: list[Path] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    unreadable: Unreadable = field(default_factory=lambda: Unreadable("export", new_run_id()))
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
 class _Skip(Exception):
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, image_id: str | None = None):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.image_id = reason, image_id  # image_id: a stored image that could not be opened
 
 
 def remap_uid(secret: bytes, uid: str) -> str:
@@ -226,10 +231,13 @@ def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: Expor
 def stored_pixels(frames: tuple[StoredFrame, ...], store: ImageStore) -> tuple[np.ndarray, float, float]:
     """(frames x rows x cols, slope, intercept). Frames of one file may have been shifted by different
     offsets at ingest (signed data); one DICOM rescale needs one, so they are re-shifted to the lowest."""
-    try:
-        arrays = [store.get(f.image_id) for f in frames]
-    except FileNotFoundError:
-        raise _Skip("missing_store_object") from None
+    arrays = []
+    for f in frames:
+        try:
+            arrays.append(store.open(f.image_id))
+        except PixelsRefused as e:  # the stage's firewall: the file is skipped with the reason, the export goes on
+            raise _Skip("missing_store_object" if e.reason == "missing_object" else f"unreadable_pixels:{e.reason}",
+                        f.image_id) from None
     scale = frames[0].intensity_scale or 1.0
     base = min(f.intensity_offset or 0.0 for f in frames)
     shifts = [((f.intensity_offset or 0.0) - base) / scale for f in frames]
@@ -325,6 +333,8 @@ def export_files(files: Iterable[CatalogFile], store: ImageStore, out_dir: Path,
             result.written.append(_export_file(f, store, out_dir, secret, pseudo, options))
         except _Skip as e:
             result.skip(e.reason)
+            if e.image_id is not None:
+                result.unreadable.add(e.image_id, e.reason.partition(":")[2] or "missing_object")
         except Exception:  # its message could quote a value: counted by kind only
             result.skip("internal_error")
     return result
@@ -365,9 +375,10 @@ def export_selection(ws, query: str, out_dir: Path, options: ExportOptions = Exp
             FROM ({selection}) s LEFT JOIN images i ON i.image_id = s.image_id""").fetchone()
         # catalogs written before burned-in text screening have no text_detector column: nothing was screened
         columns = {row[0] for row in con.execute("DESCRIBE occurrences").fetchall()}
-        screened = "o.text_detector IS NOT NULL" if "text_detector" in columns else "false"
+        screened = claims_clean_sql("o.text_detector") if "text_detector" in columns else "false"
         cursor = con.execute(_FILE_FRAMES.format(selection=selection, screened=screened))
         result = export_files(_catalog_files(cursor), ImageStore(ws.store_dir), out_dir, ws.secret(), options)
+    result.unreadable.save(ws)
     if selected - dicom_images:
         result.skipped["not_dicom"] = selected - dicom_images
     return result

@@ -27,12 +27,16 @@ from catalog.errors import OrthoError
 from catalog.figures import figure_png
 from catalog.files import atomic_write
 from catalog.html import display_u8, document, esc, img_tag, reduce_u8, thumbnail_png
+from catalog.ids import new_run_id
+from catalog.pixel_budget import PixelsRefused
 from catalog.pixels import encode_png
 from catalog.schema import DUPS, LEAKAGE, QUALITY, empty_select
 from catalog.store import ImageStore
+from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
 from curation import crops
 from curation.cluster_gallery import clusters_section
+from curation.report_unreadable import unreadable_section
 from curation.run import CurateConfig, resolve_config
 
 TABLES = {"dups": DUPS, "quality": QUALITY, "leakage": LEAKAGE}
@@ -88,6 +92,8 @@ def write_curation_report(ws: Workspace, run_id: str | None = None, out_dir: str
         body = [*_header(run), *_changes_section(run), *_dups_section(run), *_quality_section(run),
                 *_quarantine_section(run), *_splits_section(run),
                 *clusters_section(con, lambda i: _thumb_tag(run, i), latest_clustered(ws))]
+        body += unreadable_section(con, run.unreadable)
+    run.unreadable.save(ws)
     path = report_path(ws, run_id, out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, document(f"Curation {run_id}", body, CSS, SORT_SCRIPT))
@@ -128,6 +134,7 @@ class _Run:
 
     def __post_init__(self):
         self.store = ImageStore(self.ws.store_dir)
+        self.unreadable = Unreadable("report", new_run_id())
         self.cfg, self.settings_found = _settings(self.ws, self.run_id)
 
     def rows(self, sql: str, params: dict | list | None = None) -> list[tuple]:
@@ -157,8 +164,9 @@ class _Run:
 
     def pixels(self, image_id: str) -> np.ndarray | None:
         try:
-            return self.store.get(image_id)
-        except (OSError, ValueError):
+            return self.store.open(image_id)
+        except PixelsRefused as e:  # the stage's firewall: no thumbnail, recorded with its reason
+            self.unreadable.add(image_id, e.reason)
             return None
 
 

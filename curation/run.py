@@ -28,7 +28,9 @@ from catalog import db
 from catalog.ids import new_run_id, token
 from catalog.parts import write_table
 from catalog.schema import DUPS, KEYPOINTS, LEAKAGE, QUALITY, SIGNATURE, SPLIT
+from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
+from catalog.unreadable import CURATION_UNREADABLE, Unreadable
 from catalog.workspace import Workspace, clear_staging
 from curation import crops, dedup_index, incremental, near_dup, semdedup
 from curation.quality import QualityConfig
@@ -37,6 +39,8 @@ from curation.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
 
 log = logging.getLogger("ortho.curate")
+# the quality reason of an image curation could not open (catalog/unreadable.py): always excluding
+UNREADABLE_REASON = "unreadable_pixels"
 
 
 @dataclass
@@ -83,13 +87,19 @@ class CurateSummary:
     splits: dict = field(default_factory=dict)
 
 
-def signature_rows(ws: Workspace, rows: list[tuple[str, int, bool, bool]]) -> tuple[list[dict], list[dict]]:
-    """Signature rows and keypoint rows for (image_id, bits, needs a signature, needs keypoints),
-    reading each image once."""
+def signature_rows(ws: Workspace, rows: list[tuple], unreadable: Unreadable | None = None) -> tuple[list[dict], list[dict]]:
+    """Signature rows and keypoint rows for (image_id, bits, needs a signature, needs keypoints, rows, cols),
+    reading each image once. An image the store cannot give within the pixel budget is left out and recorded in
+    `unreadable` (the stage's firewall: curation goes on, the image is flagged)."""
     store = ImageStore(ws.store_dir)
     sigs, kps = [], []
-    for image_id, bits, need_sig, need_kp in rows:
-        pixels = store.get(image_id)
+    for image_id, bits, need_sig, need_kp, *shape in rows:
+        try:
+            pixels = store.open(image_id, *shape)
+        except PixelsRefused as e:
+            if unreadable is not None:
+                unreadable.add(image_id, e.reason)
+            continue
         if need_sig:
             emb, flip = signature(pixels)
             sigs.append({"image_id": image_id, "emb": emb.tobytes(), "emb_flip": flip.tobytes(),
@@ -100,18 +110,20 @@ def signature_rows(ws: Workspace, rows: list[tuple[str, int, bool, bool]]) -> tu
     return sigs, kps
 
 
-def write_signature_part(ws: Workspace, part: str, rows: list[tuple[str, int, bool, bool]]) -> int:
+def write_signature_part(ws: Workspace, part: str, rows: list[tuple]) -> int:
     """Computes and writes one batch; each table is written whole or not at all (a killed run
     recomputes what is missing)."""
-    sigs, kps = signature_rows(ws, rows)
+    unreadable = Unreadable("curate", part)
+    sigs, kps = signature_rows(ws, rows, unreadable)
     if sigs:
         write_table(ws.signatures_dir / f"{part}.parquet", sigs, SIGNATURE, ws.staging_dir)
     if kps:
         write_table(ws.keypoints_dir / f"{part}.parquet", kps, KEYPOINTS, ws.staging_dir)
+    unreadable.save(ws)
     return len(rows)
 
 
-def serial_signatures(ws: Workspace, batches: Iterable[list[tuple[str, int, bool, bool]]]) -> Iterator[int]:
+def serial_signatures(ws: Workspace, batches: Iterable[list[tuple]]) -> Iterator[int]:
     prefix = new_run_id()
     for i, batch in enumerate(batches):
         yield write_signature_part(ws, f"{prefix}-{i:06d}", batch)
@@ -148,9 +160,9 @@ def retire_stale_signatures(ws: Workspace) -> bool:
     return retire_stale(ws.signatures_dir, SIGNATURE_VERSION, ws.staging_dir)
 
 
-def _missing_signatures(con, batch_size: int, keypoints: bool) -> list[list[tuple[str, int, bool, bool]]]:
-    rows = con.execute("""SELECT image_id, bits, need_sig, need_kp AND $kp FROM (
-                              SELECT image_id, bits, image_id NOT IN (SELECT image_id FROM signatures) AS need_sig,
+def _missing_signatures(con, batch_size: int, keypoints: bool) -> list[list[tuple]]:
+    rows = con.execute("""SELECT image_id, bits, need_sig, need_kp AND $kp, rows, cols FROM (
+                              SELECT image_id, bits, rows, cols, image_id NOT IN (SELECT image_id FROM signatures) AS need_sig,
                                      image_id NOT IN (SELECT image_id FROM keypoints) AS need_kp FROM images)
                           WHERE need_sig OR (need_kp AND $kp) ORDER BY image_id""", {"kp": keypoints}).fetchall()
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
@@ -287,8 +299,10 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
             leakage = _leakage_rows(con)
             excluding = set(config.quality.exclude)
-            quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding}
-                              for reason, sql in (config.quality.queries().items() if summary.images else [])
+            queries = {**config.quality.queries(), UNREADABLE_REASON: CURATION_UNREADABLE} if summary.images else {}
+            quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding or
+                               reason == UNREADABLE_REASON}
+                              for reason, sql in queries.items()
                               for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
             quality = sorted(quality + semdedup.quality_rows(ws, config.semdedup, con),
                              key=lambda r: (r["image_id"], r["reason"]))

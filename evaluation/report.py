@@ -21,6 +21,7 @@ import numpy as np
 from catalog import html as html_page
 from catalog.figures import figure_png
 from catalog.files import atomic_write
+from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
 
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1",
@@ -217,7 +218,9 @@ def plot_retrieval(store: ImageStore, retrieval: list[dict]) -> bytes | None:
         items = [(q["query"], f"query · {q['label']}")] + \
                 [(nb["image_id"], f"{nb['label']} · {nb['similarity']:.2f}") for nb in q["neighbours"]]
         for ax, (image_id, title) in zip(row, items):
-            ax.imshow(_display(store.get(image_id)), cmap="gray")
+            pixels = store.get(image_id)
+            if pixels is not None:  # an image no store could give: the tile stays empty, the report goes on
+                ax.imshow(_display(pixels), cmap="gray")
             ax.set_title(title, fontsize=7)
             ax.axis("off")
     fig.suptitle("nearest training images of test queries (cosine, pretrained features; label · similarity)",
@@ -233,17 +236,21 @@ class _Thumbnails:
     def __init__(self, store: ImageStore, shards: str | None):
         self.store, self.shards, self._shard_images = store, shards, None
 
-    def get(self, image_id: str) -> np.ndarray:
+    def get(self, image_id: str) -> np.ndarray | None:
+        """None for an image neither the store (within the pixel budget) nor the shard set can give."""
         try:
-            return self.store.get(image_id)
-        except (FileNotFoundError, OSError):
+            return self.store.open(image_id)
+        except PixelsRefused:
             if not self.shards:
-                raise
+                return None
             if self._shard_images is None:
                 from evaluation.data import ShardImages
 
                 self._shard_images = ShardImages(self.shards)
-            return self._shard_images.get(image_id)
+            try:
+                return self._shard_images.get(image_id)
+            except (KeyError, OSError, ValueError):
+                return None
 
 
 def _display(pixels: np.ndarray) -> np.ndarray:

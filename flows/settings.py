@@ -68,19 +68,24 @@ class RuntimeSettings:
 
     def apply(self) -> None:
         """The process-wide settings: fsync and DuckDB's memory limit."""
-        from catalog import files
+        from catalog import files, pixel_budget
 
         files.configure(fsync=self.fsync)
+        pixel_budget.configure(self.limits())
         if self.duckdb_memory is not None:
             from catalog import db  # imports duckdb: only when there is something to set
 
             db.configure(memory_limit=self.duckdb_memory)
 
+    def limits(self):
+        """The pixel budget every stage reads pixels under (catalog/pixel_budget.py)."""
+        from catalog.pixel_budget import Limits
+
+        return Limits(**{k: getattr(self, k) for k in _LIMITS if getattr(self, k) is not None})
+
     def ingest_options(self) -> dict:
         """Keyword arguments of `ingest.run.ingest_source`: the read limits and the compaction threshold."""
-        from ingest.readers import Limits
-
-        options: dict = {"limits": Limits(**{k: getattr(self, k) for k in _LIMITS if getattr(self, k) is not None})}
+        options: dict = {"limits": self.limits()}
         if self.compact_parts is not None:
             options["compact_parts"] = self.compact_parts
         return options

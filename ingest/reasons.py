@@ -22,6 +22,8 @@ REASONS = {
     "unsupported_pixel_format": "pixel layout that cannot be represented as a 2D grayscale image",
     "decode_error": "the pixel data failed to decode",
     "absurd_dimensions": "declared image dimensions are zero or beyond the configured limit",
+    "declared_size_mismatch": "a codestream declares another image size than the file's header (refused before decoding)",
+    "not_regular_file": "a named pipe, device, socket (or a link to one) in the source: listed, never opened",
     "burned_in_annotation": "DICOM declares burned-in annotation: pixels may show identifying text",
     "burned_in_text": "text was found in the pixels and the source's policy is --burned-in quarantine",
     "pacs_retrieve_failed": "the PACS would not give the instance after retries; its study is pulled again next run",
@@ -40,3 +42,8 @@ class Quarantine(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+    @classmethod
+    def refused(cls, e) -> "Quarantine":
+        """The quarantine for pixels the budget refused (catalog/pixel_budget.py: the reasons are shared)."""
+        return cls(e.reason, e.detail)

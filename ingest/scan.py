@@ -78,7 +78,8 @@ def _walk(path: str, rel: str, seen: set, skip: set[str]) -> Iterator[ScanEntry]
             yield from _walk(entry.path, relpath, seen, skip)
         elif stat.S_ISREG(st.st_mode):
             yield ScanEntry(relpath, st.st_size, st.st_mtime_ns)
-        # sockets, fifos and devices are not files a source holds; reading a fifo would block
+        else:  # a fifo, socket or device (or a link to one): accounted for, never opened (a fifo's read blocks)
+            yield ScanEntry(relpath, 0, st.st_mtime_ns, problem="not_regular_file")
 
 
 def scan_fsspec(url: str, skip: set[str] = frozenset(), storage_options: dict | None = None) -> Iterator[ScanEntry]:

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from catalog.errors import OrthoError
+from catalog.pixel_budget import check_codestream
 from shards.decode import decode_payload as decode_png_payload
 
 DEFAULT_CODEC = "png"  # measured: docs/benchmarks.md, "HTJ2K payloads (issue 29)"
@@ -52,6 +53,7 @@ def _encode_htj2k(pixels: np.ndarray) -> bytes:
 def _decode_htj2k(data: bytes) -> np.ndarray:
     import imagecodecs
 
+    check_codestream(data)  # the SIZ's size against the pixel budget before the decoder allocates for it
     out = imagecodecs.htj2k_decode(data)
     if out.ndim != 2 or out.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"HTJ2K payload decodes to {out.dtype} {out.shape}, not one grey plane")

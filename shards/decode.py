@@ -13,12 +13,13 @@ import struct
 
 import numpy as np
 
+from catalog.pixel_budget import check_dimensions
 from catalog.pixels import decode_png
 
 try:
-    from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import decompressobj as _inflater
 except ImportError:  # pragma: no cover
-    from zlib import decompress as _inflate
+    from zlib import decompressobj as _inflater
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _UP = 2
@@ -30,8 +31,9 @@ def decode_payload(data: bytes) -> np.ndarray:
     if layout is None:
         return decode_png(data)
     width, height, depth, idat = layout
-    raw = _inflate(idat)
+    check_dimensions(height, width, 1, depth // 8)  # the pixel budget, before anything is inflated
     stride = width * depth // 8
+    raw = _inflated(idat, height * (stride + 1))
     if len(raw) != height * (stride + 1):
         return decode_png(data)  # let the reference decoder say what is wrong
     rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
@@ -42,6 +44,11 @@ def decode_payload(data: bytes) -> np.ndarray:
     for y in range(1, height):
         np.add(out[y - 1], rows[y, 1:], out=out[y])  # uint8 arithmetic wraps, as PNG's does
     return out.view(">u2").astype(np.uint16) if depth == 16 else out
+
+
+def _inflated(idat: bytes, size: int) -> bytes:
+    """At most one byte more than the IHDR's size (a stream that inflates further is a bomb, not our layout)."""
+    return _inflater().decompress(idat, size + 1)
 
 
 def _store_layout(data: bytes) -> tuple[int, int, int, bytes] | None:

@@ -37,6 +37,7 @@ class Manifest:
     resample: dict = field(default_factory=dict)  # {max_side, filter, images_reduced, min_factor}; {}: as stored
     codec: dict = field(default_factory=lambda: {"name": "png", "ext": "png"})  # shards/codecs.py; older sets: png
     balance: dict = field(default_factory=dict)  # shards/balance.py: {by, target, seed, counts, ...}; {}: as queried
+    unreadable: dict = field(default_factory=dict)  # reason -> selected images left out: the store could not give them
     schema_version: int = MANIFEST_VERSION
 
     def write(self, path: Path) -> None:

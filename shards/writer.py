@@ -27,11 +27,13 @@ from catalog.errors import OrthoError
 from catalog.files import atomic_path, file_sha256
 from catalog.ids import token
 from catalog.pixels import encode_png
+from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
 from shards.balance import BalanceSpec, balance as draw_balanced
 from shards.codecs import get_codec
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
+from shards.readable import readable_records
 from shards.resample import DEFAULT_MAX_SIDE, FILTER, fit_max_side, reduced_size, resampled_meta
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
 
@@ -192,7 +194,7 @@ def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: b
 def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
                 seed: int = 0, overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE,
                 codec: str | None = None, balance: BalanceSpec | None = None
-                ) -> tuple[list[dict], str, dict, Manifest | None]:
+                ) -> tuple[list[dict], str, dict, Unreadable, Manifest | None]:
     """Everything a build checks before writing (the name, --max-side, the codec, the query and what it selects, the
     balanced draw, an existing set of that name): the records, their digest, the balancing, and the existing
     manifest when it is up to date. The command line calls it before the orchestrator starts."""
@@ -208,6 +210,10 @@ def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = F
     balanced = {}
     if balance is not None:
         records, balanced = draw_balanced(ws, records, balance, seed)
+    # the stage's firewall: objects the store cannot give are left out (recorded by the build, counted in its manifest)
+    records, unreadable = readable_records(ws.root, records)
+    if not records:
+        raise SelectionError(f"none of the selected images can be read from the store ({unreadable.counts()})")
     digest = selection_digest(records)
     path = shard_sets_dir(ws) / name / "manifest.json"
     if path.exists():
@@ -215,18 +221,19 @@ def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = F
         same = old.selection_sha256 == digest and old.seed == seed
         same_codec = old.codec.get("name") == codec_name
         if same and old.resample.get("max_side") == max_side and same_codec:
-            return records, digest, balanced, old
+            return records, digest, balanced, unreadable, old
         if not overwrite:
             what = ("with another selection" if not same else f"with codec {old.codec.get('name')}" if not same_codec
                     else f"at another resolution (max side {old.resample.get('max_side') or 'as stored'})")
             raise ShardError(f"shard set {name!r} exists {what}; choose a new name or pass --overwrite")
-    return records, digest, balanced, None
+    return records, digest, balanced, unreadable, None
 
 
 def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
            map_shards, codec_info, balance=None):
-    records, digest, balanced, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite,
+    records, digest, balanced, unreadable, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite,
                                                      max_side, codec_info["name"], balance)
+    unreadable.save(ws)
     root = shard_sets_dir(ws)
     final = root / name
     if current is not None:
@@ -253,7 +260,8 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
             include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
             catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records),
-            resample=resample_summary(records, max_side), codec=codec_info, balance=balanced)
+            resample=resample_summary(records, max_side), codec=codec_info, balance=balanced,
+            unreadable=unreadable.counts())
         manifest.write(build / "manifest.json")
         if final.exists():
             trash = root / f".{name}.old-{token()}"

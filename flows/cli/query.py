@@ -129,6 +129,8 @@ def print_status(data: dict) -> None:
     _table("labels", ["task", "labelled images"], [[k, v] for k, v in data["labels"].items()])
     _table("patients by split", ["split", "patients"], [[k, v] for k, v in data["patients_by_split"].items()])
     _table("quarantined", ["reason", "files"], [[k, v] for k, v in data["quarantine_reasons"].items()])
+    _table("images a stage excluded as unreadable", ["stage", "reason", "images"],
+           [[u["stage"], u["reason"], u["images"]] for u in data["unreadable_images"]])
     _table("shard sets", ["name", "samples", "shards", "MB", "created"],
            [[m["name"] + (" (evaluation)" if m["evaluation"] else ""), m["samples"], m["shards"],
              f"{m['bytes'] / 1e6:.1f}", m["created"]] for m in data["shard_sets"]])

@@ -137,6 +137,8 @@ def show_manifest(path: Path) -> None:
                   f"smallest factor {r['min_factor']:.3f}, {r['filter']})" if r else "resolution: images as stored")
     console.print(f"codec: {m.codec.get('name')} (.{m.codec.get('ext')}" +
                   (f", {m.codec['encoder']})" if m.codec.get("encoder") else ")"))
+    for reason, n in m.unreadable.items():
+        console.print(f"left out {n} selected images the store could not give: {reason}")
     if b := m.balance:
         console.print(f"balanced over {b['by']}" + (f" of model {b['model']}" if b.get("model") else "")
                       + f": {b['selected']} of {b['available']} images drawn evenly over {b['groups']} groups "

@@ -14,11 +14,13 @@ from typing import Iterator
 
 import numpy as np
 import pydicom
+from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.uid import UID_dictionary
 
 from catalog import vocab
+from catalog.pixel_budget import PixelsRefused, check_codestream, check_dimensions
 from catalog.identity import HEADER_FIELDS, patient_identity
 from ingest.deid import age_days
 from ingest.pixels import Frame, to_gray, to_storable
@@ -141,13 +143,10 @@ def _check_pixels(ds, ctx: ReadContext) -> tuple[int, int, int]:
     frames = _int(_get(ds, "NumberOfFrames", 1)) or 1
     spp = _int(_get(ds, "SamplesPerPixel", 1)) or 1
     bits = _int(_get(ds, "BitsAllocated", 16)) or 16
-    if not rows or not cols or rows < 0 or cols < 0 or frames < 0:
-        raise Quarantine("absurd_dimensions", f"declared {rows}x{cols}x{frames}")
-    if rows * cols > ctx.limits.max_pixels_per_image:
-        raise Quarantine("absurd_dimensions", f"declared {rows}x{cols} exceeds {ctx.limits.max_pixels_per_image} pixels")
-    expected = rows * cols * frames * spp * max(bits, 8) // 8
-    if expected > ctx.limits.max_decoded_bytes:
-        raise Quarantine("absurd_dimensions", f"declared {rows}x{cols}x{frames} needs {expected} bytes decoded")
+    try:
+        check_dimensions(rows, cols, frames, spp * ((max(bits, 8) + 7) // 8), ctx.limits)
+    except PixelsRefused as e:
+        raise Quarantine.refused(e) from None
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if tsyntax is not None and not tsyntax.is_compressed:
         have = len(ds["PixelData"].value or b"") if "PixelData" in ds else None
@@ -161,7 +160,20 @@ def _check_pixels(ds, ctx: ReadContext) -> tuple[int, int, int]:
             decoder = None
         if decoder is None or not decoder.is_available:
             raise Quarantine("unsupported_transfer_syntax", f"no decoder for {tsyntax.name or 'a private syntax'}")
+        _check_codestreams(ds, rows, cols, ctx)
     return rows, cols, frames
+
+
+def _check_codestreams(ds, rows: int, cols: int, ctx: ReadContext) -> None:
+    """Each frame's codestream declares its own size, and that is what its decoder allocates: it must be the
+    header's, within the budget, before any frame is decoded. RLE fragments carry no size (the header's is used)."""
+    try:
+        for fragment in generate_fragments(ds["PixelData"].value):
+            check_codestream(fragment, rows, cols, ctx.limits)
+    except PixelsRefused as e:
+        raise Quarantine.refused(e) from None
+    except Exception as e:  # an item structure pydicom cannot follow: its decoder would fail the same way
+        raise Quarantine("decode_error", f"encapsulated pixel data unreadable ({type(e).__name__})") from None
 
 
 def _header_attrs(ds, ctx: ReadContext) -> dict:

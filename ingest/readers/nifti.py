@@ -32,23 +32,34 @@ from ingest.readers.context import ReadContext
 _PLANE_OF_RAS_AXIS = ("sagittal", "coronal", "axial")
 
 
-def gunzip_capped(data: bytes, limit: int) -> bytes:
-    """Decompress without trusting the stream: a gzip bomb stops at `limit` bytes."""
-    d = zlib.decompressobj(wbits=47)
+def _inflate(d, data: bytes, size: int) -> bytes:
+    """At most `size` more bytes of a gzip stream: a bomb inflates no further than the header's declared size."""
     try:
-        out = d.decompress(data, limit + 1)
+        return d.decompress(data, size) if size > 0 else b""
     except zlib.error:
         raise Quarantine("truncated", "gzip stream is corrupt or ends early") from None
-    if len(out) > limit:
-        raise Quarantine("too_large", f"decompresses beyond {limit} bytes")
-    if not d.eof:
-        raise Quarantine("truncated", "gzip stream ends early")
-    return out
 
 
 def _load(data: bytes, ctx: ReadContext):
     if data[:2] == b"\x1f\x8b":
-        data = gunzip_capped(data, ctx.limits.max_decoded_bytes + 1024)
+        # the header first, then exactly the pixels it declares (already checked against the budget): never the
+        # whole stream, whatever it inflates to
+        d = zlib.decompressobj(wbits=47)
+        head = _inflate(d, data, 540)
+        cls, offset, need = _declared(head, ctx)
+        data = head + _inflate(d, d.unconsumed_tail, offset + need - len(head))
+    else:
+        cls, offset, need = _declared(data, ctx)
+    if len(data) < offset + need:
+        raise Quarantine("truncated", f"data is {max(len(data) - offset, 0)} bytes, header declares {need}")
+    try:
+        return cls.from_bytes(data)
+    except Exception as e:
+        raise Quarantine("invalid_nifti", f"image load failed ({type(e).__name__})") from None
+
+
+def _declared(data: bytes, ctx: ReadContext):
+    """(image class, data offset, pixel bytes) from the header, the size checked against the budget."""
     if len(data) < 348:
         raise Quarantine("truncated", f"{len(data)} bytes is shorter than a NIfTI header")
     size_le, size_be = struct.unpack("<i", data[:4])[0], struct.unpack(">i", data[:4])[0]
@@ -73,13 +84,7 @@ def _load(data: bytes, ctx: ReadContext):
     need = int(np.prod([int(n) for n in shape], dtype=np.float64)) * dtype.itemsize
     if need > ctx.limits.max_decoded_bytes:
         raise Quarantine("absurd_dimensions", f"declared shape {tuple(int(n) for n in shape)} needs {need} bytes")
-    offset = int(header.get_data_offset())
-    if len(data) < offset + need:
-        raise Quarantine("truncated", f"data is {max(len(data) - offset, 0)} bytes, header declares {need}")
-    try:
-        return cls.from_bytes(data)
-    except Exception as e:
-        raise Quarantine("invalid_nifti", f"image load failed ({type(e).__name__})") from None
+    return cls, int(header.get_data_offset()), need
 
 
 def _is_nominal(affine: np.ndarray) -> bool:

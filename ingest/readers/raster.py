@@ -12,11 +12,15 @@ from PIL import Image, ImageSequence
 
 from catalog import vocab
 from catalog.identity import patient_identity
+from catalog.pixel_budget import PixelsRefused, check_codestream, check_dimensions
 from ingest.pixels import Frame, to_gray, to_storable
 from ingest.reasons import Quarantine
 from ingest.readers.context import ReadContext
 
-Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a reason code instead of a warning
+Image.MAX_IMAGE_PIXELS = None  # as in catalog/pixels.py: our budget is checked first, with a reason code
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2,
+                    "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4,
+                    "F": 4}
 
 
 def _array(img: Image.Image) -> np.ndarray:
@@ -36,16 +40,35 @@ def _array(img: Image.Image) -> np.ndarray:
     raise Quarantine("unsupported_pixel_format", f"image mode {mode}")
 
 
-def read_raster(data: bytes, ctx: ReadContext, fmt: str) -> Iterator[Frame]:
+def _opened(data: bytes, ctx: ReadContext) -> Image.Image:
+    """The image with only its header read: the codestream's own declared size (PNG IHDR, JPEG SOF) checked against
+    the budget first, then what Pillow will decode to (TIFF and BMP headers, and the same PNG or JPEG) again."""
     try:
+        declared = check_codestream(data, limits=ctx.limits)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
+    except PixelsRefused as e:
+        raise Quarantine.refused(e) from None
     except Exception as e:
         raise Quarantine("decode_error", f"image header unreadable ({type(e).__name__})") from None
     w, h = img.size
-    if w <= 0 or h <= 0 or w * h > ctx.limits.max_pixels_per_image:
-        raise Quarantine("absurd_dimensions", f"declared {h}x{w}")
+    if declared is not None and (declared.rows, declared.cols) != (h, w):
+        raise Quarantine("declared_size_mismatch", f"codestream {declared.rows}x{declared.cols}, decoder {h}x{w}")
+    _check_size(img, 1, ctx)
+    return img
+
+
+def _check_size(img: Image.Image, pages: int, ctx: ReadContext) -> None:
+    w, h = img.size
+    try:
+        check_dimensions(h, w, pages, _BYTES_PER_PIXEL.get(img.mode, 4), ctx.limits)
+    except PixelsRefused as e:
+        raise Quarantine.refused(e) from None
+
+
+def read_raster(data: bytes, ctx: ReadContext, fmt: str) -> Iterator[Frame]:
+    img = _opened(data, ctx)
     hints, pseudo = ctx.hints, ctx.pseudo
     patient_key, basis = patient_identity(pseudo, ctx.file_id, hints)
     base = {
@@ -62,6 +85,7 @@ def read_raster(data: bytes, ctx: ReadContext, fmt: str) -> Iterator[Frame]:
     }
     try:
         for index, page in enumerate(ImageSequence.Iterator(img)):
+            _check_size(page, index + 1, ctx)  # each page its own size; all of them together within the budget
             page.load()
             arr = _array(page)
             storable = to_storable(np.ascontiguousarray(arr), eight_bit_source=arr.dtype.itemsize == 1)

@@ -10,7 +10,7 @@ of at most WORK_SIDE pixels; the OCR stage (ingest/text/ocr.py) looks only at th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -24,6 +24,7 @@ VERY_STRONG_STROKE = 90
 TWO_CLASSES = 0.84
 MIXED_CLASSES = 0.78
 CLEAN_WINDOW = 0.88  # windows searched inside anatomy must be cleaner still (a label, a backing box)
+SURE_SEPARATION = 0.93  # two classes this clean, crossed like characters: text even when OCR cannot read it
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,18 @@ class Box:
     x0: int
     y1: int
     x1: int
+    sure: bool = field(default=False, compare=False)  # the detector is sure it is text (candidates only)
 
     def padded(self, margin: int, shape: tuple[int, int]) -> "Box":
         return Box(max(self.y0 - margin, 0), max(self.x0 - margin, 0),
                    min(self.y1 + margin, shape[0]), min(self.x1 + margin, shape[1]))
 
     def scaled(self, factor: float) -> "Box":
-        return Box(int(self.y0 * factor), int(self.x0 * factor), int(np.ceil(self.y1 * factor)), int(np.ceil(self.x1 * factor)))
+        return Box(int(self.y0 * factor), int(self.x0 * factor), int(np.ceil(self.y1 * factor)), int(np.ceil(self.x1 * factor)),
+                   self.sure)
+
+    def transposed(self) -> "Box":
+        return Box(self.x0, self.y0, self.x1, self.y1, self.sure)
 
     @property
     def height(self) -> int:
@@ -52,8 +58,13 @@ class Box:
 
 
 def to_uint8(pixels: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    """A robust window over the whole image: percentile `lo_pct`..`hi_pct` -> 0..255 (stored pixels
-    are uint8 or uint16, so a histogram of a sample gives the percentiles)."""
+    """A robust window over the whole image: percentile `lo_pct`..`hi_pct` -> 0..255."""
+    return windowed(pixels, *percentile_window(pixels, lo_pct, hi_pct))
+
+
+def percentile_window(pixels: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> tuple[int, int]:
+    """Percentiles `lo_pct` and `hi_pct` of the stored values (uint8 or uint16, so a histogram of a sample gives
+    them); the sample's whole range when those meet."""
     step = max(1, int(np.sqrt(pixels.size / 65536)))
     counts = np.bincount(pixels[::step, ::step].ravel(), minlength=256)
     cdf = np.cumsum(counts) / counts.sum()
@@ -61,6 +72,11 @@ def to_uint8(pixels: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> n
     if hi <= lo:
         nz = np.flatnonzero(counts)
         lo, hi = int(nz[0]), int(nz[-1])
+    return lo, hi
+
+
+def windowed(pixels: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """lo..hi -> 0..255 (all 0 for an empty window)."""
     if hi <= lo:
         return np.zeros(pixels.shape, np.uint8)
     # saturating subtract, then scale with saturation: one pass each, for uint8 and uint16 alike
@@ -85,12 +101,44 @@ def stroke_response(gray: np.ndarray) -> np.ndarray:
     return np.maximum(top, cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel))
 
 
-def find_candidates(pixels: np.ndarray, min_contrast: int = 48) -> list[Box]:
+@dataclass(frozen=True)
+class Rendering:
+    """An 8-bit working copy the detector looks at, with its stroke response: computed once per image and read in
+    both orientations (a square kernel's top-hat of the transposed copy is the transposed top-hat)."""
+
+    gray: np.ndarray
+    factor: float  # working -> stored coordinates
+    response: np.ndarray
+    strong: np.ndarray  # response >= the minimum contrast, as 0/1
+    relative: bool = False  # contrast relative to local noise: stroke strength alone says nothing, two classes must
+
+    @classmethod
+    def of(cls, gray: np.ndarray, factor: float, min_contrast: int = 48, relative: bool = False) -> "Rendering":
+        response = stroke_response(gray)
+        return cls(gray, factor, response, (response >= min_contrast).astype(np.uint8), relative)
+
+    def transposed(self) -> "Rendering":
+        t = cv2.transpose  # a blocked transpose: several times numpy's copy of a .T view
+        return Rendering(t(self.gray), self.factor, t(self.response), t(self.strong), self.relative)
+
+
+def render(pixels: np.ndarray, min_contrast: int = 48) -> Rendering:
+    """The image at a robust window over its whole range, reduced to the working size."""
     small, factor = reduce(pixels)
-    gray = to_uint8(small)
+    return Rendering.of(to_uint8(small), factor, min_contrast)
+
+
+def find_candidates(pixels: np.ndarray, min_contrast: int = 48) -> list[Box]:
+    """Horizontal text lines at the whole-range window (ingest/text/oriented.py adds the other orientation and the
+    local windows)."""
+    return line_boxes(render(pixels, min_contrast))
+
+
+def line_boxes(r: Rendering, windows: bool = True) -> list[Box]:
+    """Rows of strokes that read as text, in stored coordinates of the rendering's orientation. `windows`: search
+    rows that anatomy joined into tall blobs window by window (for labels on bone; the costly part)."""
+    gray, response, strong, factor = r.gray, r.response, r.strong, r.factor
     h = gray.shape[0]
-    response = stroke_response(gray)
-    strong = (response >= min_contrast).astype(np.uint8)
     if not strong.any():  # most images: no thin structure of text-like contrast at all
         return []
     gap = max(3, int(round(h * 0.012)))
@@ -98,34 +146,50 @@ def find_candidates(pixels: np.ndarray, min_contrast: int = 48) -> list[Box]:
     strokes = strong
     boxes = []
     tall = stats[1:][stats[1:, cv2.CC_STAT_HEIGHT] > 0.2 * h]
-    if len(tall):
-        # rows that anatomy (a bone edge, noisy texture) joined into something taller than text (rare
-        # on real radiographs): search those areas window by window, then drop the tall and sparse
-        # stroke blobs and group the rest again
+    if len(tall) and windows:
+        # rows that anatomy (a bone edge, noisy texture) joined into something taller than text (rare on real
+        # radiographs): search those areas window by window, then drop the tall and sparse stroke blobs and group
+        # the rest again
         boxes += [b.scaled(factor) for x, y, w, hh in tall[:, :4].tolist() for b in _windows(gray[y:y + hh, x:x + w], y, x)]
+    if len(tall):
         strokes = _stroke_blobs(strong, h)
         stats = _line_stats(strokes, gap)
     widths, heights = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     lines = np.flatnonzero((heights >= 3) & (heights <= 0.2 * h) & (widths >= 1.5 * heights))
     for x, y, w, hh in stats[lines[lines > 0], :4].tolist():
-        for x0, x1 in _text_spans(gray[y:y + hh, x:x + w], strokes[y:y + hh, x:x + w], response[y:y + hh, x:x + w]):
+        cut = np.s_[y:y + hh, x:x + w]
+        for x0, x1 in _text_spans(gray[cut], strokes[cut], response[cut], r.relative):
+            sure = _sure_text(gray[y:y + hh, x + x0:x + x1], strokes[y:y + hh, x + x0:x + x1])
             boxes.append(Box(int(y * factor), int((x + x0) * factor), int(np.ceil((y + hh) * factor)),
-                             int(np.ceil((x + x1) * factor))))
+                             int(np.ceil((x + x1) * factor)), sure))
     return boxes
 
 
-def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray) -> list[tuple[int, int]]:
+def _sure_text(gray: np.ndarray, strokes: np.ndarray) -> bool:
+    """A line the detector is sure of without OCR: several characters' width, two flat intensity classes
+    (text and a flat background: nothing anatomical looks like this) crossed four or more times a character."""
+    hh, w = gray.shape
+    if w < 5 * hh or hh < 4:
+        return False
+    _, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    per_row = np.sort(np.count_nonzero(np.diff(binary, axis=1), axis=1))
+    crossings = per_row[len(per_row) // 2:].mean() / 2
+    return bool(crossings >= max(6, 0.8 * w / hh) and _separation(gray, binary) >= SURE_SEPARATION)
+
+
+def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray,
+                relative: bool = False) -> list[tuple[int, int]]:
     """The row, if it reads as text; else, for a long row (a caption that runs into anatomy or noise),
     the stretches of it four line heights wide that do, merged."""
     hh, w = strokes.shape
-    if _looks_like_text(gray, strokes, response):
+    if _looks_like_text(gray, strokes, response, relative):
         return [(0, w)]
     if w < 6 * hh:
         return []
     spans: list[tuple[int, int]] = []
     for x0 in range(0, w - 4 * hh + 1, 2 * hh):
         cut = np.s_[:, x0:x0 + 4 * hh]
-        if _looks_like_text(gray[cut], strokes[cut], response[cut]):
+        if _looks_like_text(gray[cut], strokes[cut], response[cut], relative):
             if spans and spans[-1][1] >= x0:
                 spans[-1] = (spans[-1][0], x0 + 4 * hh)
             else:
@@ -182,7 +246,7 @@ def _stroke_blobs(mask: np.ndarray, h: int) -> np.ndarray:
     return keep.astype(np.uint8)[labels]
 
 
-def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray) -> bool:
+def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray, relative: bool = False) -> bool:
     """A row of characters: stroke pixels neither sparse nor solid; once binarised (Otsu, on the box
     alone, so light text on bright bone separates too) many crossings per row (2-4 per character,
     where an edge of anatomy crosses once or twice); and either strong strokes or two clean
@@ -197,18 +261,23 @@ def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray
     if crossings < 3 or crossings < 0.6 * w / hh:
         return False
     stroke, separation = float(np.median(response[strokes > 0])), _separation(gray, binary)
+    if relative:  # strokes of noise shown at a narrow window can be strong too: the classes must be clean
+        return separation >= TWO_CLASSES or (separation >= MIXED_CLASSES and stroke >= VERY_STRONG_STROKE)
     return separation >= TWO_CLASSES or (separation >= MIXED_CLASSES and stroke >= STRONG_STROKE) or \
         stroke >= VERY_STRONG_STROKE
 
 
 def _separation(gray: np.ndarray, binary: np.ndarray) -> float:
     """Otsu's effectiveness: between-class over total variance (1 for two flat levels, 0.64 for noise)."""
-    values = gray.astype(np.float64)
-    share = binary.mean()
-    if share in (0.0, 1.0) or values.var() == 0:
+    # OpenCV's reductions: this runs on thousands of small windows per image, where numpy's per-call cost dominates
+    gray, binary = np.ascontiguousarray(gray), np.ascontiguousarray(binary)
+    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(gray))
+    share = cv2.countNonZero(binary) / binary.size
+    if share in (0.0, 1.0) or std == 0:
         return 0.0
-    gap = values[binary == 1].mean() - values[binary == 0].mean()
-    return share * (1 - share) * gap * gap / values.var()
+    ones = cv2.mean(gray, mask=binary)[0]
+    gap = ones - (mean - share * ones) / (1 - share)
+    return share * (1 - share) * gap * gap / (std * std)
 
 
 def merged(boxes: list[Box]) -> list[Box]:

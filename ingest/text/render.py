@@ -28,6 +28,7 @@ class TextStyle:
     frame: str = "none"  # none | box (a filled backing box) | outline (a dark or light halo)
     corner: str = "top-left"
     value: float = 1.0  # text intensity as a share of the image's range (light) or from its bottom (dark)
+    levels: float | None = None  # faint text: this many levels above (light) or below (dark) what it is drawn on
 
 
 def font(name: str, px: int) -> ImageFont.FreeTypeFont:
@@ -57,6 +58,9 @@ def burn(pixels: np.ndarray, lines: list[str], style: TextStyle) -> tuple[np.nda
     top = float(np.iinfo(pixels.dtype).max) if pixels.dtype.kind == "u" else float(pixels.max())
     lo, hi = float(pixels.min()), float(max(pixels.max(), 1))
     ink = hi * style.value if style.polarity == "light" else lo + (hi - lo) * (1 - style.value)
+    if style.levels is not None:
+        under = float(np.median(pixels[y:y + th, x:x + tw]))
+        ink = under + style.levels if style.polarity == "light" else under - style.levels
     back = lo if style.polarity == "light" else hi
     out = pixels.astype(np.float64)
     if style.frame == "box":
@@ -76,3 +80,18 @@ def _place(corner: str, w: int, h: int, tw: int, th: int, margin: int) -> tuple[
     return {"top-left": (left, top), "top-right": (right, top), "bottom-left": (left, bottom),
             "bottom-right": (right, bottom), "top": (mid_x, top), "bottom": (mid_x, bottom),
             "left": (left, mid_y), "right": (right, mid_y)}[corner]
+
+
+def burn_turned(pixels: np.ndarray, lines: list[str], style: TextStyle, quarters: int = 1
+                ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Text turned `quarters` x 90 degrees counter-clockwise (1: reads bottom to top, along an edge; 3: top to
+    bottom); `style.corner` is where it sits on the turned image. Returns the image and the text's box."""
+    turned = np.rot90(pixels, -quarters)
+    shown, (y0, x0, y1, x1) = burn(np.ascontiguousarray(turned), lines, style)
+    h, w = turned.shape
+    corners = [(y0, x0), (y1, x1)]
+    for _ in range(quarters % 4):  # a point of a clockwise-turned image, turned back counter-clockwise
+        corners = [(w - x, y) for y, x in corners]
+        h, w = w, h
+    (a, b), (c, d) = corners
+    return np.ascontiguousarray(np.rot90(shown, quarters)), (min(a, c), min(b, d), max(a, c), max(b, d))

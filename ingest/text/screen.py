@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from catalog.text_screening import TEXT_DETECTOR
 from ingest.reasons import Quarantine
-from ingest.text.candidates import Box, find_candidates, merged, overlap, to_uint8
+from ingest.text.candidates import Box, merged, overlap, to_uint8, windowed
 from ingest.text.ocr import MIN_SCORE, TextLine, read_lines
+from ingest.text.oriented import CandidateSet, candidate_sets
 
-DETECTOR_VERSION = "ortho-text-1 (morphology candidates + RapidOCR PP-OCRv6)"
+DETECTOR_VERSION = TEXT_DETECTOR  # recorded per image; the export's clean-pixel claim rests on it
 MAX_PASSES = 3
+# the turns OCR reads a region at, as flips of the crop in its set's view (rows: the image; columns: its transpose):
+# rows at 0 and 180 degrees; columns at 90 and 270 (the transposed crop flipped up-down or left-right is the
+# original turned a quarter one way or the other)
+_TURNS = {False: ((False, False), (True, True)), True: ((False, True), (True, False))}
 
 
 @dataclass
@@ -26,6 +32,7 @@ class ScreenResult:
     pixels: np.ndarray
     regions: list[Box] = field(default_factory=list)
     candidates: int = 0
+    unread: int = 0  # regions masked because the detector was sure of text that OCR could not read
 
     @property
     def cleaned(self) -> bool:
@@ -47,19 +54,33 @@ def screen(pixels: np.ndarray) -> ScreenResult:
     result = ScreenResult(pixels)
     looked: list[Box] = []
     for _ in range(MAX_PASSES):
-        boxes = [b for b in find_candidates(result.pixels) if not any(_inside(b, seen) for seen in looked)]
-        if not boxes:
+        sets = [CandidateSet(c.turned, c.narrow, [b for b in c.boxes if not any(_inside(b, seen) for seen in looked)])
+                for c in candidate_sets(result.pixels)]
+        sets = [c for c in sets if c.boxes]
+        if not sets:
             break
-        result.candidates += len(boxes)
-        found = []
-        for region in _regions(boxes, result.pixels.shape):
-            found += _text_in(result.pixels, region, boxes)
-        looked += boxes
+        found: list[Box] = []
+        for c in sets:
+            result.candidates += len(c.boxes)
+            found += _found_in(result, c)
+            looked += c.boxes
         if not found:
             break
         result.regions = merged(result.regions + found)
         result.pixels = _masked(pixels, result.regions)
     return result
+
+
+def _found_in(result: ScreenResult, c: CandidateSet) -> list[Box]:
+    """Text regions of one candidate set, in stored coordinates (a turned set is read in the transposed view)."""
+    view = result.pixels.T if c.turned else result.pixels
+    boxes = [b.transposed() for b in c.boxes] if c.turned else c.boxes
+    found = []
+    for region in _regions(boxes, view.shape):
+        got, unread = _text_in(view, region, boxes, c)
+        result.unread += unread
+        found += [b.transposed() for b in got] if c.turned else got
+    return found
 
 
 def _regions(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
@@ -68,19 +89,49 @@ def _regions(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
                         min(b.y1 + 2 * b.height, shape[0]), min(b.x1 + 12 * b.height, shape[1])) for b in boxes])
 
 
-def _text_in(pixels: np.ndarray, region: Box, candidates: list[Box]) -> list[Box]:
-    crop = pixels[region.y0:region.y1, region.x0:region.x1]
+def _text_in(view: np.ndarray, region: Box, candidates: list[Box], c: CandidateSet) -> tuple[list[Box], int]:
+    """(text boxes in the view's coordinates, how many of them were masked unread)."""
+    crop = np.ascontiguousarray(view[region.y0:region.y1, region.x0:region.x1])
     inside = [b for b in candidates if overlap(b, region)]
     line_height = int(np.median([b.height for b in inside])) if inside else region.height
-    lines = read_lines(to_uint8(crop, 1, 99.5), line_height, accept=lambda ln: is_text(ln, crop.shape[0]))
+    lines = []
+    for gray in _crop_renderings(crop, view, inside, c.narrow):
+        lines = _read_turned(gray, line_height, c.turned)
+        if lines:
+            break
     found = [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1) for ln in lines]
     if not found:
-        return []
+        # a line the detector is sure of (two flat classes crossed like characters) is masked even unread
+        sure = [b.padded(max(2, b.height // 3), view.shape) for b in inside if b.sure]
+        return sure, len(sure)
     # the candidates the text belongs to are masked whole (the detector saw strokes there), with the
     # margin of a line: the recogniser's boxes can clip ascenders and the first or last character
     margin = max(2, int(np.median([b.height for b in found])) // 3)
     found += [b for b in inside if any(overlap(b, f) for f in found)]
-    return [b.padded(margin, pixels.shape) for b in found]
+    return [b.padded(margin, view.shape) for b in found], 0
+
+
+def _crop_renderings(crop: np.ndarray, view: np.ndarray, inside: list[Box], narrow: bool):
+    """The crop at its own robust window; for a narrow-window candidate then at the window of the candidates' own
+    pixels (the crop's can span anatomy and hide the faint text again)."""
+    yield to_uint8(crop, 1, 99.5)
+    if narrow and inside:
+        values = np.concatenate([view[b.y0:b.y1, b.x0:b.x1].ravel() for b in inside])
+        lo, hi = np.percentile(values, [1, 99.5])
+        yield windowed(crop, int(lo), int(hi))
+
+
+def _read_turned(gray: np.ndarray, line_height: int, turned: bool) -> list[TextLine]:
+    """Lines read at the turns the set's axis allows, in the crop's coordinates."""
+    h, w = gray.shape
+    for flip_y, flip_x in _TURNS[turned]:
+        image = gray[::-1 if flip_y else 1, ::-1 if flip_x else 1]
+        lines = read_lines(np.ascontiguousarray(image), line_height, accept=lambda ln: is_text(ln, h))
+        if lines:
+            return [TextLine(h - ln.y1 if flip_y else ln.y0, w - ln.x1 if flip_x else ln.x0,
+                             h - ln.y0 if flip_y else ln.y1, w - ln.x0 if flip_x else ln.x1, ln.text, ln.score)
+                    for ln in lines]
+    return []
 
 
 def _masked(pixels: np.ndarray, boxes: list[Box]) -> np.ndarray:
@@ -105,11 +156,12 @@ def screen_frame(frame, policy: str) -> tuple[np.ndarray, dict]:
     mask: text regions filled; quarantine: text (or a declared burned-in annotation) sets the file
     aside; off: stored as read and recorded as never screened (the export then claims nothing)."""
     if policy == "off":
-        return frame.pixels, {"text_detector": None, "pixels_cleaned": None, "text_regions": None}
+        return frame.pixels, {"text_detector": None, "pixels_cleaned": None, "text_regions": None,
+                              "text_regions_unread": None}
     if policy == "quarantine" and frame.attrs.get("burned_in_declared"):
         raise Quarantine("burned_in_annotation", "BurnedInAnnotation is YES")
     result = screen(frame.pixels)
     if policy == "quarantine" and result.cleaned:
         raise Quarantine("burned_in_text", f"{len(result.regions)} text regions in frame {frame.attrs.get('frame_index', 0)}")
     return result.pixels, {"text_detector": DETECTOR_VERSION, "pixels_cleaned": result.cleaned,
-                           "text_regions": len(result.regions)}
+                           "text_regions": len(result.regions), "text_regions_unread": result.unread}

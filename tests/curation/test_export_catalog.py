@@ -13,6 +13,7 @@ import pytest
 
 from catalog import db
 from catalog.store import ImageStore
+from catalog.text_screening import TEXT_DETECTOR, claims_clean_sql
 from curation.export_dicom import export_selection
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
@@ -60,8 +61,8 @@ def set_text_detector(ws, file_id: str | None, version: str | None) -> None:
 
 
 def assert_export_equals_catalog(ws, files) -> None:
-    rows = db.query(ws, """SELECT file_id, any_value(patient_key), any_value(study_date),
-                                  list(image_id ORDER BY frame_index), bool_and(text_detector IS NOT NULL)
+    rows = db.query(ws, f"""SELECT file_id, any_value(patient_key), any_value(study_date),
+                                  list(image_id ORDER BY frame_index), bool_and({claims_clean_sql("text_detector")})
                            FROM occurrences WHERE format = 'dicom' GROUP BY file_id""")[1]
     catalog = {r[0]: r[1:] for r in rows}
     store = ImageStore(ws.store_dir)
@@ -101,7 +102,10 @@ def test_the_export_gives_the_catalogs_pseudonym_date_and_pixels(mixed_workspace
 def test_clean_pixel_data_is_claimed_only_for_screened_files(mixed_workspace, tmp_path):
     set_text_detector(mixed_workspace, None, None)
     (hinted,) = db.query(mixed_workspace, "SELECT DISTINCT file_id FROM occurrences WHERE source = 'hinted'")[1]
-    set_text_detector(mixed_workspace, hinted[0], "test-detector-1")
+    set_text_detector(mixed_workspace, hinted[0], TEXT_DETECTOR)
+    (older,) = db.query(mixed_workspace, "SELECT DISTINCT file_id FROM occurrences WHERE source = 'plain' LIMIT 1")[1]
+    # a screen that read horizontal text at one window only: its images keep the source's flag
+    set_text_detector(mixed_workspace, older[0], "ortho-text-1 (morphology candidates + RapidOCR PP-OCRv6)")
     result = export_selection(mixed_workspace, "SELECT image_id FROM images WHERE format = 'dicom'", tmp_path / "out")
     assert_export_equals_catalog(mixed_workspace, result.written)
     claims = {f.stem: pydicom.dcmread(f).get("BurnedInAnnotation") for f in result.written}

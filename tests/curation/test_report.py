@@ -93,7 +93,7 @@ def test_the_sections_hold_the_runs_counts(reported):
     ws, _, path = reported
     page = Page(path.read_text())
     assert {a.get("id") for t, a in page.tags if t == "h2"} == {"changes", "dups", "quality", "quarantine", "splits",
-                                                                   "clusters"}
+                                                                   "clusters", "unreadable"}
     # near-duplicates: every group shown (4 < the limit), with its evidence and the crop search's aligned overlap
     cards = page.with_class("div", "group")
     assert len(cards) == q(ws, "SELECT count(DISTINCT dup_group) FROM dup_groups")[0][0] == 4

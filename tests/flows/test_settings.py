@@ -88,18 +88,20 @@ def test_the_batch_spec_carries_the_runs_limits(tmp_path):
 
 
 def test_a_flows_settings_reach_its_process_pool_workers(ws, tmp_path, prefect_harness, restore_settings):
-    import gzip
+    import numpy as np
 
     from flows.ingest import ingest_flow
     from ingest.sources import Source, add_source
+    from tests.ingest.file_factory import nifti_bytes
 
     src = tmp_path / "src"
     src.mkdir()
-    (src / "bomb.nii.gz").write_bytes(gzip.compress(b"\x00" * (32 << 20)))  # within the default limits
+    # 16 MiB declared: within the default limits, over the flow's 8 MiB
+    (src / "big.nii.gz").write_bytes(nifti_bytes(np.zeros((512, 512, 64), np.uint8)))
     add_source(ws, Source("s", str(src), "internal"))
     settings.load({"ORTHO_FSYNC": "0", "ORTHO_MAX_DECODED_BYTES": str(8 << 20)})
     ingest_flow(str(ws.root), ["s"], runner="processes", workers=1)
-    assert db.query(ws, "SELECT status, reason FROM files")[1] == [("quarantined", "too_large")]
+    assert db.query(ws, "SELECT status, reason FROM files")[1] == [("quarantined", "absurd_dimensions")]
 
 
 def test_a_command_under_a_malformed_variable_ends_in_one_line(tmp_path):

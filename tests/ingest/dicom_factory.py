@@ -3,7 +3,9 @@
 import io
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -68,3 +70,16 @@ def exported_frames(ds) -> np.ndarray:
     """An exported dataset's frames as (n, rows, cols), one frame or many."""
     arr = ds.pixel_array
     return arr if arr.ndim == 3 else arr[None]
+
+
+def encapsulated_dicom(stream: bytes, syntax: str, rows: int, cols: int) -> bytes:
+    """An 8-bit DICOM whose header says rows x cols and whose one frame is the compressed `stream`, as given
+    (a codestream may declare another size: the tests and bench/hostile_memory.py plant such lies)."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((2, 2), np.uint8), bits_stored=8)))
+    ds.Rows, ds.Columns = rows, cols
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = syntax
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

@@ -56,10 +56,17 @@ def test_float_volumes_keep_their_values_through_the_mapping():
     assert np.abs(back - vol[:, :, 0]).max() < 1e-3
 
 
-def test_gzip_bomb_stops_at_the_limit():
-    bomb = gzip.compress(b"\x00" * (64 << 20))
-    assert len(bomb) < 200_000
-    assert reason(bomb, "bomb.nii.gz", limits=Limits(max_decoded_bytes=8 << 20)) == "too_large"
+def test_a_gzip_bomb_inflates_no_further_than_its_header_declares():
+    zeros = gzip.compress(b"\x00" * (64 << 20))
+    assert len(zeros) < 200_000
+    # refused from its first 540 inflated bytes: no NIfTI header there
+    assert reason(zeros, "bomb.nii.gz", limits=Limits(max_decoded_bytes=8 << 20)) == "invalid_nifti"
+    vol = np.arange(8 * 8 * 2, dtype=np.uint8).reshape(8, 8, 2)
+    bomb = gzip.compress(nifti_bytes(vol, gz=False) + b"\x00" * (64 << 20))
+    # the declared 8 x 8 x 2 are read; the 64 MiB behind them are never inflated (the budget is 8 MiB)
+    assert len(frames(bomb, "b.nii.gz", limits=Limits(max_decoded_bytes=8 << 20))) == 2
+    big = np.zeros((512, 512, 64), np.uint8)
+    assert reason(nifti_bytes(big), "big.nii.gz", limits=Limits(max_decoded_bytes=8 << 20)) == "absurd_dimensions"
 
 
 def test_corrupt_and_truncated_headers():

@@ -108,11 +108,16 @@ def test_bad_input_leaves_no_partial_shard_set(shard_ws):
         build(shard_ws, "e", query="SELECT modality FROM images")
     with pytest.raises(SelectionError, match="query failed"):
         build(shard_ws, "e", query="SELEC image_id FROM images")
-    victim = db.query(shard_ws, "SELECT store_path FROM images LIMIT 1")[1][0][0]
-    (shard_ws.root / victim).unlink()
-    with pytest.raises(ShardError, match="missing from the store"):
-        build(shard_ws, "e")
     assert not (shard_ws.root / "shards").exists() or not any((shard_ws.root / "shards").iterdir())
+
+
+def test_an_object_missing_from_the_store_is_left_out_with_a_reason(shard_ws):
+    victim, store_path = db.query(shard_ws, "SELECT image_id, store_path FROM images LIMIT 1")[1][0]
+    (shard_ws.root / store_path).unlink()
+    _, m, _ = build(shard_ws, "e")
+    everything = db.query(shard_ws, "SELECT count(*) FROM images WHERE NOT excluded AND NOT held_out")[1][0][0]
+    assert m.samples == everything - 1 and m.unreadable == {"missing_object": 1}
+    assert db.query(shard_ws, "SELECT image_id, stage, reason FROM unreadable")[1] == [(victim, "shards", "missing_object")]
 
 
 def test_readers_get_disjoint_samples_and_equal_counts(shard_ws):

@@ -1,0 +1,18 @@
+"""Which burned-in text screen an image went through, and which screens the DICOM export's Clean Pixel Data claim
+(BurnedInAnnotation = NO, code 113101) may rest on: one fact shared by ingest (which records it per image, in
+`occurrences.text_detector`) and the export (which reads it).
+
+ortho-text-1 read horizontal lines at one rendering only: a label along the edge turned 90 degrees, or faint text
+in a 16-bit image that only a narrow window shows, passed it. Images it screened are exported with the source's
+flag unchanged (they are re-screened when ingested again).
+"""
+
+from __future__ import annotations
+
+TEXT_DETECTOR = "ortho-text-2 (both orientations, local windows; morphology candidates + RapidOCR PP-OCRv6)"
+CLAIMS_CLEAN = (TEXT_DETECTOR,)
+
+
+def claims_clean_sql(column: str) -> str:
+    """A SQL condition: the screen recorded in `column` covers orientation and window."""
+    return f"coalesce({column} IN ({', '.join(repr(v) for v in CLAIMS_CLEAN)}), false)"

@@ -1,0 +1,42 @@
+"""Candidate text lines at every orientation and window the screen looks at.
+
+Labels along the left or right edge of a radiograph run at 90 or 270 degrees: the detector reads its renderings
+in rows and, transposed, in columns (the stroke response is computed once; a square kernel's top-hat commutes with
+the transpose). For images deeper than 8 bits a narrow-window rendering of the flat regions is read too
+(ingest/text/local_window.py), so text that only a narrow window shows is a candidate. OCR then reads each set at
+the orientations its axis allows (ingest/text/screen.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.text.candidates import Box, Rendering, line_boxes, percentile_window, reduce, windowed
+from ingest.text.local_window import MIN_CONTRAST, narrow_window_rendering
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """Candidate boxes in stored coordinates. `turned`: lines run down the columns (text at 90 or 270 degrees);
+    `narrow`: found in the narrow-window rendering (OCR reads them at the window of their own pixels)."""
+
+    turned: bool
+    narrow: bool
+    boxes: list[Box]
+
+
+def candidate_sets(pixels) -> list[CandidateSet]:
+    small, factor = reduce(pixels)
+    lo, hi = percentile_window(small, 0.5, 99.5)
+    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor))]
+    local = narrow_window_rendering(small, lo, hi)
+    if local is not None:
+        renderings.append((True, Rendering.of(local, factor, MIN_CONTRAST, relative=True)))
+    sets = []
+    for narrow, r in renderings:
+        # the window search inside anatomy (labels on bone) is for the whole-range rendering only
+        sets.append(CandidateSet(False, narrow, line_boxes(r, windows=not narrow)))
+        # across the columns without the window search inside anatomy: labels turned a quarter sit along the edges
+        across = [b.transposed() for b in line_boxes(r.transposed(), windows=False)] if r.strong.any() else []
+        sets.append(CandidateSet(True, narrow, across))
+    return [s for s in sets if s.boxes]

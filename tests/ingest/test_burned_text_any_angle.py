@@ -1,0 +1,84 @@
+"""Burned-in text at any angle and any window: a label along the edge turned 90 or 270 degrees, and faint text in a
+16-bit image that no whole-range or declared window shows but a narrow one does. Each test first shows the original
+reads (so it can fail), then that the screened pixels read nothing at the same orientation and window."""
+
+import numpy as np
+import pytest
+
+from flows.phantom import draw_radiograph
+from ingest.pixels import Frame
+from ingest.text import judge
+from ingest.text.candidates import Box, windowed
+from ingest.text.render import TextStyle, burn, burn_turned
+from ingest.text.screen import DETECTOR_VERSION, screen, screen_frame
+
+NAME, PID = "QUIMBLETON^HYACINTH", "PHX7731ZQ"
+TOKENS = ("QUIMBLETON", "HYACINTH", PID)
+
+
+def knee(size: int = 768, seed: int = 0) -> np.ndarray:
+    return draw_radiograph(2, "L", np.random.default_rng(seed), size=size, pose=np.random.default_rng(seed + 1))
+
+
+def readable(pixels: np.ndarray, window: tuple[int, int] | None = None, quarters: int = 0) -> list[str]:
+    """Tokens RapidOCR reads over the whole image, turned upright by `quarters` clockwise, at `window`."""
+    shown = windowed(pixels, *window) if window else pixels
+    text = judge.read_text_rapidocr(np.ascontiguousarray(np.rot90(shown, -quarters)))
+    return [t for t in TOKENS if judge.readable(t, text)]
+
+
+def covered(regions: list[Box], box: tuple[int, int, int, int], shape) -> float:
+    mask = np.zeros(shape, bool)
+    for b in regions:
+        mask[b.y0:b.y1, b.x0:b.x1] = True
+    y0, x0, y1, x1 = box
+    return mask[y0:y1, x0:x1].mean()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quarters,corner", [(1, "top-left"), (3, "top-right")])
+def test_a_label_along_the_edge_turned_a_quarter_is_found_and_reads_no_more(quarters, corner):
+    shown, box = burn_turned(knee(), [NAME, PID], TextStyle(font="DejaVuSans-Bold.ttf", height=0.025, corner=corner),
+                             quarters)
+    assert box[3] - box[1] < box[2] - box[0], "the label runs down the image"
+    assert len(readable(shown, quarters=quarters)) >= 2, "the label must read once turned upright"
+    result = screen(shown)
+    assert result.cleaned and covered(result.regions, box, shown.shape) > 0.9
+    for turn in (quarters, 0):
+        assert readable(result.pixels, quarters=turn) == []
+
+
+def _faint(image: np.ndarray, border: int, levels: float, seed: int = 5) -> np.ndarray:
+    """A flat dark collimation border (a little detector noise) along the top, a few hundred levels above zero."""
+    out = image.copy()
+    out[:border] = (300 + np.random.default_rng(seed).normal(0, 3, (border, image.shape[1]))).astype(np.uint16)
+    return out
+
+
+@pytest.mark.slow
+def test_faint_text_that_only_a_narrow_window_shows_reads_in_no_window_once_screened():
+    shown, box = burn(_faint(knee(), 90, 0), [NAME, PID], TextStyle(height=0.025, corner="top-left", levels=40))
+    narrow, declared = (260, 420), (1500, 4000)
+    assert readable(shown) == [] and readable(shown, declared) == [], "invisible at the whole range and declared window"
+    assert len(readable(shown, narrow)) >= 2, "plain in a narrow window over the border"
+    result = screen(shown)
+    assert result.cleaned and covered(result.regions, box, shown.shape) > 0.95
+    for window in (narrow, (280, 360)):
+        assert readable(result.pixels, window) == []
+    for b in result.regions:  # one value per region: no window separates text from fill
+        assert len(np.unique(result.pixels[b.y0:b.y1, b.x0:b.x1])) == 1
+
+
+def test_clean_images_cost_little_and_stay_untouched_at_every_orientation_and_window():
+    for seed in range(3):
+        image = knee(1024, seed)
+        for variant in (image, _faint(image, 110, 0, seed), np.ascontiguousarray(image.T)):
+            result = screen(variant)
+            assert not result.cleaned and result.pixels is variant
+
+
+def test_the_screen_records_its_version_and_what_it_masked_unread():
+    shown, _ = burn(knee(512), [NAME, PID], TextStyle(height=0.03))
+    _, cols = screen_frame(Frame(shown, {"frame_index": 0}), "mask")
+    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-2")
+    assert cols["pixels_cleaned"] and cols["text_regions_unread"] == 0

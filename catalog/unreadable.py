@@ -12,8 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from catalog.ids import token
-from catalog.parts import write_table
-from catalog.schema import UNREADABLE
 from catalog.workspace import Workspace
 
 log = logging.getLogger("ortho.unreadable")
@@ -44,6 +42,9 @@ class Unreadable:
         rows = [{"image_id": i, "stage": self.stage, "reason": r, "run_id": self.run_id, "recorded_at": now}
                 for i, r in sorted(self.images.items())]
         ws.unreadable_dir.mkdir(parents=True, exist_ok=True)
+        from catalog.parts import write_table  # pyarrow: not on `ortho status`'s import path
+        from catalog.schema import UNREADABLE
+
         write_table(ws.unreadable_dir / f"{self.stage}-{self.run_id}-{token(3)}.parquet", rows, UNREADABLE,
                     ws.staging_dir)
 

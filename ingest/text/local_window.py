@@ -54,9 +54,13 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     spread_q = cv2.resize(spread, coarse, interpolation=cv2.INTER_AREA)
     noise_q = cv2.erode(spread_q, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2))
     level = (hi - lo) / 255
-    flat_q = _touching_the_edge((spread_q < FLAT_LEVELS * level) & (noise_q < NOISE_LEVELS * level))
+    smooth_q = spread_q < FLAT_LEVELS * level
+    quiet_q = _touching_the_edge(smooth_q & (noise_q < NOISE_LEVELS * level))
+    flat_q = _grown(quiet_q, smooth_q)
     if flat_q.mean() < MIN_FLAT_SHARE:
         return None
+    # what was joined (a label's own spread is no noise) is shown at the noise of the quiet part it joins
+    noise_q = np.where(flat_q & ~quiet_q, np.median(noise_q[quiet_q]), noise_q).astype(np.float32)
     noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -97,6 +101,15 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
             boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
                              int(np.ceil((x + rw) * factor)), True))
     return boxes
+
+
+def _grown(flat: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """The flat regions with every smooth stretch joined to them: a label that fills a border band has no quiet
+    neighbour of its own (the noise test fails across it) but is as smooth at the whole range as the band."""
+    n, labels = cv2.connectedComponents(smooth.astype(np.uint8), connectivity=4)
+    keep = np.bincount(labels[flat], minlength=n) > 0
+    keep[0] = False
+    return flat | keep[labels]
 
 
 def _touching_the_edge(flat: np.ndarray) -> np.ndarray:

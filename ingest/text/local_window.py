@@ -12,8 +12,12 @@ tell them apart. Costs two box filters on the reduced copy; 8-bit images skip it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+
+from ingest.text.candidates import Box
 
 FLAT_LEVELS = 4.0  # a region whose local spread is under this many grey levels of the whole-range window is flat
 NOISE_LEVELS = 1.0  # ... and whose noise is under this many
@@ -21,10 +25,17 @@ FLAT_NOISE_WINDOWS = 12.0  # the narrow window's width, in the local noise: nois
 # the noise above is its own least local spread; text at 4 noise widths or more stands at 85+ grey levels
 MIN_CONTRAST = 80
 MIN_FLAT_SHARE = 0.01
+MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a line of text
 QUARTER = 4
 
 
-def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
+@dataclass(frozen=True)
+class NarrowView:
+    gray: np.ndarray  # the 8-bit rendering: flat regions at a narrow window, mid-grey elsewhere
+    flat: np.ndarray  # how far each pixel is inside a flat region (0..1, float32)
+
+
+def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowView | None:
     """The 8-bit rendering of the flat regions of the detector's reduced copy `small`, or None where there is
     nothing to show: an 8-bit image, or no flat region. `lo`..`hi`: the whole-range window (stored values)."""
     if small.dtype.itemsize < 2 or hi - lo <= 255:
@@ -43,9 +54,13 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> np.ndarr
     spread_q = cv2.resize(spread, coarse, interpolation=cv2.INTER_AREA)
     noise_q = cv2.erode(spread_q, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2))
     level = (hi - lo) / 255
-    flat_q = _touching_the_edge((spread_q < FLAT_LEVELS * level) & (noise_q < NOISE_LEVELS * level))
+    smooth_q = spread_q < FLAT_LEVELS * level
+    quiet_q = _touching_the_edge(smooth_q & (noise_q < NOISE_LEVELS * level))
+    flat_q = _grown(quiet_q, smooth_q)
     if flat_q.mean() < MIN_FLAT_SHARE:
         return None
+    # what was joined (a label's own spread is no noise) is shown at the noise of the quiet part it joins
+    noise_q = np.where(flat_q & ~quiet_q, np.median(noise_q[quiet_q]), noise_q).astype(np.float32)
     noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -53,7 +68,48 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> np.ndarr
     # noise's own peaks stay under the detector's stroke contrast
     f = cv2.GaussianBlur(raw, (3, 3), 0)
     local = np.clip((f - mean) * (255.0 / FLAT_NOISE_WINDOWS) / np.maximum(noise, 1.0), -128, 127)
-    return (128 + local * weight).astype(np.uint8)
+    return NarrowView((128 + local * weight).astype(np.uint8), weight)
+
+
+def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float) -> list[Box]:
+    """Rows of character-sized strokes of one polarity well inside a flat region of the narrow rendering `gray`,
+    in stored coordinates (sure: masked even unread). Thin serif text a few levels off a flat border blurs into
+    three or more classes at this window, so the two-class tests of the line detector miss it; but a flat border
+    carries no anatomy, and its noise at this window crosses the stroke contrast in specks of both polarities,
+    never in five character-sized blobs of one polarity side by side. Taller than wide: a turned label."""
+    h, w = strong.shape
+    k = max(5, int(round(h * 0.012)) | 1)  # the stroke kernel: its faint halo at the flat region's edge is left out
+    core = cv2.erode((flat >= 0.99).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(strong & core, connectivity=8)
+    bh, bw, area = stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_AREA]
+    glyph = (area >= 6) & (np.maximum(bh, bw) >= 4) & (bh <= 0.1 * h) & (bw <= 0.1 * w)
+    glyph[0] = False
+    if glyph.sum() < MIN_GLYPHS:
+        return []
+    bright = np.bincount(labels.ravel(), weights=gray.ravel().astype(np.float64), minlength=n) / np.maximum(area, 1) > 128
+    gap = max(3, int(round(h * 0.012)))
+    joined = cv2.dilate(glyph.astype(np.uint8)[labels], cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1,) * 2))
+    m, rows, row_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    row_of = rows[stats[:, cv2.CC_STAT_TOP] + bh // 2, stats[:, cv2.CC_STAT_LEFT] + bw // 2]
+    boxes = []
+    for i in range(1, m):
+        mine = glyph & (row_of == i)
+        same = max(int((mine & bright).sum()), int((mine & ~bright).sum()))
+        x, y, rw, rh = row_stats[i, :4].tolist()
+        # a row (or a column) of characters of one polarity, not a patch of noise or an edge of anatomy
+        if same >= MIN_GLYPHS and same >= 0.85 * mine.sum() and max(rw, rh) >= 2 * min(rw, rh):
+            boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
+                             int(np.ceil((x + rw) * factor)), True))
+    return boxes
+
+
+def _grown(flat: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """The flat regions with every smooth stretch joined to them: a label that fills a border band has no quiet
+    neighbour of its own (the noise test fails across it) but is as smooth at the whole range as the band."""
+    n, labels = cv2.connectedComponents(smooth.astype(np.uint8), connectivity=4)
+    keep = np.bincount(labels[flat], minlength=n) > 0
+    keep[0] = False
+    return flat | keep[labels]
 
 
 def _touching_the_edge(flat: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest.text.candidates import Box, Rendering, line_boxes, percentile_window, reduce, windowed
-from ingest.text.local_window import MIN_CONTRAST, narrow_window_rendering
+from ingest.text.local_window import MIN_CONTRAST, narrow_window_rendering, stroke_rows
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,17 @@ class CandidateSet:
 def candidate_sets(pixels) -> list[CandidateSet]:
     small, factor = reduce(pixels)
     lo, hi = percentile_window(small, 0.5, 99.5)
-    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor))]
+    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [])]
     local = narrow_window_rendering(small, lo, hi)
     if local is not None:
-        renderings.append((True, Rendering.of(local, factor, MIN_CONTRAST, relative=True)))
+        r = Rendering.of(local.gray, factor, MIN_CONTRAST, relative=True)
+        # rows of strokes in a flat border, whatever their classes look like (thin serifs): masked even unread
+        renderings.append((True, r, stroke_rows(local.gray, r.strong, local.flat, factor) if r.strong.any() else []))
     sets = []
-    for narrow, r in renderings:
+    for narrow, r, rows in renderings:
         # the window search inside anatomy (labels on bone) is for the whole-range rendering only
-        sets.append(CandidateSet(False, narrow, line_boxes(r, windows=not narrow)))
+        sets.append(CandidateSet(False, narrow, line_boxes(r, windows=not narrow) + [b for b in rows if b.width >= b.height]))
         # across the columns without the window search inside anatomy: labels turned a quarter sit along the edges
         across = [b.transposed() for b in line_boxes(r.transposed(), windows=False)] if r.strong.any() else []
-        sets.append(CandidateSet(True, narrow, across))
+        sets.append(CandidateSet(True, narrow, across + [b for b in rows if b.width < b.height]))
     return [s for s in sets if s.boxes]

@@ -89,7 +89,10 @@ def evaluation(args, part: str, overrides: list[str]):
 
 
 def run_part(args, part: str, checkpoint: Path | None) -> list[dict]:
-    """One part of the comparison through the evaluator; its results saved as <workspace>/evidence/<part>.json."""
+    """One part of the comparison through the evaluator, saved as <workspace>/evidence/<part>.json after every
+    label fraction; a fraction already there (every seed) is not run again."""
+    import dataclasses
+
     import torch
 
     from catalog.workspace import Workspace
@@ -101,28 +104,39 @@ def run_part(args, part: str, checkpoint: Path | None) -> list[dict]:
     task, images = knee_task(Path(args.data))
     splits = eval_splits(task)
     cfg = evaluation(args, part, args.overrides)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        ev = Evaluation(Workspace.open(Path(tmp) / "ws"), cfg, f"evidence-{part}", images=images,
-                        on_progress=lambda done, total, label: _progress(ev, label))
-        if part == "supervised":
-            ev.supervised(task, splits, False, dict(NO_CHECKPOINT))
-        else:
-            main = load_checkpoint(checkpoint)
-            if part == "frozen":
+    path = args.workspace / "evidence" / f"{part}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = json.loads(path.read_text()) if path.is_file() else {"part": part, "seconds": 0, "results": []}
+    if doc.get("checkpoint", str(checkpoint)) != str(checkpoint) and part != "supervised":
+        doc = {"part": part, "seconds": 0, "results": []}  # another checkpoint: start over
+    main = load_checkpoint(checkpoint) if part != "supervised" else None
+    # frozen probes: every fraction in one go (cheap, and the random-init features are embedded once)
+    batches = [cfg.fractions] if part == "frozen" else [[f] for f in cfg.fractions]
+    for fractions in batches:
+        done = {(r["model"], r["fraction"], r["seed"]) for r in doc["results"]}
+        if part != "frozen" and all((("supervised" if part == "supervised" else "pretrained"), fractions[0], s)
+                                    in done for s in range(cfg.seeds)):
+            continue
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            ev = Evaluation(Workspace.open(Path(tmp) / "ws"), dataclasses.replace(cfg, fractions=fractions),
+                            f"evidence-{part}", images=images,
+                            on_progress=lambda done, total, label: _progress(ev, label))
+            if part == "supervised":
+                ev.supervised(task, splits, False, dict(NO_CHECKPOINT))
+            elif part == "frozen":
                 ev.run_task(task, splits, main, [])
             else:
                 ev.checkpoint(task, splits, main, False, {"knee"}, is_main=True)
-    for r in ev.results:
-        r.pop("history", None)
-    out = args.workspace / "evidence"
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {"part": part, "seconds": round(time.perf_counter() - t0), "checkpoint": str(checkpoint),
-           "load_average": os.getloadavg()[0], "settings": {"fractions": cfg.fractions, "seeds": cfg.seeds},
-           "results": ev.results}
-    (out / f"{part}.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    print(f"{part}: {len(ev.results)} results in {doc['seconds'] / 60:.1f} min", flush=True)
-    return ev.results
+        for r in ev.results:
+            r.pop("history", None)
+        keep = [r for r in doc["results"] if r["fraction"] not in fractions]
+        doc.update(results=keep + ev.results, checkpoint=str(checkpoint), load_average=os.getloadavg()[0],
+                   seconds=doc["seconds"] + round(time.perf_counter() - t0),
+                   settings={"fractions": cfg.fractions, "seeds": cfg.seeds})
+        path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    print(f"{part}: {len(doc['results'])} results, {doc['seconds'] / 60:.1f} min", flush=True)
+    return doc["results"]
 
 
 def _progress(ev, label: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 
 HEADER_FIELDS = ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")
 

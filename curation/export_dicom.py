@@ -42,7 +42,7 @@ from catalog import vocab
 from catalog.files import atomic_path, read_bytes
 from catalog.ids import new_run_id
 from catalog.pixel_budget import PixelsRefused
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.store import ImageStore
 from catalog.text_screening import claims_clean_sql
 from catalog.unreadable import Unreadable

@@ -23,7 +23,7 @@ from catalog import schema, vocab
 from catalog.files import atomic_write, read_bytes
 from catalog.parts import commit_part, write_table
 from catalog.pixels import image_id
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
 from ingest.readers import Limits, ReadContext, read_frames

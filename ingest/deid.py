@@ -1,10 +1,10 @@
-"""Age at the study, capped (HIPAA safe harbour). Pseudonyms and date shifts live in catalog/pseudonyms.py."""
+"""Age at the study, capped (HIPAA safe harbour). Pseudonyms and date shifts live in catalog/deid.py."""
 
 from __future__ import annotations
 
 import re
 
-from catalog.pseudonyms import parse_da
+from catalog.deid import parse_da
 
 MAX_AGE_DAYS = int(90 * 365.25)  # ages over 89 are reported as 90
 

@@ -18,7 +18,7 @@ from catalog import db, schema
 from catalog.errors import outcome_of
 from catalog.ids import new_run_id
 from catalog.parts import write_table
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.workspace import Workspace, clear_staging
 from ingest.batch import BatchResult, BatchSpec, label_resolver, process_batch
 from ingest.pacs.pull import RETRY_REASONS, PacsListing

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from catalog import db
 from catalog.files import atomic_write
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.workspace import Workspace
 from ingest.pacs.client import open_client
 from ingest.pacs.errors import PacsUnavailable, RetrieveFailed

@@ -1,6 +1,6 @@
 import datetime as dt
 
-from catalog.pseudonyms import Pseudonymizer, parse_da
+from catalog.deid import Pseudonymizer, parse_da
 from ingest.deid import MAX_AGE_DAYS, age_days
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from catalog.identity import patient_identity
+from catalog.deid import patient_identity
 from catalog.deid import Pseudonymizer
 
 P = Pseudonymizer(b"s" * 32)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog.errors import BusyError
+from catalog.errors import BusyError, OrthoError
 
 DEFAULT_WORKSPACE = "workspace"
 _HELD: dict[Path, int] = {}  # locks this process holds: nested flows must not deadlock on themselves
@@ -46,6 +46,10 @@ def resolve_workspace(path: str | os.PathLike | None = None) -> Path:
 
 class WorkspaceBusy(BusyError, RuntimeError):
     """Another process holds the workspace's write lock."""
+
+
+class SecretUnreadable(OrthoError, RuntimeError):
+    """The workspace's secret is there but unreadable: no pseudonym could match the catalog's."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,7 @@ class Workspace:
             if len(text) == 64:
                 return bytes.fromhex(text.decode())
             time.sleep(0.01)
-        raise RuntimeError("workspace secret is unreadable; restore private/secret.key from backup")
+        raise SecretUnreadable("workspace secret is unreadable; restore private/secret.key from backup")
 
     @contextlib.contextmanager
     def write_lock(self, wait_s: float = 0.0):

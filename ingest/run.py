@@ -24,7 +24,7 @@ from ingest.batch import BatchResult, BatchSpec, label_resolver, process_batch
 from ingest.pacs.pull import RETRY_REASONS, PacsListing
 from ingest.readers import Limits
 from ingest.scan import ScanEntry, scan
-from ingest.sources import Source, load_sources
+from ingest.sources import Source, SourceError, load_sources
 
 log = logging.getLogger("ortho.ingest")
 
@@ -131,7 +131,7 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
     (default: Limits()) bound every file's read; past `compact_parts` batch parts the catalog is compacted."""
     sources = load_sources(ws)
     if name not in sources:
-        raise KeyError(f"no source named {name!r}; see `ortho sources list`")
+        raise SourceError(f"no source named {name!r}; see `ortho sources list`")
     source = sources[name]
     if source.is_pacs and not source.pacs_options.in_window():
         log.info("source %s pulls only in the hours %s; not started", name, source.pacs_options.hours)

@@ -51,7 +51,7 @@ GRAPH = ("group", "global_group", "best_other", "best_sim", "best_method")
 
 
 def index_dir(ws: Workspace) -> Path:
-    return ws.catalog_dir / "curation-index"
+    return ws.dedup_index_dir
 
 
 def recorded_settings(cfg: DedupConfig) -> dict:

@@ -57,7 +57,7 @@ def ingest_batch(workspace: str, batch_path: str, runtime: dict | None = None) -
 
 def attach_log_file(ws: Workspace) -> None:
     """Worker processes append their one-line quarantine messages to workspace/logs/ingest.log."""
-    path = str(ws.logs_dir / "ingest.log")
+    path = str(ws.log_path("ingest"))
     logger = logging.getLogger("ortho")
     if any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
         return

@@ -77,9 +77,9 @@ class BatchResult:
 
 
 @lru_cache(maxsize=32)
-def _resolver(source_json: str, private_dir: str) -> LabelResolver:
+def _resolver(source_json: str, credentials_dir: str) -> LabelResolver:
     source = Source(**json.loads(source_json))
-    options = source.storage_options(Path(private_dir))
+    options = source.storage_options(Path(credentials_dir))
 
     def read_text(name: str) -> str:
         path = name if os.path.isabs(name) else None
@@ -90,9 +90,9 @@ def _resolver(source_json: str, private_dir: str) -> LabelResolver:
     return LabelResolver(source, read_text)
 
 
-def label_resolver(source: Source, private_dir: Path) -> LabelResolver:
-    """`private_dir`: where file:NAME credentials are (workspace/private)."""
-    return _resolver(json.dumps(asdict(source), sort_keys=True), str(private_dir))
+def label_resolver(source: Source, credentials_dir: Path) -> LabelResolver:
+    """`credentials_dir`: where file:NAME credentials are (workspace/private/credentials)."""
+    return _resolver(json.dumps(asdict(source), sort_keys=True), str(credentials_dir))
 
 
 def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None) -> BatchResult:
@@ -103,7 +103,7 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     source = load_sources(ws)[batch.source]
     pseudo = Pseudonymizer(ws.secret())
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
-    resolver = label_resolver(source, ws.private_dir)
+    resolver = label_resolver(source, ws.credentials_dir)
     now = dt.datetime.now(dt.timezone.utc)
     with open_reader(ws, source, [e.relpath for e in batch.entries]) as read:
         per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now, read)
@@ -164,7 +164,7 @@ def open_reader(ws: Workspace, source: Source, relpaths: list[str]) -> Iterator[
     retrieved from the source's PACS into memory over one connection (opened here, in the process that runs the
     batch; the client may fetch a few of the instances that follow in the same request)."""
     if not source.is_pacs:
-        options = source.storage_options(ws.private_dir)
+        options = source.storage_options(ws.credentials_dir)
         yield lambda relpath, max_bytes: read_bytes(source.location, relpath, max_bytes, options)
         return
     from ingest.pacs.client import open_client
@@ -177,7 +177,7 @@ def open_reader(ws: Workspace, source: Source, relpaths: list[str]) -> Iterator[
         upcoming = [Instance.from_relpath(r) for r in relpaths[at + 1:at + 16]]
         return client.retrieve(Instance.from_relpath(relpath), upcoming)
 
-    with open_client(source.name, source.location, source.pacs_options, ws.private_dir) as client:
+    with open_client(source.name, source.location, source.pacs_options, ws.credentials_dir) as client:
         yield read
 
 

@@ -92,8 +92,8 @@ def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, ba
     staging.mkdir(parents=True, exist_ok=True)
     batch, index = [], 0
     if entries is None:
-        entries = scan(source.location, skip=label_resolver(source, ws.private_dir).label_files,
-                       storage_options=source.storage_options(ws.private_dir))
+        entries = scan(source.location, skip=label_resolver(source, ws.credentials_dir).label_files,
+                       storage_options=source.storage_options(ws.credentials_dir))
     for entry in entries:
         summary.files_seen += 1
         if (pseudo.file_id(source.name, entry.relpath), entry.version) in done:

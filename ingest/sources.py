@@ -117,10 +117,10 @@ class Source:
         if not is_secret_ref(self.credentials):
             raise SourceError("--credentials: expected env:NAME or file:NAME (a file in workspace/private/credentials)")
 
-    def storage_options(self, private_dir: Path) -> dict:
+    def storage_options(self, credentials_dir: Path) -> dict:
         """fsspec's options for this source's URL: its keys, read here, in the process that opens it (never passed
         along); none for a store reached with the environment's own (AWS_* variables, an instance role)."""
-        value = resolve_secret(self.credentials, private_dir, "--credentials")
+        value = resolve_secret(self.credentials, credentials_dir, "--credentials")
         if value is None:
             return {}
         key, sep, secret = value.partition(":")
@@ -166,7 +166,7 @@ def _probe_pacs(ws: Workspace, source: Source) -> None:
     from ingest.reasons import Quarantine
 
     try:
-        with open_client(source.name, source.location, source.pacs_options, ws.private_dir) as client:
+        with open_client(source.name, source.location, source.pacs_options, ws.credentials_dir) as client:
             client.probe()
     except Quarantine as q:  # the archive answered, but not as a PACS should
         raise SourceError(f"source {source.name!r}: the archive's answer to a test query failed ({q.reason}: "

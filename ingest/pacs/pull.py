@@ -30,7 +30,7 @@ _KEEP_PULLS = 30
 
 
 def state_path(ws: Workspace, source: str) -> Path:
-    return ws.private_dir / "pacs" / f"{source}.json"
+    return ws.pacs_state_path(source)
 
 
 @dataclass
@@ -91,7 +91,7 @@ class PacsListing:
     def entries(self) -> Iterator[ScanEntry]:
         filters = self.options.filters()
         terms = filters.get("StudyDescription")
-        with open_client(self.name, self.location, self.options, self.ws.private_dir) as client:
+        with open_client(self.name, self.location, self.options, self.ws.credentials_dir) as client:
             for study in _studies(client, filters, self.name):
                 if terms and not any(t in study.description.lower() for t in terms):
                     continue

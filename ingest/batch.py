@@ -11,11 +11,10 @@ import json
 import logging
 import os
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 import pyarrow as pa
 
@@ -105,7 +104,7 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
     resolver = label_resolver(source, ws.credentials_dir)
     now = dt.datetime.now(dt.timezone.utc)
-    with open_reader(ws, source, [e.relpath for e in batch.entries]) as read:
+    with source.location_kind.reader(ws, [e.relpath for e in batch.entries]) as read:
         per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now, read)
                                    for entry in batch.entries])
     result = batch_result(batch, [r.file for r in per_file], [r.occurrences for r in per_file])
@@ -156,29 +155,6 @@ class FileRows:
     lineage: list[dict] = field(default_factory=list)
     occurrences: list[dict] = field(default_factory=list)
     labels: list[dict] = field(default_factory=list)
-
-
-@contextmanager
-def open_reader(ws: Workspace, source: Source, relpaths: list[str]) -> Iterator[Callable[[str, int], bytes]]:
-    """`read(relpath, max_bytes)` for the batch's `relpaths`: a file from the source's folder or URL, or an instance
-    retrieved from the source's PACS into memory over one connection (opened here, in the process that runs the
-    batch; the client may fetch a few of the instances that follow in the same request)."""
-    if not source.is_pacs:
-        options = source.storage_options(ws.credentials_dir)
-        yield lambda relpath, max_bytes: read_bytes(source.location, relpath, max_bytes, options)
-        return
-    from ingest.pacs.client import open_client
-    from ingest.pacs.study import Instance
-
-    order = {r: i for i, r in enumerate(relpaths)}
-
-    def read(relpath: str, max_bytes: int) -> bytes:
-        at = order.get(relpath, len(relpaths))
-        upcoming = [Instance.from_relpath(r) for r in relpaths[at + 1:at + 16]]
-        return client.retrieve(Instance.from_relpath(relpath), upcoming)
-
-    with open_client(source.name, source.location, source.pacs_options, ws.credentials_dir) as client:
-        yield read
 
 
 def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseudonymizer, store: ImageStore,

@@ -20,7 +20,7 @@ from catalog import db
 from catalog.files import atomic_write
 from catalog.deid import Pseudonymizer
 from catalog.workspace import Workspace
-from ingest.pacs.client import open_client
+from ingest.pacs.client import PacsClient, open_client
 from ingest.pacs.errors import PacsUnavailable, RetrieveFailed
 from ingest.pacs.options import PacsOptions
 from ingest.scan import ScanEntry
@@ -68,7 +68,7 @@ class StudyPlan:
     reason: str | None = None  # the study's instances could not be listed
 
 
-def _studies(client, filters: dict, name: str) -> Iterator:
+def _studies(client: PacsClient, filters: dict, name: str) -> Iterator:
     """The archive's matching studies; a study query the archive keeps failing ends the run in one line."""
     try:
         yield from client.studies(filters)

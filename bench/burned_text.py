@@ -208,7 +208,7 @@ def throughput(tree: Path, work: Path, files: int, label: str) -> dict:
 
 def stored_pixels(ws, relpath: str) -> list[np.ndarray]:
     from catalog import db
-    from catalog.pseudonyms import Pseudonymizer
+    from catalog.deid import Pseudonymizer
     from catalog.store import ImageStore
 
     file_id = Pseudonymizer(ws.secret()).file_id("bench", relpath)

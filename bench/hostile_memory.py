@@ -37,7 +37,7 @@ from tests.ingest.file_factory import nifti_bytes  # noqa: E402
 
 _CHILD = """
 import resource, sys
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
 data = open(sys.argv[1], "rb").read()

@@ -24,7 +24,7 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 
-from catalog.errors import OrthoError
+from catalog.errors import OrthoError, SettingRefused
 from catalog.files import atomic_write
 
 T = TypeVar("T")
@@ -298,7 +298,7 @@ def build(cls: type[T], tree: dict, error: type[Exception] = ConfigError, prefix
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        if type(e) not in (ValueError, TypeError):  # a project error: already written for the user
+        if type(e) not in (ValueError, TypeError, SettingRefused):  # a project error: already written for the user
             raise
         where = f"config section '{prefix.rstrip('.')}'" if prefix else f"{cls.__name__}"
         raise error(f"{where}: {' '.join(str(e).split())}") from None

@@ -36,7 +36,7 @@ _KEEP = 2  # the published snapshot and the one before it (a reader may still be
 
 
 def current_dir(ws: Workspace) -> Path:
-    return ws.catalog_dir / "current"
+    return ws.current_dir
 
 
 def fingerprint(ws: Workspace) -> str:

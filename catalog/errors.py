@@ -29,6 +29,15 @@ class InternalError(OrthoError):
     exit_code = 1
 
 
+class SettingRefused(OrthoError, ValueError):
+    """A settings dataclass refuses a value (in its __post_init__); the config loader names the section it came from."""
+
+
+class BrokenInvariant(RuntimeError):
+    """A fact the code relies on, its own saved state included, does not hold: a bug or a damaged file the code wrote,
+    never a user's mistake. Not an OrthoError: like any unexpected error, only its type name leaves a stage."""
+
+
 class Interrupted(KeyboardInterrupt):
     """The command was asked to stop (Ctrl-C, SIGTERM, SIGHUP): a KeyboardInterrupt, so clean-up runs as for Ctrl-C;
     the exit code is the shell's, 128 + the signal's number."""

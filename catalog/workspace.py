@@ -1,23 +1,39 @@
 """A workspace: one folder that holds the store, the catalog and the private area.
 
-Layout (documented in docs/catalog.md):
+`Workspace` owns every path of this layout: other modules ask it for a room (`ws.shard_sets_dir`), never join a
+room's name onto the root themselves (tests/catalog/test_workspace_layout.py). Inside a room, the module that writes
+it names its files. The whole tree (docs/catalog.md explains the tables):
 
     workspace/
-      catalog/parts/<part_id>/{files,occurrences,labels}.parquet   shareable, append-only
-      catalog/runs/<run_id>-<phase>.parquet                         shareable, append-only
-      catalog/signatures/*.parquet, catalog/splits/*.parquet        curation, append-only
-      catalog/curation/<run_id>/{dups,quality,leakage}.parquet      curation results, newest is current
-      catalog/catalog.duckdb                                        views, rebuilt after each run
-      catalog/evals/<eval_id>.parquet                               evaluation results, one row per result
-      runs/<run_id>/              pretraining runs: config, run.json, metrics, checkpoint, backbone
-      evals/<eval_id>/            evaluations: metrics.json, report.html, plots
-      evals/embeddings/           frozen features cached by (checkpoint sha256, input size, image id)
-      store/ab/<image_id>.png                                       de-identified pixels
-      private/secret.key          0600, keys every pseudonym
-      private/lineage/*.parquet   file id -> source path; never exported
-      private/lineage/sources.json  registered sources (locations may name people)
-      private/lineage/batches/    the file lists of running ingests (paths); cleared under the lock
-      private/staging/            batch lists and half-written parts; cleared under the lock
+      catalog/                                   shareable
+        parts/<part_id>/{files,occurrences,labels}.parquet   ingested facts, append-only, one part per batch
+        runs/<run_id>-<phase>.parquet             ingest and pretraining runs (the `runs` view)
+        signatures/*.parquet, keypoints/*.parquet  curation's per-image features, append-only
+        splits/*.parquet                          patient-level splits, append-only
+        curation/<run_id>/{dups,quality,leakage}.parquet, settings.yaml   curation results, newest is current
+        curation-index/MANIFEST.json, <build>/    the near-duplicate search's saved state (incremental runs)
+        current/CURRENT.json, <snapshot>/         published snapshots of images, files, labels
+        embeddings/<model>/                       vector parts, model.json, clusters.parquet, similarity index
+        evals/<eval_id>.parquet                   evaluation results, one row per result
+        unreadable/<stage>-<run_id>-*.parquet     stored images a stage could not open
+        catalog.duckdb                            views, rebuilt after each run
+      store/ab/<image_id>.png                    de-identified pixels
+      shards/<name>/shard-NNNNNN.tar, manifest.json   shard sets
+      runs/<run_id>/                             pretraining runs: config, run.json, metrics, checkpoint, backbone
+      evals/<eval_id>/                           evaluations: metrics.json, report.html, plots
+      evals/embeddings/<key>/                    frozen features cached by (model key, input size)
+      reports/curation-<run_id>.html             curation reports
+      pipeline/state.json                        what `ortho pipeline` finished, by stage and settings
+      logs/<command>.log                         one line per event, file ids only; pipeline-errors.log
+      private/                                   0700, never exported
+        secret.key                               0600, keys every pseudonym
+        write.lock                               the one writer's lock
+        credentials/<NAME>                       what --credentials file:NAME and --tls-ca file:NAME name
+        pacs/<source>.json                       a PACS source's pulls (study keys, never UIDs)
+        lineage/*.parquet                        file id -> source path; never exported
+        lineage/sources.json                     registered sources (locations may name people)
+        lineage/batches/                         the file lists of running ingests (paths); cleared under the lock
+        staging/                                 batch lists and half-written parts; cleared under the lock
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog.errors import BusyError
+from catalog.errors import BusyError, OrthoError
 
 DEFAULT_WORKSPACE = "workspace"
 _HELD: dict[Path, int] = {}  # locks this process holds: nested flows must not deadlock on themselves
@@ -46,6 +62,10 @@ def resolve_workspace(path: str | os.PathLike | None = None) -> Path:
 
 class WorkspaceBusy(BusyError, RuntimeError):
     """Another process holds the workspace's write lock."""
+
+
+class SecretUnreadable(OrthoError, RuntimeError):
+    """The workspace's secret is there but unreadable: no pseudonym could match the catalog's."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,39 @@ class Workspace:
         return self.catalog_dir / "catalog.duckdb"
 
     @property
+    def current_dir(self) -> Path:
+        """Published snapshots of the three main tables, and CURRENT.json naming the newest (catalog/current.py)."""
+        return self.catalog_dir / "current"
+
+    @property
+    def dedup_index_dir(self) -> Path:
+        """The near-duplicate search's saved state, one build folder at a time, and MANIFEST.json naming it."""
+        return self.catalog_dir / "curation-index"
+
+    @property
+    def shard_sets_dir(self) -> Path:
+        """shards/<name>/: one shard set's tars and its manifest.json."""
+        return self.root / "shards"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Curation reports (HTML) written where no --out was given."""
+        return self.root / "reports"
+
+    @property
+    def pipeline_state_path(self) -> Path:
+        """What `ortho pipeline` finished, by stage and settings digest: a re-run skips it."""
+        return self.root / "pipeline" / "state.json"
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        """Evaluation's frozen features, one folder per (model key, input size)."""
+        return self.evals_dir / "embeddings"
+
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
@@ -153,6 +206,19 @@ class Workspace:
     def secret_path(self) -> Path:
         return self.private_dir / "secret.key"
 
+    @property
+    def write_lock_path(self) -> Path:
+        return self.private_dir / "write.lock"
+
+    @property
+    def credentials_dir(self) -> Path:
+        """Files that `--credentials file:NAME` and `--tls-ca file:NAME` name; the user puts them there."""
+        return self.private_dir / "credentials"
+
+    def pacs_state_path(self, source: str) -> Path:
+        """A PACS source's pulls: the studies seen and planned (their keys, never their UIDs)."""
+        return self.private_dir / "pacs" / f"{source}.json"
+
     def secret(self) -> bytes:
         """The per-workspace pseudonym key, created once with mode 0600."""
         path = self.secret_path
@@ -172,13 +238,13 @@ class Workspace:
             if len(text) == 64:
                 return bytes.fromhex(text.decode())
             time.sleep(0.01)
-        raise RuntimeError("workspace secret is unreadable; restore private/secret.key from backup")
+        raise SecretUnreadable("workspace secret is unreadable; restore private/secret.key from backup")
 
     @contextlib.contextmanager
     def write_lock(self, wait_s: float = 0.0):
         """Exclusive writer lock, re-entrant within a process. Readers (ortho sql) never take it:
         they see only renamed parts."""
-        path = self.private_dir / "write.lock"
+        path = self.write_lock_path
         if _HELD.get(path, 0):
             _HELD[path] += 1
             try:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog.errors import BrokenInvariant
 from catalog.files import atomic_write, fsync_dir
 from catalog.ids import token
 from catalog.workspace import Workspace
@@ -50,7 +51,7 @@ GRAPH = ("group", "global_group", "best_other", "best_sim", "best_method")
 
 
 def index_dir(ws: Workspace) -> Path:
-    return ws.catalog_dir / "curation-index"
+    return ws.dedup_index_dir
 
 
 def recorded_settings(cfg: DedupConfig) -> dict:
@@ -169,7 +170,7 @@ class CurationIndex:
         with np.load(self.dir / self.manifest["graph"]) as z:
             out = {name: z[name].copy() for name in GRAPH}
         if any(len(v) != self.images for v in out.values()):
-            raise RuntimeError("the saved groups do not cover the saved images")
+            raise BrokenInvariant("the saved groups do not cover the saved images")
         return out
 
     def searcher(self, search: str) -> LayeredIndex:

@@ -4,7 +4,8 @@ The profile lists identifying attributes and an action for each (table E.1-1: D 
 X remove, K keep, C clean, U consistent UID). This exporter is stricter than the table in one
 documented way: it keeps only attributes known to be safe (`KEEP`: geometry, acquisition parameters,
 coded content) and removes everything else, so an attribute the table lists and this file forgets
-can only be removed, never leak. Private tags are removed. Then:
+can only be removed, never leak. Private tags are removed. Then (each rule from catalog/deid.py, which the
+readers follow too):
   U  every UID, at any depth, is replaced by 2.25.<HMAC of the original> (same input, same output)
   D  Patient's Name and Patient ID become the catalog's patient pseudonym; Study ID, Accession Number
      and the Patient/Study/Series attributes the IODs require (Type 1/2) get dummy or empty values
@@ -20,8 +21,6 @@ Unscreened objects that declare burned-in annotation are not exported unless all
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import itertools
 import os
@@ -42,7 +41,7 @@ from catalog import vocab
 from catalog.files import atomic_path, read_bytes
 from catalog.ids import new_run_id
 from catalog.pixel_budget import PixelsRefused
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import DATE_KEYWORDS, Pseudonymizer, capped_age_string, declares_burned_in
 from catalog.store import ImageStore
 from catalog.text_screening import claims_clean_sql
 from catalog.unreadable import Unreadable
@@ -82,7 +81,6 @@ VOCAB_CS = {"BodyPartExamined": vocab.body_part, "Laterality": vocab.laterality,
 _CS = re.compile(r"^[A-Z0-9_ ]{0,16}$")
 # Retain Patient Characteristics Option (CID 7050 113108)
 PATIENT_CHARACTERISTICS = {"PatientSex", "PatientAge", "PatientSize", "PatientWeight"}
-DATES = {"StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"}
 
 CODES = {  # CID 7050 De-identification Method
     "basic": ("113100", "Basic Application Confidentiality Profile"),
@@ -139,20 +137,15 @@ class _Skip(Exception):
         self.reason, self.image_id = reason, image_id  # image_id: a stored image that could not be opened
 
 
-def remap_uid(secret: bytes, uid: str) -> str:
-    digest = hmac.new(secret, f"uid\x00{uid}".encode(), hashlib.sha256).digest()
-    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
-
-
-def _filter(ds: Dataset, secret: bytes, keep: set[str]) -> Dataset:
+def _filter(ds: Dataset, pseudo: Pseudonymizer, keep: set[str]) -> Dataset:
     out = Dataset()
     for elem in ds:
         if elem.tag.is_private or elem.keyword not in keep:
             continue  # X: removed (private tags, and every attribute not known to be safe)
         if elem.VR == "SQ":
-            out.add_new(elem.tag, "SQ", Sequence([_filter(item, secret, keep) for item in elem.value]))
+            out.add_new(elem.tag, "SQ", Sequence([_filter(item, pseudo, keep) for item in elem.value]))
         elif elem.VR == "UI" and elem.keyword not in ("SOPClassUID", "TransferSyntaxUID"):
-            out.add_new(elem.tag, "UI", remap_uid(secret, str(elem.value)))  # U
+            out.add_new(elem.tag, "UI", pseudo.uid(str(elem.value)))  # U
         elif elem.keyword in VOCAB_CS:
             term = VOCAB_CS[elem.keyword](elem.value)
             if term:
@@ -168,22 +161,15 @@ def _filter(ds: Dataset, secret: bytes, keep: set[str]) -> Dataset:
     return out
 
 
-def _age_years(value) -> int | None:
-    m = re.match(r"^(\d{3})([DWMY])$", str(value or ""))
-    if not m:
-        return None
-    return int(int(m[1]) * {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1}[m[2]])
-
-
 def _declares_burned_in(ds: Dataset) -> bool:
-    return str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES"
+    return declares_burned_in(ds.get("BurnedInAnnotation"))
 
 
-def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: ExportOptions, patient_key: str,
+def deidentify(ds: Dataset, pseudo: Pseudonymizer, options: ExportOptions, patient_key: str,
                screened: bool = False) -> Dataset:
     """The header of `ds` de-identified; patient_key is the catalog's, so pseudonym and date shift agree."""
     keep = KEEP | (PATIENT_CHARACTERISTICS if options.retain_patient_characteristics else set())
-    out = _filter(ds, secret, keep)
+    out = _filter(ds, pseudo, keep)
     # D / Z: the Type 1 and 2 identifying attributes the IODs require
     out.PatientName = patient_key
     out.PatientID = patient_key
@@ -191,10 +177,10 @@ def deidentify(ds: Dataset, secret: bytes, pseudo: Pseudonymizer, options: Expor
     out.StudyID = ""
     out.AccessionNumber = ""
     out.ReferringPhysicianName = ""
-    if options.retain_patient_characteristics and _age_years(out.get("PatientAge")) is not None:
-        out.PatientAge = f"{min(_age_years(out.PatientAge), 90):03d}Y"  # ages over 89 identify: reported as 90
+    if options.retain_patient_characteristics and capped_age_string(out.get("PatientAge")) is not None:
+        out.PatientAge = capped_age_string(out.PatientAge)  # ages over 89 identify: reported as 90
     if options.retain_modified_dates:
-        for kw in DATES:
+        for kw in DATE_KEYWORDS:
             d = pseudo.shifted_date(ds.get(kw), patient_key)
             if d is not None:
                 setattr(out, kw, d.strftime("%Y%m%d"))
@@ -303,7 +289,7 @@ def _read_header(f: CatalogFile) -> Dataset:
         raise _Skip("unreadable") from None
 
 
-def _export_file(f: CatalogFile, store: ImageStore, out_dir: Path, secret: bytes, pseudo: Pseudonymizer,
+def _export_file(f: CatalogFile, store: ImageStore, out_dir: Path, pseudo: Pseudonymizer,
                  options: ExportOptions) -> Path:
     ds = _read_header(f)
     screened = all(fr.screened for fr in f.frames)
@@ -312,7 +298,7 @@ def _export_file(f: CatalogFile, store: ImageStore, out_dir: Path, secret: bytes
     pixels, slope, intercept = stored_pixels(f.frames, store)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clean = deidentify(ds, secret, pseudo, options, f.patient_key, screened)
+        clean = deidentify(ds, pseudo, options, f.patient_key, screened)
         write_pixel_module(clean, ds, pixels, slope, intercept, _common_window(f.frames))
     study = str(clean.get("StudyInstanceUID", ""))[5:21] or "0"
     target = out_dir / f.patient_key / study / f"{f.file_id}.dcm"
@@ -330,7 +316,7 @@ def export_files(files: Iterable[CatalogFile], store: ImageStore, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in files:
         try:
-            result.written.append(_export_file(f, store, out_dir, secret, pseudo, options))
+            result.written.append(_export_file(f, store, out_dir, pseudo, options))
         except _Skip as e:
             result.skip(e.reason)
             if e.image_id is not None:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from catalog.errors import BrokenInvariant
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
 from curation import crops, near_dup
@@ -163,7 +164,7 @@ def signatures_of(con, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         flip[pos] = _binary(t, "emb_flip").view(np.float16).reshape(-1, DIM)
         seen[pos] = True
     if not seen.all():
-        raise RuntimeError(f"{int((~seen).sum())} images without a signature")
+        raise BrokenInvariant(f"{int((~seen).sum())} images without a signature")
     return emb, flip
 
 
@@ -185,7 +186,7 @@ def keypoints_of(con, wanted: np.ndarray, reserve) -> np.ndarray:
         pos, _ = _positions(fixed_ids(t.column("image_id")), wanted)
         n = t.column("n").to_numpy(zero_copy_only=False).astype(np.int64)
         if (n != nkp[pos]).any():  # an image whose keypoints were read twice, differently
-            raise RuntimeError("keypoints read differently in two scans")
+            raise BrokenInvariant("keypoints read differently in two scans")
         rows = np.repeat(starts[pos], n) + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
         out["desc"][rows] = _binary(t, "desc").reshape(-1, crops.DESC)
         out["kp"][rows] = _binary(t, "kp").view(np.float32).reshape(-1, 4)

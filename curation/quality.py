@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from catalog.errors import SettingRefused
+
 FILTERS: dict[str, str] = {
     # nearly constant: 98% of the pixels within a few grey levels of the stored depth
     "blank_image": "(s.p99 - s.p01) * (pow(2, i.bits) - 1) < {blank_levels}",
@@ -32,7 +34,7 @@ class QualityConfig:
                   "saturated_fraction": self.saturated_fraction}
         unknown = set(self.enabled) - set(FILTERS)
         if unknown:
-            raise ValueError(f"unknown quality filters {sorted(unknown)}; registered: {sorted(FILTERS)}")
+            raise SettingRefused(f"unknown quality filters {sorted(unknown)}; registered: {sorted(FILTERS)}")
         return {name: FILTERS[name].format(**params) for name in self.enabled}
 
     def queries(self) -> dict[str, str]:

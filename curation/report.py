@@ -74,12 +74,8 @@ def curation_runs(ws: Workspace) -> list[str]:
     return sorted(p.name for p in ws.curation_dir.iterdir() if (p / "dups.parquet").is_file())
 
 
-def reports_dir(ws: Workspace) -> Path:
-    return ws.root / "reports"
-
-
 def report_path(ws: Workspace, run_id: str, out_dir: str | Path | None = None) -> Path:
-    return Path(out_dir or reports_dir(ws)) / f"curation-{run_id}.html"
+    return Path(out_dir or ws.reports_dir) / f"curation-{run_id}.html"
 
 
 def write_curation_report(ws: Workspace, run_id: str | None = None, out_dir: str | Path | None = None,

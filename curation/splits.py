@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from catalog.errors import SettingRefused
+
 SPLITS = ("train", "val", "test")
 _HELD_OUT_ORDER = {"train": 0, "val": 1, "test": 2}
 
@@ -24,7 +26,7 @@ class SplitPolicy:
 
     def __post_init__(self):
         if set(self.ratios) - set(SPLITS) or abs(sum(self.ratios.values()) - 1.0) > 1e-6:
-            raise ValueError("split ratios must be over train/val/test and sum to 1")
+            raise SettingRefused("split ratios must be over train/val/test and sum to 1")
 
 
 def hashed_split(patient_key: str, policy: SplitPolicy) -> str:

@@ -42,7 +42,7 @@ class FeatureCache:
     """evals/embeddings/<key>.parquet files, one per (model key, size); appended as new images come."""
 
     def __init__(self, ws: Workspace, key: str):
-        self.dir = ws.root / "evals" / "embeddings" / key
+        self.dir = ws.feature_cache_dir / key
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -23,6 +23,7 @@ from catalog.figures import figure_png
 from catalog.files import atomic_write
 from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
+from catalog.workspace import Workspace
 
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1",
                 "qwk": "QWK", "auroc": "AUROC", "auprc": "AUPRC"}
@@ -284,8 +285,8 @@ def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None)
     """Render report.html (self-contained) and the PNGs from eval_dir/metrics.json."""
     eval_dir = Path(eval_dir)
     doc = json.loads((eval_dir / "metrics.json").read_text())
-    ws_root = Path(workspace_root) if workspace_root else eval_dir.parents[1]
-    store = _Thumbnails(ImageStore(ws_root / "store"), (doc.get("data") or {}).get("shards"))
+    ws = Workspace(Path(workspace_root) if workspace_root else eval_dir.parents[1])  # evals/<eval_id> in it
+    store = _Thumbnails(ImageStore(ws.store_dir), (doc.get("data") or {}).get("shards"))
     parts = _checkpoint_section(doc)
     pngs: dict[str, bytes] = {}
     for t in doc["tasks"]:

@@ -57,7 +57,7 @@ def ingest_batch(workspace: str, batch_path: str, runtime: dict | None = None) -
 
 def attach_log_file(ws: Workspace) -> None:
     """Worker processes append their one-line quarantine messages to workspace/logs/ingest.log."""
-    path = str(ws.logs_dir / "ingest.log")
+    path = str(ws.log_path("ingest"))
     logger = logging.getLogger("ortho")
     if any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
         return
@@ -104,8 +104,8 @@ def ingest_source_flow(workspace: str, source: str, batch_size: int = 64, max_in
                        retry_quarantined: bool = False, wait_s: float = 0.0, burned_in: str | None = None) -> dict:
     ws = Workspace.open(workspace)
     src = load_sources(ws).get(source)
-    if src is not None and src.is_pacs:  # a clinical archive gets at most --max-connections retrievals at once
-        max_in_flight = min(max_in_flight, src.pacs_options.connections)
+    if src is not None:  # a clinical archive gets at most --max-connections retrievals at once
+        max_in_flight = src.location_kind.max_in_flight(max_in_flight)
     with ws.write_lock(wait_s):
         materialise_phantom(ws, source)
         summary: IngestSummary = ingest_source(ws, source, batch_size=batch_size,

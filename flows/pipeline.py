@@ -151,12 +151,12 @@ def _digest(obj) -> str:
 
 
 def _state(ws: Workspace) -> dict:
-    path = ws.root / "pipeline" / "state.json"
+    path = ws.pipeline_state_path
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _save_state(ws: Workspace, state: dict) -> None:
-    path = ws.root / "pipeline" / "state.json"
+    path = ws.pipeline_state_path
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(state, indent=2))
 
@@ -230,7 +230,7 @@ class PipelineRun:
         except Exception as e:  # only curated errors keep their text (docs/catalog.md, the failure firewall)
             self.failed.add(name)
             self._record(StageResult(name, "failed", scrub_paths(one_line(e), self.ws), _since(start)))
-            with (self.ws.logs_dir / "pipeline-errors.log").open("a") as log:
+            with self.ws.log_path("pipeline-errors").open("a") as log:
                 log.write(f"--- {name}\n{scrub_paths(frames_only(e), self.ws)}\n")
             return
         self._record(StageResult(name, status, detail, _since(start)))
@@ -312,7 +312,7 @@ def _curation_report(run: PipelineRun) -> str:
         if not path.is_file():
             write_curation_report(run.ws, runs[-1])
     except Exception as e:
-        with (run.ws.logs_dir / "pipeline-errors.log").open("a") as log:
+        with run.ws.log_path("pipeline-errors").open("a") as log:
             log.write(f"--- curation report\n{scrub_paths(frames_only(e), run.ws)}\n")
         return f"; the curation report failed ({scrub_paths(one_line(e), run.ws)})"
     run.curation_report = str(path)

@@ -11,11 +11,10 @@ import json
 import logging
 import os
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 import pyarrow as pa
 
@@ -23,7 +22,7 @@ from catalog import schema, vocab
 from catalog.files import atomic_write, read_bytes
 from catalog.parts import commit_part, write_table
 from catalog.pixels import image_id
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
 from ingest.readers import Limits, ReadContext, read_frames
@@ -77,9 +76,9 @@ class BatchResult:
 
 
 @lru_cache(maxsize=32)
-def _resolver(source_json: str, private_dir: str) -> LabelResolver:
+def _resolver(source_json: str, credentials_dir: str) -> LabelResolver:
     source = Source(**json.loads(source_json))
-    options = source.storage_options(Path(private_dir))
+    options = source.storage_options(Path(credentials_dir))
 
     def read_text(name: str) -> str:
         path = name if os.path.isabs(name) else None
@@ -90,9 +89,9 @@ def _resolver(source_json: str, private_dir: str) -> LabelResolver:
     return LabelResolver(source, read_text)
 
 
-def label_resolver(source: Source, private_dir: Path) -> LabelResolver:
-    """`private_dir`: where file:NAME credentials are (workspace/private)."""
-    return _resolver(json.dumps(asdict(source), sort_keys=True), str(private_dir))
+def label_resolver(source: Source, credentials_dir: Path) -> LabelResolver:
+    """`credentials_dir`: where file:NAME credentials are (workspace/private/credentials)."""
+    return _resolver(json.dumps(asdict(source), sort_keys=True), str(credentials_dir))
 
 
 def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None) -> BatchResult:
@@ -103,9 +102,9 @@ def process_batch(ws: Workspace, batch: BatchSpec, limits: Limits | None = None)
     source = load_sources(ws)[batch.source]
     pseudo = Pseudonymizer(ws.secret())
     store = ImageStore(ws.store_dir, tmp_dir=ws.staging_dir)
-    resolver = label_resolver(source, ws.private_dir)
+    resolver = label_resolver(source, ws.credentials_dir)
     now = dt.datetime.now(dt.timezone.utc)
-    with open_reader(ws, source, [e.relpath for e in batch.entries]) as read:
+    with source.location_kind.reader(ws, [e.relpath for e in batch.entries]) as read:
         per_file = _arrow_checked([_file_rows(source, entry, batch, pseudo, store, limits, resolver, now, read)
                                    for entry in batch.entries])
     result = batch_result(batch, [r.file for r in per_file], [r.occurrences for r in per_file])
@@ -156,29 +155,6 @@ class FileRows:
     lineage: list[dict] = field(default_factory=list)
     occurrences: list[dict] = field(default_factory=list)
     labels: list[dict] = field(default_factory=list)
-
-
-@contextmanager
-def open_reader(ws: Workspace, source: Source, relpaths: list[str]) -> Iterator[Callable[[str, int], bytes]]:
-    """`read(relpath, max_bytes)` for the batch's `relpaths`: a file from the source's folder or URL, or an instance
-    retrieved from the source's PACS into memory over one connection (opened here, in the process that runs the
-    batch; the client may fetch a few of the instances that follow in the same request)."""
-    if not source.is_pacs:
-        options = source.storage_options(ws.private_dir)
-        yield lambda relpath, max_bytes: read_bytes(source.location, relpath, max_bytes, options)
-        return
-    from ingest.pacs.client import open_client
-    from ingest.pacs.study import Instance
-
-    order = {r: i for i, r in enumerate(relpaths)}
-
-    def read(relpath: str, max_bytes: int) -> bytes:
-        at = order.get(relpath, len(relpaths))
-        upcoming = [Instance.from_relpath(r) for r in relpaths[at + 1:at + 16]]
-        return client.retrieve(Instance.from_relpath(relpath), upcoming)
-
-    with open_client(source.name, source.location, source.pacs_options, ws.private_dir) as client:
-        yield read
 
 
 def _file_rows(source: Source, entry: ScanEntry, batch: BatchSpec, pseudo: Pseudonymizer, store: ImageStore,

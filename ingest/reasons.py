@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from catalog.errors import BrokenInvariant
+
 REASONS = {
     "empty_file": "the file has zero bytes",
     "permission_denied": "the file or folder could not be opened (permissions)",
@@ -38,7 +40,7 @@ class Quarantine(Exception):
 
     def __init__(self, reason: str, detail: str = ""):
         if reason not in REASONS:
-            raise ValueError(f"unknown quarantine reason {reason!r}")
+            raise BrokenInvariant(f"unknown quarantine reason {reason!r}")
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail

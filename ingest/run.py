@@ -18,13 +18,12 @@ from catalog import db, schema
 from catalog.errors import outcome_of
 from catalog.ids import new_run_id
 from catalog.parts import write_table
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.workspace import Workspace, clear_staging
-from ingest.batch import BatchResult, BatchSpec, label_resolver, process_batch
-from ingest.pacs.pull import RETRY_REASONS, PacsListing
+from ingest.batch import BatchResult, BatchSpec, process_batch
 from ingest.readers import Limits
-from ingest.scan import ScanEntry, scan
-from ingest.sources import Source, load_sources
+from ingest.scan import ScanEntry
+from ingest.sources import Source, SourceError, load_sources
 
 log = logging.getLogger("ortho.ingest")
 
@@ -82,18 +81,14 @@ def record_run(ws: Workspace, run_id: str, source: str, phase: str, status: str,
 
 
 def plan_batches(ws: Workspace, source: Source, run_id: str, generation: int, batch_size: int,
-                 summary: IngestSummary, done: set[tuple[str, str]], burned_in: str | None = None,
-                 limits: Limits | None = None, entries: Iterable[ScanEntry] | None = None) -> Iterator[Path]:
-    """Stream the listing (`entries`, default: a scan of the source's location) into batch files under
-    private/lineage/batches; only their paths travel further (each file carries the run's policy and limits to
-    whichever process runs it)."""
+                 summary: IngestSummary, done: set[tuple[str, str]], burned_in: str | None,
+                 limits: Limits | None, entries: Iterable[ScanEntry]) -> Iterator[Path]:
+    """Stream the source's listing (`entries`) into batch files under private/lineage/batches; only their paths
+    travel further (each file carries the run's policy and limits to whichever process runs it)."""
     pseudo = Pseudonymizer(ws.secret())
     staging = ws.batches_dir / run_id
     staging.mkdir(parents=True, exist_ok=True)
     batch, index = [], 0
-    if entries is None:
-        entries = scan(source.location, skip=label_resolver(source, ws.private_dir).label_files,
-                       storage_options=source.storage_options(ws.private_dir))
     for entry in entries:
         summary.files_seen += 1
         if (pseudo.file_id(source.name, entry.relpath), entry.version) in done:
@@ -131,30 +126,30 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches
     (default: Limits()) bound every file's read; past `compact_parts` batch parts the catalog is compacted."""
     sources = load_sources(ws)
     if name not in sources:
-        raise KeyError(f"no source named {name!r}; see `ortho sources list`")
+        raise SourceError(f"no source named {name!r}; see `ortho sources list`")
     source = sources[name]
-    if source.is_pacs and not source.pacs_options.in_window():
-        log.info("source %s pulls only in the hours %s; not started", name, source.pacs_options.hours)
-        return IngestSummary(name, "", skipped=f"outside its pull hours {source.pacs_options.hours}")
+    kind = source.location_kind
+    if (hours := kind.closed_hours()) is not None:
+        log.info("source %s pulls only in the hours %s; not started", name, hours)
+        return IngestSummary(name, "", skipped=f"outside its pull hours {hours}")
     with ws.write_lock(wait_s):
         clear_staging(ws)
         run_id = new_run_id()
-        generation, done = catalog_state(ws, name, retry_quarantined, RETRY_REASONS if source.is_pacs else ())
+        generation, done = catalog_state(ws, name, retry_quarantined, kind.retry_reasons)
         summary = IngestSummary(name, run_id)
         params = {"batch_size": batch_size, "retry_quarantined": retry_quarantined,
                   "burned_in": burned_in or source.burned_in}
         record_run(ws, run_id, name, "started", "running", generation, params=params)
-        listing = PacsListing(ws, name, source.location, source.pacs_options) if source.is_pacs else None
+        listing = kind.listing(ws)
         try:
             batches = plan_batches(ws, source, run_id, generation, batch_size, summary, done, burned_in,
-                                   limits or Limits(), listing.entries() if listing else None)
+                                   limits or Limits(), listing.entries())
             for result in map_batches(ws, batches):
                 summary.result.merge(result)
                 if on_batch:
                     on_batch(result, summary)
                 _compact_if_needed(ws, compact_parts)  # during the run too: parts stay bounded, and so does memory
-            if listing:
-                summary.pull = listing.finish(run_id)
+            summary.pull = listing.finish(run_id)
         except BaseException as e:  # interrupted (Ctrl-C, SIGTERM) or failed: a re-run continues either way
             record_run(ws, run_id, name, "finished", outcome_of(e), generation, summary, params)
             raise

@@ -12,17 +12,20 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from catalog import vocab
 from catalog.errors import OrthoError
-from catalog.files import atomic_write, is_remote, local_path
+from catalog.files import atomic_write
 from catalog.workspace import Workspace
-from ingest.pacs.options import PacsOptions, is_pacs, is_secret_ref, parse_location, resolve_secret
+from ingest.pacs.options import PacsOptions, is_secret_ref, resolve_secret
+
+if TYPE_CHECKING:
+    from ingest.source_kinds import SourceKind
 
 KINDS = ("internal", "public", "phantom")
 PATTERN_GROUPS = {"patient", "laterality", "split", "exam", "label", "plane", "view"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*@")  # s3://KEY:SECRET@bucket
 _KEYED_STORES = ("s3://", "s3a://")
 
 
@@ -98,17 +101,11 @@ class Source:
         if self.slice_axis not in ("auto", "all", "0", "1", "2"):
             raise SourceError("slice axis must be auto, all, 0, 1 or 2")
         check_burned_in(self.burned_in)
-        if self.is_pacs:
-            self._validate_pacs()
-        elif self.pacs:
-            raise SourceError("PACS options (--query, --calling-ae, ...) need a dicomweb+http(s):// or dimse:// location")
-        self._validate_object_store()
+        self.location_kind.validate()
+        self._validate_credentials()
         return self
 
-    def _validate_object_store(self) -> None:
-        if is_remote(self.location) and not self.is_pacs and _USERINFO.match(self.location):
-            raise SourceError("object store location: keys do not belong in the URL; use --credentials env:NAME "
-                              "or file:NAME")
+    def _validate_credentials(self) -> None:
         if self.credentials is None:
             return
         if not self.location.startswith(_KEYED_STORES):
@@ -117,10 +114,10 @@ class Source:
         if not is_secret_ref(self.credentials):
             raise SourceError("--credentials: expected env:NAME or file:NAME (a file in workspace/private/credentials)")
 
-    def storage_options(self, private_dir: Path) -> dict:
+    def storage_options(self, credentials_dir: Path) -> dict:
         """fsspec's options for this source's URL: its keys, read here, in the process that opens it (never passed
         along); none for a store reached with the environment's own (AWS_* variables, an instance role)."""
-        value = resolve_secret(self.credentials, private_dir, "--credentials")
+        value = resolve_secret(self.credentials, credentials_dir, "--credentials")
         if value is None:
             return {}
         key, sep, secret = value.partition(":")
@@ -128,14 +125,12 @@ class Source:
             raise SourceError(f"source {self.name!r}: --credentials holds no ACCESS_KEY:SECRET_KEY pair")
         return {"key": key, "secret": secret}
 
-    def _validate_pacs(self) -> None:
-        if self.labels or self.path_pattern:
-            raise SourceError("a PACS source takes no --labels or --path-pattern: its instances carry no file paths")
-        self.pacs_options.validate(parse_location(self.location))
-
     @property
-    def is_pacs(self) -> bool:
-        return is_pacs(self.location)
+    def location_kind(self) -> SourceKind:
+        """Where the source is (a folder, an object store, a DICOMweb or DIMSE archive): what ingest asks."""
+        from ingest.source_kinds import kind_of
+
+        return kind_of(self)
 
     @property
     def pacs_options(self) -> PacsOptions:
@@ -144,10 +139,6 @@ class Source:
     @property
     def label_specs(self) -> list[LabelSpec]:
         return [LabelSpec.parse(s) for s in self.labels]
-
-    @property
-    def is_local(self) -> bool:
-        return not is_remote(self.location) and not self.is_pacs
 
     @property
     def defaults(self) -> dict:
@@ -160,13 +151,13 @@ class Source:
         return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
 
 
-def _probe_pacs(ws: Workspace, source: Source) -> None:
+def probe_archive(ws: Workspace, source: Source) -> None:
     from ingest.pacs.client import open_client
     from ingest.pacs.errors import PacsRefused, PacsUnavailable
     from ingest.reasons import Quarantine
 
     try:
-        with open_client(source.name, source.location, source.pacs_options, ws.private_dir) as client:
+        with open_client(source.name, source.location, source.pacs_options, ws.credentials_dir) as client:
             client.probe()
     except Quarantine as q:  # the archive answered, but not as a PACS should
         raise SourceError(f"source {source.name!r}: the archive's answer to a test query failed ({q.reason}: "
@@ -199,13 +190,10 @@ def save_sources(ws: Workspace, sources: dict[str, Source]) -> None:
 def add_source(ws: Workspace, source: Source, replace: bool = False, probe: bool = True) -> Source:
     """Register a source; re-adding an identical one is a no-op, a different one needs `replace`. A PACS source
     is asked one query first (`probe`), so that a wrong AE title, password or certificate is refused here."""
-    if source.is_local:
-        source.location = os.path.abspath(local_path(source.location))
-        if source.kind != "phantom" and not os.path.isdir(source.location):
-            raise SourceError(f"source {source.name!r}: location is not a folder")
+    source.location_kind.prepare()
     source.validate()
-    if source.is_pacs and probe:
-        _probe_pacs(ws, source)
+    if probe:
+        source.location_kind.probe(ws)
     sources = load_sources(ws)
     existing = sources.get(source.name)
     if existing is not None:

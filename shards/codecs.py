@@ -56,7 +56,7 @@ def _decode_htj2k(data: bytes) -> np.ndarray:
     check_codestream(data)  # the SIZ's size against the pixel budget before the decoder allocates for it
     out = imagecodecs.htj2k_decode(data)
     if out.ndim != 2 or out.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"HTJ2K payload decodes to {out.dtype} {out.shape}, not one grey plane")
+        raise CodecError(f"HTJ2K payload decodes to {out.dtype} {out.shape}, not one grey plane")
     return out
 
 
@@ -111,7 +111,7 @@ def payload(sample: dict) -> tuple[Codec, bytes]:
     for ext, codec in BY_EXT.items():
         if ext in sample:
             return codec, sample[ext]
-    raise ValueError(f"sample {sample.get('__key__')} has no image payload ({', '.join(BY_EXT)})")
+    raise CodecError(f"sample {sample.get('__key__')} has no image payload ({', '.join(BY_EXT)})")
 
 
 def decode_sample_pixels(sample: dict) -> np.ndarray:
@@ -128,4 +128,4 @@ def payload_shape(ext: str, data: bytes) -> tuple[int, int]:
     if ext == "j2c" and data[:4] == b"\xff\x4f\xff\x51":  # SOC, then SIZ
         xsiz, ysiz, x0, y0 = struct.unpack(">IIII", data[8:24])  # after Lsiz, Rsiz
         return ysiz - y0, xsiz - x0
-    raise ValueError(f"cannot read the size of a .{ext} payload")
+    raise CodecError(f"cannot read the size of a .{ext} payload")

@@ -7,9 +7,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from catalog.errors import OrthoError
 from catalog.files import atomic_write, is_remote, local_path
 
 MANIFEST_VERSION = 1
+
+
+class ManifestError(OrthoError, ValueError):
+    """A manifest this version cannot read."""
 
 
 @dataclass
@@ -48,7 +53,7 @@ class Manifest:
         text = _read_text(str(path))
         d = json.loads(text)
         if d.get("schema_version") != MANIFEST_VERSION:
-            raise ValueError(f"manifest schema version {d.get('schema_version')} is not {MANIFEST_VERSION}")
+            raise ManifestError(f"manifest schema version {d.get('schema_version')} is not {MANIFEST_VERSION}")
         d["shards"] = [ShardEntry(**s) for s in d["shards"]]
         return cls(**d)
 

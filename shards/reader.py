@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from catalog.errors import BrokenInvariant
 from shards.codecs import decode_sample_pixels, payload, payload_shape
 from shards.manifest import Manifest, shard_urls
 
@@ -97,7 +98,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         if self.num_workers is not None and workers != max(self.num_workers, 1):
-            raise RuntimeError(f"ShardStream was told num_workers={self.num_workers}, the DataLoader runs {workers}")
+            raise BrokenInvariant(f"ShardStream was told num_workers={self.num_workers}, the DataLoader runs {workers}")
         dealt, cap, interleave = self._plan(world, workers)
         # The DataLoader takes batches from workers round-robin, starting at worker 0 on every
         # start; after `step` batches the next one is due from stream step % workers, so this

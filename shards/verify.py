@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 
 from catalog.files import is_remote, local_path
-from shards.codecs import BY_EXT
+from shards.codecs import BY_EXT, CodecError
 from shards.manifest import Manifest, shard_urls
 
 
@@ -95,6 +95,6 @@ def _check_samples(stream, decode: bool, payload_ext: str) -> int:
             keys.setdefault(key, set()).add(ext)
     incomplete = [k for k, exts in keys.items() if exts != {payload_ext, "json"}]
     if incomplete:
-        raise ValueError(f"{len(incomplete)} samples lack a {payload_ext} or json part (the manifest's codec)")
+        raise CodecError(f"{len(incomplete)} samples lack a {payload_ext} or json part (the manifest's codec)")
     return len(keys)
 

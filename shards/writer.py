@@ -74,7 +74,7 @@ class ShardPlan:
 
 
 def shard_sets_dir(ws: Workspace) -> Path:
-    return ws.root / "shards"
+    return ws.shard_sets_dir
 
 
 def plan_shards(records: list[dict], store_root: Path, seed: int, target_bytes: int | None,

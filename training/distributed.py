@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from catalog.errors import SettingRefused
+
 
 @dataclass
 class DistContext:
@@ -26,7 +28,7 @@ def setup_distributed(device: str = "auto") -> DistContext:
     local = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if device not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"train.device is {device!r}; one of auto, cuda, cpu")
+        raise SettingRefused(f"train.device is {device!r}; one of auto, cuda, cpu")
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)

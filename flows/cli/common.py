@@ -164,7 +164,7 @@ def setup_logging(ws: Workspace, name: str) -> Path:
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
-    path = ws.logs_dir / f"{name}.log"
+    path = ws.log_path(name)
     fh = logging.FileHandler(path)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     fh.setLevel(logging.INFO)

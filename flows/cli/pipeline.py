@@ -36,7 +36,7 @@ def pipeline(
         results = pipeline_flow(str(ws.root), str(pipeline_file))
     print_pipeline_results(pipeline_file, ws.root, results)
     if any(r["status"] in ("failed", "blocked") for r in results):
-        err.print(f"[red]some stages failed[/red]: details in {ws.logs_dir / 'pipeline-errors.log'} and {log_path}")
+        err.print(f"[red]some stages failed[/red]: details in {ws.log_path('pipeline-errors')} and {log_path}")
         raise typer.Exit(1)
 
 

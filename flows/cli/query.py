@@ -87,7 +87,6 @@ def status(workspace: WorkspaceOpt = None, as_json: bool = typer.Option(False, "
 
 
 def workspace_status(ws: Workspace) -> dict:
-    from ingest.pacs.pull import PullState
     from ingest.sources import load_sources
     from shards.writer import list_shard_sets
 
@@ -96,7 +95,7 @@ def workspace_status(ws: Workspace) -> dict:
     shard_sets = [{"name": m.name, "samples": m.samples, "shards": len(m.shards), "bytes": m.bytes,
                    "created": m.created, "evaluation": m.evaluation} for m in list_shard_sets(ws)]
     head = ("files", "images", "quarantine_reasons", "labels", "patients_by_split")
-    pulls = {s.name: PullState.load(ws, s.name).summary() for s in sources if s.is_pacs}
+    pulls = {s.name: pull for s in sources if (pull := s.location_kind.pull_summary(ws)) is not None}
     return {"workspace": str(ws.root), "sources": [{"name": s.name, "kind": s.kind} for s in sources],
             "pacs_pulls": pulls,
             **{k: facts[k] for k in head}, "shard_sets": shard_sets,

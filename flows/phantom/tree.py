@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog.errors import OrthoError
 from catalog.ids import token
 from flows.phantom.broken import broken_files
 from flows.phantom.burned_text import burn_identity, has_burned_text
@@ -60,7 +61,7 @@ def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips
         return root
     n_patients = n_patients or 6
     if n_patients > MAX_PATIENTS:
-        raise ValueError(f"the phantom draws at most {MAX_PATIENTS} distinct patients")
+        raise OrthoError(f"the phantom draws at most {MAX_PATIENTS} distinct patients")
     tmp = root.with_name(f".{root.name}.tmp-{token()}")
     _draw_tree(_Drawing(tmp / "pacs", tmp / "public", np.random.default_rng(seed), seed, n_patients, hips, poses))
     (tmp / MARKER).write_text(stamp)

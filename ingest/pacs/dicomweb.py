@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 from urllib.parse import urlencode, urlsplit
 
 import certifi
@@ -92,7 +92,7 @@ class DicomWebClient:
                 out.append(Instance(study, tag_value(item, "0020000E") or series, sop))
         return out
 
-    def retrieve(self, inst: Instance, upcoming=()) -> bytes:
+    def retrieve(self, inst: Instance, upcoming: Sequence[Instance] = ()) -> bytes:
         """One instance, as stored (`upcoming` is for DIMSE's prefetch; WADO-RS asks one at a time)."""
         path = f"/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}"
         response = self._get(path, None, _RETRIEVE)

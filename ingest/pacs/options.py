@@ -188,7 +188,7 @@ def is_secret_ref(ref: str) -> bool:
     return bool(_CREDENTIAL_REF.match(ref))
 
 
-def resolve_secret(ref: str | None, private_dir: Path, what: str) -> str | None:
+def resolve_secret(ref: str | None, credentials_dir: Path, what: str) -> str | None:
     """The value behind env:NAME or file:NAME; the error names the reference, never the value."""
     if ref is None:
         return None
@@ -198,7 +198,7 @@ def resolve_secret(ref: str | None, private_dir: Path, what: str) -> str | None:
         if value is None:
             raise PacsError(f"{what}: the environment variable {name} is not set")
         return value
-    path = private_dir / "credentials" / name
+    path = credentials_dir / name
     try:
         return path.read_text().strip()
     except OSError:

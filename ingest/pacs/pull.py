@@ -18,9 +18,9 @@ from typing import Iterator
 
 from catalog import db
 from catalog.files import atomic_write
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.workspace import Workspace
-from ingest.pacs.client import open_client
+from ingest.pacs.client import PacsClient, open_client
 from ingest.pacs.errors import PacsUnavailable, RetrieveFailed
 from ingest.pacs.options import PacsOptions
 from ingest.scan import ScanEntry
@@ -30,7 +30,7 @@ _KEEP_PULLS = 30
 
 
 def state_path(ws: Workspace, source: str) -> Path:
-    return ws.private_dir / "pacs" / f"{source}.json"
+    return ws.pacs_state_path(source)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class StudyPlan:
     reason: str | None = None  # the study's instances could not be listed
 
 
-def _studies(client, filters: dict, name: str) -> Iterator:
+def _studies(client: PacsClient, filters: dict, name: str) -> Iterator:
     """The archive's matching studies; a study query the archive keeps failing ends the run in one line."""
     try:
         yield from client.studies(filters)
@@ -91,7 +91,7 @@ class PacsListing:
     def entries(self) -> Iterator[ScanEntry]:
         filters = self.options.filters()
         terms = filters.get("StudyDescription")
-        with open_client(self.name, self.location, self.options, self.ws.private_dir) as client:
+        with open_client(self.name, self.location, self.options, self.ws.credentials_dir) as client:
             for study in _studies(client, filters, self.name):
                 if terms and not any(t in study.description.lower() for t in terms):
                     continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from catalog.pixel_budget import Limits  # noqa: F401  (the one budget: catalog/pixel_budget.py)
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 
 
 @dataclass

@@ -21,8 +21,7 @@ from pydicom.uid import UID_dictionary
 
 from catalog import vocab
 from catalog.pixel_budget import PixelsRefused, check_codestream, check_dimensions
-from catalog.identity import HEADER_FIELDS, patient_identity
-from ingest.deid import age_days
+from catalog.deid import DATE_KEYWORDS, HEADER_FIELDS, age_days, declares_burned_in, patient_identity, study_key
 from ingest.pixels import Frame, to_gray, to_storable
 from ingest.reasons import Quarantine
 from ingest.readers.context import ReadContext
@@ -182,7 +181,7 @@ def _header_attrs(ds, ctx: ReadContext) -> dict:
     hints = ctx.hints
     patient_key, basis = patient_identity(ctx.pseudo, ctx.file_id, hints, {k: _get(ds, k) for k in HEADER_FIELDS})
     study_uid, series_uid = _get(ds, "StudyInstanceUID"), _get(ds, "SeriesInstanceUID")
-    date = next((d for d in (_get(ds, k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d), None)
+    date = next((d for d in (_get(ds, k) for k in DATE_KEYWORDS) if d), None)
     family, fat = vocab.sequence(*texts, _get(ds, "SequenceName"), _get(ds, "ScanningSequence"))
     if "FS" in vocab.tokens(_get(ds, "ScanOptions")):
         fat = True
@@ -205,7 +204,7 @@ def _header_attrs(ds, ctx: ReadContext) -> dict:
         "photometric": vocab.photometric(_get(ds, "PhotometricInterpretation")),
         "patient_key": patient_key,
         "patient_key_basis": basis,
-        "study_key": ctx.pseudo.study(study_uid) if study_uid else (ctx.pseudo.study(hints["exam"]) if hints.get("exam") else None),
+        "study_key": study_key(ctx.pseudo, hints, study_uid),
         "series_key": ctx.pseudo.series(series_uid) if series_uid else None,
         "source_split": vocab.split(hints.get("split")),
         "instance_number": _int(_get(ds, "InstanceNumber")),
@@ -256,7 +255,7 @@ def _prepare(data: bytes, ctx: ReadContext):
     _check_pixels(ds, ctx)
     header = _header_attrs(ds, ctx)
     # screened like every image at ingest (ingest/text/screen.py); the policy decides what a YES means
-    header["burned_in_declared"] = str(_get(ds, "BurnedInAnnotation", "")).strip().upper() == "YES"
+    header["burned_in_declared"] = declares_burned_in(_get(ds, "BurnedInAnnotation"))
     return ds, header
 
 

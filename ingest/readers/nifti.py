@@ -24,7 +24,7 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 
-from catalog.identity import patient_identity
+from catalog.deid import patient_identity, study_key
 from ingest.pixels import Frame, to_storable
 from ingest.reasons import Quarantine
 from ingest.readers.context import ReadContext
@@ -186,7 +186,7 @@ def _base_attrs(ctx: ReadContext, orientation: str, dtype: np.dtype) -> dict:
         "body_part": ctx.defaults.get("body_part") or "unknown",
         "patient_key": patient_key,
         "patient_key_basis": basis,
-        "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else pseudo.key("study-of-file", ctx.file_id),
+        "study_key": study_key(pseudo, hints) or pseudo.key("study-of-file", ctx.file_id),
         "orientation": orientation,
         "bits_stored": 8 * dtype.itemsize,
         "photometric": "MONOCHROME2",

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from catalog import vocab
-from catalog.identity import patient_identity
+from catalog.deid import patient_identity, study_key
 from catalog.pixel_budget import PixelsRefused, check_codestream, check_dimensions
 from ingest.pixels import Frame, to_gray, to_storable
 from ingest.reasons import Quarantine
@@ -79,7 +79,7 @@ def read_raster(data: bytes, ctx: ReadContext, fmt: str) -> Iterator[Frame]:
         "view": vocab.view(hints.get("view")),
         "patient_key": patient_key,
         "patient_key_basis": basis,
-        "study_key": pseudo.study(hints["exam"]) if hints.get("exam") else None,
+        "study_key": study_key(pseudo, hints),
         "source_split": vocab.split(hints.get("split")),
         "photometric": "MONOCHROME2",
     }

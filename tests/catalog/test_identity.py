@@ -2,8 +2,8 @@
 
 import pytest
 
-from catalog.identity import patient_identity
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import patient_identity
+from catalog.deid import Pseudonymizer
 
 P = Pseudonymizer(b"s" * 32)
 FULL = {"PatientID": "PID1", "PatientName": "Doe^Jane", "PatientBirthDate": "19600102", "StudyInstanceUID": "1.2.3"}

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from catalog.pixels import image_id
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from catalog.store import ImageStore
 from curation.export_dicom import CatalogFile, ExportOptions, StoredFrame, export_files
 from ingest.readers import ReadContext

@@ -5,7 +5,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from ingest.readers import ReadContext, read_frames
 from ingest.reasons import Quarantine
 from tests.ingest.dicom_factory import CT, SR, make_dicom

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
 from tests.ingest.file_factory import nifti_bytes, png

@@ -54,11 +54,11 @@ def test_a_pull_outside_its_hours_does_not_start(ws):
 def test_secrets_come_from_env_or_the_private_area_and_messages_name_only_the_reference(ws, monkeypatch):
     (ws.private_dir / "credentials").mkdir()
     (ws.private_dir / "credentials" / "pacs.txt").write_text("reader:s3cr3t-value\n")
-    assert resolve_secret("file:pacs.txt", ws.private_dir, "--credentials") == "reader:s3cr3t-value"
+    assert resolve_secret("file:pacs.txt", ws.credentials_dir, "--credentials") == "reader:s3cr3t-value"
     monkeypatch.setenv("PACS_TOKEN", "Bearer abc")
-    assert resolve_secret("env:PACS_TOKEN", ws.private_dir, "--credentials") == "Bearer abc"
+    assert resolve_secret("env:PACS_TOKEN", ws.credentials_dir, "--credentials") == "Bearer abc"
     with pytest.raises(OrthoError, match="PACS_MISSING is not set"):
-        resolve_secret("env:PACS_MISSING", ws.private_dir, "--credentials")
+        resolve_secret("env:PACS_MISSING", ws.credentials_dir, "--credentials")
     with pytest.raises(OrthoError, match="env:NAME or file:NAME"):
         add_source(ws, Source("p", "dicomweb+http://h/dicom-web", "internal", pacs={"credentials": "s3cr3t"}),
                    probe=False)

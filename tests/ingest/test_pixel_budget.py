@@ -20,7 +20,7 @@ from catalog import db, pixel_budget
 from catalog.codestreams import declared_size
 from catalog.pixel_budget import Limits, PixelsRefused, check_codestream
 from catalog.pixels import decode_png, encode_png
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 from ingest.readers import ReadContext, read_frames
 from ingest.reasons import Quarantine
 from tests.ingest.dicom_factory import encapsulated_dicom
@@ -107,7 +107,7 @@ _PEAK = """
 import resource, sys
 from ingest.readers import Limits, ReadContext, read_frames
 from ingest.reasons import Quarantine
-from catalog.pseudonyms import Pseudonymizer
+from catalog.deid import Pseudonymizer
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:

@@ -1,7 +1,6 @@
 import datetime as dt
 
-from catalog.pseudonyms import Pseudonymizer, parse_da
-from ingest.deid import MAX_AGE_DAYS, age_days
+from catalog.deid import MAX_AGE_DAYS, Pseudonymizer, age_days, capped_age_string, declares_burned_in, parse_da
 
 
 def test_pseudonyms_are_keyed_stable_and_secret_dependent():
@@ -33,3 +32,23 @@ def test_age_in_days_is_capped_at_90_years():
 
 def test_parse_da_refuses_nonsense():
     assert parse_da("20211301") is None and parse_da("abc") is None and parse_da("2021.09.14") == dt.date(2021, 9, 14)
+
+
+def test_an_exported_age_is_whole_years_capped_at_90_and_read_as_the_readers_read_it():
+    assert capped_age_string("045Y") == "045Y" and capped_age_string("097Y") == "090Y"
+    assert capped_age_string("018M") == "001Y" and capped_age_string("200D") == "000Y"
+    # the readers' reading of an AS value (padding, case, fewer digits): an old export let these pass uncapped
+    assert capped_age_string(" 95y ") == "090Y" and age_days(None, None, " 95y ") == MAX_AGE_DAYS
+    assert capped_age_string("ninety") is None and capped_age_string(None) is None
+
+
+def test_uids_map_to_valid_consistent_secret_dependent_uids():
+    a, b = Pseudonymizer(b"a" * 32), Pseudonymizer(b"b" * 32)
+    uid = "1.2.840.113619.2.55.3.604688119.969.1268071029.320"
+    assert a.uid(uid) == a.uid(uid) != b.uid(uid) and a.uid(uid) != a.uid(uid + "1")
+    assert a.uid(uid).startswith("2.25.") and len(a.uid(uid)) <= 64 and a.uid(uid)[5:].isdigit()
+
+
+def test_only_yes_declares_burned_in_text():
+    assert declares_burned_in("YES") and declares_burned_in(" yes ")
+    assert not any(declares_burned_in(v) for v in ("NO", "", None, "Y"))

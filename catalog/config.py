@@ -304,9 +304,15 @@ def build(cls: type[T], tree: dict, error: type[Exception] = ConfigError, prefix
         raise error(f"{where}: {' '.join(str(e).split())}") from None
 
 
-def default_of(cls: type, key: str) -> Any:
-    """The default of `cls`'s field `key` (dotted: `finetune.epochs`), read from the dataclass: where a command line
-    option or a function's keyword takes a stage's default, so that it is written once, in the dataclass."""
+def default_of(cls: Any, key: str) -> Any:
+    """The default of `cls`'s field `key` (dotted: `finetune.epochs`), read from the dataclass (or the value of an
+    instance that serves as a stage's defaults): where a command line option takes a stage's default, so that it
+    is written once, in the dataclass."""
+    if not isinstance(cls, type):
+        value = cls
+        for part in key.split("."):
+            value = getattr(value, part)
+        return value
     head, _, rest = key.partition(".")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if head not in fields:

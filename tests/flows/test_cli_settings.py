@@ -10,6 +10,7 @@ import pytest
 import typer
 
 from catalog.config import default_of
+from evaluation.catalog_embed import EmbedConfig
 from evaluation.config import EvalConfig
 from flows.cli import COMMANDS, GROUPS
 from flows.pipeline import Pipeline, PipelineError
@@ -19,7 +20,7 @@ from shards.spec import ShardSetSpec
 
 # where an option fills a field of the same name without saying so (a retyped default would go unseen otherwise)
 SETTINGS_OF = {"ingest": (IngestConfig, RunnerConfig), "curate": (RunnerConfig,),
-               "shards build": (ShardSetSpec, SHARDS_RUNNER), "evaluate": (EvalConfig,)}
+               "shards build": (ShardSetSpec, SHARDS_RUNNER), "evaluate": (EvalConfig,), "embed": (EmbedConfig,)}
 
 
 def commands():

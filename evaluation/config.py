@@ -13,7 +13,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from catalog import config as loader
-from evaluation.data import EvaluationError
+
+
+def invalid(message: str) -> Exception:
+    """The evaluation's error (evaluation/data.py imports duckdb: not needed to read these defaults)."""
+    from evaluation.data import EvaluationError
+
+    return EvaluationError(message)
 
 
 @dataclass
@@ -63,7 +69,7 @@ class SupervisedConfig:
 
     def __post_init__(self):
         if self.head not in ("classes", "grade"):
-            raise EvaluationError(f"unknown supervised head {self.head!r}: classes or grade")
+            raise invalid(f"unknown supervised head {self.head!r}: classes or grade")
 
 
 FROZEN = ("linear", "knn")
@@ -90,17 +96,17 @@ class EvalConfig:
     def __post_init__(self):
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad:
-            raise EvaluationError(f"unknown protocol {bad[0]!r}: choose from {', '.join(PROTOCOLS)}")
+            raise invalid(f"unknown protocol {bad[0]!r}: choose from {', '.join(PROTOCOLS)}")
         if not self.protocols:
-            raise EvaluationError("no protocol to run")
+            raise invalid("no protocol to run")
         if any(not 0 < f <= 1 for f in self.fractions):
-            raise EvaluationError(f"label fractions must be in (0, 1]: {self.fractions}")
+            raise invalid(f"label fractions must be in (0, 1]: {self.fractions}")
         if self.pool not in ("cls", "mean", "both"):
-            raise EvaluationError(f"unknown pooling {self.pool!r}: cls, mean or both")
+            raise invalid(f"unknown pooling {self.pool!r}: cls, mean or both")
         if self.exam_aggregation not in ("mean", "max"):
-            raise EvaluationError(f"unknown exam aggregation {self.exam_aggregation!r}: mean or max")
+            raise invalid(f"unknown exam aggregation {self.exam_aggregation!r}: mean or max")
         if self.seeds < 1:
-            raise EvaluationError("seeds must be at least 1")
+            raise invalid("seeds must be at least 1")
         self.fractions = sorted(set(float(f) for f in self.fractions))
 
 

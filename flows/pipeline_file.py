@@ -11,16 +11,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catalog import config as loader
 from catalog.errors import OrthoError
 from catalog.files import is_remote
 from evaluation.config import EvalConfig
-from flows.phantom.tree import PhantomSpec
 from flows.runners import RunnerConfig, RunnerError
 from ingest.config import IngestConfig
 from ingest.sources import Source
 from shards.spec import ShardSetSpec
+
+if TYPE_CHECKING:
+    from flows.phantom.tree import PhantomSpec
 
 
 class PipelineError(OrthoError, ValueError):
@@ -119,6 +122,8 @@ class Pipeline:
         (top,) = fill(path.name, raw, Sections)
         spec = cls(path=path, raw=raw, workspace=top.workspace)
         if top.phantom is not None:
+            from flows.phantom.tree import PhantomSpec  # the phantom's drawing code: only where a file draws one
+
             (spec.phantom,) = fill("phantom", top.phantom, PhantomSpec)
         spec.sources = [_entry(f"sources[{i}]", s, SourceEntry, "a name and a location")
                         for i, s in enumerate(top.sources or [])]

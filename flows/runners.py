@@ -56,7 +56,8 @@ class RunnerConfig:
 SHARDS_RUNNER = RunnerConfig(runner="threads")  # a shard set has few, large shards, written by threads
 
 
-def build_task_runner(kind: str = "processes", workers: int | None = None, address: str | None = None):
+def build_task_runner(kind: str = RunnerConfig.runner, workers: int | None = RunnerConfig.workers,
+                      address: str | None = RunnerConfig.address):
     """`address`: a running Dask scheduler or Ray cluster to submit to (its workers, not `workers`, set the
     parallelism); None starts a local one of `workers` processes."""
     address = check_address(kind, address)

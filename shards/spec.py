@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shards.balance import BalanceSpec
 from shards.codecs import DEFAULT_CODEC, get_codec
 from shards.resample import DEFAULT_MAX_SIDE
 
@@ -28,5 +27,8 @@ class ShardSetSpec:
         get_codec(self.codec)  # an unknown codec: one line naming the choices, before anything is selected
 
     @property
-    def balance_spec(self) -> BalanceSpec | None:
+    def balance_spec(self):
+        """The balanced draw (shards/balance.py), or None."""
+        from shards.balance import BalanceSpec  # duckdb and pyarrow: only for a build that balances
+
         return BalanceSpec(self.balance, self.target) if self.balance else None

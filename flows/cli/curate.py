@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from curation.run import CurateConfig
 from flows.cli.common import WorkspaceOpt, console, open_workspace, progress_bars, setting, setup_logging
 from flows.runners import RunnerConfig
 from flows.server import one_prefect_server
@@ -29,8 +28,9 @@ def curate(
     address: Optional[str] = setting(RunnerConfig, "address", help="A running cluster to use: tcp://HOST:PORT "
                                      "(--runner dask) or HOST:PORT (--runner ray) [default: start a local one]"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
-    crops: bool = setting(CurateConfig, "dedup.crops.enabled", "--crops/--no-crops",
-                          help="Also search for cropped re-exports (local features; docs/catalog.md)"),
+    crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", show_default=False,
+                                         help="Also search for cropped re-exports (local features; docs/catalog.md) "
+                                              "(default: as the setting dedup.crops.enabled says)"),
     full: bool = typer.Option(False, "--full",
                               help="Search every image against every image and rebuild the saved searches "
                                    "(default: only images new since the last curation are queried)"),

@@ -86,6 +86,7 @@ def fill(where: str, values: dict | None, *classes: type) -> tuple:
     types), and each class filled from its own fields (absent ones keep their defaults)."""
     schema, defaults = {}, {}
     for cls in classes:
+        assert not schema.keys() & loader.schema_of(cls).keys(), f"{where}: two settings objects share a key"
         schema |= loader.schema_of(cls)
         defaults |= {f.name: loader.to_dict(loader.default_of(cls, f.name)) for f in dataclasses.fields(cls)
                      if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
@@ -129,7 +130,8 @@ class Pipeline:
                         for i, s in enumerate(top.sources or [])]
         spec.ingest, spec.ingest_runner = fill("ingest", top.ingest, IngestConfig, RunnerConfig)
         spec.curate, spec.curate_runner = fill("curate", top.curate, CurateStage, RunnerConfig)
-        spec.shards = [_entry(f"shards[{i}]", s, ShardSetSpec, "a name and a query") for i, s in enumerate(top.shards or [])]
+        spec.shards = [_entry(f"shards[{i}]", s, ShardSetSpec, "a name and a query")
+                       for i, s in enumerate(top.shards or [])]
         names = [s.name for s in spec.shards]
         if top.pretrain and top.pretrain.get("shards") not in names:
             raise PipelineError(f"pretrain.shards '{top.pretrain.get('shards')}' is not a shard set of this file "

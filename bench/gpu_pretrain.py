@@ -187,12 +187,13 @@ def knee_manifest(args, tmp: Path) -> tuple[Path, str]:
         from catalog.workspace import Workspace
         from ingest.run import ingest_source
         from ingest.sources import Source, add_source
+        from shards.spec import ShardSetSpec
         from shards.writer import build_shard_set
 
         ws = Workspace.open(tmp / "knee-ws")
         add_source(ws, Source("kl", str(kl / "train"), "public", modality="DX", body_part="knee"))
         ingest_source(ws, "kl", batch_size=512)
-        path, m, _ = build_shard_set(ws, "knee", "SELECT image_id FROM images", samples_per_shard=256)
+        path, m, _ = build_shard_set(ws, ShardSetSpec("knee", "SELECT image_id FROM images", samples_per_shard=256))
         return path, f"{m.samples} real knee radiographs (knee-xray-kl train, 224 px 8-bit)"
     from flows.phantom.radiographs import draw_radiograph
 

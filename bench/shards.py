@@ -31,6 +31,7 @@ from catalog.pixels import decode_png  # noqa: E402
 from ingest.run import ingest_source  # noqa: E402
 from ingest.sources import Source, add_source  # noqa: E402
 from shards.reader import ShardStream  # noqa: E402
+from shards.spec import ShardSetSpec  # noqa: E402
 from shards.writer import build_shard_set  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def prepare(tmp: Path) -> tuple[Workspace, list[Path], Path, str]:
         raise SystemExit("bench/shards.py needs ../shared/data/knee-xray-kl (equal-size images to stack)")
     ingest_source(ws, "kl", batch_size=512)
     paths = [ws.root / p for (p,) in db.query(ws, "SELECT store_path FROM images ORDER BY image_id")[1]]
-    manifest, _, _ = build_shard_set(ws, "bench", "SELECT image_id FROM images", samples_per_shard=256)
+    manifest, _, _ = build_shard_set(ws, ShardSetSpec("bench", "SELECT image_id FROM images", samples_per_shard=256))
     return ws, paths, manifest, label
 
 

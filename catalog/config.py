@@ -304,6 +304,31 @@ def build(cls: type[T], tree: dict, error: type[Exception] = ConfigError, prefix
         raise error(f"{where}: {' '.join(str(e).split())}") from None
 
 
+def default_of(cls: Any, key: str) -> Any:
+    """The default of `cls`'s field `key` (dotted: `finetune.epochs`), read from the dataclass (or the value of an
+    instance that serves as a stage's defaults): where a command line option takes a stage's default, so that it
+    is written once, in the dataclass."""
+    if not isinstance(cls, type):
+        value = cls
+        for part in key.split("."):
+            value = getattr(value, part)
+        return value
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if head not in fields:
+        raise KeyError(f"{cls.__name__} has no field {head!r}")
+    f = fields[head]
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        raise KeyError(f"{cls.__name__}.{head} has no default")
+    for part in rest.split(".") if rest else ():
+        value = getattr(value, part)
+    return value
+
+
 def to_dict(cfg: Any) -> Any:
     """A config dataclass (or a tree holding some) as plain YAML/JSON values: mappings, lists, scalars."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

@@ -9,14 +9,68 @@ pipeline file's `evaluate:` section) <- `key=value` overrides; saved beside the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from catalog import config as loader
-from evaluation.data import EvaluationError
-from evaluation.finetune import FinetuneConfig
-from evaluation.inputs import BUILTIN_BASELINES
-from evaluation.supervised import SupervisedConfig
+
+
+def invalid(message: str) -> Exception:
+    """The evaluation's error (evaluation/data.py imports duckdb: not needed to read these defaults)."""
+    from evaluation.data import EvaluationError
+
+    return EvaluationError(message)
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 5e-4  # for the head; block i gets lr * layer_decay ** (depth + 1 - (i + 1))
+    layer_decay: float = 0.75
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    blocks: int = -1  # -1: every block (full fine-tuning); N: only the last N blocks, norm and head
+    crop_scale: tuple[float, float] = (0.7, 1.0)
+    intensity_jitter: float = 0.1
+    label_smoothing: float = 0.1
+    balanced: bool = True  # weight the loss by inverse class frequency (KL grades are imbalanced)
+    rotation: float = 0.0  # degrees: a uniform random rotation in [-rotation, rotation]
+    hflip: bool = False  # mirror half of the images (only where laterality does not change the label)
+    patience: int = 0  # stop after this many epochs without a better select score (0: run every epoch)
+    min_steps: int = 0  # train at least this many steps: more epochs for small label fractions (0: epochs only)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SupervisedConfig:
+    # The budget measured on the real knees (docs/benchmarks.md, bench/supervised_baseline.py): RegNetX-200MF
+    # (2.3M parameters) at 128 px for up to 12 epochs and at least 480 steps (12 epochs of half the knees).
+    model: str = "regnetx_002"  # any timm CNN (resnet18, resnet10t, convnext_atto, ...); in_chans=1, random init
+    img_size: int = 128
+    epochs: int = 12
+    patience: int = 4  # early stopping on select: epochs without a better score
+    min_steps: int = 480  # at least this many steps, early stopping or not: more epochs for small fractions
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    crop_scale: tuple[float, float] = (0.75, 1.0)
+    rotation: float = 10.0  # degrees
+    intensity_jitter: float = 0.1  # brightness (offset) and contrast (gain) on normalised intensities
+    hflip: bool = False  # off by default: laterality matters for some tasks (a KL grade does not depend on it)
+    label_smoothing: float = 0.0
+    balanced: bool = False  # inverse-frequency class weights in the loss
+    head: str = "classes"  # classes: cross-entropy; grade: one regressed grade (ordinal and binary tasks)
+    vit: bool = True  # also train the checkpoint's architecture from random init, with the fine-tuning budget
+
+    def __post_init__(self):
+        if self.head not in ("classes", "grade"):
+            raise invalid(f"unknown supervised head {self.head!r}: classes or grade")
+
 
 FROZEN = ("linear", "knn")
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -42,17 +96,17 @@ class EvalConfig:
     def __post_init__(self):
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad:
-            raise EvaluationError(f"unknown protocol {bad[0]!r}: choose from {', '.join(PROTOCOLS)}")
+            raise invalid(f"unknown protocol {bad[0]!r}: choose from {', '.join(PROTOCOLS)}")
         if not self.protocols:
-            raise EvaluationError("no protocol to run")
+            raise invalid("no protocol to run")
         if any(not 0 < f <= 1 for f in self.fractions):
-            raise EvaluationError(f"label fractions must be in (0, 1]: {self.fractions}")
+            raise invalid(f"label fractions must be in (0, 1]: {self.fractions}")
         if self.pool not in ("cls", "mean", "both"):
-            raise EvaluationError(f"unknown pooling {self.pool!r}: cls, mean or both")
+            raise invalid(f"unknown pooling {self.pool!r}: cls, mean or both")
         if self.exam_aggregation not in ("mean", "max"):
-            raise EvaluationError(f"unknown exam aggregation {self.exam_aggregation!r}: mean or max")
+            raise invalid(f"unknown exam aggregation {self.exam_aggregation!r}: mean or max")
         if self.seeds < 1:
-            raise EvaluationError("seeds must be at least 1")
+            raise invalid("seeds must be at least 1")
         self.fractions = sorted(set(float(f) for f in self.fractions))
 
 

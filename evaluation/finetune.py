@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -23,33 +22,11 @@ from torch import nn
 
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
+from evaluation.config import FinetuneConfig
 from evaluation.data import EvaluationError, TaskData, aggregate, exam_groups
 from evaluation.embed import preprocess
 from evaluation.protocols import Predictions
 from training.backbone import apply_schedules, backbone_depth, forward_tokens, is_vit, param_groups
-
-
-@dataclass
-class FinetuneConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 5e-4  # for the head; block i gets lr * layer_decay ** (depth + 1 - (i + 1))
-    layer_decay: float = 0.75
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    blocks: int = -1  # -1: every block (full fine-tuning); N: only the last N blocks, norm and head
-    crop_scale: tuple[float, float] = (0.7, 1.0)
-    intensity_jitter: float = 0.1
-    label_smoothing: float = 0.1
-    balanced: bool = True  # weight the loss by inverse class frequency (KL grades are imbalanced)
-    rotation: float = 0.0  # degrees: a uniform random rotation in [-rotation, rotation]
-    hflip: bool = False  # mirror half of the images (only where laterality does not change the label)
-    patience: int = 0  # stop after this many epochs without a better select score (0: run every epoch)
-    min_steps: int = 0  # train at least this many steps: more epochs for small label fractions (0: epochs only)
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Classifier(nn.Module):

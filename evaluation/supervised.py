@@ -14,43 +14,16 @@ parameters, image size, epochs allowed and run, wall time, threads) travels with
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from evaluation.config import SupervisedConfig
 from evaluation.data import EvaluationError, TaskData
 from evaluation.finetune import fit_select, predict_units, training_budget
 from evaluation.protocols import Predictions
 from training.backbone import param_groups
-
-
-@dataclass
-class SupervisedConfig:
-    # The budget measured on the real knees (docs/benchmarks.md, bench/supervised_baseline.py): RegNetX-200MF
-    # (2.3M parameters) at 128 px for up to 12 epochs and at least 480 steps (12 epochs of half the knees).
-    model: str = "regnetx_002"  # any timm CNN (resnet18, resnet10t, convnext_atto, ...); in_chans=1, random init
-    img_size: int = 128
-    epochs: int = 12
-    patience: int = 4  # early stopping on select: epochs without a better score
-    min_steps: int = 480  # at least this many steps, early stopping or not: more epochs for small fractions
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    crop_scale: tuple[float, float] = (0.75, 1.0)
-    rotation: float = 10.0  # degrees
-    intensity_jitter: float = 0.1  # brightness (offset) and contrast (gain) on normalised intensities
-    hflip: bool = False  # off by default: laterality matters for some tasks (a KL grade does not depend on it)
-    label_smoothing: float = 0.0
-    balanced: bool = False  # inverse-frequency class weights in the loss
-    head: str = "classes"  # classes: cross-entropy; grade: one regressed grade (ordinal and binary tasks)
-    vit: bool = True  # also train the checkpoint's architecture from random init, with the fine-tuning budget
-
-    def __post_init__(self):
-        if self.head not in ("classes", "grade"):
-            raise EvaluationError(f"unknown supervised head {self.head!r}: classes or grade")
 
 
 def build_cnn(name: str, n_classes: int, seed: int = 0) -> tuple[nn.Module, float, float]:

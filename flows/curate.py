@@ -16,7 +16,7 @@ from curation.near_dup import DedupConfig
 from curation.run import CurateConfig, curate, resolve_config, write_signature_part
 from flows import progress, settings
 from flows.firewall import firewall
-from flows.runners import build_task_runner, prefect_map
+from flows.runners import RunnerConfig, prefect_map
 
 
 @task(name="signatures", retries=1, cache_policy=NO_CACHE, persist_result=False)
@@ -48,9 +48,9 @@ def _submit_part(workspace: str, part: tuple[str, list]):
 
 @flow(name="curate", log_prints=False)
 @firewall("curate")
-def curate_flow(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-                crops: bool = True, overrides: list[str] | None = None, full: bool = False,
-                address: str | None = None) -> dict:
+def curate_flow(workspace: str, runner: str = RunnerConfig.runner, workers: int | None = RunnerConfig.workers,
+                wait_s: float = 0.0, crops: bool | None = None, overrides: list[str] | None = None, full: bool = False,
+                address: str | None = RunnerConfig.address) -> dict:
     """`full`: search every image against every image and rebuild the saved searches (default: only the images
     new since the last curation are queried, curation/incremental.py)."""
     ws = Workspace.open(workspace)
@@ -60,15 +60,16 @@ def curate_flow(workspace: str, runner: str = "processes", workers: int | None =
     return summary.__dict__
 
 
-def curate_config(overrides: list[str] | None = None, crops: bool = True) -> CurateConfig:
-    """The curation settings: defaults <- `--no-crops` <- `key=value` overrides (`dedup.threshold=0.7`)."""
-    return resolve_config(list(overrides or []), base=CurateConfig(dedup=DedupConfig(crops=CropConfig(enabled=crops))))
+def curate_config(overrides: list[str] | None = None, crops: bool | None = None) -> CurateConfig:
+    """The curation settings: defaults <- `--crops/--no-crops` (None: the default's) <- `key=value` overrides
+    (`dedup.threshold=0.7`)."""
+    base = None if crops is None else CurateConfig(dedup=DedupConfig(crops=CropConfig(enabled=crops)))
+    return resolve_config(list(overrides or []), base=base)
 
 
-def run_curate(workspace: str, runner: str = "processes", workers: int | None = None, wait_s: float = 0.0,
-               crops: bool = True, overrides: list[str] | None = None, full: bool = False,
-               address: str | None = None) -> dict:
+def run_curate(workspace: str, runner: RunnerConfig = RunnerConfig(), wait_s: float = 0.0, crops: bool | None = None,
+               overrides: list[str] | None = None, full: bool = False) -> dict:
     """`crops=False` skips the crop search (and computing keypoints for new images); `full` forces a full search;
-    `address`: a running Dask scheduler or Ray cluster that computes the signatures (the search stays here)."""
-    return curate_flow.with_options(task_runner=build_task_runner(runner, workers, address))(
-        workspace, runner, workers, wait_s, crops, list(overrides or []), full, address)
+    `runner.address`: a running Dask scheduler or Ray cluster that computes the signatures (the search stays here)."""
+    return curate_flow.with_options(task_runner=runner.build())(
+        workspace, runner.runner, runner.workers, wait_s, crops, list(overrides or []), full, runner.address)

@@ -18,8 +18,9 @@ from prefect.cache_policies import NO_CACHE
 from catalog.workspace import Workspace
 from flows import progress, settings
 from flows.firewall import ScrubbedError, firewall
-from flows.runners import build_task_runner, prefect_map
+from flows.runners import RunnerConfig, build_task_runner, prefect_map
 from ingest.batch import BatchResult, BatchSpec, process_batch
+from ingest.config import IngestConfig
 from ingest.run import IngestSummary, ingest_source
 from ingest.sources import load_sources
 
@@ -100,8 +101,9 @@ def materialise_phantom(ws: Workspace, name: str) -> None:
 
 @flow(name="ingest-source", log_prints=False)
 @firewall("ingest-source")
-def ingest_source_flow(workspace: str, source: str, batch_size: int = 64, max_in_flight: int = 8,
-                       retry_quarantined: bool = False, wait_s: float = 0.0, burned_in: str | None = None) -> dict:
+def ingest_source_flow(workspace: str, source: str, batch_size: int = IngestConfig.batch_size, max_in_flight: int = 8,
+                       retry_quarantined: bool = IngestConfig.retry_quarantined, wait_s: float = 0.0,
+                       burned_in: str | None = IngestConfig.burned_in) -> dict:
     ws = Workspace.open(workspace)
     src = load_sources(ws).get(source)
     if src is not None:  # a clinical archive gets at most --max-connections retrievals at once
@@ -117,11 +119,13 @@ def ingest_source_flow(workspace: str, source: str, batch_size: int = 64, max_in
 
 @flow(name="ingest", log_prints=False)
 @firewall("ingest")
-def ingest_flow(workspace: str, sources: list[str] | None = None, batch_size: int = 64, runner: str = "processes",
-                workers: int | None = None, retry_quarantined: bool = False, wait_s: float = 0.0,
-                burned_in: str | None = None, address: str | None = None) -> list[dict]:
-    """Every named source (default: all registered, in registration order), one subflow each; `address`: a running
-    Dask scheduler or Ray cluster to run the batches on (docs/scaling.md)."""
+def ingest_flow(workspace: str, sources: list[str] | None = None, batch_size: int = IngestConfig.batch_size,
+                runner: str = RunnerConfig.runner, workers: int | None = RunnerConfig.workers,
+                retry_quarantined: bool = IngestConfig.retry_quarantined, wait_s: float = 0.0,
+                burned_in: str | None = IngestConfig.burned_in, address: str | None = RunnerConfig.address) -> list[dict]:
+    """Every named source (default: all registered, in registration order), one subflow each; the settings are an
+    IngestConfig's and a RunnerConfig's fields (`run_ingest_flow` takes the objects); `address`: a running Dask
+    scheduler or Ray cluster to run the batches on (docs/scaling.md)."""
     ws = Workspace.open(workspace)
     names = sources or [s.name for s in sorted(load_sources(ws).values(), key=lambda s: s.seq)]
     sub = ingest_source_flow.with_options(task_runner=build_task_runner(runner, workers, address))
@@ -131,3 +135,11 @@ def ingest_flow(workspace: str, sources: list[str] | None = None, batch_size: in
             results.append(sub(workspace, name, batch_size=batch_size, max_in_flight=2 * (workers or 2) + 1,
                                retry_quarantined=retry_quarantined, burned_in=burned_in))
     return results
+
+
+def run_ingest_flow(workspace: str, sources: list[str] | None, config: IngestConfig, runner: RunnerConfig,
+                    wait_s: float = 0.0) -> list[dict]:
+    """`ingest_flow` with the stage's settings as objects (what the command line and a pipeline file fill in)."""
+    return ingest_flow(workspace, sources, batch_size=config.batch_size, runner=runner.runner, workers=runner.workers,
+                       retry_quarantined=config.retry_quarantined, wait_s=wait_s, burned_in=config.burned_in,
+                       address=runner.address)

@@ -23,7 +23,6 @@ logs where its time went.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -35,103 +34,11 @@ from pathlib import Path
 import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, get_run_logger
 
-from catalog.config import read_mapping
-from catalog.errors import OrthoError
 from catalog.files import atomic_write, is_remote
 from catalog.workspace import Workspace
 from flows.firewall import firewall, frames_only, one_line
-
-SECTIONS = {"workspace", "phantom", "sources", "ingest", "curate", "shards", "pretrain", "evaluate"}
-SOURCE_KEYS = {"name", "location", "kind", "labels", "path_pattern", "modality", "body_part", "slice_axis",
-               "burned_in", "credentials"}
-STAGE_KEYS = {
-    "phantom": {"root", "patients", "seed", "hips", "poses"},
-    "ingest": {"runner", "workers", "batch_size", "address"},
-    "curate": {"runner", "workers", "crops", "overrides", "address"},
-    "shards": {"name", "query", "include_excluded", "evaluation", "seed", "target_size", "samples_per_shard", "max_side",
-               "codec"},
-    "pretrain": {"name", "shards", "config", "overrides"},
-    "evaluate": {"name", "tasks", "protocols", "fractions", "seeds", "baselines", "pool", "knn_ks", "exam_aggregation",
-                 "n_boot", "finetune", "supervised", "overrides"},
-}
-
-
-class PipelineError(OrthoError, ValueError):
-    """A pipeline file that cannot run; the message is one line."""
-
-
-def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
-    for key in given:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(allowed))}"
-            raise PipelineError(f"{where}: unknown key '{key}'{hint}")
-
-
-def _check_runner(where: str, runner: str, address: str | None) -> None:
-    from flows.runners import check_address
-
-    try:
-        check_address(runner, address)
-    except OrthoError as e:
-        raise PipelineError(f"{where}: {e}".replace("--address", "address").replace("--runner", "runner")) from None
-
-
-@dataclass
-class Pipeline:
-    path: Path
-    workspace: str | None = None
-    phantom: dict | None = None
-    sources: list[dict] = field(default_factory=list)
-    ingest: dict = field(default_factory=dict)
-    curate: dict = field(default_factory=dict)
-    shards: list[dict] = field(default_factory=list)
-    pretrain: dict | None = None
-    evaluate: dict | None = None
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Pipeline":
-        path = Path(path)
-        raw = read_mapping(path, PipelineError, "pipeline file", shown=path.name)
-        _check_keys(path.name, raw, SECTIONS)
-        for i, s in enumerate(raw.get("sources") or []):
-            _check_keys(f"sources[{i}]", s, SOURCE_KEYS)
-            if "name" not in s or "location" not in s:
-                raise PipelineError(f"sources[{i}] needs a name and a location")
-        for name in ("phantom", "ingest", "curate", "pretrain", "evaluate"):
-            if raw.get(name) is not None:
-                _check_keys(name, raw[name], STAGE_KEYS[name])
-        for name in ("ingest", "curate"):
-            stage = raw.get(name) or {}
-            _check_runner(name, stage.get("runner", "processes"), stage.get("address"))
-        for i, s in enumerate(raw.get("shards") or []):
-            _check_keys(f"shards[{i}]", s, STAGE_KEYS["shards"])
-            if "name" not in s or "query" not in s:
-                raise PipelineError(f"shards[{i}] needs a name and a query")
-            from shards.codecs import CODECS
-
-            if s.get("codec") is not None and s["codec"] not in CODECS:
-                raise PipelineError(f"shards[{i}].codec {s['codec']!r}: use one of {', '.join(CODECS)}")
-        names = [s["name"] for s in raw.get("shards") or []]
-        pre = raw.get("pretrain")
-        if pre and pre.get("shards") not in names:
-            raise PipelineError(f"pretrain.shards '{pre.get('shards')}' is not a shard set of this file ({names})")
-        if raw.get("evaluate") and not pre:
-            raise PipelineError("evaluate needs a pretrain section (the checkpoint it evaluates)")
-        return cls(path=path, workspace=raw.get("workspace"), phantom=raw.get("phantom"),
-                   sources=list(raw.get("sources") or []), ingest=dict(raw.get("ingest") or {}),
-                   curate=dict(raw.get("curate") or {}), shards=list(raw.get("shards") or []),
-                   pretrain=pre, evaluate=raw.get("evaluate"))
-
-    def resolve(self, location: str) -> Path | None:
-        """Paths as given (relative ones from the working directory, like every `ortho` path); URLs as
-        they are; `pkg:NAME` for test data shipped with a package (pydicom-test-files, pydicom-data)."""
-        if location.startswith("pkg:"):
-            from flows.demo import pydicom_folders
-
-            return pydicom_folders().get(location[4:])
-        return Path(location) if is_remote(location) else Path(location).expanduser().absolute()
-
+from flows.pipeline_file import Pipeline, PipelineError, SourceEntry
+from shards.spec import ShardSetSpec
 
 def scrub_paths(text: str, ws: Workspace) -> str:
     """Paths under a registered source may name a patient: an error message or traceback written by
@@ -163,23 +70,26 @@ def _save_state(ws: Workspace, state: dict) -> None:
 
 def register_sources(ws: Workspace, spec: Pipeline) -> tuple[list[str], list[str]]:
     """Register (or update) the file's sources; returns (names, notes about sources left out)."""
-    from ingest.sources import Source, add_source, load_sources
+    from ingest.sources import add_source, load_sources
 
     names, notes = [], []
     known = load_sources(ws)
     for s in spec.sources:
-        location = spec.resolve(str(s["location"]))
+        location = spec.resolve(s.location)
         if location is None:
-            notes.append(f"source {s['name']}: {s['location']} is not installed here; left out")
+            notes.append(f"source {s.name}: {s.location} is not installed here; left out")
             continue
-        where = str(s["location"]) if is_remote(str(s["location"])) else str(location)  # a Path folds s3:// to s3:/
-        src = Source(s["name"], where, s.get("kind", "internal"), labels=list(s.get("labels") or []),
-                     path_pattern=s.get("path_pattern"), modality=s.get("modality"), body_part=s.get("body_part"),
-                     slice_axis=str(s.get("slice_axis", "auto")), burned_in=str(s.get("burned_in", "mask")),
-                     credentials=s.get("credentials"))
-        add_source(ws, src, replace=s["name"] in known)
-        names.append(s["name"])
+        where = s.location if is_remote(s.location) else str(location)  # a Path folds s3:// to s3:/
+        add_source(ws, _source(s, where), replace=s.name in known)
+        names.append(s.name)
     return names, notes
+
+
+def _source(s: SourceEntry, location: str):
+    from ingest.sources import Source
+
+    return Source(s.name, location, s.kind, labels=list(s.labels), path_pattern=s.path_pattern, modality=s.modality,
+                  body_part=s.body_part, slice_axis=s.slice_axis, burned_in=s.burned_in, credentials=s.credentials)
 
 
 STAGES = ("phantom", "ingest", "curate", "shards", "pretrain", "evaluate")
@@ -259,22 +169,19 @@ def phantom_stage(run: PipelineRun) -> tuple[str, str]:
     from flows.phantom import MARKER, write_phantom
 
     p = run.spec.phantom
-    root = run.spec.resolve(str(p.get("root", "demo-data/phantom")))
+    root = run.spec.resolve(p.root)
     before = (root / MARKER).read_text() if (root / MARKER).exists() else None
-    write_phantom(root, seed=int(p.get("seed", 0)), n_patients=p.get("patients"),
-                  hips=bool(p.get("hips", False)), poses=bool(p.get("poses", True)))
+    write_phantom(root, seed=p.seed, n_patients=p.patients, hips=p.hips, poses=p.poses)
     same = before is not None and before == (root / MARKER).read_text()
     return ("up to date" if same else "done"), f"{root} ({(root / MARKER).read_text().strip()})"
 
 
 def ingest_stage(run: PipelineRun) -> tuple[str, str]:
-    from flows.ingest import ingest_flow
+    from flows.ingest import run_ingest_flow
 
     if not run.sources:
         return "not configured", "no sources"
-    ing = run.spec.ingest
-    out = ingest_flow(str(run.ws.root), run.sources, batch_size=int(ing.get("batch_size", 64)),
-                      runner=ing.get("runner", "processes"), workers=ing.get("workers"), address=ing.get("address"))
+    out = run_ingest_flow(str(run.ws.root), run.sources, run.spec.ingest, run.spec.ingest_runner)
     new = sum(r["files_processed"] for r in out)
     cleaned = sum(r.get("text_cleaned", 0) for r in out)
     detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
@@ -287,11 +194,11 @@ def curate_stage(run: PipelineRun) -> tuple[str, str]:
     from flows.curate import run_curate
     from shards.select import catalog_snapshot
 
-    settings = run.spec.curate
+    settings = dict(run.spec.raw.get("curate") or {})  # as written: what the last curation's digest holds
     if run.state.get("curate") == _digest({"catalog": catalog_snapshot(run.ws), "settings": settings}):
         return "up to date", "catalog unchanged since the last curation" + _curation_report(run)
-    s = run_curate(str(run.ws.root), runner=settings.get("runner", "processes"), workers=settings.get("workers"),
-                   address=settings.get("address"), crops=bool(settings.get("crops", True)), overrides=list(settings.get("overrides") or []))
+    stage = run.spec.curate
+    s = run_curate(str(run.ws.root), run.spec.curate_runner, crops=stage.crops, overrides=list(stage.overrides))
     run.curate_summary.update(s)
     run.state["curate"] = _digest({"catalog": catalog_snapshot(run.ws), "settings": settings})
     _save_state(run.ws, run.state)
@@ -319,16 +226,11 @@ def _curation_report(run: PipelineRun) -> str:
     return ""
 
 
-def shards_stage(run: PipelineRun, sel: dict) -> tuple[str, str]:
+def shards_stage(run: PipelineRun, sel: ShardSetSpec) -> tuple[str, str]:
     from flows.shards import run_build
-    from shards.resample import DEFAULT_MAX_SIDE
 
-    r = run_build(str(run.ws.root), sel["name"], sel["query"], runner="threads",
-                  include_excluded=bool(sel.get("include_excluded", False)),
-                  evaluation=bool(sel.get("evaluation", False)), seed=int(sel.get("seed", 0)),
-                  target_size=sel.get("target_size", "512MB"), samples_per_shard=sel.get("samples_per_shard"),
-                  max_side=sel.get("max_side", DEFAULT_MAX_SIDE), overwrite=True, codec=sel.get("codec"))
-    run.manifests[sel["name"]] = r["manifest"]
+    r = run_build(str(run.ws.root), sel, overwrite=True)
+    run.manifests[sel.name] = r["manifest"]
     return ("done" if r["built"] else "up to date"), f"{r['samples']} samples in {r['shards']} shards"
 
 
@@ -339,17 +241,17 @@ def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     from training.data import TrainingError, check_manifest
 
     pre = run.spec.pretrain
-    manifest = run.manifests[pre["shards"]]
-    cfg = load_config(pre.get("config"), list(pre.get("overrides") or []))
+    manifest = run.manifests[pre.shards]
+    cfg = load_config(pre.config, list(pre.overrides))
     key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg})[:10]
-    run_dir = run.ws.train_runs_dir / f"{pre.get('name', 'pretrain')}-{key}"
+    run_dir = run.ws.train_runs_dir / f"{pre.name}-{key}"
     run.checkpoint = str(run_dir / "backbone.safetensors")
     if (run_dir / "backbone.safetensors").is_file():
         return "up to date", f"{run_dir.name}: same shards and config already trained"
     resume = (run_dir / "run.json").is_file()
     s = pretrain_flow(str(run.ws.root), manifest=None if resume else manifest,
-                      config=None if resume else pre.get("config"),
-                      overrides=[] if resume else list(pre.get("overrides") or []),
+                      config=None if resume else pre.config,
+                      overrides=[] if resume else list(pre.overrides),
                       resume=str(run_dir) if resume else None, run_dir=str(run_dir), show_progress=run.show_progress)
     if not s.get("completed"):
         raise TrainingError(f"run {run_dir.name} stopped at step {s.get('steps')}")
@@ -361,12 +263,10 @@ def evaluate_stage(run: PipelineRun) -> tuple[str, str]:
     """The evaluation id is named by its inputs (checkpoint, settings, labels, splits): one written is skipped."""
     from catalog import db
     from catalog.files import file_sha256
-    from flows.evaluate import eval_config, evaluate_flow
+    from flows.evaluate import evaluate_flow
 
-    settings = dict(run.spec.evaluate)
-    name, tasks = settings.pop("name", "eval"), list(settings.pop("tasks", []))
-    overrides = list(settings.pop("overrides", None) or [])
-    eval_config(settings, overrides)  # settings checked before anything runs
+    settings = run.spec.evaluate_settings()  # as written (checked when the file was read): they name the evaluation
+    name, tasks, overrides = run.spec.evaluate.name, list(run.spec.evaluate.tasks), list(run.spec.evaluate.overrides)
     if run.checkpoint is None:
         raise PipelineError("evaluate needs the pretrain stage of the same run (its checkpoint)")
     labels = db.query(run.ws, "SELECT l.task, count(*), count(DISTINCT i.split) FROM labels l JOIN images i "
@@ -403,9 +303,9 @@ def pipeline_flow(workspace: str, pipeline_file: str, show_progress: bool = True
     run.stage("ingest", ("phantom",), ingest_stage)
     run.stage("curate", ("ingest",), curate_stage)
     for sel in spec.shards:
-        run.stage(f"shards:{sel['name']}", ("curate",), shards_stage, sel)
+        run.stage(f"shards:{sel.name}", ("curate",), shards_stage, sel)
     if spec.pretrain:
-        run.stage("pretrain", (f"shards:{spec.pretrain['shards']}",), pretrain_stage)
+        run.stage("pretrain", (f"shards:{spec.pretrain.shards}",), pretrain_stage)
     if spec.evaluate:
         run.stage("evaluate", ("pretrain",), evaluate_stage)
     run.log_total()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from catalog.errors import OrthoError
@@ -37,7 +38,26 @@ def check_address(kind: str, address: str | None) -> str | None:
     return address
 
 
-def build_task_runner(kind: str = "processes", workers: int | None = None, address: str | None = None):
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Where a stage's tasks run: the settings of --runner/--workers/--address and of a pipeline file's stage."""
+
+    runner: str = "processes"  # threads, processes, dask or ray
+    workers: int | None = None  # parallel workers; None: the CPU count (a cluster at `address`: its own workers)
+    address: str | None = None  # a running Dask scheduler or Ray cluster; None: start a local one
+
+    def __post_init__(self):
+        check_address(self.runner, self.address)  # one line, before any flow
+
+    def build(self):
+        return build_task_runner(self.runner, self.workers, self.address)
+
+
+SHARDS_RUNNER = RunnerConfig(runner="threads")  # a shard set has few, large shards, written by threads
+
+
+def build_task_runner(kind: str = RunnerConfig.runner, workers: int | None = RunnerConfig.workers,
+                      address: str | None = RunnerConfig.address):
     """`address`: a running Dask scheduler or Ray cluster to submit to (its workers, not `workers`, set the
     parallelism); None starts a local one of `workers` processes."""
     address = check_address(kind, address)

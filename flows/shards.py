@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -12,10 +13,9 @@ from prefect.cache_policies import NO_CACHE
 from catalog.workspace import Workspace
 from flows import settings
 from flows.firewall import firewall
-from flows.runners import build_task_runner, prefect_map
-from shards.balance import BalanceSpec
+from flows.runners import SHARDS_RUNNER, RunnerConfig, prefect_map
 from shards.manifest import ShardEntry
-from shards.resample import DEFAULT_MAX_SIDE
+from shards.spec import ShardSetSpec
 from shards.writer import ShardPlan, build_shard_set, write_shard
 
 
@@ -44,21 +44,15 @@ def _submit_shard(workspace: str, out_dir: Path, plan: ShardPlan):
 
 @flow(name="build-shards", log_prints=False)
 @firewall("build-shards")
-def build_shards_flow(workspace: str, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
-                      seed: int = 0,
-                      target_size: str | None = "512MB", samples_per_shard: int | None = None,
-                      overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE, wait_s: float = 0.0,
-                      codec: str | None = None, balance: str | None = None, target: int | None = None) -> dict:
-    """`balance` (clusters:LEVEL or a column of images) with `target`: an even draw (shards/balance.py)."""
+def build_shards_flow(workspace: str, spec: dict, overwrite: bool = False, wait_s: float = 0.0) -> dict:
+    """`spec`: a ShardSetSpec's fields (shards/spec.py), as plain values for the orchestrator's parameters."""
     ws = Workspace.open(workspace)
     with ws.write_lock(wait_s):  # the writer's own lock is re-entrant: this one only adds the wait
-        path, manifest, built = build_shard_set(ws, name, query, include_excluded=include_excluded,
-                                                evaluation=evaluation, seed=seed, target_size=target_size,
-                                                samples_per_shard=samples_per_shard, overwrite=overwrite,
-                                                max_side=max_side, map_shards=map_shards(str(ws.root)), codec=codec,
-                                                balance=BalanceSpec(balance, target) if balance else None)
+        path, manifest, built = build_shard_set(ws, ShardSetSpec(**spec), overwrite=overwrite,
+                                                map_shards=map_shards(str(ws.root)))
     return {"manifest": str(path), "samples": manifest.samples, "shards": len(manifest.shards), "built": built}
 
 
-def run_build(workspace: str, name: str, query: str, runner: str = "threads", workers: int | None = None, **kwargs) -> dict:
-    return build_shards_flow.with_options(task_runner=build_task_runner(runner, workers))(workspace, name, query, **kwargs)
+def run_build(workspace: str, spec: ShardSetSpec, runner: RunnerConfig = SHARDS_RUNNER, overwrite: bool = False,
+              wait_s: float = 0.0) -> dict:
+    return build_shards_flow.with_options(task_runner=runner.build())(workspace, asdict(spec), overwrite, wait_s)

@@ -21,6 +21,7 @@ from catalog.parts import write_table
 from catalog.deid import Pseudonymizer
 from catalog.workspace import Workspace, clear_staging
 from ingest.batch import BatchResult, BatchSpec, process_batch
+from ingest.config import IngestConfig
 from ingest.readers import Limits
 from ingest.scan import ScanEntry
 from ingest.sources import Source, SourceError, load_sources
@@ -118,9 +119,9 @@ def _compact_if_needed(ws: Workspace, threshold: int) -> None:
         compact(ws)
 
 
-def ingest_source(ws: Workspace, name: str, *, batch_size: int = 64, map_batches: MapBatches = serial_map,
-                  retry_quarantined: bool = False, on_batch: Callable[[BatchResult, IngestSummary], None] | None = None,
-                  wait_s: float = 0.0, burned_in: str | None = None, limits: Limits | None = None,
+def ingest_source(ws: Workspace, name: str, *, batch_size: int = IngestConfig.batch_size,
+                  map_batches: MapBatches = serial_map, retry_quarantined: bool = IngestConfig.retry_quarantined, on_batch: Callable[[BatchResult, IngestSummary], None] | None = None,
+                  wait_s: float = 0.0, burned_in: str | None = IngestConfig.burned_in, limits: Limits | None = None,
                   compact_parts: int = COMPACT_PARTS) -> IngestSummary:
     """`burned_in` overrides the source's burned-in text policy for this run (mask | quarantine | off); `limits`
     (default: Limits()) bound every file's read; past `compact_parts` batch parts the catalog is compacted."""

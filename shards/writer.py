@@ -29,13 +29,14 @@ from catalog.ids import token
 from catalog.pixels import encode_png
 from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
-from shards.balance import BalanceSpec, balance as draw_balanced
+from shards.balance import balance as draw_balanced
 from shards.codecs import get_codec
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
 from shards.readable import readable_records
-from shards.resample import DEFAULT_MAX_SIDE, FILTER, fit_max_side, reduced_size, resampled_meta
+from shards.resample import FILTER, fit_max_side, reduced_size, resampled_meta
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
+from shards.spec import ShardSetSpec
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -175,41 +176,33 @@ def resample_summary(records: list[dict], max_side: int | None) -> dict:
             "min_factor": round(min(reduced), 6) if reduced else 1.0}
 
 
-def build_shard_set(ws: Workspace, name: str, query: str, *, include_excluded: bool = False, evaluation: bool = False,
-                    seed: int = 0,
-                    target_size: str | None = "512MB", samples_per_shard: int | None = None, overwrite: bool = False,
-                    max_side: int | None = DEFAULT_MAX_SIDE, map_shards=None,
-                    codec: str | None = None, balance: BalanceSpec | None = None) -> tuple[Path, Manifest, bool]:
-    """Build (or find up to date) the shard set NAME. Returns (manifest path, manifest, built).
+def build_shard_set(ws: Workspace, spec: ShardSetSpec, *, overwrite: bool = False,
+                    map_shards=None) -> tuple[Path, Manifest, bool]:
+    """Build (or find up to date) the shard set `spec.name`. Returns (manifest path, manifest, built).
 
-    `max_side`: images whose longer side exceeds it are reduced to it (None or 0: every image as stored).
-    `codec`: the payload codec, png or htj2k (shards/codecs.py; None: the default).
-    `balance`: draw `balance.target` images evenly over clusters or a column's values (shards/balance.py)."""
-    codec_info = get_codec(codec).describe()
+    `overwrite`: replace a set of that name built from another selection, codec or resolution."""
+    codec_info = get_codec(spec.codec).describe()
     with ws.write_lock():
-        return _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite,
-                      max_side or None, map_shards, codec_info, balance)
+        return _build(ws, spec, overwrite, map_shards, codec_info)
 
 
-def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = False, evaluation: bool = False,
-                seed: int = 0, overwrite: bool = False, max_side: int | None = DEFAULT_MAX_SIDE,
-                codec: str | None = None, balance: BalanceSpec | None = None
+def check_build(ws: Workspace, spec: ShardSetSpec, overwrite: bool = False
                 ) -> tuple[list[dict], str, dict, Unreadable, Manifest | None]:
     """Everything a build checks before writing (the name, --max-side, the codec, the query and what it selects, the
     balanced draw, an existing set of that name): the records, their digest, the balancing, and the existing
     manifest when it is up to date. The command line calls it before the orchestrator starts."""
-    max_side = max_side or None
-    codec_name = get_codec(codec).name
+    name, seed, max_side = spec.name, spec.seed, spec.max_side or None
+    codec_name = get_codec(spec.codec).name
     if not _NAME.match(name):
         raise ShardError(f"shard set name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
     if max_side is not None and max_side < 16:
         raise ShardError(f"--max-side {max_side}: use 0 (images as stored) or a side of 16 pixels or more")
-    records = select(ws, query, include_excluded, evaluation)
+    records = select(ws, spec.query, spec.include_excluded, spec.evaluation)
     if not records:
-        raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
+        raise SelectionError("the query selects no images" + ("" if spec.include_excluded else " (after exclusions)"))
     balanced = {}
-    if balance is not None:
-        records, balanced = draw_balanced(ws, records, balance, seed)
+    if spec.balance_spec is not None:
+        records, balanced = draw_balanced(ws, records, spec.balance_spec, seed)
     # the stage's firewall: objects the store cannot give are left out (recorded by the build, counted in its manifest)
     records, unreadable = readable_records(ws.root, records)
     if not records:
@@ -229,12 +222,11 @@ def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = F
     return records, digest, balanced, unreadable, None
 
 
-def _build(ws, name, query, include_excluded, evaluation, seed, target_size, samples_per_shard, overwrite, max_side,
-           map_shards, codec_info, balance=None):
-    records, digest, balanced, unreadable, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite,
-                                                     max_side, codec_info["name"], balance)
+def _build(ws: Workspace, spec: ShardSetSpec, overwrite: bool, map_shards, codec_info: dict):
+    records, digest, balanced, unreadable, current = check_build(ws, spec, overwrite)
     unreadable.save(ws)
     root = shard_sets_dir(ws)
+    name, max_side = spec.name, spec.max_side or None
     final = root / name
     if current is not None:
         return final / "manifest.json", current, False
@@ -247,8 +239,8 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
     except OSError as e:
         raise ShardError(f"cannot write shard sets under the workspace ({e.strerror})") from None
     try:
-        plans = plan_shards(records, ws.root, seed, parse_size(target_size) if target_size and not samples_per_shard else None,
-                            samples_per_shard, max_side)
+        target_bytes = parse_size(spec.target_size) if spec.target_size and not spec.samples_per_shard else None
+        plans = plan_shards(records, ws.root, spec.seed, target_bytes, spec.samples_per_shard, max_side)
         for plan in plans:
             plan.codec = codec_info["name"]
         run = map_shards or (lambda items, out: [write_shard(ws.root, p, out) for p in items])
@@ -256,9 +248,9 @@ def _build(ws, name, query, include_excluded, evaluation, seed, target_size, sam
         for leftover in build.glob(".*"):
             leftover.unlink()
         manifest = Manifest(
-            name=name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), query=query,
-            include_excluded=include_excluded, evaluation=evaluation, seed=seed, selection_sha256=digest,
-            catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
+            name=name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), query=spec.query,
+            include_excluded=spec.include_excluded, evaluation=spec.evaluation, seed=spec.seed,
+            selection_sha256=digest, catalog_snapshot=catalog_snapshot(ws), samples=sum(e.samples for e in entries),
             bytes=sum(e.bytes for e in entries), shards=entries, counts=counts(records),
             resample=resample_summary(records, max_side), codec=codec_info, balance=balanced,
             unreadable=unreadable.counts())

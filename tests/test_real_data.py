@@ -68,11 +68,12 @@ def test_real_knee_xrays_round_trip_through_shards(real_catalog):
     from catalog.store import ImageStore
     from shards.reader import ShardStream
     from shards.verify import verify
+    from shards.spec import ShardSetSpec
     from shards.writer import build_shard_set
 
     root, ws = shared_data("knee-xray-kl"), real_catalog
-    path, m, _ = build_shard_set(ws, "kl-val", "SELECT image_id FROM images WHERE source = 'oai-kl' AND "
-                                               "source_split = 'val'", target_size="8MB")
+    path, m, _ = build_shard_set(ws, ShardSetSpec("kl-val", "SELECT image_id FROM images WHERE source = 'oai-kl' AND "
+                                               "source_split = 'val'", target_size="8MB"))
     assert m.samples == n_files(root / "val") and len(m.shards) > 1 and verify(path) == []
     grades = dict(db.query(ws, "SELECT image_id, value FROM labels WHERE task = 'kl_grade'")[1])
     store = ImageStore(ws.store_dir)

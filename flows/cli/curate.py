@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, console, open_workspace, progress_bars, setup_logging
-from flows.runners import check_address
+from flows.cli.common import WorkspaceOpt, console, open_workspace, progress_bars, setting, setup_logging
+from flows.runners import RunnerConfig
 from flows.server import one_prefect_server
 
 METHOD_NAMES = {"embedding": "the global signature", "embedding_flip": "the mirrored signature",
@@ -23,13 +23,14 @@ FULL_REASONS = {"requested": "--full", "no_index": "first curation", "index_unre
 def curate(
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Settings, key=value (dedup.threshold=0.7, quality.min_size=128); saved with the run")] = None,
-    runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
-    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
-    address: Optional[str] = typer.Option(None, help="A running cluster to use: tcp://HOST:PORT (--runner dask) or "
-                                                     "HOST:PORT (--runner ray) [default: start a local one]"),
+    runner: str = setting(RunnerConfig, "runner", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = setting(RunnerConfig, "workers", help="Parallel workers [default: CPU count]"),
+    address: Optional[str] = setting(RunnerConfig, "address", help="A running cluster to use: tcp://HOST:PORT "
+                                     "(--runner dask) or HOST:PORT (--runner ray) [default: start a local one]"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
-    crops: bool = typer.Option(True, "--crops/--no-crops",
-                               help="Also search for cropped re-exports (local features; docs/catalog.md)"),
+    crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", show_default=False,
+                                         help="Also search for cropped re-exports (local features; docs/catalog.md) "
+                                              "(default: as the setting dedup.crops.enabled says)"),
     full: bool = typer.Option(False, "--full",
                               help="Search every image against every image and rebuild the saved searches "
                                    "(default: only images new since the last curation are queried)"),
@@ -41,12 +42,12 @@ def curate(
     ws = open_workspace(workspace)
     setup_logging(ws, "curate")
     curate_flows.curate_config(list(overrides or []), crops)  # a typo: one line, before a flow starts
-    check_address(runner, address)
+    tasks = RunnerConfig(runner, workers, address)
     with one_prefect_server(), progress_bars(transient=False) as bars:
         bars.update("signatures")
         bars.hook("curate", lambda stage, done, total: bars.update("signatures", done, total))
-        summary = curate_flows.run_curate(str(ws.root), runner=runner, workers=workers, wait_s=wait, crops=crops,
-                                           overrides=list(overrides or []), full=full, address=address)
+        summary = curate_flows.run_curate(str(ws.root), tasks, wait_s=wait, crops=crops,
+                                           overrides=list(overrides or []), full=full)
     print_curate_summary(summary)
 
 

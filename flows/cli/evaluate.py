@@ -11,7 +11,10 @@ from rich.progress import TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, progress_bars, setup_logging, split_csv
+from catalog.config import default_of
+from evaluation.config import EvalConfig
+from flows.cli.common import (WorkspaceOpt, console, fail, open_workspace, progress_bars, setting, setup_logging,
+                               split_csv)
 
 
 def evaluate(
@@ -20,21 +23,25 @@ def evaluate(
     checkpoint: Path = typer.Option(..., help="backbone.safetensors of a run, a run folder, or (with --model) "
                                               "any local timm/DINOv3 checkpoint"),
     task: Annotated[list[str], typer.Option(help="Task name(s), repeated or comma-separated (ortho tasks list)")] = ...,
-    protocol: str = typer.Option("linear,knn", help="linear, knn, finetune (comma-separated)"),
-    label_fractions: str = typer.Option("1.0", help="Fractions of training patients, e.g. 0.125,0.25,0.5,1.0"),
+    protocol: str = setting(EvalConfig, "protocols", help="linear, knn, finetune (comma-separated)"),
+    label_fractions: str = setting(EvalConfig, "fractions",
+                                   help="Fractions of training patients, e.g. 0.125,0.25,0.5,1.0"),
     baseline: Annotated[Optional[list[str]], typer.Option(
         help="random, supervised (a CNN trained from random init, supervised.model=regnetx_002; with finetune also the "
-             "ViT from random init), pixels, or a local checkpoint (ARCH=PATH for non-exported files); repeatable")] = None,
-    seeds: int = typer.Option(3, help="Seeds per label fraction (label subset, init, fine-tuning order)"),
+             "ViT from random init), pixels, or a local checkpoint (ARCH=PATH for non-exported files); repeatable; "
+             f"none given: {','.join(default_of(EvalConfig, 'baselines'))}")] = None,
+    seeds: int = setting(EvalConfig, "seeds", help="Seeds per label fraction (label subset, init, fine-tuning order)"),
     model: Optional[str] = typer.Option(None, help="Architecture of --checkpoint when it is not an exported backbone"),
-    pool: str = typer.Option("both", help="Frozen features: cls, mean (of patch tokens) or both"),
-    knn_k: str = typer.Option("10,20,50", help="kNN k values; the best on val is used"),
-    epochs: int = typer.Option(5, help="Fine-tuning epochs (the supervised ViT gets the same budget; the supervised "
-                                       "CNN has its own: supervised.epochs=N)"),
-    finetune_lr: float = typer.Option(5e-4, help="Fine-tuning learning rate of the head (layer-wise decay below)"),
-    finetune_blocks: int = typer.Option(-1, help="Fine-tune only the last N blocks (-1: all)"),
-    exam_aggregation: str = typer.Option("mean", help="Slices -> exam for exam-level tasks: mean or max"),
-    bootstrap: int = typer.Option(1000, help="Bootstrap draws over patients for the 95% CIs"),
+    pool: str = setting(EvalConfig, "pool", help="Frozen features: cls, mean (of patch tokens) or both"),
+    knn_k: str = setting(EvalConfig, "knn_ks", help="kNN k values; the best on val is used"),
+    epochs: int = setting(EvalConfig, "finetune.epochs", help="Fine-tuning epochs (the supervised ViT gets the same "
+                          "budget; the supervised CNN has its own: supervised.epochs=N)"),
+    finetune_lr: float = setting(EvalConfig, "finetune.lr",
+                                 help="Fine-tuning learning rate of the head (layer-wise decay below)"),
+    finetune_blocks: int = setting(EvalConfig, "finetune.blocks", help="Fine-tune only the last N blocks (-1: all)"),
+    exam_aggregation: str = setting(EvalConfig, "exam_aggregation",
+                                    help="Slices -> exam for exam-level tasks: mean or max"),
+    bootstrap: int = setting(EvalConfig, "n_boot", help="Bootstrap draws over patients for the 95% CIs"),
     shards: Optional[Path] = typer.Option(None, help="Read images and labels from this shard set's manifest "
                                                      "(built with --evaluation) instead of the store"),
     eval_id: Optional[str] = typer.Option(None, help="Name of the evaluation [default: eval-<time>]"),
@@ -45,7 +52,7 @@ def evaluate(
     from evaluation.inputs import check_files
 
     ws = open_workspace(workspace)
-    baselines = split_csv(baseline) if baseline is not None else ["random"]
+    baselines = split_csv(baseline) if baseline is not None else list(default_of(EvalConfig, "baselines"))
     check_files(checkpoint, baselines, model, shards)  # a missing file: one line, before torch is imported
     from evaluation.run import check_inputs
     from flows.evaluate import eval_config, evaluate_flow

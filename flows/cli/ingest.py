@@ -10,38 +10,34 @@ from rich.table import Table
 
 from catalog.status import run_file_counts
 from catalog.workspace import Workspace
-from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace, progress_bars, setup_logging
-from flows.runners import check_address
+from flows.cli.common import (WorkspaceOpt, cell, console, err, fail, open_workspace, progress_bars, setting,
+                               setup_logging)
+from flows.runners import RunnerConfig
 from flows.server import one_prefect_server
+from ingest.config import IngestConfig
 
 
 def ingest(
     names: Annotated[Optional[list[str]], typer.Argument(help="Sources to ingest [default: all]")] = None,
-    batch_size: int = typer.Option(64, help="Files per Prefect task"),
-    runner: str = typer.Option("processes", help="Task runner: threads, processes, dask or ray"),
-    workers: Optional[int] = typer.Option(None, help="Parallel workers [default: CPU count]"),
-    address: Optional[str] = typer.Option(None, help="A running cluster to use: tcp://HOST:PORT (--runner dask) or "
-                                                     "HOST:PORT (--runner ray) [default: start a local one]"),
-    retry_quarantined: bool = typer.Option(False, help="Read quarantined files again"),
+    batch_size: int = setting(IngestConfig, "batch_size", help="Files per Prefect task"),
+    runner: str = setting(RunnerConfig, "runner", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = setting(RunnerConfig, "workers", help="Parallel workers [default: CPU count]"),
+    address: Optional[str] = setting(RunnerConfig, "address", help="A running cluster to use: tcp://HOST:PORT "
+                                     "(--runner dask) or HOST:PORT (--runner ray) [default: start a local one]"),
+    retry_quarantined: bool = setting(IngestConfig, "retry_quarantined", help="Read quarantined files again"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
-    burned_in: Optional[str] = typer.Option(None, help="This run's burned-in text policy (mask, quarantine, off) "
-                                                       "[default: each source's]"),
+    burned_in: Optional[str] = setting(IngestConfig, "burned_in", help="This run's burned-in text policy (mask, "
+                                       "quarantine, off) [default: each source's]"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Ingest registered sources: de-identify, store pixels, catalog every file."""
-    from ingest.sources import check_burned_in
-
     ws = open_workspace(workspace)
-    if burned_in:
-        check_burned_in(burned_in)
-    check_address(runner, address)
-    run_ingest(ws, names or None, batch_size=batch_size, runner=runner, workers=workers,
-               retry_quarantined=retry_quarantined, wait=wait, burned_in=burned_in, address=address)
+    config = IngestConfig(batch_size=batch_size, retry_quarantined=retry_quarantined, burned_in=burned_in or None)
+    run_ingest(ws, names or None, config, RunnerConfig(runner, workers, address), wait=wait)
 
 
-def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, runner: str = "processes",
-               workers: int | None = None, retry_quarantined: bool = False, wait: float = 0.0,
-               burned_in: str | None = None, address: str | None = None) -> list[dict]:
+def run_ingest(ws: Workspace, names: list[str] | None, config: IngestConfig = IngestConfig(),
+               runner: RunnerConfig = RunnerConfig(), wait: float = 0.0) -> list[dict]:
     from flows import ingest as ingest_flows
     from ingest.sources import load_sources
 
@@ -57,9 +53,7 @@ def run_ingest(ws: Workspace, names: list[str] | None, batch_size: int = 64, run
         bars.hook("ingest", lambda result, s: bars.update(
             s.source, s.result.files, s.files_seen - s.files_skipped, images=s.result.images,
             quarantined=sum(s.result.quarantined.values())))
-        results = ingest_flows.ingest_flow(str(ws.root), names, batch_size=batch_size, runner=runner, workers=workers,
-                                           retry_quarantined=retry_quarantined, wait_s=wait, burned_in=burned_in,
-                                           address=address)
+        results = ingest_flows.run_ingest_flow(str(ws.root), names, config, runner, wait_s=wait)
     print_ingest_summary(ws, results)
     err.print(f"log: {log_path}")
     return results

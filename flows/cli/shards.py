@@ -8,31 +8,36 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace
+from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace, setting
+from flows.runners import SHARDS_RUNNER, RunnerConfig
 from flows.server import one_prefect_server
-from shards.codecs import CODECS, DEFAULT_CODEC
-from shards.resample import DEFAULT_MAX_SIDE
+from shards.codecs import CODECS
+from shards.spec import ShardSetSpec
 from shards.writer import shard_sets_dir
 
 
 def shards_build(
     name: str,
     query: str = typer.Option(..., "--query", help="SQL returning image_id, e.g. SELECT image_id FROM images WHERE body_part='knee'"),
-    include_excluded: bool = typer.Option(False, help="Keep images curation excluded (quality, duplicates, leakage guard)"),
-    evaluation: bool = typer.Option(False, help="An evaluation set: keep held-out (val/test) images, still drop excluded ones"),
-    target_size: str = typer.Option("512MB", help="Approximate bytes per shard"),
-    samples_per_shard: Optional[int] = typer.Option(None, help="Cut shards by sample count instead of size"),
-    seed: int = typer.Option(0, help="Seed of the sample order"),
-    max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Reduce images whose longer side exceeds this "
-                                 "(antialiased, at their bit depth; the store keeps full size); 0: as stored"),
-    codec: str = typer.Option(DEFAULT_CODEC, help=f"Payload codec: {' or '.join(CODECS)} (lossless, at the image's "
-                              "depth; htj2k: .j2c HTJ2K codestreams, GPU-decodable; docs/training.md)"),
-    balance: Optional[str] = typer.Option(None, help="Draw --target images evenly over clusters:LEVEL (ortho cluster) "
-                                          "or over the values of a column of images (view, body_part, source)"),
-    target: Optional[int] = typer.Option(None, help="Images to draw with --balance"),
+    include_excluded: bool = setting(ShardSetSpec, "include_excluded",
+                                     help="Keep images curation excluded (quality, duplicates, leakage guard)"),
+    evaluation: bool = setting(ShardSetSpec, "evaluation",
+                               help="An evaluation set: keep held-out (val/test) images, still drop excluded ones"),
+    target_size: str = setting(ShardSetSpec, "target_size", help="Approximate bytes per shard"),
+    samples_per_shard: Optional[int] = setting(ShardSetSpec, "samples_per_shard",
+                                               help="Cut shards by sample count instead of size"),
+    seed: int = setting(ShardSetSpec, "seed", help="Seed of the sample order"),
+    max_side: int = setting(ShardSetSpec, "max_side", "--max-side", help="Reduce images whose longer side exceeds "
+                            "this (antialiased, at their bit depth; the store keeps full size); 0: as stored"),
+    codec: str = setting(ShardSetSpec, "codec", help=f"Payload codec: {' or '.join(CODECS)} (lossless, at the image's "
+                         "depth; htj2k: .j2c HTJ2K codestreams, GPU-decodable; docs/training.md)"),
+    balance: Optional[str] = setting(ShardSetSpec, "balance", help="Draw --target images evenly over clusters:LEVEL "
+                                     "(ortho cluster) or over the values of a column of images (view, body_part, "
+                                     "source)"),
+    target: Optional[int] = setting(ShardSetSpec, "target", help="Images to draw with --balance"),
     overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
-    runner: str = typer.Option("threads", help="Task runner: threads, processes, dask or ray"),
-    workers: Optional[int] = typer.Option(None, help="Shards written in parallel [default: CPU count]"),
+    runner: str = setting(SHARDS_RUNNER, "runner", help="Task runner: threads, processes, dask or ray"),
+    workers: Optional[int] = setting(SHARDS_RUNNER, "workers", help="Shards written in parallel [default: CPU count]"),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
     out: Optional[str] = typer.Option(None, "--out", help="Also copy the set there: a folder or s3://bucket/sets/NAME "
                                                          "(tars first, manifest last; keys from AWS_* variables)"),
@@ -40,7 +45,6 @@ def shards_build(
 ) -> None:
     """Write a shard set from a SQL selection: tars + manifest.json with checksums."""
     from flows.shards import run_build
-    from shards.balance import BalanceSpec
     from shards.writer import check_build, parse_size
 
     if (balance is None) != (target is None):
@@ -48,18 +52,17 @@ def shards_build(
     ws = open_workspace(workspace)
     if target_size and not samples_per_shard:
         parse_size(target_size)
-    spec = BalanceSpec(balance, target) if balance else None
+    spec = ShardSetSpec(name, query, include_excluded=include_excluded, evaluation=evaluation, seed=seed,
+                        target_size=target_size, samples_per_shard=samples_per_shard, max_side=max_side, codec=codec,
+                        balance=balance, target=target)
     with ws.write_lock(wait):  # as the build will: a busy workspace is said first
-        *_, current = check_build(ws, name, query, include_excluded, evaluation, seed, overwrite, max_side, codec, spec)
+        *_, current = check_build(ws, spec, overwrite)
     if current is not None:
         manifest, verb = shard_sets_dir(ws) / name / "manifest.json", "up to date:"
         samples, shards = current.samples, len(current.shards)
     else:
         with one_prefect_server(), err.status(f"building shard set {name}"):
-            result = run_build(str(ws.root), name, query, runner=runner, workers=workers,
-                               include_excluded=include_excluded, evaluation=evaluation, seed=seed,
-                               target_size=target_size, samples_per_shard=samples_per_shard, overwrite=overwrite,
-                               max_side=max_side, wait_s=wait, codec=codec, balance=balance, target=target)
+            result = run_build(str(ws.root), spec, RunnerConfig(runner, workers), overwrite=overwrite, wait_s=wait)
         manifest, verb = Path(result["manifest"]), "built" if result["built"] else "up to date:"
         samples, shards = result["samples"], result["shards"]
     console.print(f"{verb} {samples} samples in {shards} shards -> {manifest}")

@@ -48,8 +48,19 @@ class _Drawing:
     poses: bool
 
 
-def write_phantom(root: Path, seed: int = 0, n_patients: int | None = None, hips: bool = False,
-                  poses: bool = True) -> Path:
+@dataclass(frozen=True)
+class PhantomSpec:
+    """The tree to draw: a pipeline file's `phantom:` section; `write_phantom` takes the same defaults."""
+
+    root: str = "demo-data/phantom"
+    patients: int | None = None  # None: keep an existing tree of any size (6 patients when none exists)
+    seed: int = 0
+    hips: bool = False  # add graded hip radiographs (task hip_kl_grade)
+    poses: bool = True  # position and expose each knee radiograph differently
+
+
+def write_phantom(root: Path, seed: int = PhantomSpec.seed, n_patients: int | None = PhantomSpec.patients,
+                  hips: bool = PhantomSpec.hips, poses: bool = PhantomSpec.poses) -> Path:
     """Write the tree once (atomically: a temporary folder renamed into place). With n_patients=None
     an existing tree of any size is kept (6 patients when none exists); a tree drawn with another
     seed, size or anatomy than asked is drawn again. `hips` adds a second anatomy: one graded hip

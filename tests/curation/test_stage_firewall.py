@@ -16,6 +16,7 @@ from curation.run import UNREADABLE_REASON, curate
 from flows.settings import RuntimeSettings
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
+from shards.spec import ShardSetSpec
 from shards.writer import build_shard_set
 from tests.ingest.dicom_factory import make_dicom
 
@@ -54,8 +55,7 @@ def test_every_stage_leaves_the_unreadable_out_with_a_reason_and_goes_on(planted
     assert excluded[big] and excluded[bad]
     assert summary.new_signatures == 4 and len(db.query(ws, "SELECT * FROM signatures")[1]) == 2
 
-    _, manifest, _ = build_shard_set(ws, "all", "SELECT image_id FROM images", include_excluded=True,
-                                     samples_per_shard=10)
+    _, manifest, _ = build_shard_set(ws, ShardSetSpec("all", "SELECT image_id FROM images", include_excluded=True, samples_per_shard=10))
     assert manifest.samples == 2 and manifest.unreadable == {"absurd_dimensions": 1, "decode_error": 1}
 
     result = export_selection(ws, "SELECT image_id FROM images", tmp_path / "out")

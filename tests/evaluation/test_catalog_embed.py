@@ -14,7 +14,7 @@ from catalog.workspace import Workspace
 from curation.clusters import ClusterConfig, cluster_embeddings
 from curation.similar import more_like, update_index
 from evaluation.catalog_embed import EmbedConfig, embed_catalog
-from shards.balance import BalanceSpec
+from shards.spec import ShardSetSpec
 from shards.writer import build_shard_set
 
 
@@ -86,16 +86,16 @@ def test_hierarchical_clusters_nest_and_balanced_draws_are_deterministic(embedde
     assert {n for (n,) in parents} == {1}
     q = "SELECT image_id FROM images"
     build = dict(samples_per_shard=100, include_excluded=True)
-    _, a, _ = build_shard_set(ws, "bal-a", q, balance=BalanceSpec("clusters:2", 12), seed=3, **build)
-    _, b, _ = build_shard_set(ws, "bal-b", q, balance=BalanceSpec("clusters:2", 12), seed=3, **build)
-    _, c, _ = build_shard_set(ws, "bal-c", q, balance=BalanceSpec("clusters:2", 12), seed=4, **build)
+    _, a, _ = build_shard_set(ws, ShardSetSpec("bal-a", q, balance="clusters:2", target=12, seed=3, **build))
+    _, b, _ = build_shard_set(ws, ShardSetSpec("bal-b", q, balance="clusters:2", target=12, seed=3, **build))
+    _, c, _ = build_shard_set(ws, ShardSetSpec("bal-c", q, balance="clusters:2", target=12, seed=4, **build))
     assert a.selection_sha256 == b.selection_sha256 != c.selection_sha256
     assert a.samples == 12 and a.balance["by"] == "clusters:2" and a.balance["model"] == s.model
     avail, drawn = a.balance["available_counts"], a.balance["counts"]
     assert sum(drawn.values()) == 12 and set(drawn) <= set(avail)
     fair = 12 // len(avail)
     assert all(drawn.get(g, 0) == min(n, fair) or drawn.get(g, 0) >= fair for g, n in avail.items())
-    _, d, _ = build_shard_set(ws, "bal-src", q, balance=BalanceSpec("source", 10), **build)
+    _, d, _ = build_shard_set(ws, ShardSetSpec("bal-src", q, balance="source", target=10, **build))
     assert d.balance["counts"] == {"bars": 9, "copies": 1}  # the small group gives all it has
 
 

@@ -146,11 +146,11 @@ def test_the_report_renders_in_a_headless_browser(evaluated, tmp_path):
 
 
 def test_a_shard_set_gives_the_same_results_as_the_catalog(evaluated, pico_checkpoint):
+    from shards.spec import ShardSetSpec
     from shards.writer import build_shard_set
 
     ws, _, doc = evaluated
-    path, manifest, _ = build_shard_set(ws, "bars-eval", "SELECT image_id FROM images", target_size="1MB",
-                                        evaluation=True)
+    path, manifest, _ = build_shard_set(ws, ShardSetSpec("bars-eval", "SELECT image_id FROM images", target_size="1MB", evaluation=True))
     from catalog.store import ImageStore
     from evaluation.data import ShardImages
 

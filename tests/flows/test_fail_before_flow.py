@@ -31,11 +31,11 @@ def no_server(monkeypatch):
 @pytest.fixture
 def workspace(phantom_workspace, tmp_path):
     from catalog.workspace import Workspace
+    from shards.spec import ShardSetSpec
     from shards.writer import build_shard_set
 
     ws = Workspace.open(shutil.copytree(phantom_workspace[0].root, tmp_path / "workspace"))
-    build_shard_set(ws, "knees", "SELECT image_id FROM images WHERE body_part = 'knee'", samples_per_shard=64,
-                    max_side=64)
+    build_shard_set(ws, ShardSetSpec("knees", "SELECT image_id FROM images WHERE body_part = 'knee'", samples_per_shard=64, max_side=64))
     return ws
 
 

@@ -31,6 +31,7 @@ def small(tmp_path_factory):
     from flows.demo import KL_PATTERN
     from ingest.run import ingest_source
     from ingest.sources import Source, add_source
+    from shards.spec import ShardSetSpec
     from shards.writer import build_shard_set
     from training.backbone import build_backbone, export_backbone
 
@@ -41,7 +42,7 @@ def small(tmp_path_factory):
                               modality="DX", body_part="knee"))
     ingest_source(ws, "bars")
     curate(ws)
-    manifest, _, _ = build_shard_set(ws, "all", "SELECT image_id FROM images", samples_per_shard=16, max_side=0)
+    manifest, _, _ = build_shard_set(ws, ShardSetSpec("all", "SELECT image_id FROM images", samples_per_shard=16, max_side=0))
     torch.manual_seed(0)
     model, spec, _ = build_backbone("vit_pico_patch8_dinov3", img_size=32)
     checkpoint = export_backbone(model, spec, tmp_path_factory.mktemp("ckpt") / "backbone.safetensors")

@@ -33,11 +33,11 @@ def write(tmp_path: Path, spec: dict) -> Path:
 def test_bad_pipeline_files_are_one_line_errors(tmp_path):
     with pytest.raises(PipelineError, match="does not exist"):
         Pipeline.load(tmp_path / "nope.yaml")
-    with pytest.raises(PipelineError, match="unknown key 'shard' \\(did you mean 'shards'\\?\\)"):
+    with pytest.raises(PipelineError, match="unknown config key 'shard' \\(did you mean 'shards'\\?\\)"):
         Pipeline.load(write(tmp_path, {"shard": []}))
     with pytest.raises(PipelineError, match="pretrain.shards 'x' is not a shard set"):
         Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "x"}}))
-    with pytest.raises(PipelineError, match="evaluate: unknown key 'protocol'"):
+    with pytest.raises(PipelineError, match="evaluate: unknown config key 'protocol'"):
         Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "a"},
                                        "evaluate": {"protocol": ["knn"]}}))
     r = runner.invoke(app, ["pipeline", str(write(tmp_path, {"sources": [{"name": "x"}]})),

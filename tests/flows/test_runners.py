@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.pipeline import Pipeline, PipelineError
-from flows.runners import RunnerError, build_task_runner, check_address
+from flows.runners import RunnerConfig, RunnerError, build_task_runner, check_address
 
 runner = CliRunner()
 
@@ -41,7 +41,7 @@ def test_cli_refuses_a_bad_address_in_one_line(tmp_path):
 def test_pipeline_files_take_an_address_per_stage(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("ingest: {runner: dask, address: 'tcp://10.0.0.5:8786'}\ncurate: {runner: ray, address: 'h:6379'}\n")
-    assert Pipeline.load(good).ingest["address"] == "tcp://10.0.0.5:8786"
+    assert Pipeline.load(good).ingest_runner == RunnerConfig("dask", address="tcp://10.0.0.5:8786")
     bad = tmp_path / "bad.yaml"
     bad.write_text("ingest: {runner: dask, address: '10.0.0.5:8786'}\n")
     with pytest.raises(PipelineError, match="ingest: address .* tcp://HOST:PORT"):

@@ -58,6 +58,7 @@ def test_curation_on_a_running_dask_cluster_equals_a_local_one(tmp_path, phantom
     from curation.run import curate
     from flows.curate import run_curate
     from flows.ingest import ingest_flow
+    from flows.runners import RunnerConfig
 
     ws = twin(tmp_path / "cluster", phantom_workspace, sources=("public",))
     [summary] = ingest_flow(str(ws.root), ["public"], batch_size=4, runner="dask", address=dask_cluster.address)
@@ -66,7 +67,7 @@ def test_curation_on_a_running_dask_cluster_equals_a_local_one(tmp_path, phantom
     shutil.rmtree(local.root)
     shutil.copytree(ws.root, local.root)
     before = _signature_tasks_run(dask_cluster)
-    run_curate(str(ws.root), runner="dask", address=dask_cluster.address)
+    run_curate(str(ws.root), RunnerConfig("dask", address=dask_cluster.address))
     curate(local)
     assert _signature_tasks_run(dask_cluster) > before  # the signatures were computed on the workers
     a, b = rows(local, CURATION_VIEWS), rows(ws, CURATION_VIEWS)

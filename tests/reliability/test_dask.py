@@ -39,8 +39,10 @@ def test_dask_runs_equal_a_single_process_run(tmp_path, phantom_root, prefect_ha
     from curation.run import curate
     from flows.curate import run_curate
     from flows.ingest import ingest_flow
+    from flows.runners import RunnerConfig
     from flows.shards import run_build
     from ingest.run import ingest_source
+    from shards.spec import ShardSetSpec
     from shards.writer import build_shard_set, shard_sets_dir
 
     single = Workspace.open(tmp_path / "single")
@@ -48,15 +50,15 @@ def test_dask_runs_equal_a_single_process_run(tmp_path, phantom_root, prefect_ha
     for name in ("pacs", "public"):
         ingest_source(single, name)
     curate(single)
-    path_a, manifest_a, _ = build_shard_set(single, "knee", QUERY, samples_per_shard=16)
+    path_a, manifest_a, _ = build_shard_set(single, ShardSetSpec("knee", QUERY, samples_per_shard=16))
 
     dask = Workspace.open(tmp_path / "dask")
     shutil.copy(single.secret_path, dask.secret_path)  # the same pseudonym key: the same ids
     register(dask, phantom_root)
     results = ingest_flow(str(dask.root), ["pacs", "public"], batch_size=8, runner="dask", workers=2)
     assert [r["files_processed"] for r in results] == [r["files_seen"] for r in results]
-    run_curate(str(dask.root), runner="dask", workers=2)
-    out = run_build(str(dask.root), "knee", QUERY, runner="dask", workers=2, samples_per_shard=16)
+    run_curate(str(dask.root), RunnerConfig("dask", workers=2))
+    out = run_build(str(dask.root), ShardSetSpec("knee", QUERY, samples_per_shard=16), RunnerConfig("dask", workers=2))
 
     for view, sql in VIEWS.items():
         if "run_id" not in columns(single, view):

@@ -60,8 +60,9 @@ BUILD = """
 import sys
 from catalog import db
 from catalog.workspace import Workspace
+from shards.spec import ShardSetSpec
 from shards.writer import build_shard_set
-build_shard_set(Workspace.open(sys.argv[1]), "killed", "SELECT image_id FROM images", samples_per_shard=2)
+build_shard_set(Workspace.open(sys.argv[1]), ShardSetSpec("killed", "SELECT image_id FROM images", samples_per_shard=2))
 """
 
 
@@ -76,7 +77,7 @@ def test_killed_shard_build_leaves_nothing_and_rebuilds_identically(tmp_path, ph
     finished = run_or_kill(BUILD, [str(ws.root)], jitter_s=0.0, kill_when=lambda: shards.exists() and any(
         p.glob("shard-*.tar") for p in shards.iterdir()))
     assert not finished and list_shard_sets(ws) == [] and not (shards / "killed").exists()
-    _, m1, built = build_shard_set(ws, "killed", "SELECT image_id FROM images", samples_per_shard=2)
-    _, m2, _ = build_shard_set(ws, "again", "SELECT image_id FROM images", samples_per_shard=2)
+    _, m1, built = build_shard_set(ws, ShardSetSpec("killed", "SELECT image_id FROM images", samples_per_shard=2))
+    _, m2, _ = build_shard_set(ws, ShardSetSpec("again", "SELECT image_id FROM images", samples_per_shard=2))
     assert built and [s.sha256 for s in m1.shards] == [s.sha256 for s in m2.shards]
     assert sorted(p.name for p in shards.iterdir()) == ["again", "killed"]  # the killed build's leftovers are gone

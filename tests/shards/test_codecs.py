@@ -12,6 +12,7 @@ from catalog.store import ImageStore
 from shards.codecs import BY_EXT, CODECS, get_codec, payload_shape
 from shards.reader import ShardStream
 from shards.verify import verify
+from shards.spec import ShardSetSpec
 from shards.writer import ShardError, build_shard_set
 
 ALL = "SELECT image_id FROM images"
@@ -49,7 +50,7 @@ def _payloads(manifest_path, m):
 
 
 def test_htj2k_set_decodes_every_sample_bit_exactly_to_the_stores_pixels(shard_ws):
-    path, m, built = build_shard_set(shard_ws, "h", ALL, samples_per_shard=9, codec="htj2k", max_side=0)
+    path, m, built = build_shard_set(shard_ws, ShardSetSpec("h", ALL, samples_per_shard=9, codec="htj2k", max_side=0))
     assert built and m.codec["name"] == "htj2k" and m.codec["ext"] == "j2c"
     assert "openjph" in m.codec["encoder"] and "imagecodecs" in m.codec["encoder"]
     assert json.loads((path).read_text())["codec"]["name"] == "htj2k"
@@ -67,7 +68,7 @@ def test_htj2k_set_decodes_every_sample_bit_exactly_to_the_stores_pixels(shard_w
 
 
 def test_verify_says_when_payloads_do_not_match_the_manifests_codec(shard_ws):
-    path, m, _ = build_shard_set(shard_ws, "h", ALL, samples_per_shard=50, codec="htj2k")
+    path, m, _ = build_shard_set(shard_ws, ShardSetSpec("h", ALL, samples_per_shard=50, codec="htj2k"))
     doc = json.loads(path.read_text())
     doc["codec"] = {"name": "png", "ext": "png"}
     path.write_text(json.dumps(doc))
@@ -76,7 +77,7 @@ def test_verify_says_when_payloads_do_not_match_the_manifests_codec(shard_ws):
 
 
 def test_verify_catches_a_corrupt_htj2k_payload(shard_ws, tmp_path):
-    path, m, _ = build_shard_set(shard_ws, "h", ALL, samples_per_shard=500, codec="htj2k")
+    path, m, _ = build_shard_set(shard_ws, ShardSetSpec("h", ALL, samples_per_shard=500, codec="htj2k"))
     shard = path.parent / m.shards[0].file
     with tarfile.open(shard) as tar:
         members = [(mm, tar.extractfile(mm).read()) for mm in tar]
@@ -93,12 +94,12 @@ def test_verify_catches_a_corrupt_htj2k_payload(shard_ws, tmp_path):
 
 
 def test_another_codec_is_another_set_unless_overwritten(shard_ws):
-    build_shard_set(shard_ws, "s", ALL, samples_per_shard=50)
+    build_shard_set(shard_ws, ShardSetSpec("s", ALL, samples_per_shard=50))
     with pytest.raises(ShardError, match="with codec png"):
-        build_shard_set(shard_ws, "s", ALL, samples_per_shard=50, codec="htj2k")
-    _, m, built = build_shard_set(shard_ws, "s", ALL, samples_per_shard=50, codec="htj2k", overwrite=True)
+        build_shard_set(shard_ws, ShardSetSpec("s", ALL, samples_per_shard=50, codec="htj2k"))
+    _, m, built = build_shard_set(shard_ws, ShardSetSpec("s", ALL, samples_per_shard=50, codec="htj2k"), overwrite=True)
     assert built and m.codec["name"] == "htj2k"
-    _, _, again = build_shard_set(shard_ws, "s", ALL, samples_per_shard=50, codec="htj2k")
+    _, _, again = build_shard_set(shard_ws, ShardSetSpec("s", ALL, samples_per_shard=50, codec="htj2k"))
     assert not again
 
 
@@ -107,8 +108,8 @@ def test_png_and_htj2k_sets_stream_identical_pixels_and_identical_crops(shard_ws
     from training.config import load_config
     from training.data import build_stream
 
-    png, mp, _ = build_shard_set(shard_ws, "p", ALL, samples_per_shard=9, seed=4, max_side=64)
-    htj, mh, _ = build_shard_set(shard_ws, "h", ALL, samples_per_shard=9, seed=4, max_side=64, codec="htj2k")
+    png, mp, _ = build_shard_set(shard_ws, ShardSetSpec("p", ALL, samples_per_shard=9, seed=4, max_side=64))
+    htj, mh, _ = build_shard_set(shard_ws, ShardSetSpec("h", ALL, samples_per_shard=9, seed=4, max_side=64, codec="htj2k"))
     assert mh.bytes < mp.bytes  # smaller payloads, as measured on real radiographs (docs/benchmarks.md)
     a = list(ShardStream(str(png), shuffle_buffer=50, seed=1))
     b = list(ShardStream(str(htj), shuffle_buffer=50, seed=1))
@@ -131,8 +132,8 @@ def test_png_and_htj2k_sets_stream_identical_pixels_and_identical_crops(shard_ws
 def test_evaluation_reads_htj2k_sets_as_png_sets(shard_ws):
     from evaluation.data import ShardImages
 
-    png, _, _ = build_shard_set(shard_ws, "pe", ALL, samples_per_shard=50, evaluation=True)
-    htj, _, _ = build_shard_set(shard_ws, "he", ALL, samples_per_shard=50, evaluation=True, codec="htj2k")
+    png, _, _ = build_shard_set(shard_ws, ShardSetSpec("pe", ALL, samples_per_shard=50, evaluation=True))
+    htj, _, _ = build_shard_set(shard_ws, ShardSetSpec("he", ALL, samples_per_shard=50, evaluation=True, codec="htj2k"))
     a, b = ShardImages(png), ShardImages(htj)
     assert a.pixels.keys() == b.pixels.keys() and a.meta == b.meta
     assert all(np.array_equal(a.get(k), b.get(k)) and a.get(k).dtype == b.get(k).dtype for k in a.pixels)
@@ -142,7 +143,7 @@ def test_the_documented_plain_webdataset_decoder_reads_htj2k_at_full_depth(shard
     import imagecodecs
     import webdataset as wds
 
-    path, m, _ = build_shard_set(shard_ws, "h", ALL, samples_per_shard=500, codec="htj2k")
+    path, m, _ = build_shard_set(shard_ws, ShardSetSpec("h", ALL, samples_per_shard=500, codec="htj2k"))
     store = ImageStore(shard_ws.store_dir)
     # docs/training.md, "Reading shard sets without this project": this line, as written there
     ds = wds.WebDataset(str(path.parent / m.shards[0].file), shardshuffle=False).decode(
@@ -151,7 +152,7 @@ def test_the_documented_plain_webdataset_decoder_reads_htj2k_at_full_depth(shard
     assert len(samples) == m.shards[0].samples
     for s in samples:
         assert s["j2c"].dtype == store.get(s["__key__"]).dtype and np.array_equal(s["j2c"], store.get(s["__key__"]))
-    path, m, _ = build_shard_set(shard_ws, "p", ALL, samples_per_shard=500, max_side=0)
+    path, m, _ = build_shard_set(shard_ws, ShardSetSpec("p", ALL, samples_per_shard=500, max_side=0))
     ds = wds.WebDataset(str(path.parent / m.shards[0].file), shardshuffle=False).decode(
         wds.handle_extension("png", imagecodecs.png_decode))
     for s in ds:
@@ -165,7 +166,7 @@ def test_htj2k_set_decoded_on_the_device_gives_the_crops_of_worker_decode(shard_
     from training.data import build_stream
     from training.device_crops import DeviceCrops
 
-    htj, _, _ = build_shard_set(shard_ws, "h", ALL, samples_per_shard=9, seed=4, max_side=64, codec="htj2k")
+    htj, _, _ = build_shard_set(shard_ws, ShardSetSpec("h", ALL, samples_per_shard=9, seed=4, max_side=64, codec="htj2k"))
     out = {}
     for decode in ("workers", "device"):
         cfg = load_config(None, ["crops.device=gpu", f"crops.decode={decode}", "crops.global_size=32",
@@ -202,7 +203,7 @@ def test_pipeline_file_codec_is_checked_when_read(tmp_path):
 
     spec = tmp_path / "p.yaml"
     spec.write_text("shards:\n  - {name: k, query: 'SELECT image_id FROM images', codec: jpeg}\n")
-    with pytest.raises(PipelineError, match=r"shards\[0\].codec 'jpeg': use one of png, htj2k"):
+    with pytest.raises(PipelineError, match=r"shards\[0\]: unknown codec 'jpeg': use one of png, htj2k"):
         Pipeline.load(spec)
 
 

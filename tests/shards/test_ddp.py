@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from shards.spec import ShardSetSpec
 from shards.writer import build_shard_set
 
 
@@ -51,7 +52,7 @@ def test_two_rank_ddp_reads_disjoint_samples_with_equal_batches(tmp_path, phanto
     src, _ = phantom_workspace
     ws = Workspace.open(tmp_path / "ws")
     shutil.copytree(src.root, ws.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("shards"))
-    path, m, _ = build_shard_set(ws, "s", "SELECT image_id FROM images", samples_per_shard=11)
+    path, m, _ = build_shard_set(ws, ShardSetSpec("s", "SELECT image_id FROM images", samples_per_shard=11))
     torch.multiprocessing.spawn(_worker, args=(2, str(path), str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["batches"] == r1["batches"] == r0["len"] > 0

@@ -13,6 +13,7 @@ from catalog.store import ImageStore
 from shards.decode import decode_payload
 from shards.reader import ShardStream
 from shards.resample import fit_max_side, reduced_size
+from shards.spec import ShardSetSpec
 from shards.writer import ShardError, build_shard_set
 
 ALL = "SELECT image_id FROM images"
@@ -49,7 +50,7 @@ def test_a_set_with_max_side_reduces_large_images_and_records_their_size(shard_w
     cols, rows = db.query(shard_ws, "SELECT image_id, rows, cols, bits, pixel_spacing_row FROM images")
     catalog = {r[0]: dict(zip(cols, r)) for r in rows}
     assert any(max(c["rows"], c["cols"]) > 64 for c in catalog.values())
-    path, m, _ = build_shard_set(shard_ws, "small", ALL, samples_per_shard=50, max_side=64)
+    path, m, _ = build_shard_set(shard_ws, ShardSetSpec("small", ALL, samples_per_shard=50, max_side=64))
     reduced = 0
     store = ImageStore(shard_ws.store_dir)
     for sample in ShardStream(str(path), shuffle_buffer=1):
@@ -68,16 +69,16 @@ def test_a_set_with_max_side_reduces_large_images_and_records_their_size(shard_w
 
 
 def test_the_resolution_is_part_of_a_sets_identity(shard_ws):
-    build_shard_set(shard_ws, "r", ALL, samples_per_shard=50, max_side=64)
-    assert build_shard_set(shard_ws, "r", ALL, samples_per_shard=50, max_side=64)[2] is False  # up to date
+    build_shard_set(shard_ws, ShardSetSpec("r", ALL, samples_per_shard=50, max_side=64))
+    assert build_shard_set(shard_ws, ShardSetSpec("r", ALL, samples_per_shard=50, max_side=64))[2] is False  # up to date
     with pytest.raises(ShardError, match="at another resolution"):
-        build_shard_set(shard_ws, "r", ALL, samples_per_shard=50, max_side=128)
-    path, m, built = build_shard_set(shard_ws, "r", ALL, samples_per_shard=50, max_side=0, overwrite=True)
+        build_shard_set(shard_ws, ShardSetSpec("r", ALL, samples_per_shard=50, max_side=128))
+    path, m, built = build_shard_set(shard_ws, ShardSetSpec("r", ALL, samples_per_shard=50, max_side=0), overwrite=True)
     assert built and m.resample == {}
     meta = next(s["meta"] for s in ShardStream(str(path), shuffle_buffer=1))
     assert "original_rows" not in meta  # a set at stored size: the catalog's metadata as it is
     with pytest.raises(ShardError, match="max-side"):
-        build_shard_set(shard_ws, "bad", ALL, max_side=8)
+        build_shard_set(shard_ws, ShardSetSpec("bad", ALL, max_side=8))
 
 
 @pytest.mark.prefect

@@ -13,14 +13,15 @@ from shards.manifest import Manifest
 from shards.reader import ShardStream, build_loader
 from shards.select import SelectionError
 from shards.verify import verify
+from shards.spec import ShardSetSpec
 from shards.writer import ShardError, build_shard_set
 
 ALL = "SELECT image_id FROM images"
 
 
-def build(ws, name="s", query=ALL, **kw):
+def build(ws, name="s", query=ALL, overwrite=False, **kw):
     kw.setdefault("samples_per_shard", 7)
-    return build_shard_set(ws, name, query, **kw)
+    return build_shard_set(ws, ShardSetSpec(name, query, **kw), overwrite=overwrite)
 
 
 def test_round_trip_pixels_and_metadata(shard_ws):

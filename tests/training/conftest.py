@@ -19,11 +19,12 @@ def tiny_cfg():
 def phantom_manifest(tmp_path_factory, phantom_workspace):
     """A shard set over every phantom image (small shards, so readers get several)."""
     from catalog.workspace import Workspace
+    from shards.spec import ShardSetSpec
     from shards.writer import build_shard_set
 
     src, _ = phantom_workspace
     ws = Workspace.open(tmp_path_factory.mktemp("train") / "workspace")
     shutil.copytree(src.root, ws.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("shards", "runs"))
-    path, manifest, _ = build_shard_set(ws, "all", "SELECT image_id FROM images", samples_per_shard=16)
+    path, manifest, _ = build_shard_set(ws, ShardSetSpec("all", "SELECT image_id FROM images", samples_per_shard=16))
     assert manifest.samples > 40
     return ws, path

@@ -24,7 +24,7 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 
-from catalog.errors import OrthoError, SettingRefused
+from catalog.errors import BrokenInvariant, OrthoError, SettingRefused
 from catalog.files import atomic_write
 
 T = TypeVar("T")
@@ -316,14 +316,14 @@ def default_of(cls: Any, key: str) -> Any:
     head, _, rest = key.partition(".")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if head not in fields:
-        raise KeyError(f"{cls.__name__} has no field {head!r}")
+        raise BrokenInvariant(f"{cls.__name__} has no field {head!r}")
     f = fields[head]
     if f.default is not dataclasses.MISSING:
         value = f.default
     elif f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
     else:
-        raise KeyError(f"{cls.__name__}.{head} has no default")
+        raise BrokenInvariant(f"{cls.__name__}.{head} has no default")
     for part in rest.split(".") if rest else ():
         value = getattr(value, part)
     return value

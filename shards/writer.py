@@ -29,11 +29,11 @@ from catalog.ids import token
 from catalog.pixels import encode_png
 from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
-from shards.balance import BalanceSpec, balance as draw_balanced
+from shards.balance import BalanceSpec
 from shards.codecs import get_codec
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
-from shards.readable import readable_records
+from shards.readable import balanced_readable, readable_records
 from shards.resample import DEFAULT_MAX_SIDE, FILTER, fit_max_side, reduced_size, resampled_meta
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
 
@@ -208,10 +208,12 @@ def check_build(ws: Workspace, name: str, query: str, include_excluded: bool = F
     if not records:
         raise SelectionError("the query selects no images" + ("" if include_excluded else " (after exclusions)"))
     balanced = {}
+    # the stage's firewall: objects the store cannot give are left out (recorded by the build, counted in its
+    # manifest); a balanced draw is made from the readable images only, so it keeps its target
     if balance is not None:
-        records, balanced = draw_balanced(ws, records, balance, seed)
-    # the stage's firewall: objects the store cannot give are left out (recorded by the build, counted in its manifest)
-    records, unreadable = readable_records(ws.root, records)
+        records, balanced, unreadable = balanced_readable(ws, records, balance, seed)
+    else:
+        records, unreadable = readable_records(ws.root, records)
     if not records:
         raise SelectionError(f"none of the selected images can be read from the store ({unreadable.counts()})")
     digest = selection_digest(records)

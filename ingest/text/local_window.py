@@ -87,10 +87,12 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
     # small serif text joins its letters into word blobs: a blob no taller than a line and filled like letters counts
     # as one character per line height of its width
     across, along = np.minimum(bh, bw), np.maximum(bh, bw)
-    word = (across <= WORD_HEIGHT * h) & (area >= WORD_FILL * bh * bw)
+    word = (across <= WORD_HEIGHT * h) & (along >= 2 * across) & (area >= WORD_FILL * bh * bw)
     glyph = (area >= 6) & (along >= 4) & (((bh <= 0.1 * h) & (bw <= 0.1 * w)) | word)
     glyph[0] = False
-    letters = np.where(word, np.maximum(along // np.maximum(across, 1), 1), 1) * glyph
+    letters = glyph.astype(np.int64)
+    for i in np.flatnonzero(glyph & word):
+        letters[i] = _letters_in(labels, stats[i], i)
     if letters.sum() < MIN_GLYPHS:
         return []
     bright = np.bincount(labels.ravel(), weights=gray.ravel().astype(np.float64), minlength=n) / np.maximum(area, 1) > 128
@@ -108,6 +110,15 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
             boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
                              int(np.ceil((x + rw) * factor)), True))
     return boxes
+
+
+def _letters_in(labels: np.ndarray, stat: np.ndarray, i: int) -> int:
+    """How many letters a long blob holds, from how often a line along it crosses a stroke (a letter crosses
+    two to four times; the edge of a smooth patch, twice in all)."""
+    x, y, w, h = stat[:4].tolist()
+    blob = (labels[y:y + h, x:x + w] == i).astype(np.int8)
+    crossings = np.count_nonzero(np.diff(blob, axis=1 if w >= h else 0)) / max(min(w, h), 1)
+    return max(1, int(crossings // 3))
 
 
 def _grown(flat: np.ndarray, smooth: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""The stages' firewall record: a stored image that curation, shard building, export or a report could not open
-(over the pixel budget, a codestream that lies about its size, a corrupt or missing object) is excluded by that
-stage with a reason, and the stage goes on. Each run that met one appends its rows here (catalog/unreadable/,
+"""The stages' firewall record: a stored image that curation, shard building, export, a report, `ortho embed` or an
+evaluation could not open (over the pixel budget, a codestream that lies about its size, a corrupt or missing
+object) is excluded by that stage with a reason, and the stage goes on. Each run that met one appends its rows here (catalog/unreadable/,
 the `unreadable` view); `ortho status` and the curation report count them, curation flags the images excluded.
 """
 
@@ -16,7 +16,7 @@ from catalog.workspace import Workspace
 
 log = logging.getLogger("ortho.unreadable")
 
-STAGES = ("curate", "shards", "export", "report", "evaluate")
+STAGES = ("curate", "shards", "export", "report", "embed", "evaluate")
 
 
 @dataclass

@@ -21,7 +21,10 @@ import torch
 
 from catalog import db
 from catalog import embeddings as emb
+from catalog.ids import new_run_id
+from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
+from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
 from evaluation.backbones import Backbone, load_checkpoint
 from evaluation.embed import preprocess
@@ -52,6 +55,7 @@ class EmbedSummary:
     already: int = 0  # of those, embedded by an earlier run
     embedded: int = 0  # by this run
     unreadable: list[str] = field(default_factory=list)  # image ids whose stored pixels could not be read
+    unreadable_reasons: dict[str, int] = field(default_factory=dict)  # reason -> images skipped for it
     seconds: float = 0.0
 
     @property
@@ -98,16 +102,15 @@ def images_to_embed(ws: Workspace, model: str, query: str | None) -> tuple[int, 
 
 @torch.no_grad()
 def embed_batch(model: torch.nn.Module, store: ImageStore, ids: list[str], info: emb.ModelInfo, mean: float,
-                std: float) -> tuple[list[str], np.ndarray, list[str]]:
-    """(ids embedded, their vectors [n, dims], ids whose pixels could not be read)."""
-    ok, xs, bad = [], [], []
+                std: float) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """(ids embedded, their vectors [n, dims], ids whose pixels could not be read -> the reason)."""
+    ok, xs, bad = [], [], {}
     for i in ids:
-        try:
-            xs.append(preprocess(store.get(i), info.img_size, mean, std))
+        try:  # within the pixel budget, before anything is decoded (catalog/pixel_budget.py)
+            xs.append(preprocess(store.open(i), info.img_size, mean, std))
             ok.append(i)
-        except (OSError, ValueError):  # the message could hold a path: the reason code and the id only
-            log.warning("embed: unreadable_pixels image %s (skipped)", i)
-            bad.append(i)
+        except PixelsRefused as e:  # the reason code and the id only (catalog/unreadable.py logs them)
+            bad[i] = e.reason
     if not ok:
         return ok, np.zeros((0, info.dims), np.float32), bad
     cls, patches = forward_tokens(model, torch.stack(xs))
@@ -120,6 +123,7 @@ def embed_catalog(ws: Workspace, cfg: EmbedConfig,
     bb, info = load_model(ws, cfg)
     summary = EmbedSummary(info.model, info.sha256, info.dims)
     start = time.perf_counter()
+    unreadable = Unreadable("embed", new_run_id())
     with emb.model_lock(ws, info.model):
         emb.write_model_info(ws, info)
         summary.selected, todo = images_to_embed(ws, info.model, cfg.query)
@@ -131,7 +135,8 @@ def embed_catalog(ws: Workspace, cfg: EmbedConfig,
             done, v, bad = embed_batch(model, store, todo[s:s + cfg.batch_size], info, bb.spec.mean[0], bb.spec.std[0])
             ids += done
             vecs.append(v)
-            summary.unreadable += bad
+            for image_id, reason in bad.items():
+                unreadable.add(image_id, reason)
             if len(ids) >= cfg.part_size:
                 emb.write_part(ws, info, ids, np.concatenate(vecs))
                 summary.embedded += len(ids)
@@ -141,5 +146,7 @@ def embed_catalog(ws: Workspace, cfg: EmbedConfig,
         if ids:
             emb.write_part(ws, info, ids, np.concatenate(vecs))
             summary.embedded += len(ids)
+    unreadable.save(ws)
+    summary.unreadable, summary.unreadable_reasons = sorted(unreadable.images), unreadable.counts()
     summary.seconds = time.perf_counter() - start
     return summary

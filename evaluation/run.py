@@ -27,21 +27,27 @@ import time
 from pathlib import Path
 
 from catalog.ids import new_eval_id
+from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
 from evaluation.backbones import baseline_checkpoints, load_checkpoint
 from evaluation.inputs import check_files
 from evaluation.config import EvalConfig, resolve_config
 from evaluation.data import EvalSplits, EvaluationError, ShardImages, TaskData, eval_splits, load_task
 from evaluation.evaluator import Evaluation
+from evaluation.readable import readable_task
 from evaluation.results import metrics_doc, write_results
 
 __all__ = ["EvalConfig", "resolve_config", "run_evaluation", "load_tasks", "check_inputs"]  # flows imports these from here
 
-def load_tasks(ws: Workspace, tasks: list[str], source: ShardImages | None) -> list[tuple[TaskData, EvalSplits]]:
-    """Every task and its evaluation splits, checked before any work starts."""
+def load_tasks(ws: Workspace, tasks: list[str], source: ShardImages | None,
+               unreadable: Unreadable | None = None) -> list[tuple[TaskData, EvalSplits]]:
+    """Every task and its evaluation splits, checked before any work starts. With `unreadable`, images of the
+    store that cannot be read are left out of their tasks and recorded there (evaluation/readable.py)."""
     loaded = []
     for name in dict.fromkeys(tasks):
         task = source.task(name) if source else load_task(ws, name)
+        if unreadable is not None and source is None:
+            task = readable_task(ws, task, unreadable)
         if not task.image_ids:
             where = f"shard set {Path(source.manifest).parent.name}" if source else \
                 "this catalog (see `ortho tasks list`)"
@@ -73,7 +79,9 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
         raise EvaluationError("no task to evaluate: give --task (see `ortho tasks list`)")
     eval_id = eval_id or new_eval_id()
     source = ShardImages(shards) if shards else None
-    loaded = load_tasks(ws, tasks, source)
+    unreadable = Unreadable("evaluate", eval_id)
+    loaded = load_tasks(ws, tasks, source, unreadable)
+    unreadable.save(ws)
     main = load_checkpoint(checkpoint, model_name)
     others = baseline_checkpoints(cfg.baselines, main)
     ev = Evaluation(ws, cfg, eval_id, on_progress, images=source)
@@ -82,4 +90,5 @@ def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str
     t0 = time.time()
     task_info = [ev.run_task(task, splits, main, others) for task, splits in loaded]
     doc = metrics_doc(eval_id, main, cfg, shards, task_info, ev.results, ev.retrieval, time.time() - t0)
+    doc["data"]["unreadable"] = unreadable.counts()  # reason -> labelled images left out: the store could not give them
     return write_results(ws, doc, cfg)

@@ -13,7 +13,6 @@ extension each sample carries. Which codec is the default, and why: docs/benchma
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -121,11 +120,12 @@ def decode_sample_pixels(sample: dict) -> np.ndarray:
 
 
 def payload_shape(ext: str, data: bytes) -> tuple[int, int]:
-    """(rows, cols) read from the payload's header, without decoding the pixels."""
-    if ext == "png":
-        width, height = struct.unpack(">II", data[16:24])  # IHDR is always the first chunk
-        return height, width
-    if ext == "j2c" and data[:4] == b"\xff\x4f\xff\x51":  # SOC, then SIZ
-        xsiz, ysiz, x0, y0 = struct.unpack(">IIII", data[8:24])  # after Lsiz, Rsiz
-        return ysiz - y0, xsiz - x0
-    raise CodecError(f"cannot read the size of a .{ext} payload")
+    """(rows, cols) read from the payload's header, without decoding the pixels, and checked against the pixel budget
+    (catalog/pixel_budget.py): the device decoder allocates what this says. PixelsRefused (a ValueError) otherwise."""
+    declared = check_codestream(data)
+    if declared is None or declared.codec != _HEADER_CODEC.get(ext):
+        raise CodecError(f"cannot read the size of a .{ext} payload")
+    return declared.rows, declared.cols
+
+
+_HEADER_CODEC = {"png": "png", "j2c": "j2k"}  # payload extension -> catalog/codestreams.py's name for its header

@@ -55,3 +55,23 @@ def readable_records(store_root: Path, records: list[dict]) -> tuple[list[dict],
         else:
             kept.append(rec)
     return kept, unreadable
+
+
+def balanced_readable(ws, records: list[dict], spec, seed: int) -> tuple[list[dict], dict, Unreadable]:
+    """The balanced draw (shards/balance.py) from images the store can give: a drawn image that cannot be carried is
+    left out of the pool and the draw made again without it (rare: one or two rounds, each checking only the images
+    not checked before), so the set still holds its target. The manifest's balance says how many were redrawn."""
+    from shards.balance import balance
+
+    unreadable = Unreadable("shards", new_run_id())
+    pool, good = records, set()
+    while True:
+        picked, summary = balance(ws, pool, spec, seed)
+        _, found = readable_records(ws.root, [r for r in picked if r["image_id"] not in good])
+        good |= {r["image_id"] for r in picked} - set(found.images)
+        unreadable.images.update(found.images)
+        if not found.images:
+            return picked, summary | {"unreadable_redrawn": len(unreadable.images)}, unreadable
+        pool = [r for r in pool if r["image_id"] not in found.images]
+        if not pool:
+            return [], summary, unreadable

@@ -29,11 +29,10 @@ from catalog.ids import token
 from catalog.pixels import encode_png
 from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
-from shards.balance import balance as draw_balanced
 from shards.codecs import get_codec
 from shards.decode import decode_payload
 from shards.manifest import Manifest, ShardEntry
-from shards.readable import readable_records
+from shards.readable import balanced_readable, readable_records
 from shards.resample import FILTER, fit_max_side, reduced_size, resampled_meta
 from shards.select import SelectionError, catalog_snapshot, sample_json, select, selection_digest
 from shards.spec import ShardSetSpec
@@ -201,10 +200,12 @@ def check_build(ws: Workspace, spec: ShardSetSpec, overwrite: bool = False
     if not records:
         raise SelectionError("the query selects no images" + ("" if spec.include_excluded else " (after exclusions)"))
     balanced = {}
+    # the stage's firewall: objects the store cannot give are left out (recorded by the build, counted in its
+    # manifest); a balanced draw is made from the readable images only, so it keeps its target
     if spec.balance_spec is not None:
-        records, balanced = draw_balanced(ws, records, spec.balance_spec, seed)
-    # the stage's firewall: objects the store cannot give are left out (recorded by the build, counted in its manifest)
-    records, unreadable = readable_records(ws.root, records)
+        records, balanced, unreadable = balanced_readable(ws, records, spec.balance_spec, seed)
+    else:
+        records, unreadable = readable_records(ws.root, records)
     if not records:
         raise SelectionError(f"none of the selected images can be read from the store ({unreadable.counts()})")
     digest = selection_digest(records)

@@ -46,6 +46,8 @@ def embed(
                          ("embedded now", f"{s['embedded']:,}"), ("unreadable (skipped)", f"{len(s['unreadable']):,}"),
                          ("seconds", f"{s['seconds']:.1f}"), ("images / s", f"{s['images_per_s']:.1f}")):
         t.add_row(label, str(value))
+    for reason, n in (s.get("unreadable_reasons") or {}).items():
+        t.add_row(f"  unreadable: {reason}", f"{n:,}")
     console.print(t)
 
 

@@ -85,6 +85,8 @@ def print_eval_summary(eval_dir: Path) -> None:
     from evaluation.report import METRIC_NAMES, model_order, group_results, seed_summary
 
     doc = json.loads((eval_dir / "metrics.json").read_text())
+    for reason, n in (doc.get("data", {}).get("unreadable") or {}).items():
+        console.print(Text(f"{n} labelled image(s) left out: the store could not give them ({reason})", style="yellow"))
     for t in doc["tasks"]:
         metric = t["primary_metric"]
         sp = t["splits"]["test"]

@@ -145,7 +145,9 @@ def show_manifest(path: Path) -> None:
     if b := m.balance:
         console.print(f"balanced over {b['by']}" + (f" of model {b['model']}" if b.get("model") else "")
                       + f": {b['selected']} of {b['available']} images drawn evenly over {b['groups']} groups "
-                      f"(target {b['target']}, seed {b['seed']})")
+                      f"(target {b['target']}, seed {b['seed']})"
+                      + (f"; drawn from readable images only ({b['unreadable_redrawn']} unreadable drawn again)"
+                         if b.get("unreadable_redrawn") else ""))
         tb = Table("group", "available", "drawn", title=f"balance over {b['by']}")
         for g, n in sorted(b["available_counts"].items(), key=lambda kv: -kv[1])[:30]:
             tb.add_row(g, str(n), str(b["counts"].get(g, 0)))

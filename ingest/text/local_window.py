@@ -27,6 +27,8 @@ MIN_CONTRAST = 80
 MIN_FLAT_SHARE = 0.01
 MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a line of text
 QUARTER = 4
+WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
+WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,16 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
     core = cv2.erode((flat >= 0.99).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(strong & core, connectivity=8)
     bh, bw, area = stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_AREA]
-    glyph = (area >= 6) & (np.maximum(bh, bw) >= 4) & (bh <= 0.1 * h) & (bw <= 0.1 * w)
+    # small serif text joins its letters into word blobs: a blob no taller than a line and filled like letters counts
+    # as one character per line height of its width
+    across, along = np.minimum(bh, bw), np.maximum(bh, bw)
+    word = (across <= WORD_HEIGHT * h) & (along >= 2 * across) & (area >= WORD_FILL * bh * bw)
+    glyph = (area >= 6) & (along >= 4) & (((bh <= 0.1 * h) & (bw <= 0.1 * w)) | word)
     glyph[0] = False
-    if glyph.sum() < MIN_GLYPHS:
+    letters = glyph.astype(np.int64)
+    for i in np.flatnonzero(glyph & word):
+        letters[i] = _letters_in(labels, stats[i], i)
+    if letters.sum() < MIN_GLYPHS:
         return []
     bright = np.bincount(labels.ravel(), weights=gray.ravel().astype(np.float64), minlength=n) / np.maximum(area, 1) > 128
     gap = max(3, int(round(h * 0.012)))
@@ -94,13 +103,22 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
     boxes = []
     for i in range(1, m):
         mine = glyph & (row_of == i)
-        same = max(int((mine & bright).sum()), int((mine & ~bright).sum()))
+        same = max(int(letters[mine & bright].sum()), int(letters[mine & ~bright].sum()))
         x, y, rw, rh = row_stats[i, :4].tolist()
         # a row (or a column) of characters of one polarity, not a patch of noise or an edge of anatomy
-        if same >= MIN_GLYPHS and same >= 0.85 * mine.sum() and max(rw, rh) >= 2 * min(rw, rh):
+        if same >= MIN_GLYPHS and same >= 0.85 * letters[mine].sum() and max(rw, rh) >= 2 * min(rw, rh):
             boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
                              int(np.ceil((x + rw) * factor)), True))
     return boxes
+
+
+def _letters_in(labels: np.ndarray, stat: np.ndarray, i: int) -> int:
+    """How many letters a long blob holds, from how often a line along it crosses a stroke (a letter crosses
+    two to four times; the edge of a smooth patch, twice in all)."""
+    x, y, w, h = stat[:4].tolist()
+    blob = (labels[y:y + h, x:x + w] == i).astype(np.int8)
+    crossings = np.count_nonzero(np.diff(blob, axis=1 if w >= h else 0)) / max(min(w, h), 1)
+    return max(1, int(crossings // 3))
 
 
 def _grown(flat: np.ndarray, smooth: np.ndarray) -> np.ndarray:

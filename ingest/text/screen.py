@@ -94,21 +94,24 @@ def _text_in(view: np.ndarray, region: Box, candidates: list[Box], c: CandidateS
     crop = np.ascontiguousarray(view[region.y0:region.y1, region.x0:region.x1])
     inside = [b for b in candidates if overlap(b, region)]
     line_height = int(np.median([b.height for b in inside])) if inside else region.height
-    lines = []
+    found: list[Box] = []
     for gray in _crop_renderings(crop, view, inside, c.narrow):
-        lines = _read_turned(gray, line_height, c.turned)
-        if lines:
+        # the next rendering too while a candidate is left unread: the crop's own window can read a neighbouring
+        # line (in anatomy) and show the faint one, on its flat border, as black
+        found += [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1)
+                  for ln in _read_turned(gray, line_height, c.turned)]
+        if found and all(any(overlap(b, f) for f in found) for b in inside):
             break
-    found = [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1) for ln in lines]
+    # a line the detector is sure of (two flat classes crossed like characters) is masked even unread, also where
+    # OCR read another line of the region (an outlined bold line can read while the one beside it does not)
+    sure = [b.padded(max(2, b.height // 3), view.shape) for b in inside if b.sure and not any(overlap(b, f) for f in found)]
     if not found:
-        # a line the detector is sure of (two flat classes crossed like characters) is masked even unread
-        sure = [b.padded(max(2, b.height // 3), view.shape) for b in inside if b.sure]
         return sure, len(sure)
     # the candidates the text belongs to are masked whole (the detector saw strokes there), with the
     # margin of a line: the recogniser's boxes can clip ascenders and the first or last character
     margin = max(2, int(np.median([b.height for b in found])) // 3)
     found += [b for b in inside if any(overlap(b, f) for f in found)]
-    return [b.padded(margin, view.shape) for b in found], 0
+    return [b.padded(margin, view.shape) for b in found] + sure, len(sure)
 
 
 def _crop_renderings(crop: np.ndarray, view: np.ndarray, inside: list[Box], narrow: bool):

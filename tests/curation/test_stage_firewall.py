@@ -74,3 +74,26 @@ def test_every_stage_leaves_the_unreadable_out_with_a_reason_and_goes_on(planted
     pixel_budget.configure(None)
     assert curate(ws).quality.get(UNREADABLE_REASON) == 1
     assert ("curate", "absurd_dimensions") not in {(u["stage"], u["reason"]) for u in catalog_status(ws)["unreadable_images"]}
+
+
+def test_a_balanced_draw_is_made_from_readable_images_and_keeps_its_target(planted):
+    """Two of the four images cannot be read: whichever a seed draws first, the set holds two readable images and
+    its manifest says how many drawn images were replaced."""
+    from shards.balance import BalanceSpec
+    from shards.readable import balanced_readable
+    from shards.select import select
+
+    ws, big, bad = planted
+    records = select(ws, "SELECT image_id FROM images", True, False)
+    redrawn = []
+    for seed in range(6):
+        picked, summary, unreadable = balanced_readable(ws, records, BalanceSpec("source", 2), seed)
+        assert len(picked) == 2 and {big, bad}.isdisjoint(r["image_id"] for r in picked)
+        assert summary["unreadable_redrawn"] == len(unreadable.images)
+        redrawn.append(summary["unreadable_redrawn"])
+    assert max(redrawn) >= 1, "some seed drew an unreadable image first"
+    seed = redrawn.index(max(redrawn))
+    _, manifest, _ = build_shard_set(ws, "bal", "SELECT image_id FROM images", include_excluded=True,
+                                     samples_per_shard=10, balance=BalanceSpec("source", 2), seed=seed)
+    assert manifest.samples == 2 and manifest.balance["unreadable_redrawn"] == max(redrawn)
+    assert sum(manifest.unreadable.values()) == max(redrawn)

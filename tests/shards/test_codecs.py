@@ -228,3 +228,24 @@ def test_htj2k_is_bit_exact_and_smaller_on_real_radiographs_and_dicom():
         data = htj2k.encode(a)
         assert np.array_equal(htj2k.decode(data), a) and htj2k.decode(data).dtype == a.dtype
         assert len(data) < len(png.encode(a))
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_a_payload_declaring_more_than_the_pixel_budget_is_refused_from_its_header(name):
+    """The device decode path allocates what payload_shape says: a header declaring 60000 x 60000 is refused there,
+    before any decoder runs (catalog/pixel_budget.py), like the CPU decode path."""
+    import struct
+
+    from catalog.pixel_budget import PixelsRefused
+
+    codec = CODECS[name]
+    data = bytearray(codec.encode(np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)))
+    if codec.ext == "png":
+        data[16:24] = struct.pack(">II", 60000, 60000)  # IHDR width, height
+    else:
+        data[8:16] = struct.pack(">II", 60000, 60000)  # SIZ Xsiz, Ysiz
+    with pytest.raises(PixelsRefused) as refused:
+        payload_shape(codec.ext, bytes(data))
+    assert refused.value.reason == "absurd_dimensions"
+    with pytest.raises(PixelsRefused):
+        BY_EXT[codec.ext].decode(bytes(data))

@@ -17,7 +17,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from catalog.errors import OrthoError
 from flows import interrupt
+
+
+class ServerNotStarted(OrthoError):
+    """Prefect's temporary server did not come up."""
+
+    exit_code = os.EX_TEMPFAIL  # 75: try again later
 
 # Run in the server's process before uvicorn: die with the parent (Linux prctl PR_SET_PDEATHSIG; the parent's pid is
 # compared after, for a parent that died before the call), take the signals again, then `python -m uvicorn ARGS`.
@@ -60,7 +67,13 @@ def one_prefect_server() -> Iterator[None]:
         yield
         return
     server = _server_class()()
-    server.start()
+    try:
+        server.start()
+    except RuntimeError:  # Prefect's "Timed out while attempting to connect": one line, not its traceback
+        _stop(server)
+        raise ServerNotStarted("the temporary Prefect server did not answer in time (a busy machine?): raise "
+                               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a "
+                               "running server") from None
     interrupt.state.spared.add(server.server_process.pid)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):

@@ -106,6 +106,20 @@ def _end(proc: subprocess.Popen, started: list, main: int) -> None:
     os.close(main)
 
 
+def run_in_terminal(args: list[str], env: dict, timeout: float = 300.0) -> tuple[int, str]:
+    """Run `ortho ARGS` to its end: (exit code, what the terminal showed, escape sequences and all)."""
+    proc, main, out = _start(args, env, lambda text: True, timeout)
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            out += _read(main, 0.2)
+        while chunk := _read(main, 0.2):
+            out += chunk
+        return proc.poll(), out.decode(errors="replace")
+    finally:
+        _end(proc, [], main)
+
+
 def kill_in_terminal(args: list[str], env: dict, ready, start_timeout: float = 120.0, wait_s: float = 10.0) -> tuple:
     """Run `ortho ARGS` until `ready`, SIGKILL the command's process alone (no handler runs: what an OOM killer or
     `kill -9` does) and wait up to `wait_s` for the processes it had started to end on their own:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 300
 export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test test-fast reliability bench clean

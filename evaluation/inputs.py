@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from catalog import db
+from catalog.config import did_you_mean
+from catalog.tasks import TASKS
+from catalog.workspace import Workspace
 from evaluation.data import EvaluationError
 
 BUILTIN_BASELINES = ("random", "supervised", "pixels")
@@ -40,3 +44,18 @@ def check_files(checkpoint: str | os.PathLike, baselines: list[str], model_name:
             checkpoint_file(path, arch)
     if shards is not None and not Path(shards).is_file():
         raise EvaluationError(f"shard manifest {shards} does not exist")
+
+
+def check_tasks(ws: Workspace, tasks: list[str]) -> None:
+    """Every task has labelled images in the catalog: a misspelled name is refused in one line, with the closest
+    task there is, before a model is loaded (one SQL query; evaluation/data.py loads the images later)."""
+    if not tasks:
+        raise EvaluationError("no task to evaluate: give --task (see `ortho tasks list`)")
+    with db.connection(ws) as con:
+        labelled = {r[0] for r in con.execute("""
+            SELECT DISTINCT l.task FROM labels l JOIN images i USING (image_id)
+            WHERE NOT i.excluded AND i.split IS NOT NULL""").fetchall()}
+    for name in tasks:
+        if name not in labelled:
+            raise EvaluationError(f"task {name} has no labelled images in this catalog (see `ortho tasks list`)"
+                                  + did_you_mean(name, sorted(labelled | set(TASKS)), n=1))

@@ -30,7 +30,7 @@ from catalog.ids import new_eval_id
 from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
 from evaluation.backbones import baseline_checkpoints, load_checkpoint
-from evaluation.inputs import check_files
+from evaluation.inputs import check_files, check_tasks
 from evaluation.config import EvalConfig, resolve_config
 from evaluation.data import EvalSplits, EvaluationError, ShardImages, TaskData, eval_splits, load_task
 from evaluation.evaluator import Evaluation
@@ -60,11 +60,12 @@ def check_inputs(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str],
                  model_name: str | None = None, shards: str | os.PathLike | None = None) -> None:
     """What can be checked without loading a model or an image (evaluation/inputs.py), and that every task has
     labelled images in the catalog (with `shards`, the labels travel in the shards: read with the images)."""
-    if not tasks:
-        raise EvaluationError("no task to evaluate: give --task (see `ortho tasks list`)")
     check_files(checkpoint, cfg.baselines, model_name, shards)
     if shards is None:
+        check_tasks(ws, tasks)
         load_tasks(ws, tasks, None)
+    elif not tasks:
+        raise EvaluationError("no task to evaluate: give --task (see `ortho tasks list`)")
 
 
 def run_evaluation(ws: Workspace, checkpoint: str | os.PathLike, tasks: list[str], cfg: EvalConfig | None = None,

@@ -7,7 +7,7 @@ import os
 for _key, _value in {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # 90 s was too short on 2 cores at load 20
     "PREFECT_LOGGING_EXTRA_LOGGERS": "ortho",
     # the command's bars and summary say what happened: no line per task run over the bars, and no links to the
     # temporary server, which dies with the command. Only the console is quieted: a served run's INFO lines (each

@@ -19,6 +19,7 @@ from catalog.workspace import Workspace
 from flows import progress, settings
 from flows.firewall import ScrubbedError, firewall
 from flows.runners import RunnerConfig, build_task_runner, prefect_map
+from flows.worker_lines import held_for_the_command, not_relayed, print_relayed
 from ingest.batch import BatchResult, BatchSpec, process_batch
 from ingest.config import IngestConfig
 from ingest.run import IngestSummary, ingest_source
@@ -51,8 +52,9 @@ def ingest_batch(workspace: str, batch_path: str, runtime: dict | None = None) -
     settings.apply_task_settings(runtime)
     ws = Workspace.open(workspace)
     attach_log_file(ws)
-    result = process_batch(ws, BatchSpec.load(Path(batch_path)))
-    return {"files": result.files, "images": result.images, "bytes": result.bytes,
+    with held_for_the_command() as lines:  # a worker's quarantine lines, printed by the command above its bars
+        result = process_batch(ws, BatchSpec.load(Path(batch_path)))
+    return {"files": result.files, "images": result.images, "bytes": result.bytes, "lines": lines,
             "quarantined": dict(result.quarantined), "formats": dict(result.formats), "cleaned": result.cleaned}
 
 
@@ -64,11 +66,13 @@ def attach_log_file(ws: Workspace) -> None:
         return
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(not_relayed)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 
 def _as_result(d: dict) -> BatchResult:
+    print_relayed(d.get("lines", ()), log)
     r = BatchResult(files=d["files"], images=d["images"], bytes=d["bytes"], cleaned=d["cleaned"])
     r.quarantined.update(d["quarantined"])
     r.formats.update(d["formats"])

@@ -4,15 +4,59 @@ then race for ports and for the same SQLite database (a curation with two worker
 failed to bind with a stack trace). The command starts the one server here and hands its URL to the flow's
 settings, which Prefect passes on to every worker process it starts.
 
-Started inside a command, the server inherits its blocked signals (flows/interrupt.py): a terminal's Ctrl-C reaches
-the command alone, and the server runs until the command stops it, last."""
+The server runs in a session of its own, so a terminal's Ctrl-C reaches the command alone and the server runs until
+the command stops it, last (flows/interrupt.py). It starts with the signals unblocked (a command blocks them, and a
+blocked mask is inherited: a server that kept it ignored SIGTERM), and on Linux it is killed when the command's
+process dies, even by SIGKILL: no orphaned server holds a port and a database."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from catalog.errors import OrthoError
 from flows import interrupt
+
+
+class ServerNotStarted(OrthoError):
+    """Prefect's temporary server did not come up."""
+
+    exit_code = os.EX_TEMPFAIL  # 75: try again later
+
+# Run in the server's process before uvicorn: die with the parent (Linux prctl PR_SET_PDEATHSIG; the parent's pid is
+# compared after, for a parent that died before the call), take the signals again, then `python -m uvicorn ARGS`.
+_BOOT = """
+import ctypes, os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+if os.getppid() != parent:
+    sys.exit(0)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
+
+
+def _server_class():
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class CommandServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            """Prefect's command and environment (3.x's SubprocessASGIServer), started through _BOOT."""
+            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                   "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
+            uvicorn = ["--app-dir", str(prefect.__module_path__.parent), "--factory",
+                       "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                       "--log-level", "error", "--lifespan", "on"]
+            return subprocess.Popen([sys.executable, "-c", _BOOT, str(os.getpid()), *uvicorn], env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+    return CommandServer
 
 
 @contextmanager
@@ -22,10 +66,14 @@ def one_prefect_server() -> Iterator[None]:
     if PREFECT_API_URL.value():  # a real server, or a test harness: every process already reports there
         yield
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
+    server = _server_class()()
+    try:
+        server.start()
+    except RuntimeError:  # Prefect's "Timed out while attempting to connect": one line, not its traceback
+        _stop(server)
+        raise ServerNotStarted("the temporary Prefect server did not answer in time (a busy machine?): raise "
+                               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a "
+                               "running server") from None
     interrupt.state.spared.add(server.server_process.pid)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
@@ -39,8 +87,8 @@ def one_prefect_server() -> Iterator[None]:
 
 
 def _stop(server) -> None:
-    """Killed, not terminated: it ignores SIGTERM (the blocked mask it inherited), and a temporary server holds
-    nothing that outlives the command (its logs were flushed to it above)."""
+    """Killed, not terminated: a temporary server holds nothing that outlives the command (its logs were flushed to
+    it above), and uvicorn's graceful shutdown would wait on the flow's idle connections."""
     process = server.server_process
     if process is not None:
         interrupt.state.spared.discard(process.pid)

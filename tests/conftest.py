@@ -39,7 +39,7 @@ def ws(tmp_path):
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with prefect_test_harness(server_startup_timeout=300):  # 90 s failed at load 20 on 2 cores
         yield
 
 

@@ -24,6 +24,7 @@ from catalog.workspace import Workspace
 from flows import interrupt
 from flows import progress as progress_hooks
 from flows import settings
+from flows.worker_lines import not_relayed
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -182,6 +183,7 @@ def setup_logging(ws: Workspace, name: str) -> Path:
     fh = logging.FileHandler(path)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     fh.setLevel(logging.INFO)
+    fh.addFilter(not_relayed)  # written to the file by the worker process that logged it (flows/worker_lines.py)
     log.addHandler(fh)
     ch = CurrentStderrHandler()
     ch.setFormatter(logging.Formatter("%(levelname)s %(message)s"))

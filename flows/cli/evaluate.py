@@ -49,11 +49,13 @@ def evaluate(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Evaluate a checkpoint on downstream tasks: kNN, linear probe, fine-tuning, label efficiency, baselines."""
-    from evaluation.inputs import check_files
+    from evaluation.inputs import check_files, check_tasks
 
     ws = open_workspace(workspace)
     baselines = split_csv(baseline) if baseline is not None else list(default_of(EvalConfig, "baselines"))
-    check_files(checkpoint, baselines, model, shards)  # a missing file: one line, before torch is imported
+    check_files(checkpoint, baselines, model, shards)  # a missing file or a misspelled task: one line, before torch
+    if shards is None:  # with a shard set the labels travel in its shards
+        check_tasks(ws, split_csv(task))
     from evaluation.run import check_inputs
     from flows.evaluate import eval_config, evaluate_flow
     from flows.server import one_prefect_server

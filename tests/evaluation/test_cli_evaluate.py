@@ -1,7 +1,11 @@
 """`ortho evaluate` and `ortho report` through the real Prefect flow, and their one-line errors."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from typer.testing import CliRunner
@@ -30,6 +34,27 @@ def test_bad_inputs_are_one_line_errors(workspace, pico_checkpoint, tmp_path):
     assert r.exit_code == 2 and "label fractions must be in (0, 1]" in r.output
     r = runner.invoke(app, ["report", str(tmp_path)])
     assert r.exit_code == 2 and "no metrics.json" in r.output
+
+
+def test_a_misspelled_task_is_refused_before_torch_or_prefect_is_imported(workspace, pico_checkpoint):
+    """The refusal is one line with the task meant, and the command got there without the heavy imports (they took
+    about 20 s on a loaded machine before the check moved ahead of them)."""
+    code = textwrap.dedent(f"""
+        import sys
+        from flows.cli import app
+        try:
+            app(["evaluate", "--checkpoint", {str(pico_checkpoint)!r}, "--task", "kl_grad",
+                 "--workspace", {str(workspace)!r}], prog_name="ortho")
+        except SystemExit as e:
+            print("exit", e.code)
+        print("heavy:", sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "timm", "prefect", "sklearn"}}))
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert r.stdout.splitlines()[-2:] == ["exit 2", "heavy: []"], r.stdout + r.stderr
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("error:")]
+    assert lines == ["error: task kl_grad has no labelled images in this catalog (see `ortho tasks list`) "
+                     "(did you mean 'kl_grade'?)"], r.stdout + r.stderr
 
 
 @pytest.mark.prefect

@@ -133,14 +133,15 @@ def test_a_project_error_is_one_line_with_its_exit_code(tmp_path):
 
 @pytest.mark.parametrize("args, typo, meant", [
     (["curate", "dedup.treshold=0.7"], "dedup.treshold", "dedup.threshold"),
-    (["evaluate", "--checkpoint", "c.safetensors", "--task", "kl_grade", "finetune.epoch=2"], "finetune.epoch",
-     "finetune.epochs"),
+    (["evaluate", "--checkpoint", "c.safetensors", "--task", "kl_grade", "--shards", "m.json", "finetune.epoch=2"],
+     "finetune.epoch", "finetune.epochs"),  # a shard set's tasks are checked with its shards, after the settings
     (["pretrain", "--manifest", "m.json", "optim.lrr=1e-4"], "optim.lrr", "optim.lr"),
 ])
 def test_a_settings_typo_is_refused_with_the_key_it_meant_before_anything_runs(tmp_path, args, typo, meant):
     ws = tmp_path / "w"
-    (tmp_path / "c.safetensors").touch()  # the files exist (they are checked first, before the settings' imports)
-    args = [str(tmp_path / a) if a == "c.safetensors" else a for a in args]
+    for name in ("c.safetensors", "m.json"):  # the files exist (they are checked first, before the settings' imports)
+        (tmp_path / name).touch()
+    args = [str(tmp_path / a) if a in ("c.safetensors", "m.json") else a for a in args]
     r = runner.invoke(app, [*args, "--workspace", str(ws)])
     last = r.output.strip().splitlines()[-1]
     assert r.exit_code == 2 and last.startswith(f"error: unknown config key '{typo}' (did you mean '{meant}'?)"), last

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.evaluation.bars import write_bars
-from tests.flows.terminal import interrupt_in_terminal
+from tests.flows.terminal import interrupt_in_terminal, kill_in_terminal
 
 pytestmark = [pytest.mark.slow]
 
@@ -84,6 +84,16 @@ def test_ctrl_c_during_ingest_ends_it_in_one_line_and_records_the_run_as_interru
                                   _env(), ready="files ·", sig=signal.SIGINT)
     _assert_one_line(ended, signal.SIGINT)
     assert _runs(ws, "ingest")[-1] == "interrupted"
+
+
+def test_a_command_killed_by_sigkill_takes_its_prefect_server_with_it(small):
+    """`kill -9` runs no handler: the command's temporary server (its own session, so a terminal's Ctrl-C reaches the
+    command alone) is ended by the kernel as its parent dies, instead of holding a port and a database for ever."""
+    ws, _, _ = small
+    started, alive = kill_in_terminal(["ingest", "again", "--batch-size", "1", "--workers", "1", "-w", str(ws.root)],
+                                      _env(), ready="files ·")
+    assert any("prefect.server.api.server:create_app" in c for c in started), started
+    assert not [c for c in alive if "create_app" in c], alive
 
 
 @pytest.mark.prefect

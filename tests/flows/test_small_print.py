@@ -5,6 +5,9 @@ import io
 import logging
 import sys
 
+import numpy as np
+import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -44,3 +47,39 @@ def test_prefect_console_shows_warnings_only_and_the_server_keeps_info():
     flow_runs = logging.getLogger("prefect.flow_runs")
     assert flow_runs.isEnabledFor(logging.INFO)
     assert any(isinstance(h, APILogHandler) and h.level <= logging.INFO for h in flow_runs.handlers)
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_worker_quarantine_lines_are_printed_by_the_command_above_its_bars(tmp_path, prefect_harness):
+    """Under the processes runner the workers share the terminal: their quarantine lines used to be written by them,
+    in Prefect's format, over the bars. Now the command prints each once, through the console that draws the bars;
+    the log file has each once too."""
+    import os
+    import re
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.flows.terminal import run_in_terminal
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for k in range(6):
+        Image.fromarray(np.full((24, 24), 40 * k, np.uint8)).save(tree / f"good{k}.png")
+    (tree / "empty.dcm").write_bytes(b"")
+    (tree / "noise.bin").write_bytes(b"not an image at all")
+    (tree / "cut.png").write_bytes((tree / "good1.png").read_bytes()[:40])
+    ws = str(tmp_path / "workspace")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PYTHONPATH=os.getcwd(), ORTHO_FSYNC="0", COLUMNS="120", TERM="xterm",
+               PREFECT_API_URL=PREFECT_API_URL.value())
+    code, _ = run_in_terminal(["sources", "add", "t", str(tree), "--kind", "public", "-w", ws], env)
+    assert code == 0
+    code, out = run_in_terminal(["ingest", "--runner", "processes", "--workers", "1", "--batch-size", "2",
+                                 "-w", ws], env)
+    assert code == 0, out[-3000:]
+    said = re.findall(r"WARNING quarantined file ([0-9a-f]+) \(source t\)", out)
+    assert len(said) == len(set(said)) == 3, out[-3000:]
+    assert "| WARNING |" not in out  # no line in a worker's own (Prefect's) format
+    logged = re.findall(r"quarantined file ([0-9a-f]+)", (tmp_path / "workspace" / "logs" / "ingest.log").read_text())
+    assert sorted(logged) == sorted(said)

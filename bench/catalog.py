@@ -478,7 +478,7 @@ def _write_signatures(ws: Workspace, ids: pa.Array, batch: int) -> None:
     """catalog/signatures/ and catalog/keypoints/ as curation writes them: one file of each per batch of images in
     image id order (curation.run.serial_signatures). The embeddings are zeros and no keypoints were found: no
     query here reads them, but every connection binds their views over all the files."""
-    from curation.signatures import DIM  # float16 values per embedding
+    from curation.dedup.signatures import DIM  # float16 values per embedding
 
     ids = pc.take(ids, pc.sort_indices(ids))
     prefix = "20250302T000000000000-sig0aa"

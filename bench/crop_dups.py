@@ -5,7 +5,7 @@
 1. Real data. Every knee of ../shared/data/knee-xray-kl (3,329 radiographs, the distractors) plus
    `--crops` re-exports of randomly chosen ones: 85-97% of each side kept at a random offset, half
    resized back to the original size, then one of four treatments in turn: none, JPEG quality 70,
-   CLAHE, downscaled to 60%. Runs the search `ortho curate` runs (curation/crops.py) with the pixel
+   CLAHE, downscaled to 60%. Runs the search `ortho curate` runs (curation/dedup/crop_match.py) with the pixel
    check's threshold off, and prints, per treatment, how many crops were verified and their aligned
    texture cosine, against the highest cosine of any pair of different knees that reached the pixel
    check; then recall and false pairs at several thresholds, and the baseline: the global signature
@@ -30,8 +30,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation import crops as C  # noqa: E402
-from curation.signatures import signature  # noqa: E402
+from curation.dedup import crop_match as C  # noqa: E402
+from curation.dedup.signatures import signature  # noqa: E402
 
 TREATMENTS = ["crop", "crop + JPEG 70", "crop + CLAHE", "crop + downscale 60%"]
 

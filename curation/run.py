@@ -3,7 +3,7 @@ groups, quality flags and the leakage guard over the whole catalog.
 
 Incremental: signatures and splits are computed once per image / patient and appended; the
 near-duplicate searches are saved (catalog/curation-index/) and each run queries only the new images
-against everything, folding what it finds into the saved groups (curation/incremental.py; a full run
+against everything, folding what it finds into the saved groups (curation/dedup/incremental.py; a full run
 when asked, or when the saved state cannot be extended). Quality flags and the leakage guard are SQL
 over the whole catalog. The results are published as one folder per run, catalog/curation/<run_id>/,
 renamed into place when complete, with the run's resolved settings (settings.yaml: CurateConfig,
@@ -32,10 +32,15 @@ from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
 from catalog.unreadable import CURATION_UNREADABLE, Unreadable
 from catalog.workspace import Workspace, clear_staging
-from curation import crops, dedup_index, incremental, near_dup, semdedup
+from curation import semdedup
+from curation.dedup import crop_match
+from curation.dedup.incremental import (Grouping, catalog_images, extension, full_run, growth_blocker, image_features,
+                                        incremental_run, unchanged)
+from curation.dedup.index import CurationIndex
+from curation.dedup.search import METHODS, DedupConfig
+from curation.dedup.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.quality import QualityConfig
 from curation.semdedup import SemDedupConfig
-from curation.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
 
 log = logging.getLogger("ortho.curate")
@@ -45,7 +50,7 @@ UNREADABLE_REASON = "unreadable_pixels"
 
 @dataclass
 class CurateConfig:
-    dedup: near_dup.DedupConfig = field(default_factory=near_dup.DedupConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     splits: SplitPolicy = field(default_factory=SplitPolicy)
     semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
@@ -105,7 +110,7 @@ def signature_rows(ws: Workspace, rows: list[tuple], unreadable: Unreadable | No
             sigs.append({"image_id": image_id, "emb": emb.tobytes(), "emb_flip": flip.tobytes(),
                          **pixel_stats(pixels, bits)})
         if need_kp:
-            kp, desc = crops.features(pixels)
+            kp, desc = crop_match.features(pixels)
             kps.append({"image_id": image_id, "n": len(kp), "kp": kp.tobytes(), "desc": desc.tobytes()})
     return sigs, kps
 
@@ -153,7 +158,7 @@ def retire_stale(folder: Path, version: int, staging: Path) -> bool:
 
 
 def retire_stale_keypoints(ws: Workspace) -> bool:
-    return retire_stale(ws.keypoints_dir, crops.FEATURES_VERSION, ws.staging_dir)
+    return retire_stale(ws.keypoints_dir, crop_match.FEATURES_VERSION, ws.staging_dir)
 
 
 def retire_stale_signatures(ws: Workspace) -> bool:
@@ -180,38 +185,38 @@ def _new_splits(con, policy: SplitPolicy, run_id: str) -> list[dict]:
     return out
 
 
-def _grouping(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, full: bool) -> incremental.Grouping | None:
-    """The near-duplicate groups: the saved ones extended by the new images (curation/incremental.py), or a
+def _grouping(con, ws: Workspace, cfg: DedupConfig, run_id: str, full: bool) -> Grouping | None:
+    """The near-duplicate groups: the saved ones extended by the new images (curation/dedup/incremental.py), or a
     full run when asked, or when the saved state cannot be extended."""
     t0 = time.perf_counter()
-    catalog = incremental.catalog_images(con)
+    catalog = catalog_images(con)
     if not len(catalog.ids):
         return None
-    state, why = (None, "requested") if full else dedup_index.CurationIndex.current(ws)
-    reason, new_pos = incremental.extension(state, why, catalog, cfg)
+    state, why = (None, "requested") if full else CurationIndex.current(ws)
+    reason, new_pos = extension(state, why, catalog, cfg)
     t1 = time.perf_counter()
     if not reason:
         if not len(new_pos):
-            return incremental.unchanged(state)
-        feats = incremental.image_features(con, catalog.ids[new_pos], cfg.crops.enabled)
-        reason = incremental.growth_blocker(state, len(catalog.ids), len(feats.get("desc", ())), cfg)
+            return unchanged(state)
+        feats = image_features(con, catalog.ids[new_pos], cfg.crops.enabled)
+        reason = growth_blocker(state, len(catalog.ids), len(feats.get("desc", ())), cfg)
     t2 = time.perf_counter()
     if reason:
         log.info("near-duplicate search: full run (%s)", reason)
-        g = incremental.full_run(con, ws, cfg, run_id, catalog, reason)
+        g = full_run(con, ws, cfg, run_id, catalog, reason)
     else:
         log.info("near-duplicate search: %d new images queried against %d", len(new_pos), len(catalog.ids))
         try:
-            g = incremental.incremental_run(con, ws, cfg, run_id, catalog, state, new_pos, feats)
+            g = incremental_run(con, ws, cfg, run_id, catalog, state, new_pos, feats)
         except (OSError, RuntimeError) as e:  # a saved index faiss or numpy cannot read: rebuilt, never trusted
             log.warning("near-duplicate search: the saved searches could not be read (%s): full run",
                         type(e).__name__)
-            g = incremental.full_run(con, ws, cfg, run_id, catalog, "index_unreadable")
+            g = full_run(con, ws, cfg, run_id, catalog, "index_unreadable")
     g.timings = {"catalog_s": t1 - t0, "new_features_s": t2 - t1, **g.timings}
     return g
 
 
-def _dup_rows(con, g: incremental.Grouping | None) -> list[dict]:
+def _dup_rows(con, g: Grouping | None) -> list[dict]:
     """dup_groups rows for every image in a group of two or more. Representative: highest bit depth, then most
     pixels, then earliest source, then id; the group is named by its smallest image id."""
     if g is None or not len(g.ids):
@@ -235,7 +240,7 @@ def _dup_rows(con, g: incremental.Grouping | None) -> list[dict]:
         for i in idx:
             out.append({"image_id": ids[i], "dup_group": name, "representative": i == rep, "group_size": len(idx),
                         "matched_image_id": ids[int(g.best_other[i])],
-                        "method": near_dup.METHODS[int(g.best_method[i])],
+                        "method": METHODS[int(g.best_method[i])],
                         "similarity": float(g.best_sim[i])})
     return sorted(out, key=lambda r: (r["dup_group"], r["image_id"]))
 
@@ -261,7 +266,7 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
            on_progress: Callable[[str, int, int], None] | None = None, wait_s: float = 0.0,
            full: bool = False) -> CurateSummary:
     """`full`: search every image against every image and rebuild the saved searches, even where the new images
-    alone could be queried (curation/incremental.py)."""
+    alone could be queried (curation/dedup/incremental.py)."""
     config = config or CurateConfig()
     with ws.write_lock(wait_s):
         clear_staging(ws)

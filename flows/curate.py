@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog.ids import new_run_id
 from catalog.workspace import Workspace
-from curation.crops import CropConfig
-from curation.near_dup import DedupConfig
+from curation.dedup.crop_match import CropConfig
+from curation.dedup.search import DedupConfig
 from curation.run import CurateConfig, curate, resolve_config, write_signature_part
 from flows import progress, settings
 from flows.firewall import firewall
@@ -52,7 +52,7 @@ def curate_flow(workspace: str, runner: str = "processes", workers: int | None =
                 crops: bool = True, overrides: list[str] | None = None, full: bool = False,
                 address: str | None = None) -> dict:
     """`full`: search every image against every image and rebuild the saved searches (default: only the images
-    new since the last curation are queried, curation/incremental.py)."""
+    new since the last curation are queried, curation/dedup/incremental.py)."""
     ws = Workspace.open(workspace)
     config = curate_config(overrides, crops)
     summary = curate(ws, config, map_signatures=map_signatures(2 * (workers or 2) + 1),

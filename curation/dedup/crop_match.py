@@ -1,7 +1,7 @@
 """Cropped re-exports: local features, candidate pairs by descriptor votes, a similarity transform
 by RANSAC, and a pixel check of the aligned overlap.
 
-Why a second method next to the global signature (curation/signatures.py): a knee's identity is in
+Why a second method next to the global signature (curation/dedup/signatures.py): a knee's identity is in
 its fine texture, and a whole-image texture correlation falls from 1.0 to 0.28 at 1% misalignment
 and to 0.06 at 3% (measured on knee-xray-kl), so no single global vector survives a crop of a few
 percent followed by a resize. Local features do: SIFT keypoints are found again wherever the crop
@@ -25,7 +25,7 @@ Search over the catalog, in pass order:
      whitened (finer than the signature: a 2-pixel high-pass), and compared by cosine. Keypoints on
      the same anatomy agree geometrically between two different knees too; their texture does not.
 
-Keypoints are found inside the image's content box (curation/borders.py): the corners of a black
+Keypoints are found inside the image's content box (curation/dedup/borders.py): the corners of a black
 pad or letterbox are the strongest keypoints of a padded export and would crowd out the anatomy's.
 """
 
@@ -44,8 +44,8 @@ from PIL import Image
 
 from catalog.pixel_budget import PixelsRefused
 from catalog.pixels import sampled_percentiles
-from curation.borders import content_box
-from curation.signatures import whiten
+from curation.dedup.borders import content_box
+from curation.dedup.signatures import whiten
 
 KEYPOINTS = 24
 SIZE = 128  # the pixel check's grid
@@ -177,7 +177,7 @@ def vote_passes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int
     either way.
 
     `index`: a vote index already holding all of `desc` (vote_index, then filled; an incremental
-    curation's persisted one, curation/dedup_index.py); `queries`: the descriptor rows that ask
+    curation's persisted one, curation/dedup/index.py); `queries`: the descriptor rows that ask
     (default: every image's `query_keypoints` strongest). `desc` and `owner` may be memory maps."""
     m = len(desc)
     if m == 0:
@@ -441,7 +441,7 @@ def crop_edges(kp: np.ndarray, desc: np.ndarray, sizes: np.ndarray,
     (plain pairs in pair order, then mirrored ones; a pair found both ways keeps its plain edge) and
     the count and time of each stage.
 
-    For an incremental curation (curation/incremental.py): `rank` [n] is the number image i (the
+    For an incremental curation (curation/dedup/incremental.py): `rank` [n] is the number image i (the
     i-th block of rows) goes by in pairs, `skip`, `load`, `shapes` and the edges (default i), so
     that a pair is oriented as a full run over images in id order orients it; `asking` [n] bool:
     only these images' descriptors ask (the others are found); `index`: a vote index already

@@ -1,5 +1,5 @@
 """Near-duplicate groups kept up to date: a full run searches the whole catalog and saves its searches
-(curation/dedup_index.py); an incremental run queries only the images new since then against everything, adds
+(curation/dedup/index.py); an incremental run queries only the images new since then against everything, adds
 them to the searches, and folds what it finds into the saved groups and best matches.
 
 Why the incremental groups are the full run's:
@@ -26,7 +26,7 @@ neighbours (the k cap binding); where it does not, the votes, and so the crop pa
 `ortho curate --full` rebuilds everything.
 
 A full run happens when asked (`--full`), on the first curation, and whenever the saved state cannot be
-extended: a dedup setting or crops.FEATURES_VERSION changed, images were removed from the catalog or an image's
+extended: a dedup setting or crop_match.FEATURES_VERSION changed, images were removed from the catalog or an image's
 laterality or series changed, a search would change mode (exact <-> IVF) or has grown to 4x the size its IVF
 index was trained at, or the state is missing or inconsistent.
 """
@@ -42,10 +42,11 @@ import pyarrow as pa
 
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
-from curation import crops, near_dup
-from curation.dedup_index import CurationIndex, IndexWriter, recorded_settings
-from curation.signatures import DIM
-from curation.union_find import UnionFind
+from curation.dedup import crop_match
+from curation.dedup.index import CurationIndex, IndexWriter, recorded_settings
+from curation.dedup.search import METHODS, DedupConfig, DupGraph, NeighbourSearch, accepted, add_crop_edges, dup_graph
+from curation.dedup.signatures import DIM
+from curation.dedup.union_find import UnionFind
 
 log = logging.getLogger("ortho.curate")
 
@@ -187,7 +188,7 @@ def keypoints_of(con, wanted: np.ndarray, reserve) -> np.ndarray:
         if (n != nkp[pos]).any():  # an image whose keypoints were read twice, differently
             raise RuntimeError("keypoints read differently in two scans")
         rows = np.repeat(starts[pos], n) + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        out["desc"][rows] = _binary(t, "desc").reshape(-1, crops.DESC)
+        out["desc"][rows] = _binary(t, "desc").reshape(-1, crop_match.DESC)
         out["kp"][rows] = _binary(t, "kp").view(np.float32).reshape(-1, 4)
     return nkp
 
@@ -200,7 +201,7 @@ def image_features(con, ids: np.ndarray, keypoints: bool) -> dict[str, np.ndarra
     if keypoints:
         held = {}
         out["nkp"] = keypoints_of(con, ids, lambda rows: held.update(
-            desc=np.zeros((rows, crops.DESC), np.uint8), kp=np.zeros((rows, 4), np.float32)) or held)
+            desc=np.zeros((rows, crop_match.DESC), np.uint8), kp=np.zeros((rows, 4), np.float32)) or held)
         out |= held
     return out
 
@@ -210,7 +211,7 @@ def image_features(con, ids: np.ndarray, keypoints: bool) -> dict[str, np.ndarra
 
 
 def extension(state: CurationIndex | None, why: str, catalog: CatalogImages,
-              cfg: near_dup.DedupConfig) -> tuple[str, np.ndarray | None]:
+              cfg: DedupConfig) -> tuple[str, np.ndarray | None]:
     """("", positions in `catalog` of the images `state` lacks) when an incremental run can extend it; else (the
     reason for a full run, None). `why`: the reason when there is no state."""
     if state is None:
@@ -235,7 +236,7 @@ def extension(state: CurationIndex | None, why: str, catalog: CatalogImages,
     return "", np.flatnonzero(new)
 
 
-def growth_blocker(state: CurationIndex, images: int, new_keypoints: int, cfg: near_dup.DedupConfig) -> str:
+def growth_blocker(state: CurationIndex, images: int, new_keypoints: int, cfg: DedupConfig) -> str:
     """Why the grown catalog needs a full run ("" when it does not): a search would change mode (exact <-> IVF), or
     an IVF search would hold OUTGROWN times what it was trained on."""
     m = state.keypoints + new_keypoints
@@ -256,21 +257,21 @@ def unchanged(state: CurationIndex) -> Grouping:
                     "incremental", "", 0)
 
 
-def _global_mode(n: int, cfg: near_dup.DedupConfig) -> str:
+def _global_mode(n: int, cfg: DedupConfig) -> str:
     return "ivf" if n >= cfg.exact_below else "exact"
 
 
-def _crops_mode(m: int, cfg: near_dup.DedupConfig) -> str:
-    return "ivf" if crops.searched_by_ivf(m, cfg.crops) else "exact"
+def _crops_mode(m: int, cfg: DedupConfig) -> str:
+    return "ivf" if crop_match.searched_by_ivf(m, cfg.crops) else "exact"
 
 
 # ------------------------------------------------------------------------------------------------------------
 # The full run
 
 
-def full_run(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, catalog: CatalogImages,
+def full_run(con, ws: Workspace, cfg: DedupConfig, run_id: str, catalog: CatalogImages,
              reason: str) -> Grouping:
-    """Every image against every image (near_dup.dup_graph, then the crop search), its searches saved. The
+    """Every image against every image (dup_graph, then the crop search), its searches saved. The
     catalog's features are written into the new state first and searched there, memory-mapped."""
     t0 = time.perf_counter()
     n = len(catalog.ids)
@@ -282,10 +283,10 @@ def full_run(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, catalog
     writer.append({"ids": catalog.ids, "emb": emb, "flip": flip, "lat": catalog.lat, "series": catalog.series,
                    "shape": catalog.shape, "nkp": nkp})
     t1 = time.perf_counter()
-    search = near_dup.NeighbourSearch(emb, cfg) if n else None
+    search = NeighbourSearch(emb, cfg) if n else None
     lat = [{1: "L", 2: "R"}.get(int(x)) for x in catalog.lat]
     series = [int(s) if s >= 0 else None for s in catalog.series]
-    graph = near_dup.dup_graph(emb, flip, lat, series, cfg, search=search)
+    graph = dup_graph(emb, flip, lat, series, cfg, search=search)
     global_group = graph.group.copy()
     writer.manifest["modes"]["global"] = _global_mode(n, cfg)
     if search is not None and search.index is not None:
@@ -304,7 +305,7 @@ def full_run(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, catalog
                     crop_search, {"read_s": t1 - t0, "global_s": t2 - t1, "crops_s": t3 - t2, "save_s": t4 - t3})
 
 
-def _save_global(writer: IndexWriter, search: near_dup.NeighbourSearch, flip: np.ndarray, n: int) -> None:
+def _save_global(writer: IndexWriter, search: NeighbourSearch, flip: np.ndarray, n: int) -> None:
     """The IVF index of the plain embeddings, and one of the mirrored ones over the same training."""
     import faiss
 
@@ -318,25 +319,25 @@ def _save_global(writer: IndexWriter, search: near_dup.NeighbourSearch, flip: np
     writer.manifest["trained"]["global"] = n
 
 
-def _full_crop_pass(writer: IndexWriter, ws: Workspace, catalog: CatalogImages, graph: near_dup.DupGraph,
-                    cfg: near_dup.DedupConfig) -> dict:
+def _full_crop_pass(writer: IndexWriter, ws: Workspace, catalog: CatalogImages, graph: DupGraph,
+                    cfg: DedupConfig) -> dict:
     view = writer.state
     desc, kp, sizes = view.array("desc"), view.array("kp"), np.asarray(view.array("nkp"), np.int64)
     m = len(desc)
     writer.manifest["modes"]["crops"] = _crops_mode(m, cfg)
-    vote = crops.vote_index(desc, cfg.crops) if m else None
+    vote = crop_match.vote_index(desc, cfg.crops) if m else None
     ivf = vote is not None and writer.manifest["modes"]["crops"] == "ivf"
     if ivf:
         writer.faiss("crops", "empty", vote[0])
         writer.pca(vote[1])
         writer.manifest["trained"]["crops"] = m
     if vote is not None:
-        crops.filled(vote, desc)
+        crop_match.filled(vote, desc)
     store = ImageStore(ws.store_dir)
     ids = catalog.ids
-    edges, counts = crops.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: store.get(ids[i].decode()),
+    edges, counts = crop_match.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: store.get(ids[i].decode()),
                                      cfg.crops, shapes=catalog.shape, index=vote)
-    near_dup.add_crop_edges(graph, edges)
+    add_crop_edges(graph, edges)
     if ivf:
         writer.faiss("crops", "base", vote[0])
     return counts
@@ -346,7 +347,7 @@ def _full_crop_pass(writer: IndexWriter, ws: Workspace, catalog: CatalogImages, 
 # The incremental run
 
 
-def incremental_run(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, catalog: CatalogImages,
+def incremental_run(con, ws: Workspace, cfg: DedupConfig, run_id: str, catalog: CatalogImages,
                     state: CurationIndex, new_pos: np.ndarray, feats: dict) -> Grouping:
     """The images at `new_pos` of `catalog` (their features `feats`) queried against everything and added."""
     t0 = time.perf_counter()
@@ -386,7 +387,7 @@ def incremental_run(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, 
                     {"read_s": t1 - t0, "global_s": t2 - t1, "crops_s": t3 - t2, "save_s": t4 - t3})
 
 
-def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationIndex, cfg: near_dup.DedupConfig,
+def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationIndex, cfg: DedupConfig,
                       old: int, lat: np.ndarray, series: np.ndarray) -> tuple[np.ndarray, ...]:
     """Accepted global pairs (a < b, cosine, mirrored) that involve a new image (positions >= `old`)."""
     n = view.images
@@ -394,16 +395,16 @@ def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationI
     flip_new = np.asarray(view.array("flip")[old:], np.float32)
     layers = {}
     if view.manifest["modes"]["global"] == "exact":
-        plain = near_dup.NeighbourSearch(np.asarray(view.array("emb"), np.float32), cfg)
-        mirrors = near_dup.NeighbourSearch(np.asarray(view.array("flip"), np.float32), cfg)
+        plain = NeighbourSearch(np.asarray(view.array("emb"), np.float32), cfg)
+        mirrors = NeighbourSearch(np.asarray(view.array("flip"), np.float32), cfg)
     else:
         layers = {s: state.searcher(s) for s in ("global", "flip")}
         for layer in layers.values():
             _tune(layer, cfg.nprobe)
         layers["global"].add(emb_new)
         layers["flip"].add(flip_new)
-        plain = near_dup.NeighbourSearch(view.array("emb"), cfg, index=layers["global"])
-        mirrors = near_dup.NeighbourSearch(view.array("flip"), cfg, index=layers["flip"])
+        plain = NeighbourSearch(view.array("emb"), cfg, index=layers["global"])
+        mirrors = NeighbourSearch(view.array("flip"), cfg, index=layers["flip"])
     low = min(cfg.threshold, cfg.same_series_threshold)
     # plain against plain; the new mirrors against everyone; everyone's mirror against the new (old ones only:
     # two new images' mirrored pair is the second pass's)
@@ -413,7 +414,7 @@ def _new_global_pairs(writer: IndexWriter, state: CurationIndex, view: CurationI
         for qi, ji, s in search.range_blocks(queries, low, first=old):
             qi = qi + old
             keep = ji < below
-            x, y, s, _ = near_dup.accepted(qi[keep], ji[keep], s[keep], series, lat, cfg)
+            x, y, s, _ = accepted(qi[keep], ji[keep], s[keep], series, lat, cfg)
             found.append((x, y, s, np.full(len(x), flipped)))
     for s, layer in layers.items():  # IVF only, and after the search (_save_layer may empty the delta)
         _save_layer(writer, s, layer)
@@ -469,7 +470,7 @@ def _replace_best(g: dict, x: np.ndarray, other: np.ndarray, sims: np.ndarray, m
 
 
 def _classes(method: np.ndarray, other: np.ndarray) -> np.ndarray:
-    cls = np.select([method <= 1, method == near_dup.METHODS.index("crop")], [GLOBAL, CROP], CROP_FLIP)
+    cls = np.select([method <= 1, method == METHODS.index("crop")], [GLOBAL, CROP], CROP_FLIP)
     return np.where(other < 0, NONE, cls)
 
 
@@ -507,7 +508,7 @@ def merged_groups(group: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
 
 
 def _incremental_crop_pass(writer: IndexWriter, ws: Workspace, state: CurationIndex, view: CurationIndex, g: dict,
-                           cfg: near_dup.DedupConfig, old: int, order: np.ndarray, rank: np.ndarray,
+                           cfg: DedupConfig, old: int, order: np.ndarray, rank: np.ndarray,
                            lat: np.ndarray, series: np.ndarray) -> dict:
     """The new images' descriptors ask the vote search over everyone's; verified pairs join the groups. Images go
     by their rank in id order inside the crop search, so that pairs are oriented as a full run orients them."""
@@ -516,21 +517,21 @@ def _incremental_crop_pass(writer: IndexWriter, ws: Workspace, state: CurationIn
     sizes = np.asarray(view.array("nkp"), np.int64)
     layer = None
     if view.manifest["modes"]["crops"] == "exact":
-        vote = crops.filled(crops.vote_index(np.asarray(desc), cfg.crops), desc) if len(desc) else None
+        vote = crop_match.filled(crop_match.vote_index(np.asarray(desc), cfg.crops), desc) if len(desc) else None
     else:
         layer, project = state.searcher("crops"), state.projection()
-        _tune(layer, cfg.crops.nprobe, max(2 * cfg.crops.nprobe, 16))  # as crops._trained_ivf
+        _tune(layer, cfg.crops.nprobe, max(2 * cfg.crops.nprobe, 16))  # as crop_match._trained_ivf
         new_desc = desc[m_old:]
         for s in range(0, len(new_desc), 65536):
             layer.add(project(new_desc[s : s + 65536]))
-        vote = (layer, project, crops.ivf_cosine)
-    apart = near_dup.DupGraph(g["global_group"], g["best_other"], g["best_sim"], g["best_method"], 0,
+        vote = (layer, project, crop_match.ivf_cosine)
+    apart = DupGraph(g["global_group"], g["best_other"], g["best_sim"], g["best_method"], 0,
                               series_code=series, laterality_code=lat)
     ids = view.array("ids")
     store = ImageStore(ws.store_dir)
     shapes = np.asarray(view.array("shape"), np.int64)[order]
     asking = np.arange(n) >= old
-    edges, counts = crops.crop_edges(kp, desc, sizes, lambda a, b: apart.apart_from_crop(order[a], order[b]),
+    edges, counts = crop_match.crop_edges(kp, desc, sizes, lambda a, b: apart.apart_from_crop(order[a], order[b]),
                                      lambda r: store.get(ids[order[r]].decode()), cfg.crops, shapes=shapes,
                                      rank=rank, asking=asking, index=vote)
     if layer is not None:
@@ -546,7 +547,7 @@ def _incremental_crop_pass(writer: IndexWriter, ws: Workspace, state: CurationIn
         g["group"] = merged_groups(g["group"], a, b)
         x, other = np.r_[a, b], np.r_[b, a]
         key = (np.r_[-s, -s], np.r_[ra, ra], np.r_[rb, rb])  # add_edges' order: most similar, then the pair's ids
-        _replace_best(g, x, other, np.r_[s, s], np.full(len(x), near_dup.METHODS.index(method)), key, cls, rank)
+        _replace_best(g, x, other, np.r_[s, s], np.full(len(x), METHODS.index(method)), key, cls, rank)
     return counts
 
 

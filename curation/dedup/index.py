@@ -1,5 +1,5 @@
 """The near-duplicate searches' state between curations, what an incremental curation queries new images
-against and extends (curation/incremental.py):
+against and extends (curation/dedup/incremental.py):
 
     catalog/curation-index/
       MANIFEST.json                  the current state: counts, settings, search modes, file names; replaced last
@@ -34,9 +34,9 @@ import numpy as np
 from catalog.files import atomic_write, fsync_dir
 from catalog.ids import token
 from catalog.workspace import Workspace
-from curation import crops
-from curation.near_dup import DedupConfig
-from curation.signatures import DIM, PROJECTION_SEED, SIGNATURE_VERSION
+from curation.dedup import crop_match
+from curation.dedup.search import DedupConfig
+from curation.dedup.signatures import DIM, PROJECTION_SEED, SIGNATURE_VERSION
 
 log = logging.getLogger("ortho.curate")
 
@@ -45,7 +45,7 @@ SEARCHES = ("global", "flip", "crops")
 # name -> (dtype, row shape); the ids' dtype is S<id_bytes> from the manifest
 PER_IMAGE = {"ids": (None, ()), "emb": (np.float16, (DIM,)), "flip": (np.float16, (DIM,)), "lat": (np.int8, ()),
              "series": (np.int64, ()), "shape": (np.int32, (2,)), "nkp": (np.int16, ())}
-PER_KEYPOINT = {"desc": (np.uint8, (crops.DESC,)), "kp": (np.float32, (4,))}
+PER_KEYPOINT = {"desc": (np.uint8, (crop_match.DESC,)), "kp": (np.float32, (4,))}
 GRAPH = ("group", "global_group", "best_other", "best_sim", "best_method")
 
 
@@ -58,7 +58,7 @@ def recorded_settings(cfg: DedupConfig) -> dict:
     signatures and keypoints it was built from. Any change forces a full run."""
     settings = dataclasses.asdict(cfg)
     settings["crops"].pop("workers", None)
-    return json.loads(json.dumps({"dedup": settings, "features_version": crops.FEATURES_VERSION,
+    return json.loads(json.dumps({"dedup": settings, "features_version": crop_match.FEATURES_VERSION,
                                   "signature": {"dim": DIM, "projection_seed": PROJECTION_SEED,
                                                 "version": SIGNATURE_VERSION}}))
 
@@ -181,11 +181,11 @@ class CurationIndex:
         return LayeredIndex(base, delta)
 
     def projection(self):
-        """The crop search's PCA projection (crops.pca_projected with its saved mean and basis)."""
+        """The crop search's PCA projection (crop_match.pca_projected with its saved mean and basis)."""
         import functools
 
         with np.load(self.dir / self.manifest["pca"]) as z:
-            return functools.partial(crops.pca_projected, mean=z["mean"].copy(), basis=z["basis"].copy())
+            return functools.partial(crop_match.pca_projected, mean=z["mean"].copy(), basis=z["basis"].copy())
 
 
 class IndexWriter:

@@ -1,5 +1,5 @@
 """Near-duplicate search and grouping, in pass order: NeighbourSearch -> EdgeFilter -> DupGroups,
-then the crop search (curation/crops.py) over the pairs still apart.
+then the crop search (curation/dedup/crop_match.py) over the pairs still apart.
 
 Search is sub-quadratic: an inverted-file index (faiss IVF with 8-bit scalar-quantised lists,
 inner product on unit vectors) probes the few cells nearest each query, so cost grows
@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curation.crops import CropConfig
-from curation.union_find import UnionFind
+from curation.dedup.crop_match import CropConfig
+from curation.dedup.union_find import UnionFind
 
 METHODS = ("embedding", "embedding_flip", "crop", "crop_flip")  # evidence recorded with each image's best match
 
 
 @dataclass(frozen=True)
 class DedupConfig:
-    threshold: float = 0.66  # cosine; see curation/signatures.py for the measured separation
+    threshold: float = 0.66  # cosine; see curation/dedup/signatures.py for the measured separation
     same_series_threshold: float = 0.97  # neighbouring MRI slices are alike; only near-identical ones group
     use_flip: bool = True
     exact_below: int = 50_000
@@ -43,7 +43,7 @@ class Edge:
 class NeighbourSearch:
     """Cosine range search over unit vectors: exact below `exact_below` items, else faiss IVF.
     Built once, queried with plain and mirrored embeddings. `index`: an IVF index over `emb` built
-    before (an incremental curation's, curation/dedup_index.py); `emb` is then only read to re-score
+    before (an incremental curation's, curation/dedup/index.py); `emb` is then only read to re-score
     candidates and may be a float16 memory map. `trained`: the IVF index before anything was added."""
 
     def __init__(self, emb: np.ndarray, cfg: DedupConfig, index=None):
@@ -242,7 +242,7 @@ def groups(n: int, edges: list[Edge]) -> np.ndarray:
 
 
 def add_crop_edges(graph: DupGraph, edges: list) -> None:
-    """The crop search's verified pairs (curation.crops.CropEdge) join the groups: plain ones first,
+    """The crop search's verified pairs (curation.dedup.crop_match.CropEdge) join the groups: plain ones first,
     then mirrored ones (recorded as crop_flip)."""
     for method, mirrored in (("crop", False), ("crop_flip", True)):
         graph.add_edges([(e.a, e.b, e.similarity) for e in edges if e.mirrored == mirrored], METHODS.index(method))

@@ -23,7 +23,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation.dedup.search import DedupConfig, find_edges  # noqa: E402
+from curation.dedup.config import DedupConfig  # noqa: E402
+from curation.dedup.search import find_edges  # noqa: E402
 from curation.dedup.signatures import signature  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

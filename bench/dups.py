@@ -31,8 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.reexports import STRENGTHS, TREATMENTS, reexport  # noqa: E402
-from curation.dedup import crop_match  # noqa: E402
-from curation.dedup.search import DedupConfig, METHODS, add_crop_edges, dup_graph  # noqa: E402
+from curation.dedup import crop_match, keypoints  # noqa: E402
+from curation.dedup.config import DedupConfig  # noqa: E402
+from curation.dedup.groups import METHODS  # noqa: E402
+from curation.dedup.search import dup_graph  # noqa: E402
 from curation.dedup.signatures import signature  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "knee-xray-kl"
@@ -72,7 +74,7 @@ def curate_groups(c: Corpus, cfg: DedupConfig | None = None) -> tuple[np.ndarray
     t0 = time.perf_counter()
     sigs = [signature(a) for a in c.images]
     t1 = time.perf_counter()
-    feats = [crop_match.features(a) for a in c.images]
+    feats = [keypoints.features(a) for a in c.images]
     t2 = time.perf_counter()
     emb = np.stack([s[0] for s in sigs])
     flip = np.stack([s[1] for s in sigs])
@@ -84,11 +86,11 @@ def curate_groups(c: Corpus, cfg: DedupConfig | None = None) -> tuple[np.ndarray
     shapes = np.array([a.shape for a in c.images])
     edges, counts = crop_match.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: c.images[i], cfg.crops,
                                      shapes=shapes)
-    add_crop_edges(graph, edges)
+    graph.add_crop_edges(edges)
     t4 = time.perf_counter()
     false = [(e.a, e.b, round(e.similarity, 3), "crop_flip" if e.mirrored else "crop") for e in edges
              if c.knee[e.a] != c.knee[e.b]]
-    false += [(i, int(graph.best_other[i]), round(float(graph.best_similarity[i]), 3), METHODS[graph.best_method[i]])
+    false += [(i, int(graph.best_other[i]), round(float(graph.best_sim[i]), 3), METHODS[graph.best_method[i]])
               for i in range(len(c.images)) if graph.best_other[i] >= 0 and c.knee[i] != c.knee[graph.best_other[i]]
               and graph.best_method[i] < 2]
     n = len(c.images)

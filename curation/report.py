@@ -34,8 +34,8 @@ from catalog.schema import DUPS, LEAKAGE, QUALITY, empty_select
 from catalog.store import ImageStore
 from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
-from curation.dedup import crop_match
 from curation.cluster_gallery import clusters_section
+from curation.dedup import crop_match, keypoints
 from curation.report_unreadable import unreadable_section
 from curation.run import CurateConfig, resolve_config
 
@@ -437,7 +437,7 @@ def _alignment_figure(run: _Run, x: str, y: str, recorded: float, mirrored: bool
 def _alignment(run: _Run, a: str, b: str, mirrored: bool = False):
     """(PNG of a mapped onto b's overlap, PNG of b's overlap, the 2x3 transform, the overlap rect, the aligned
     texture cosine), or None when the transform is not found again."""
-    kp = {i: (np.frombuffer(k, np.float32).reshape(-1, 4), np.frombuffer(d, np.uint8).reshape(-1, crop_match.DESC))
+    kp = {i: (np.frombuffer(k, np.float32).reshape(-1, 4), np.frombuffer(d, np.uint8).reshape(-1, keypoints.DESC))
           for i, k, d in run.rows("SELECT image_id, kp, \"desc\" FROM keypoints WHERE image_id IN (?, ?) AND n > 0", [a, b])}
     pa, pb = run.pixels(a), run.pixels(b)
     if len(kp) < 2 or pa is None or pb is None:
@@ -445,7 +445,7 @@ def _alignment(run: _Run, a: str, b: str, mirrored: bool = False):
     cfg = run.cfg.dedup.crops
     (pts_a, desc_a), (pts_b, desc_b) = kp[a], kp[b]
     if mirrored:  # as the mirrored pass casts its votes: a's descriptors and points mirrored
-        pa, pts_a, desc_a = np.ascontiguousarray(pa[:, ::-1]), crop_match.mirrored(pts_a, pa.shape[1]), desc_a[:, crop_match.MIRROR]
+        pa, pts_a, desc_a = np.ascontiguousarray(pa[:, ::-1]), keypoints.mirrored(pts_a, pa.shape[1]), desc_a[:, keypoints.MIRROR]
     ua, ub = (d.astype(np.float32) / np.maximum(np.linalg.norm(d.astype(np.float32), axis=1, keepdims=True), 1e-6)
               for d in (desc_a, desc_b))
     qa, jb = np.nonzero(ua @ ub.T >= cfg.descriptor_similarity)  # the pair's votes, as the search casts them

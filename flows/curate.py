@@ -11,8 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog.ids import new_run_id
 from catalog.workspace import Workspace
-from curation.dedup.crop_match import CropConfig
-from curation.dedup.search import DedupConfig
+from curation.dedup.config import CropConfig, DedupConfig
 from curation.run import CurateConfig, curate, resolve_config, write_signature_part
 from flows import progress, settings
 from flows.firewall import firewall

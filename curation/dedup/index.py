@@ -34,8 +34,10 @@ import numpy as np
 from catalog.files import atomic_write, fsync_dir
 from catalog.ids import token
 from catalog.workspace import Workspace
-from curation.dedup import crop_match
-from curation.dedup.search import DedupConfig
+from curation.dedup.config import DedupConfig
+from curation.dedup.descriptor_votes import pca_projected
+from curation.dedup.groups import SAVED, DupGroups
+from curation.dedup.keypoints import DESC, FEATURES_VERSION
 from curation.dedup.signatures import DIM, PROJECTION_SEED, SIGNATURE_VERSION
 
 log = logging.getLogger("ortho.curate")
@@ -45,8 +47,7 @@ SEARCHES = ("global", "flip", "crops")
 # name -> (dtype, row shape); the ids' dtype is S<id_bytes> from the manifest
 PER_IMAGE = {"ids": (None, ()), "emb": (np.float16, (DIM,)), "flip": (np.float16, (DIM,)), "lat": (np.int8, ()),
              "series": (np.int64, ()), "shape": (np.int32, (2,)), "nkp": (np.int16, ())}
-PER_KEYPOINT = {"desc": (np.uint8, (crop_match.DESC,)), "kp": (np.float32, (4,))}
-GRAPH = ("group", "global_group", "best_other", "best_sim", "best_method")
+PER_KEYPOINT = {"desc": (np.uint8, (DESC,)), "kp": (np.float32, (4,))}
 
 
 def index_dir(ws: Workspace) -> Path:
@@ -58,7 +59,7 @@ def recorded_settings(cfg: DedupConfig) -> dict:
     signatures and keypoints it was built from. Any change forces a full run."""
     settings = dataclasses.asdict(cfg)
     settings["crops"].pop("workers", None)
-    return json.loads(json.dumps({"dedup": settings, "features_version": crop_match.FEATURES_VERSION,
+    return json.loads(json.dumps({"dedup": settings, "features_version": FEATURES_VERSION,
                                   "signature": {"dim": DIM, "projection_seed": PROJECTION_SEED,
                                                 "version": SIGNATURE_VERSION}}))
 
@@ -165,12 +166,13 @@ class CurationIndex:
             return np.zeros((0, *shape), self._dtype(name))
         return np.memmap(self.dir / name, dtype=self._dtype(name), mode="r", shape=(rows, *shape))
 
-    def graph(self) -> dict[str, np.ndarray]:
+    def groups(self, **known) -> DupGroups:
+        """The saved groups (DupGroups' other fields from `known`)."""
         with np.load(self.dir / self.manifest["graph"]) as z:
-            out = {name: z[name].copy() for name in GRAPH}
+            out = {name: z[name].copy() for name in SAVED}
         if any(len(v) != self.images for v in out.values()):
             raise RuntimeError("the saved groups do not cover the saved images")
-        return out
+        return DupGroups.saved(out, **known)
 
     def searcher(self, search: str) -> LayeredIndex:
         import faiss
@@ -181,11 +183,11 @@ class CurationIndex:
         return LayeredIndex(base, delta)
 
     def projection(self):
-        """The crop search's PCA projection (crop_match.pca_projected with its saved mean and basis)."""
+        """The crop search's PCA projection (descriptor_votes.pca_projected with its saved mean and basis)."""
         import functools
 
         with np.load(self.dir / self.manifest["pca"]) as z:
-            return functools.partial(crop_match.pca_projected, mean=z["mean"].copy(), basis=z["basis"].copy())
+            return functools.partial(pca_projected, mean=z["mean"].copy(), basis=z["basis"].copy())
 
 
 class IndexWriter:
@@ -253,10 +255,10 @@ class IndexWriter:
         self.manifest[count] += rows
         return out
 
-    def graph(self, arrays: dict[str, np.ndarray]) -> None:
+    def groups(self, groups: DupGroups) -> None:
         name = f"graph-{self.manifest['version']}.npz"
         with self._written(name) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{k: arrays[k] for k in GRAPH})
+            np.savez(f, **groups.arrays())
         self.manifest["graph"] = name
 
     def pca(self, project) -> None:

@@ -15,7 +15,7 @@ from curation.dedup.index import LayeredIndex, index_dir
 from curation.run import CurateConfig, curate, resolve_config
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
-from tests.curation.test_crops import textured, trimmed
+from tests.curation.test_crop_match import textured, trimmed
 
 PATTERN = r"(?P<patient>[a-z0-9]+)_(?P<laterality>[LRU])\.png"
 

@@ -26,6 +26,7 @@ from catalog import config as loader
 from catalog import db
 from catalog.ids import new_run_id, token
 from catalog.parts import write_table
+from catalog.publish import publish
 from catalog.schema import DUPS, KEYPOINTS, LEAKAGE, QUALITY, SIGNATURE, SPLIT
 from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
@@ -242,10 +243,10 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             leakage = _leakage_rows(con)
             quality = _quality_rows(ws, con, config, summary.images)
         lap("flags")
-        _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
+        _publish_results(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
                  config)
         lap("results")
-        db.publish(ws)
+        publish(ws)
         lap("catalog_publish")
         with db.connection(ws) as con:
             _count_results(con, summary)
@@ -294,7 +295,7 @@ def _stopwatch(seconds: dict) -> Callable[[str], None]:
     return lap
 
 
-def _publish(ws: Workspace, run_id: str, tables: dict, settings: CurateConfig) -> None:
+def _publish_results(ws: Workspace, run_id: str, tables: dict, settings: CurateConfig) -> None:
     staging = ws.staging_dir / f"curation-{run_id}-{token(3)}"
     staging.mkdir(parents=True)
     for name, (rows, schema) in tables.items():

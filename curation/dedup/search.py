@@ -1,4 +1,4 @@
-"""Near-duplicate search and grouping, in pass order: NeighbourSearch -> EdgeFilter -> DupGroups,
+"""Near-duplicate search and grouping, in pass order: NeighbourSearch -> accepted pairs -> DupGroups (dup_graph),
 then the crop search (curation/dedup/crop_match.py) over the pairs still apart.
 
 Search is sub-quadratic: an inverted-file index (faiss IVF with 8-bit scalar-quantised lists,
@@ -6,27 +6,17 @@ inner product on unit vectors) probes the few cells nearest each query, so cost 
 ~ N * (nlist + nprobe * N / nlist) with nlist ~ 4 sqrt(N), i.e. ~ N^1.5; candidates within a
 small margin of the threshold are re-scored exactly.
 Below `exact_below` images an exact blocked matrix product is used instead (and is the reference
-the tests compare against). Each image is also queried with its mirror embedding, so a flipped
+the tests compare against, with tests/dedup_reference.py's all-pairs grouping). Each image is also queried with its mirror embedding, so a flipped
 re-export is found; a flipped match is accepted only when laterality does not contradict it.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from curation.dedup.config import DedupConfig
 from curation.dedup.groups import DupGroups
 from curation.dedup.union_find import UnionFind
-
-
-@dataclass(frozen=True)
-class Edge:
-    a: int
-    b: int
-    similarity: float
-    method: str  # embedding | embedding_flip
 
 
 class NeighbourSearch:
@@ -90,34 +80,6 @@ class NeighbourSearch:
             yield rows[ok], labels[ok].astype(np.int64), sims[ok].astype(np.float32)
 
 
-def search(emb: np.ndarray, queries: np.ndarray, threshold: float, cfg: DedupConfig) -> list[tuple[int, int, float]]:
-    if len(emb) == 0:
-        return []
-    return NeighbourSearch(emb, cfg).range(queries, threshold)
-
-
-def find_edges(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: list, cfg: DedupConfig) -> list[Edge]:
-    low = min(cfg.threshold, cfg.same_series_threshold)
-    found: dict[tuple[int, int], Edge] = {}
-    if len(emb) == 0:
-        return []
-    index = NeighbourSearch(emb, cfg)
-    passes = [("embedding", emb)] + ([("embedding_flip", emb_flip)] if cfg.use_flip else [])
-    for method, queries in passes:
-        for i, j, sim in index.range(queries, low):
-            a, b = min(i, j), max(i, j)
-            same_series = series[a] is not None and series[a] == series[b]
-            if sim < (cfg.same_series_threshold if same_series else cfg.threshold):
-                continue
-            la, lb = laterality[a], laterality[b]
-            if la in ("L", "R") and lb in ("L", "R") and la != lb:
-                continue  # left and right knees of one person: mirror images, different knees
-            prev = found.get((a, b))
-            if prev is None or sim > prev.similarity:
-                found[(a, b)] = Edge(a, b, sim, method)
-    return sorted(found.values(), key=lambda e: (e.a, e.b))
-
-
 def accepted(qi: np.ndarray, ji: np.ndarray, sims: np.ndarray, series_code: np.ndarray, lat: np.ndarray,
              cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Of found pairs (query qi, item ji, cosine): those that pass the threshold (the same-series one for
@@ -152,7 +114,7 @@ def codes(laterality: list, series: list) -> tuple[np.ndarray, np.ndarray]:
 
 def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: list, cfg: DedupConfig,
               search: NeighbourSearch | None = None) -> DupGroups:
-    """The groups find_edges + groups would give, folded block by block: the same thresholds (the
+    """The groups all accepted pairs would give (tests/dedup_reference.py), folded block by block: the same thresholds (the
     same-series one for slices of one series), laterality respected, union-find with the smallest
     index as root. `search`: a NeighbourSearch over `emb` built by the caller (which keeps its index)."""
     n = len(emb)
@@ -180,11 +142,3 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
     group = forest.roots()
     best_method = np.where(best_other >= 0, best_flip, -1).astype(np.int8)
     return DupGroups(group, best_other, best_sim, best_method, group.copy(), pairs, series_code, lat)
-
-
-def groups(n: int, edges: list[Edge]) -> np.ndarray:
-    """Union-find: the group of each index, as the smallest index in its group."""
-    forest = UnionFind(list(range(n)))
-    for e in edges:
-        forest.union(e.a, e.b)
-    return forest.roots()

@@ -6,12 +6,12 @@ from PIL import Image
 
 from catalog import db
 from curation.dedup.config import CropConfig, DedupConfig
-from curation.dedup.search import find_edges, groups, search
 from curation.dedup.signatures import signature
 from curation.run import curate
 from curation.splits import SplitPolicy, assign, hashed_split
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
+from tests.dedup_reference import find_edges, groups, search
 
 
 def q(ws, sql):

@@ -23,10 +23,10 @@ from torch import nn
 
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
-from evaluation.data import TaskData, aggregate, exam_groups
+from evaluation.data import EvaluationError, TaskData, aggregate, exam_groups
 from evaluation.embed import preprocess
 from evaluation.protocols import Predictions
-from training.backbone import apply_schedules, forward_tokens, param_groups
+from training.backbone import apply_schedules, backbone_depth, forward_tokens, is_vit, param_groups
 
 
 @dataclass
@@ -70,6 +70,8 @@ class Classifier(nn.Module):
 def _freeze_to_last_blocks(model: Classifier, blocks: int) -> None:
     if blocks < 0:
         return
+    if not is_vit(model.backbone):
+        raise EvaluationError("finetune.blocks counts a ViT's blocks; a CNN fine-tunes whole (finetune.blocks=-1)")
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     depth = len(model.backbone.blocks)
@@ -141,7 +143,7 @@ def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: Ta
     g = torch.Generator().manual_seed(seed)
     model = Classifier(copy.deepcopy(backbone), embed_dim, data.n_classes)
     _freeze_to_last_blocks(model, cfg.blocks)
-    groups = param_groups(model, len(model.backbone.blocks), cfg.layer_decay)
+    groups = param_groups(model, backbone_depth(model.backbone), cfg.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     info = fit_select(model, optimizer, pixels, data, fit, select, cfg, select_score, g, exam_level,
                       exam_aggregation, on_progress)

@@ -1,4 +1,9 @@
-"""`build_backbone`: a timm DINOv3 ViT for grayscale input, random or from a local checkpoint.
+"""`build_backbone`: a timm DINOv3 ViT, or a timm CNN, for grayscale input, random or from a local checkpoint.
+
+Two families share one interface: a DINOv3 ViT (timm's Eva models: CLS token, patch tokens, iBOT masking; the GPU
+configs) and a convolutional network (any timm CNN whose features are a map: ResNet, RegNet, ConvNeXt, ...; the
+CPU-scale recipe, configs/pretrain/cpu-small.yaml), whose "CLS" is the global average of its last feature map and
+whose "patches" are that map's positions.
 
 Weights only ever come from local files; nothing is downloaded (the entry points, `ortho` and
 `python -m training`, set `HF_HUB_OFFLINE=1` as a second guard). A checkpoint is a timm safetensors
@@ -52,6 +57,7 @@ class BackboneSpec:
     num_prefix_tokens: int
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    family: str = "vit"  # vit | cnn (specs written before CNNs were supported are ViTs)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -82,22 +88,63 @@ def resolve_name(name: str, kwargs: dict | None = None) -> tuple[str, dict]:
 
 def build_backbone(name: str, in_chans: int = 1, img_size: int = 224, init: str | os.PathLike = "random",
                    drop_path: float = 0.0, kwargs: dict | None = None) -> tuple[nn.Module, BackboneSpec, LoadReport | None]:
-    """A feature extractor (no classifier, CLS-token pooling as upstream DINOv3) and how to rebuild it."""
+    """A feature extractor (no classifier; a ViT pools its CLS token as upstream DINOv3, a CNN averages its last
+    feature map) and how to rebuild it."""
     timm_name, kw = resolve_name(name, kwargs)
-    model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans, img_size=img_size,
-                              global_pool="token", drop_path_rate=drop_path, **kw)
+    if _is_dinov3_vit(timm_name):
+        model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans, img_size=img_size,
+                                  global_pool="token", drop_path_rate=drop_path, **kw)
+        shape = dict(family="vit", patch_size=model.patch_embed.patch_size[0], embed_dim=model.embed_dim,
+                     num_prefix_tokens=model.num_prefix_tokens)
+    else:
+        model = _build_cnn(name, timm_name, in_chans, drop_path, kw)
+        shape = dict(family="cnn", patch_size=model.feature_info[-1]["reduction"], embed_dim=model.num_features,
+                     num_prefix_tokens=0)
     cfg = model.pretrained_cfg
     # Grey input: one channel's statistics are the mean of the RGB ones.
     mean, std = list(cfg.get("mean", (0.5,))), list(cfg.get("std", (0.5,)))
     if in_chans != len(mean):
         mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
-    spec = BackboneSpec(name=name, timm_name=timm_name, kwargs=kw, in_chans=in_chans, img_size=img_size,
-                        patch_size=model.patch_embed.patch_size[0], embed_dim=model.embed_dim,
-                        num_prefix_tokens=model.num_prefix_tokens, mean=mean, std=std)
+    spec = BackboneSpec(name=name, timm_name=timm_name, kwargs=kw, in_chans=in_chans, img_size=img_size, mean=mean,
+                        std=std, **shape)
     report = None
     if str(init) != "random":
         report = load_weights(model, Path(init))
     return model, spec, report
+
+
+def _is_dinov3_vit(timm_name: str) -> bool:
+    """timm's Eva family (DINOv3 ViTs among them): the token layout forward_tokens reads."""
+    return timm.models.model_entrypoint(timm_name).__module__.endswith(".eva")
+
+
+def _build_cnn(name: str, timm_name: str, in_chans: int, drop_path: float, kw: dict) -> nn.Module:
+    """A timm model whose features are a map [B, D, h, w] (a CNN); anything else (a ViT of another family) is
+    refused by name, since forward_tokens would misread its tokens."""
+    try:
+        model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans,
+                                  drop_path_rate=drop_path, **kw)
+    except TypeError as e:
+        raise CheckpointError(f"backbone '{name}' does not take these settings: {str(e)[:160]}") from None
+    try:
+        with torch.no_grad():
+            probe_ndim = model.eval().forward_features(torch.zeros(1, in_chans, 64, 64)).ndim
+    except Exception:  # a model with a fixed input size or token layout: not a CNN
+        probe_ndim = 0
+    model.train()
+    if probe_ndim != 4 or not getattr(model, "feature_info", None):
+        raise CheckpointError(f"backbone '{name}' is neither a DINOv3 ViT (timm's Eva family) nor a CNN with a "
+                              "feature map: choose e.g. vit_small_patch16_dinov3, resnet18 or regnetx_002")
+    return model
+
+
+def is_vit(backbone: nn.Module) -> bool:
+    return hasattr(backbone, "patch_embed") and hasattr(backbone, "blocks")
+
+
+def backbone_depth(backbone: nn.Module) -> int:
+    """Blocks for layer-wise lr decay: a ViT's transformer blocks; a CNN is one group (0)."""
+    return len(backbone.blocks) if is_vit(backbone) else 0
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -126,6 +173,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: Path) -> LoadReport:
+    if not is_vit(model):
+        return _load_cnn_weights(model, path)
     from timm.models.eva import checkpoint_filter_fn
 
     state = read_state_dict(path)
@@ -153,6 +202,29 @@ def load_weights(model: nn.Module, path: Path) -> LoadReport:
         raise CheckpointError(f"checkpoint {path.name} is another architecture: {len(missing)} of the model's "
                               f"weights are missing (e.g. {', '.join(missing[:3]) or 'all blocks'})")
     return LoadReport(path.name, list(missing), list(unexpected), folded)
+
+
+def _load_cnn_weights(model: nn.Module, path: Path) -> LoadReport:
+    """A CNN's state dict (timm key names; ours or torchvision/timm ImageNet files): an RGB stem is folded to one
+    channel; every feature weight must be there (a classifier may be missing or extra)."""
+    state, own, folded = read_state_dict(path), model.state_dict(), False
+    for k, v in list(state.items()):
+        if k in own and v.ndim == 4 and own[k].ndim == 4 and v.shape[1] != own[k].shape[1]:
+            if own[k].shape[1] != 1 or v.shape[0] != own[k].shape[0]:
+                raise CheckpointError(f"checkpoint {path.name} has {v.shape[1]} input channels at {k}, the model "
+                                      f"{own[k].shape[1]}")
+            state[k], folded = v.sum(dim=1, keepdim=True), True
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"checkpoint {path.name} is another architecture: {k} is {list(v.shape)} there, "
+                                  f"{list(own[k].shape)} here")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    classifier = ("fc.", "head.", "classifier.")
+    missing = [k for k in missing if not k.startswith(classifier)]
+    if missing:
+        raise CheckpointError(f"checkpoint {path.name} is another architecture: {len(missing)} of the model's "
+                              f"weights are missing (e.g. {', '.join(missing[:3])})")
+    return LoadReport(path.name, [], [k for k in unexpected if not k.startswith(classifier)], folded)
 
 
 def export_backbone(model: nn.Module | dict, spec: BackboneSpec, path: Path) -> Path:
@@ -188,9 +260,15 @@ def forward_tokens(backbone: nn.Module, images: torch.Tensor, masks: torch.Tenso
                    mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """images [B, C, H, W] -> (cls [B, D], patches [B, P, D]) after the final norm.
 
-    The same steps as timm's Eva.forward_features, with iBOT's substitution between patch embedding
-    and position encoding: masks [B, P] (bool) replace those patch embeddings by `mask_token` [D].
+    For a ViT, the same steps as timm's Eva.forward_features, with iBOT's substitution between patch embedding
+    and position encoding: masks [B, P] (bool) replace those patch embeddings by `mask_token` [D]. For a CNN, the
+    positions of its last feature map and their mean (no masking: iBOT needs tokens).
     """
+    if not is_vit(backbone):
+        if masks is not None:
+            raise CheckpointError("iBOT masking needs a ViT backbone (set loss.ibot_weight=0 for a CNN)")
+        patches = backbone.forward_features(images).flatten(2).transpose(1, 2)
+        return patches.mean(1), patches
     x = backbone.patch_embed(images)  # [B, h, w, D]: the DINOv3 ViTs run with dynamic image size
     if masks is not None:
         b, h, w, d = x.shape

@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
         "hidden_dim": 2048,
         "bottleneck_dim": 256,
         "layers": 3,
+        "batch_norm": False,  # batch norm in the head's MLP (DINO's use_bn_in_head): a CNN's pooled features share
+        #                       a large common component that otherwise pins the teacher to a uniform output
     },
     "crops": {
         "device": "loader",  # loader: crops cut in the loader workers | gpu: workers decode, crops cut batched on

@@ -33,8 +33,9 @@ def build_stream(cfg: dict, manifest: str, mean: float, std: float, patch_size: 
     # crops.device=gpu: the workers only decode and draw; training/device_crops.py cuts the crops (Learner.crops)
     on_device = c["device"] == "gpu"
     transform = CropPlan(c, seed=t["seed"]) if on_device else MultiCrop(c, mean, std, seed=t["seed"])
+    mask_probability = loss["mask_probability"] if loss["ibot_weight"] > 0 else 0.0  # no iBOT, no masks drawn
     collate = (CollatePlans if on_device else CollateCrops)(c["global_size"] // patch_size, loss["mask_ratio"],
-                                                             loss["mask_probability"], seed=t["seed"])
+                                                             mask_probability, seed=t["seed"])
     stream = ShardStream(manifest, shuffle_buffer=t["shuffle_buffer"], seed=t["seed"], transform=transform,
                          batch_size=cfg["optim"]["batch_size"], collate=collate, rank=rank, world_size=world_size,
                          num_workers=t["num_workers"])

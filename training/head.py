@@ -14,13 +14,15 @@ class DINOHead(nn.Module):
     DINO), so logits are cosine similarities between the bottleneck and each prototype."""
 
     def __init__(self, in_dim: int, prototypes: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 layers: int = 3):
+                 layers: int = 3, batch_norm: bool = False):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [bottleneck_dim]
         mlp: list[nn.Module] = []
         for i in range(len(dims) - 1):
             mlp.append(nn.Linear(dims[i], dims[i + 1]))
             if i < len(dims) - 2:
+                if batch_norm:  # DINO's use_bn_in_head: removes the component every image shares
+                    mlp.append(nn.BatchNorm1d(dims[i + 1]))
                 mlp.append(nn.GELU())
         self.mlp = nn.Sequential(*mlp)
         self.prototypes = nn.Linear(bottleneck_dim, prototypes, bias=False)

@@ -1,4 +1,7 @@
-"""Student and teacher: a timm ViT backbone plus DINO/iBOT heads and iBOT's mask token."""
+"""Student and teacher: a timm backbone (DINOv3 ViT or CNN) plus DINO/iBOT heads and iBOT's mask token.
+
+Without iBOT (loss.ibot_weight = 0, as a CNN needs) there is no iBOT head and no mask token: parameters that never
+get a gradient would stall DDP and waste optimizer state."""
 
 from __future__ import annotations
 
@@ -8,21 +11,25 @@ import torch
 from torch import nn
 
 from training.backbone import BackboneSpec, build_backbone, forward_tokens
+from training.config import ConfigError
 from training.head import DINOHead
 
 
 class SSLModel(nn.Module):
-    """backbone + dino_head (+ ibot_head unless shared) + mask_token. The teacher is a deep copy."""
+    """backbone + dino_head (+ ibot_head unless shared, + mask_token, when `ibot`). The teacher is a deep copy."""
 
-    def __init__(self, backbone: nn.Module, spec: BackboneSpec, head_cfg: dict):
+    def __init__(self, backbone: nn.Module, spec: BackboneSpec, head_cfg: dict, ibot: bool = True):
         super().__init__()
         self.backbone, self.spec = backbone, spec
         dim = spec.embed_dim
         shape = dict(hidden_dim=head_cfg["hidden_dim"], bottleneck_dim=head_cfg["bottleneck_dim"],
-                     layers=head_cfg["layers"])
+                     layers=head_cfg["layers"], batch_norm=head_cfg["batch_norm"])
         self.dino_head = DINOHead(dim, head_cfg["prototypes"], **shape)
-        self.ibot_head = self.dino_head if head_cfg["shared"] else DINOHead(dim, head_cfg["ibot_prototypes"], **shape)
-        self.mask_token = nn.Parameter(torch.zeros(dim))
+        self.ibot_head = self.mask_token = None
+        if ibot:
+            self.ibot_head = self.dino_head if head_cfg["shared"] else DINOHead(dim, head_cfg["ibot_prototypes"],
+                                                                                **shape)
+            self.mask_token = nn.Parameter(torch.zeros(dim))
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None,
                 masks: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -55,8 +62,17 @@ def build_ssl_models(cfg: dict, img_size: int) -> tuple[SSLModel, SSLModel, obje
     """(student, teacher, load report). Both start from the same weights; the teacher never gets gradients."""
     m = cfg["model"]
     backbone, spec, report = build_backbone(m["name"], m["in_chans"], img_size, m["init"], m["drop_path"], m["kwargs"])
-    student = SSLModel(backbone, spec, cfg["head"])
+    ibot = cfg["loss"]["ibot_weight"] > 0
+    if ibot and spec.family != "vit":
+        raise ConfigError(f"iBOT's masked-token loss needs a ViT; {m['name']} is a CNN: set loss.ibot_weight=0")
+    student = SSLModel(backbone, spec, cfg["head"], ibot)
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
     teacher.eval()  # no stochastic depth in the teacher
+    # ...but batch statistics in its batch norms (a CNN's; ViTs have none), as DINO's teacher: normalising with the
+    # running statistics would leave the component every image shares in its features and pin its targets to
+    # uniform. Its running statistics follow its own batches, so the exported backbone is ready for inference.
+    for m in teacher.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train()
     return student, teacher, report

@@ -113,7 +113,8 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict, log: b
         batch = learner.crops(batch)
     glob = batch["global"].to(dev, non_blocking=True)
     local = batch["local"].to(dev, non_blocking=True) if batch["local"] is not None else None
-    masks = batch["masks"].to(dev, non_blocking=True)
+    ibot = learner.student_module.ibot_head is not None
+    masks = batch["masks"].to(dev, non_blocking=True) if ibot else None
     temp = float(schedules["teacher_temp"][step])
     gram_on = loss_cfg["gram_weight"] > 0 and step >= loss_cfg["gram_start"]
     if gram_on and (learner.gram_anchor is None or (step - loss_cfg["gram_start"]) % loss_cfg["gram_refresh"] == 0):
@@ -126,15 +127,14 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict, log: b
         with torch.no_grad():
             t_out = learner.teacher.teacher_forward(glob, masks)
             t_cls = learner.dino_targets(t_out["cls_logits"], temp)
-            t_patch = learner.ibot_targets(t_out["masked_logits"], temp)
+            t_patch = learner.ibot_targets(t_out["masked_logits"], temp) if ibot else None
             anchor = forward_tokens(learner.gram_anchor, glob)[1] if gram_on else None
         s_out = learner.student(glob, local, masks)
     n_global = 2
-    losses = {
-        "dino": dino_loss(s_out["cls_logits"], t_cls, n_global, loss_cfg["student_temp"]),
-        "ibot": ibot_loss(s_out["masked_logits"], t_patch, masks, loss_cfg["student_temp"]),
-        "koleo": sum(koleo_loss(c) for c in s_out["cls"].chunk(n_global)) / n_global,
-    }
+    losses = {"dino": dino_loss(s_out["cls_logits"], t_cls, n_global, loss_cfg["student_temp"])}
+    if ibot:
+        losses["ibot"] = ibot_loss(s_out["masked_logits"], t_patch, masks, loss_cfg["student_temp"])
+    losses["koleo"] = sum(koleo_loss(c) for c in s_out["cls"].chunk(n_global)) / n_global
     if gram_on:
         losses["gram"] = gram_loss(s_out["patches"], anchor)
     total = sum(loss_cfg[f"{name}_weight"] * value for name, value in losses.items())

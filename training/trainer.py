@@ -23,7 +23,7 @@ import torch
 
 from catalog.figures import figure_png
 from catalog.files import atomic_write
-from training.backbone import export_backbone
+from training.backbone import backbone_depth, export_backbone
 from training.centering import TeacherTargets
 from training.checkpoint import clear_partial, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import dump_config, load_config
@@ -84,9 +84,11 @@ def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
         student.backbone.set_grad_checkpointing(True)
     student.to(ctx.device)
     teacher.to(ctx.device)
-    depth = len(student.backbone.blocks)
+    depth = backbone_depth(student.backbone)
     wrapped: torch.nn.Module = student
     fsdp = ctx.world_size > 1 and cfg["train"]["parallel"] == "fsdp"
+    if fsdp and student.spec.family != "vit":
+        raise TrainingError("train.parallel=fsdp shards a ViT's blocks; use ddp for a CNN")
     if fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
@@ -110,12 +112,16 @@ def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
     learner = Learner(student=wrapped, student_module=student, teacher=teacher,
                       dino_targets=TeacherTargets(cfg["head"]["prototypes"], loss["centering"],
                                                   loss["center_momentum"]).to(ctx.device),
-                      ibot_targets=TeacherTargets(student.ibot_head.prototypes.out_features, loss["centering"],
+                      ibot_targets=TeacherTargets(_ibot_prototypes(cfg["head"]), loss["centering"],
                                                   loss["center_momentum"]).to(ctx.device),
                       optimizer=optimizer, cfg=cfg, device=ctx.device, autocast_dtype=_precision(cfg, ctx), fsdp=fsdp,
                       crops=DeviceCrops(cfg["crops"], student.spec.mean[0], student.spec.std[0], ctx.device)
                       if cfg["crops"]["device"] == "gpu" else None)
     return learner, report
+
+
+def _ibot_prototypes(head: dict) -> int:
+    return head["prototypes"] if head["shared"] else head["ibot_prototypes"]
 
 
 def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show_progress: bool = True,
@@ -142,8 +148,8 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     _seed_everything(t["seed"] + ctx.rank)  # then each rank draws its own stochastic depth
     if report is not None and ctx.is_main:
         log.info("%s", report)
-    stream = build_stream(cfg, manifest, learner.student_module.spec.mean[0],
-                          learner.student_module.spec.std[0], learner.student_module.spec.patch_size,
+    spec = learner.student_module.spec
+    stream = build_stream(cfg, manifest, spec.mean[0], spec.std[0], spec.patch_size if spec.family == "vit" else 1,
                           rank=ctx.rank, world_size=ctx.world_size, device=ctx.device)
     if not stream.decode and ctx.is_main:
         log.info("payloads are decoded on %s (crops.decode=%s)", ctx.device, cfg["crops"]["decode"])
@@ -162,7 +168,7 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     watch = CollapseWatch(t["collapse_std"], t["collapse_entropy"], grace_steps=min(100, t["steps"] // 10),
                           patience=max(t["steps"] // 2, 1), max_entropy=t["collapse_uniform"],
                           prototypes=head["prototypes"],
-                          ibot_prototypes=head["prototypes"] if head["shared"] else head["ibot_prototypes"])
+                          ibot_prototypes=_ibot_prototypes(head) if cfg["loss"]["ibot_weight"] > 0 else None)
     try:
         summary = _loop(learner, stream, schedules, position, cfg, ctx, run_dir, metrics, watch, show_progress,
                         min(until or t["steps"], t["steps"]))
@@ -263,8 +269,8 @@ class _Progress:
     def update(self, step: int, values: dict) -> None:
         if self.bar is None:
             return
-        info = (f"loss {values['loss']:.3f} (dino {values['dino']:.3f} ibot {values['ibot']:.3f} "
-                f"koleo {values['koleo']:.3f}) {values['images_per_s']:.1f} img/s") if values else ""
+        parts = " ".join(f"{k} {values[k]:.3f}" for k in ("dino", "ibot", "koleo") if k in values)
+        info = f"loss {values['loss']:.3f} ({parts}) {values['images_per_s']:.1f} img/s" if values else ""
         self.bar.update(self.task, completed=step, info=info)
 
     def close(self) -> None:

@@ -22,8 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
+# Leaves out slow tests, the reliability suite and every test that starts a Prefect server (marked by its fixture).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not reliability"
+	$(BIN)/python -m pytest -q -m "not slow and not reliability and not prefect"
 
 reliability: $(STAMP)
 	$(BIN)/python -m pytest -q -m reliability

@@ -41,7 +41,7 @@ from PIL import Image  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ingest.text import judge  # noqa: E402
+from tests import ocr_judge as judge  # noqa: E402
 from ingest.text.candidates import windowed  # noqa: E402
 from ingest.text.render import CORNERS, FONTS, TextStyle, burn, burn_turned  # noqa: E402
 

@@ -14,7 +14,7 @@ no query reads them, but every connection's views bind them). The store stays em
 do not exist, and every query below answers without them.
 
 Then it measures, each the best of --repeat:
-  - `db.publish(ws)` in a child process (the snapshot materialised + catalog.duckdb written): seconds and peak
+  - `publish(ws)` (catalog/publish.py) in a child process (the snapshot materialised + catalog.duckdb written): seconds and peak
     RSS, what every committed ingest, curation or compaction pays; where it fails at the catalog's memory_limit,
     the failure is recorded and publish measured again at --fallback-memory;
   - four questions (images by modality and body part, files by status, one patient's images, labels by split
@@ -478,7 +478,7 @@ def _write_signatures(ws: Workspace, ids: pa.Array, batch: int) -> None:
     """catalog/signatures/ and catalog/keypoints/ as curation writes them: one file of each per batch of images in
     image id order (curation.run.serial_signatures). The embeddings are zeros and no keypoints were found: no
     query here reads them, but every connection binds their views over all the files."""
-    from curation.signatures import DIM  # float16 values per embedding
+    from curation.dedup.signatures import DIM  # float16 values per embedding
 
     ids = pc.take(ids, pc.sort_indices(ids))
     prefix = "20250302T000000000000-sig0aa"
@@ -669,19 +669,20 @@ def snapshot_hidden(ws: Workspace) -> Iterator[None]:
 
 PUBLISH = """import sys, time
 from catalog import db
+from catalog.publish import publish
 from catalog.workspace import Workspace
 ws = Workspace.open(sys.argv[1])
 if sys.argv[2]:
     db.configure(memory_limit=sys.argv[2])
 with ws.write_lock():
     t = time.perf_counter()
-    db.publish(ws)
+    publish(ws)
 print(time.perf_counter() - t)
 """
 
 
 def measure_publish(ws: Workspace, repeat: int, memory: str | None) -> dict:
-    """db.publish in a child: its own seconds (the child prints them), the child's wall time and peak RSS."""
+    """publish in a child: its own seconds (the child prints them), the child's wall time and peak RSS."""
     runs = []
     for _ in range(repeat):
         try:

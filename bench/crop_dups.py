@@ -5,7 +5,7 @@
 1. Real data. Every knee of ../shared/data/knee-xray-kl (3,329 radiographs, the distractors) plus
    `--crops` re-exports of randomly chosen ones: 85-97% of each side kept at a random offset, half
    resized back to the original size, then one of four treatments in turn: none, JPEG quality 70,
-   CLAHE, downscaled to 60%. Runs the search `ortho curate` runs (curation/crops.py) with the pixel
+   CLAHE, downscaled to 60%. Runs the search `ortho curate` runs (curation/dedup/crop_match.py) with the pixel
    check's threshold off, and prints, per treatment, how many crops were verified and their aligned
    texture cosine, against the highest cosine of any pair of different knees that reached the pixel
    check; then recall and false pairs at several thresholds, and the baseline: the global signature
@@ -30,8 +30,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation import crops as C  # noqa: E402
-from curation.signatures import signature  # noqa: E402
+from curation.dedup import crop_match as C  # noqa: E402
+from curation.dedup import config  # noqa: E402
+from curation.dedup import descriptor_votes  # noqa: E402
+from curation.dedup import keypoints  # noqa: E402
+from curation.dedup.signatures import signature  # noqa: E402
 
 TREATMENTS = ["crop", "crop + JPEG 70", "crop + CLAHE", "crop + downscale 60%"]
 
@@ -69,7 +72,7 @@ def real(n_crops: int) -> None:
     copies = [reexport(imgs[i], k, rng) for k, i in enumerate(pick)]
     everything = imgs + copies
     t0 = time.perf_counter()
-    feats = [C.features(a) for a in everything]
+    feats = [keypoints.features(a) for a in everything]
     t_feat = (time.perf_counter() - t0) / len(everything)
     kp = np.concatenate([k for k, _ in feats])
     desc = np.concatenate([d for _, d in feats])
@@ -77,9 +80,9 @@ def real(n_crops: int) -> None:
     truth = {(int(i), len(imgs) + k): k % 4 for k, i in enumerate(pick)}
     print(f"1. real knees: {len(imgs)} originals + {n_crops} re-exports; keypoints {t_feat * 1000:.1f} ms per image "
           f"(one core), {sizes.mean():.1f} per image")
-    default = C.CropConfig().nprobe
+    default = config.CropConfig().nprobe
     for nprobe in sorted({4, default, 16}, key=lambda p: p == default):  # the default last: its edges are used below
-        cfg = C.CropConfig(threshold=-1.0, nprobe=nprobe, exact_below=0)
+        cfg = config.CropConfig(threshold=-1.0, nprobe=nprobe, exact_below=0)
         t0 = time.perf_counter()
         edges, counts = C.crop_edges(kp, desc, sizes, lambda a, b: np.zeros(len(a), bool), lambda i: everything[i], cfg)
         elapsed = time.perf_counter() - t0
@@ -98,7 +101,7 @@ def real(n_crops: int) -> None:
     print(f"   different knees that reached the check: {len(false_sim)}, highest cosines {np.round(top, 3).tolist()}")
     sims = np.array(list(true_sim.values()))
     for thr in (0.35, 0.45, 0.55):
-        mark = "  <- default" if thr == C.CropConfig().threshold else ""
+        mark = "  <- default" if thr == config.CropConfig().threshold else ""
         print(f"   threshold {thr}: recall {(sims >= thr).sum() / n_crops:.1%}, false pairs {(false_sim >= thr).sum()}{mark}")
     emb = np.stack([signature(a)[0].astype(np.float32) for a in imgs])
     plain = np.array([float(signature(copies[k])[0].astype(np.float32) @ emb[i]) for k, i in enumerate(pick)])
@@ -108,7 +111,7 @@ def real(n_crops: int) -> None:
 
 def synthetic(n_images: int, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """n_images x 24 descriptors, each a real one plus noise (cosine ~0.75 to it), as uint8."""
-    out = np.empty((n_images * C.KEYPOINTS, C.DESC), np.uint8)
+    out = np.empty((n_images * keypoints.KEYPOINTS, keypoints.DESC), np.uint8)
     for s in range(0, len(out), 1 << 20):
         m = min(1 << 20, len(out) - s)
         d = pool[rng.integers(0, len(pool), m)].astype(np.float32) / 255
@@ -121,18 +124,18 @@ def scale(sizes: list[int]) -> None:
     files = sorted((ROOT.parent / "shared" / "data" / "knee-xray-kl" / "train").rglob("*.png"))[:400]
     rng = np.random.default_rng(1)
     if files:
-        pool = np.concatenate([C.features(np.asarray(Image.open(f).convert("L")))[1] for f in files])
+        pool = np.concatenate([keypoints.features(np.asarray(Image.open(f).convert("L")))[1] for f in files])
     else:  # no real data: random RootSIFT-like vectors
-        pool = np.round(255 * np.sqrt(rng.dirichlet(np.ones(C.DESC) * 0.3, 10_000))).astype(np.uint8)
-    print(f"2. descriptor vote search (IVF, 8-bit lists, nprobe {C.CropConfig().nprobe}), {C.KEYPOINTS} descriptors per image")
+        pool = np.round(255 * np.sqrt(rng.dirichlet(np.ones(keypoints.DESC) * 0.3, 10_000))).astype(np.uint8)
+    print(f"2. descriptor vote search (IVF, 8-bit lists, nprobe {config.CropConfig().nprobe}), {keypoints.KEYPOINTS} descriptors per image")
     print(f"   {'images':>10} {'descriptors':>12} {'seconds':>8} {'false candidates per image':>28} {'exponent':>9}")
     prev = None
     for n in sizes:
         desc = synthetic(n, pool, rng)
-        owner = np.repeat(np.arange(n), C.KEYPOINTS)
-        cfg = C.CropConfig(exact_below=0)
+        owner = np.repeat(np.arange(n), keypoints.KEYPOINTS)
+        cfg = config.CropConfig(exact_below=0)
         t0 = time.perf_counter()
-        q, j, _ = C.votes(desc, owner, cfg)
+        q, j, _ = descriptor_votes.votes(desc, owner, cfg)
         elapsed = time.perf_counter() - t0
         pair, per = np.unique(owner[q] * n + owner[j], return_counts=True)
         cand = int((per >= cfg.min_votes).sum())

@@ -6,7 +6,7 @@
 
 1. The global near-duplicate search (default). Synthetic signatures: unit vectors in the embedding space
    (256-d float16), 1% of them planted near-duplicates (a base vector plus noise, cosine ~0.8). Measures
-   curation/near_dup.NeighbourSearch (one IVF index, range-searched with plain and mirrored queries, as a full
+   curation/dedup/search.NeighbourSearch (one IVF index, range-searched with plain and mirrored queries, as a full
    `ortho curate` does), prints seconds, the growth exponent between sizes and the recall of planted pairs.
 
 2. `--incremental`: a curation after adding --new (1,000) images to a curated catalog. Per size N, a workspace:
@@ -41,8 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation.near_dup import DedupConfig, NeighbourSearch  # noqa: E402
-from curation.signatures import DIM, SIGNATURE_VERSION  # noqa: E402
+from curation.dedup.config import DedupConfig  # noqa: E402
+from curation.dedup.search import NeighbourSearch  # noqa: E402
+from curation.dedup.signatures import DIM, SIGNATURE_VERSION  # noqa: E402
 
 KNEES = ROOT.parent / "shared" / "data" / "knee-xray-kl"
 TIME = "/usr/bin/time"  # GNU time: a child's peak RSS
@@ -85,12 +86,12 @@ def descriptor_pool(rng: np.random.Generator) -> np.ndarray:
     """Real RootSIFT descriptors of 400 knees (val), or random RootSIFT-like vectors without the data."""
     from PIL import Image
 
-    from curation import crops
+    from curation.dedup import keypoints
 
     files = sorted((KNEES / "val").rglob("*.png"))[:400]
     if files:
-        return np.concatenate([crops.features(np.asarray(Image.open(f).convert("L")))[1] for f in files])
-    return np.round(255 * np.sqrt(rng.dirichlet(np.ones(crops.DESC) * 0.3, 10_000))).astype(np.uint8)
+        return np.concatenate([keypoints.features(np.asarray(Image.open(f).convert("L")))[1] for f in files])
+    return np.round(255 * np.sqrt(rng.dirichlet(np.ones(keypoints.DESC) * 0.3, 10_000))).astype(np.uint8)
 
 
 def placeholder_pixels(ws, ids) -> None:
@@ -128,7 +129,7 @@ def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 
     import pyarrow.parquet as pq
 
     from catalog.schema import KEYPOINTS, SIGNATURE
-    from curation import crops
+    from curation.dedup import keypoints
 
     images = duckdb.sql(f"""SELECT DISTINCT image_id, rows, cols
                             FROM read_parquet('{ws.parts_dir}/*/occurrences.parquet') ORDER BY image_id""").arrow()
@@ -143,7 +144,7 @@ def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 
     pairs = rng.choice(n, size=2 * (n // 200), replace=False).reshape(-1, 2)
     x = emb[pairs[:, 0]].astype(np.float32) + 0.75 * rng.standard_normal((len(pairs), DIM), dtype=np.float32) / 16
     emb[pairs[:, 1]] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    k = crops.KEYPOINTS
+    k = keypoints.KEYPOINTS
     for i, s in enumerate(range(0, n, batch)):
         m = min(batch, n - s)
         flip = rng.standard_normal((m, DIM), dtype=np.float32)
@@ -169,7 +170,7 @@ def write_features(ws, pool: np.ndarray, rng: np.random.Generator, batch: int = 
         pq.write_table(sig, ws.signatures_dir / name, compression="zstd")
         pq.write_table(kps, ws.keypoints_dir / name, compression="zstd")
     # the versions, as curation records them: files of another version would be retired and computed again
-    (ws.keypoints_dir / "VERSION").write_text(f"{crops.FEATURES_VERSION}\n")
+    (ws.keypoints_dir / "VERSION").write_text(f"{keypoints.FEATURES_VERSION}\n")
     (ws.signatures_dir / "VERSION").write_text(f"{SIGNATURE_VERSION}\n")
     placeholder_pixels(ws, ids.to_pylist())
     return [(ids[int(a)].as_py(), ids[int(b)].as_py()) for a, b in pairs]

@@ -6,7 +6,7 @@
 Images: ../shared/data/knee-xray-kl/train (2,503 knees) and knee-xray-kl-clahe (60 CLAHE copies
 of some of them, same relative path). True pairs: each copy with its original (60). Every pair a
 method reports is counted: precision = true pairs reported / pairs reported, recall = true pairs
-reported / 60. Ours: curation/signatures.py embeddings, the same edge rules as `ortho curate`
+reported / 60. Ours: curation/dedup/signatures.py embeddings, the same edge rules as `ortho curate`
 (threshold 0.66, left/right never paired). PHash: imagededup's, at its default Hamming threshold
 (10) and a sweep.
 """
@@ -23,8 +23,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation.near_dup import DedupConfig, find_edges  # noqa: E402
-from curation.signatures import signature  # noqa: E402
+from curation.dedup.config import DedupConfig  # noqa: E402
+from tests.dedup_reference import find_edges  # noqa: E402
+from curation.dedup.signatures import signature  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

@@ -7,7 +7,7 @@ matcher was not tuned on; both knees of many patients, laterality from the file 
 pattern would give it). Re-exports: `--per` of them per treatment and strength (bench/reexports.py),
 each from a randomly chosen original, as a second source with no path pattern (no laterality, no
 series). Everything goes through what `ortho curate` runs on stored pixels: signatures, keypoints,
-the global search and the crop search (curation/near_dup.py, curation/crops.py), then the groups.
+the global search and the crop search (curation/dedup/search.py, curation/dedup/crop_match.py), then the groups.
 
 Counted: a re-export is found when it is in its original's group; a false group holds two different
 knees (two originals, or a re-export with another knee's original); a left/right merge is a false
@@ -31,8 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.reexports import STRENGTHS, TREATMENTS, reexport  # noqa: E402
-from curation import crops, near_dup  # noqa: E402
-from curation.signatures import signature  # noqa: E402
+from curation.dedup import crop_match, keypoints  # noqa: E402
+from curation.dedup.config import DedupConfig  # noqa: E402
+from curation.dedup.groups import METHODS  # noqa: E402
+from curation.dedup.search import dup_graph  # noqa: E402
+from curation.dedup.signatures import signature  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "knee-xray-kl"
 
@@ -65,29 +68,29 @@ def build_corpus(originals: list[np.ndarray], stems: list[str], per: int, seed: 
     return c
 
 
-def curate_groups(c: Corpus, cfg: near_dup.DedupConfig | None = None) -> tuple[np.ndarray, dict]:
+def curate_groups(c: Corpus, cfg: DedupConfig | None = None) -> tuple[np.ndarray, dict]:
     """The groups `ortho curate` forms over these images, and the cost of each step."""
-    cfg = cfg or near_dup.DedupConfig()
+    cfg = cfg or DedupConfig()
     t0 = time.perf_counter()
     sigs = [signature(a) for a in c.images]
     t1 = time.perf_counter()
-    feats = [crops.features(a) for a in c.images]
+    feats = [keypoints.features(a) for a in c.images]
     t2 = time.perf_counter()
     emb = np.stack([s[0] for s in sigs])
     flip = np.stack([s[1] for s in sigs])
-    graph = near_dup.dup_graph(emb, flip, c.laterality, [None] * len(c.images), cfg)
+    graph = dup_graph(emb, flip, c.laterality, [None] * len(c.images), cfg)
     t3 = time.perf_counter()
     kp = np.concatenate([k for k, _ in feats])
     desc = np.concatenate([d for _, d in feats])
     sizes = np.array([len(k) for k, _ in feats])
     shapes = np.array([a.shape for a in c.images])
-    edges, counts = crops.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: c.images[i], cfg.crops,
+    edges, counts = crop_match.crop_edges(kp, desc, sizes, graph.apart_from_crop, lambda i: c.images[i], cfg.crops,
                                      shapes=shapes)
-    near_dup.add_crop_edges(graph, edges)
+    graph.add_crop_edges(edges)
     t4 = time.perf_counter()
     false = [(e.a, e.b, round(e.similarity, 3), "crop_flip" if e.mirrored else "crop") for e in edges
              if c.knee[e.a] != c.knee[e.b]]
-    false += [(i, int(graph.best_other[i]), round(float(graph.best_similarity[i]), 3), near_dup.METHODS[graph.best_method[i]])
+    false += [(i, int(graph.best_other[i]), round(float(graph.best_sim[i]), 3), METHODS[graph.best_method[i]])
               for i in range(len(c.images)) if graph.best_other[i] >= 0 and c.knee[i] != c.knee[graph.best_other[i]]
               and graph.best_method[i] < 2]
     n = len(c.images)

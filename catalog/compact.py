@@ -17,6 +17,7 @@ import os
 import shutil
 
 from catalog import db
+from catalog.publish import publish
 from catalog.ids import new_run_id, token
 from catalog.workspace import Workspace
 
@@ -62,5 +63,5 @@ def compact(ws: Workspace, wait_s: float = 0.0) -> tuple[int, int]:
         os.rename(staging, ws.parts_dir / new_id)
         for old in parts:
             shutil.rmtree(old, ignore_errors=True)
-        db.publish(ws)
+        publish(ws)
         return len(everything), len(everything) - len(parts) + 1

@@ -2,7 +2,7 @@
 
 The views in db.py derive current versions, canonical occurrences and slice order with window functions over
 every part; at 1.2M images that costs over a second a query. After each committed ingest, curation or compaction,
-`materialise` runs that derivation once and writes its three results to catalog/current/<snapshot_id>/, sorted
+`materialise` (catalog/publish.py) runs that derivation once and writes its three results to catalog/current/<snapshot_id>/, sorted
 so that the usual filters (source, modality, body part, split, patient) prune row groups, then publishes it by
 rewriting catalog/current/CURRENT.json in one rename.
 
@@ -17,11 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
-from catalog.files import atomic_write, fsync_dir
-from catalog.ids import new_run_id
 from catalog.workspace import Workspace
 
 VERSION = 1  # of the derivation: a change of the views' SQL changes it, and old snapshots stop matching
@@ -30,9 +27,6 @@ TABLES = {  # table -> sort order (what queries filter on first)
     "files": "source, status, file_id",
     "labels": "task, source, image_id",
 }
-ROW_GROUP = 100_000
-MEMORY = "1GB"  # the derivation of `images` at 1.2M images needs about 1.1 GB; a query's 256MB is not enough
-_KEEP = 2  # the published snapshot and the one before it (a reader may still be on it)
 
 
 def current_dir(ws: Workspace) -> Path:
@@ -61,33 +55,3 @@ def fresh_snapshot(ws: Workspace) -> Path | None:
     if published.get("fingerprint") != fingerprint(ws) or not all((folder / f"{t}.parquet").is_file() for t in TABLES):
         return None
     return folder
-
-
-def materialise(ws: Workspace) -> Path:
-    """Derive and publish a snapshot of the current state (the caller holds the workspace's write lock)."""
-    from catalog import db
-
-    fp = fingerprint(ws)
-    snapshot_id = new_run_id()
-    staging = ws.staging_dir / f"current-{snapshot_id}"
-    staging.mkdir(parents=True)
-    with db.connection(ws, derived=True, views=TABLES) as con:
-        con.execute(f"SET memory_limit = '{MEMORY}'")  # spills past it; measured by bench/catalog.py
-        for table, order in TABLES.items():
-            target = db.sql_str(staging / f"{table}.parquet")
-            con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{target}' "
-                        f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})")
-    folder = current_dir(ws) / snapshot_id
-    folder.parent.mkdir(exist_ok=True)
-    os.rename(staging, folder)
-    fsync_dir(folder.parent)
-    atomic_write(current_dir(ws) / "CURRENT.json", json.dumps({"snapshot": snapshot_id, "fingerprint": fp}),
-                 ws.staging_dir)
-    _prune(ws)
-    return folder
-
-
-def _prune(ws: Workspace) -> None:
-    snapshots = sorted(p for p in current_dir(ws).iterdir() if p.is_dir())
-    for old in snapshots[:-_KEEP]:
-        shutil.rmtree(old, ignore_errors=True)

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import duckdb
 
-from catalog.current import TABLES, fresh_snapshot, materialise
+from catalog.current import TABLES, fresh_snapshot
 from catalog.files import atomic_path
 from catalog.workspace import Workspace
 
@@ -295,18 +295,6 @@ def connection(ws: Workspace, private: bool = False, derived: bool = False,
         yield con
     finally:
         con.close()
-
-
-def publish(ws: Workspace) -> None:
-    """After a committed change (the caller holds the write lock): the current state materialised once, and
-    catalog.duckdb pointing at it. A materialisation that fails (out of memory, a full disk) leaves the catalog
-    exact: queries derive the current state until the next change publishes; it is logged, never raised."""
-    try:
-        materialise(ws)
-    except (duckdb.Error, OSError) as e:
-        log.warning("the current state could not be materialised (%s); queries derive it until the next change",
-                    type(e).__name__)
-    write_duckdb_file(ws)
 
 
 def write_duckdb_file(ws: Workspace) -> Path:

@@ -119,7 +119,7 @@ class Workspace:
 
     @property
     def keypoints_dir(self) -> Path:
-        """Local features per image for cropped re-exports (curation/crops.py)."""
+        """Local features per image for cropped re-exports (curation/dedup/crop_match.py)."""
         return self.catalog_dir / "keypoints"
 
     @property

@@ -1,5 +1,5 @@
 """Quality filters: each a name, a stable reason code and a SQL condition over the image row `i`
-and its pixel statistics `s` (curation/signatures.py, values in [0, 1] of the stored range).
+and its pixel statistics `s` (curation/dedup/signatures.py, values in [0, 1] of the stored range).
 Filters flag; only the reasons listed in `exclude` make an image `excluded` from training
 selections. Parameters and the exclusion list come from the curation config."""
 

@@ -3,7 +3,7 @@ groups, quality flags and the leakage guard over the whole catalog.
 
 Incremental: signatures and splits are computed once per image / patient and appended; the
 near-duplicate searches are saved (catalog/curation-index/) and each run queries only the new images
-against everything, folding what it finds into the saved groups (curation/incremental.py; a full run
+against everything, folding what it finds into the saved groups (curation/dedup/incremental.py; a full run
 when asked, or when the saved state cannot be extended). Quality flags and the leakage guard are SQL
 over the whole catalog. The results are published as one folder per run, catalog/curation/<run_id>/,
 renamed into place when complete, with the run's resolved settings (settings.yaml: CurateConfig,
@@ -20,22 +20,25 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
 import pyarrow as pa
 
 from catalog import config as loader
 from catalog import db
 from catalog.ids import new_run_id, token
 from catalog.parts import write_table
+from catalog.publish import publish
 from catalog.schema import DUPS, KEYPOINTS, LEAKAGE, QUALITY, SIGNATURE, SPLIT
 from catalog.pixel_budget import PixelsRefused
 from catalog.store import ImageStore
 from catalog.unreadable import CURATION_UNREADABLE, Unreadable
 from catalog.workspace import Workspace, clear_staging
-from curation import crops, dedup_index, incremental, near_dup, semdedup
+from curation import semdedup
+from curation.dedup import keypoints
+from curation.dedup.config import DedupConfig
+from curation.dedup.incremental import search_run
+from curation.dedup.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.quality import QualityConfig
 from curation.semdedup import SemDedupConfig
-from curation.signatures import SIGNATURE_VERSION, pixel_stats, signature
 from curation.splits import SplitPolicy, assign
 
 log = logging.getLogger("ortho.curate")
@@ -45,7 +48,7 @@ UNREADABLE_REASON = "unreadable_pixels"
 
 @dataclass
 class CurateConfig:
-    dedup: near_dup.DedupConfig = field(default_factory=near_dup.DedupConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     splits: SplitPolicy = field(default_factory=SplitPolicy)
     semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
@@ -105,7 +108,7 @@ def signature_rows(ws: Workspace, rows: list[tuple], unreadable: Unreadable | No
             sigs.append({"image_id": image_id, "emb": emb.tobytes(), "emb_flip": flip.tobytes(),
                          **pixel_stats(pixels, bits)})
         if need_kp:
-            kp, desc = crops.features(pixels)
+            kp, desc = keypoints.features(pixels)
             kps.append({"image_id": image_id, "n": len(kp), "kp": kp.tobytes(), "desc": desc.tobytes()})
     return sigs, kps
 
@@ -153,7 +156,7 @@ def retire_stale(folder: Path, version: int, staging: Path) -> bool:
 
 
 def retire_stale_keypoints(ws: Workspace) -> bool:
-    return retire_stale(ws.keypoints_dir, crops.FEATURES_VERSION, ws.staging_dir)
+    return retire_stale(ws.keypoints_dir, keypoints.FEATURES_VERSION, ws.staging_dir)
 
 
 def retire_stale_signatures(ws: Workspace) -> bool:
@@ -180,66 +183,6 @@ def _new_splits(con, policy: SplitPolicy, run_id: str) -> list[dict]:
     return out
 
 
-def _grouping(con, ws: Workspace, cfg: near_dup.DedupConfig, run_id: str, full: bool) -> incremental.Grouping | None:
-    """The near-duplicate groups: the saved ones extended by the new images (curation/incremental.py), or a
-    full run when asked, or when the saved state cannot be extended."""
-    t0 = time.perf_counter()
-    catalog = incremental.catalog_images(con)
-    if not len(catalog.ids):
-        return None
-    state, why = (None, "requested") if full else dedup_index.CurationIndex.current(ws)
-    reason, new_pos = incremental.extension(state, why, catalog, cfg)
-    t1 = time.perf_counter()
-    if not reason:
-        if not len(new_pos):
-            return incremental.unchanged(state)
-        feats = incremental.image_features(con, catalog.ids[new_pos], cfg.crops.enabled)
-        reason = incremental.growth_blocker(state, len(catalog.ids), len(feats.get("desc", ())), cfg)
-    t2 = time.perf_counter()
-    if reason:
-        log.info("near-duplicate search: full run (%s)", reason)
-        g = incremental.full_run(con, ws, cfg, run_id, catalog, reason)
-    else:
-        log.info("near-duplicate search: %d new images queried against %d", len(new_pos), len(catalog.ids))
-        try:
-            g = incremental.incremental_run(con, ws, cfg, run_id, catalog, state, new_pos, feats)
-        except (OSError, RuntimeError) as e:  # a saved index faiss or numpy cannot read: rebuilt, never trusted
-            log.warning("near-duplicate search: the saved searches could not be read (%s): full run",
-                        type(e).__name__)
-            g = incremental.full_run(con, ws, cfg, run_id, catalog, "index_unreadable")
-    g.timings = {"catalog_s": t1 - t0, "new_features_s": t2 - t1, **g.timings}
-    return g
-
-
-def _dup_rows(con, g: incremental.Grouping | None) -> list[dict]:
-    """dup_groups rows for every image in a group of two or more. Representative: highest bit depth, then most
-    pixels, then earliest source, then id; the group is named by its smallest image id."""
-    if g is None or not len(g.ids):
-        return []
-    size = np.bincount(g.group, minlength=len(g.ids))
-    grouped = np.flatnonzero(size[g.group] >= 2)
-    if not len(grouped):
-        return []
-    ids = g.ids.astype(str)
-    con.register("grouped_ids", pa.table({"image_id": pa.array(ids[grouped])}))
-    meta = {r[0]: r[1:] for r in con.execute("""SELECT image_id, bits, rows * cols, source_seq FROM images
-                                                 SEMI JOIN grouped_ids USING (image_id)""").fetchall()}
-    con.unregister("grouped_ids")
-    members: dict[int, list[int]] = {}
-    for i in grouped.tolist():
-        members.setdefault(int(g.group[i]), []).append(i)
-    out = []
-    for idx in members.values():
-        rep = min(idx, key=lambda i: (-meta[ids[i]][0], -meta[ids[i]][1], meta[ids[i]][2], ids[i]))
-        name = min(ids[i] for i in idx)
-        for i in idx:
-            out.append({"image_id": ids[i], "dup_group": name, "representative": i == rep, "group_size": len(idx),
-                        "matched_image_id": ids[int(g.best_other[i])],
-                        "method": near_dup.METHODS[int(g.best_method[i])],
-                        "similarity": float(g.best_sim[i])})
-    return sorted(out, key=lambda r: (r["dup_group"], r["image_id"]))
-
-
 def _leakage_rows(con) -> list[dict]:
     """Training images that share pixels (any occurrence) or a near-duplicate group with an
     evaluation image. Evaluation patients' own images are held out by their split."""
@@ -261,7 +204,7 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
            on_progress: Callable[[str, int, int], None] | None = None, wait_s: float = 0.0,
            full: bool = False) -> CurateSummary:
     """`full`: search every image against every image and rebuild the saved searches, even where the new images
-    alone could be queried (curation/incremental.py)."""
+    alone could be queried (curation/dedup/incremental.py)."""
     config = config or CurateConfig()
     with ws.write_lock(wait_s):
         clear_staging(ws)
@@ -288,47 +231,56 @@ def curate(ws: Workspace, config: CurateConfig | None = None,
             summary.new_patients = len(new)
         lap("splits")
         with db.connection(ws) as con:
-            grouping = _grouping(con, ws, config.dedup, run_id, full)
-            dups = _dup_rows(con, grouping)
-            if grouping is not None:
-                summary.crop_search = grouping.crop_search
-                summary.search = {"mode": grouping.mode, "reason": grouping.reason, "queried": grouping.queried,
-                                  "indexed": len(grouping.ids),
-                                  **{k: round(v, 3) for k, v in grouping.timings.items()}}
+            searched = search_run(con, ws, config.dedup, run_id, full)
+            dups = searched.groups.rows(con) if searched is not None else []
+            if searched is not None:
+                summary.crop_search = searched.crop_search
+                summary.search = {"mode": searched.mode, "reason": searched.reason, "queried": searched.queried,
+                                  "indexed": len(searched.groups.ids),
+                                  **{k: round(v, 3) for k, v in searched.timings.items()}}
             lap("groups")
             con.register("staged_dups", pa.Table.from_pylist(dups, schema=DUPS))
             leakage = _leakage_rows(con)
-            excluding = set(config.quality.exclude)
-            queries = {**config.quality.queries(), UNREADABLE_REASON: CURATION_UNREADABLE} if summary.images else {}
-            quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding or
-                               reason == UNREADABLE_REASON}
-                              for reason, sql in queries.items()
-                              for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
-            quality = sorted(quality + semdedup.quality_rows(ws, config.semdedup, con),
-                             key=lambda r: (r["image_id"], r["reason"]))
+            quality = _quality_rows(ws, con, config, summary.images)
         lap("flags")
-        _publish(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
+        _publish_results(ws, run_id, {"dups": (dups, DUPS), "quality": (quality, QUALITY), "leakage": (leakage, LEAKAGE)},
                  config)
         lap("results")
-        db.publish(ws)
+        publish(ws)
         lap("catalog_publish")
         with db.connection(ws) as con:
-            summary.dup_groups = con.execute("SELECT count(DISTINCT dup_group) FROM dup_groups").fetchall()[0][0]
-            summary.near_duplicates = con.execute("SELECT count(*) FROM dup_groups WHERE NOT representative").fetchall()[0][0]
-            summary.matched_by = dict(con.execute("SELECT method, count(*) FROM dup_groups GROUP BY ALL ORDER BY ALL").fetchall())
-            summary.quality = dict(con.execute("SELECT reason, count(*) FROM quality GROUP BY ALL ORDER BY ALL").fetchall())
-            summary.excluded = con.execute("SELECT count(*) FROM images WHERE excluded").fetchall()[0][0]
-            summary.held_out_by_design, summary.leakage_removed = con.execute(
-                "SELECT count(*) FILTER (WHERE split IN ('val', 'test')), "
-                "count(*) FILTER (WHERE held_out AND coalesce(split NOT IN ('val', 'test'), true)) FROM images"
-            ).fetchall()[0]
-            summary.splits = dict(con.execute("SELECT split, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall())
+            _count_results(con, summary)
         lap("summary")
     log.info("curated %d images: %d new signatures, %d new patients, %d near-duplicates in %d groups, %d excluded, "
              "%d held out by the leakage guard, %d val/test", summary.images, summary.new_signatures, summary.new_patients,
              summary.near_duplicates, summary.dup_groups, summary.excluded, summary.leakage_removed,
              summary.held_out_by_design)
     return summary
+
+
+def _quality_rows(ws: Workspace, con, config: CurateConfig, images: int) -> list[dict]:
+    """Every quality flag: the named queries, images curation could not open, semantic duplicates."""
+    excluding = set(config.quality.exclude)
+    queries = {**config.quality.queries(), UNREADABLE_REASON: CURATION_UNREADABLE} if images else {}
+    quality = sorted(({"image_id": i, "reason": reason, "excluding": reason in excluding or
+                       reason == UNREADABLE_REASON}
+                      for reason, sql in queries.items()
+                      for (i,) in con.execute(sql).fetchall()), key=lambda r: (r["image_id"], r["reason"]))
+    return sorted(quality + semdedup.quality_rows(ws, config.semdedup, con), key=lambda r: (r["image_id"], r["reason"]))
+
+
+def _count_results(con, summary: CurateSummary) -> None:
+    """The published catalog's counts into `summary`."""
+    summary.dup_groups = con.execute("SELECT count(DISTINCT dup_group) FROM dup_groups").fetchall()[0][0]
+    summary.near_duplicates = con.execute("SELECT count(*) FROM dup_groups WHERE NOT representative").fetchall()[0][0]
+    summary.matched_by = dict(con.execute("SELECT method, count(*) FROM dup_groups GROUP BY ALL ORDER BY ALL").fetchall())
+    summary.quality = dict(con.execute("SELECT reason, count(*) FROM quality GROUP BY ALL ORDER BY ALL").fetchall())
+    summary.excluded = con.execute("SELECT count(*) FROM images WHERE excluded").fetchall()[0][0]
+    summary.held_out_by_design, summary.leakage_removed = con.execute(
+        "SELECT count(*) FILTER (WHERE split IN ('val', 'test')), "
+        "count(*) FILTER (WHERE held_out AND coalesce(split NOT IN ('val', 'test'), true)) FROM images"
+    ).fetchall()[0]
+    summary.splits = dict(con.execute("SELECT split, count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall())
 
 
 def _stopwatch(seconds: dict) -> Callable[[str], None]:
@@ -343,7 +295,7 @@ def _stopwatch(seconds: dict) -> Callable[[str], None]:
     return lap
 
 
-def _publish(ws: Workspace, run_id: str, tables: dict, settings: CurateConfig) -> None:
+def _publish_results(ws: Workspace, run_id: str, tables: dict, settings: CurateConfig) -> None:
     staging = ws.staging_dir / f"curation-{run_id}-{token(3)}"
     staging.mkdir(parents=True)
     for name, (rows, schema) in tables.items():

@@ -11,8 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog.ids import new_run_id
 from catalog.workspace import Workspace
-from curation.crops import CropConfig
-from curation.near_dup import DedupConfig
+from curation.dedup.config import CropConfig, DedupConfig
 from curation.run import CurateConfig, curate, resolve_config, write_signature_part
 from flows import progress, settings
 from flows.firewall import firewall
@@ -52,7 +51,7 @@ def curate_flow(workspace: str, runner: str = RunnerConfig.runner, workers: int 
                 wait_s: float = 0.0, crops: bool | None = None, overrides: list[str] | None = None, full: bool = False,
                 address: str | None = RunnerConfig.address) -> dict:
     """`full`: search every image against every image and rebuild the saved searches (default: only the images
-    new since the last curation are queried, curation/incremental.py)."""
+    new since the last curation are queried, curation/dedup/incremental.py)."""
     ws = Workspace.open(workspace)
     config = curate_config(overrides, crops)
     summary = curate(ws, config, map_signatures=map_signatures(2 * (workers or 2) + 1),

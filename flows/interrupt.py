@@ -61,7 +61,7 @@ def print_line(signum: int) -> None:
         return
     state.printed = True
     if state.terminal is None:  # a KeyboardInterrupt raised in-process, not a signal: the usual console
-        from flows.cli.common import print_error
+        from flows.console import print_error
 
         print_error(message(signum))
         return

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from catalog import db, schema
+from catalog.publish import publish
 from catalog.errors import outcome_of
 from catalog.ids import new_run_id
 from catalog.parts import write_table
@@ -157,7 +158,7 @@ def ingest_source(ws: Workspace, name: str, *, batch_size: int = IngestConfig.ba
         record_run(ws, run_id, name, "finished", "completed", generation, summary, params)
         shutil.rmtree(ws.batches_dir / run_id, ignore_errors=True)
         _compact_if_needed(ws, compact_parts)
-        db.publish(ws)
+        publish(ws)
     log.info("ingested source %s: %d files seen, %d new, %d already done, %d images, %d quarantined",
              name, summary.files_seen, summary.result.files, summary.files_skipped, summary.result.images,
              sum(summary.result.quarantined.values()))

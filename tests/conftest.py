@@ -59,6 +59,14 @@ def phantom_workspace(tmp_path_factory, phantom_root):
     return ws, summaries
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the Prefect harness, itself or through another fixture, is marked `prefect`, so that
+    `make test-fast` (-m "not prefect ...") leaves out every test that starts a Prefect server."""
+    for item in items:
+        if "prefect_harness" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.prefect)
+
+
 def pytest_unconfigure(config):
     """Prefect's console handlers hold the stream they were made with (pytest's capture, a CliRunner's buffer),
     closed by now; whatever Prefect logs while the interpreter exits (a temporary server stopping) would end the

@@ -1,6 +1,7 @@
 """The floors of the house (docs/DESIGN.md): catalog/ is the ground floor and imports no other package of the
 project; the stages stand on it and do not import each other, except training -> shards and evaluation -> shards
-and training.backbone; flows/ is the top floor. No package reaches into another's private names or modules.
+and training.backbone; flows/ is the top floor. No package reaches into another's private names or modules, and no
+module imports itself through others (an import cycle, even one deferred into a function).
 
 Every import counts: top-level, inside functions, relative, `import a.b` and `from a import b`.
 """
@@ -29,6 +30,7 @@ class Import:
     package: str  # the importing package
     target: str  # the module imported (a.b.c), resolved against the file system
     name: str | None  # the name taken from it (from a.b import name), when that is not a module itself
+    source: str = ""  # the importing module (a.b.c)
 
     @property
     def target_package(self) -> str:
@@ -54,6 +56,7 @@ def _imports(path: Path, source: str | None = None) -> list[Import]:
     package = rel.parts[0]
     tree = ast.parse(path.read_text() if source is None else source, filename=str(rel))
     here = _module_name(path)
+    source = ".".join(here)
     is_package = path.name == "__init__.py"
     out: list[Import] = []
     aliases: dict[str, str] = {}  # local name -> module of another project package it is bound to
@@ -61,7 +64,7 @@ def _imports(path: Path, source: str | None = None) -> list[Import]:
         where = f"{rel}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Import):
             for a in node.names:
-                out.append(Import(where, package, a.name, None))
+                out.append(Import(where, package, a.name, None, source))
                 aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -73,16 +76,16 @@ def _imports(path: Path, source: str | None = None) -> list[Import]:
             for a in node.names:
                 sub = f"{module}.{a.name}"
                 if a.name != "*" and _is_module(sub):
-                    out.append(Import(where, package, sub, None))
+                    out.append(Import(where, package, sub, None, source))
                     aliases[a.asname or a.name] = sub
                 else:
-                    out.append(Import(where, package, module, a.name))
+                    out.append(Import(where, package, module, a.name, source))
     # `db._sql_str` on a module imported from another package is a private name too
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
                 and _private(node.attr)):
             target = aliases[node.value.id]
-            out.append(Import(f"{rel}:{node.lineno}", package, target, node.attr))
+            out.append(Import(f"{rel}:{node.lineno}", package, target, node.attr, source))
     return [i for i in out if i.target_package in PACKAGES]
 
 
@@ -138,6 +141,66 @@ def test_no_package_uses_another_packages_private_names():
             violations.append(f"{i.where}: {i.package} uses the private name {i.target}.{i.name}")
     print(_report(violations))
     assert not violations, _report(violations)
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    out.append(sorted(component))
+    return out
+
+
+def _module_edges(imports: list[Import]) -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for i in imports:
+        if i.target != i.source and _is_module(i.target):
+            edges.setdefault(i.source, set()).add(i.target)
+    return edges
+
+
+def test_no_module_imports_itself_through_others():
+    cycles = _cycles(_module_edges(IMPORTS))
+    assert not cycles, _report([" <-> ".join(c) for c in cycles])
+
+
+def test_the_cycle_check_finds_a_circle():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert _cycles(edges) == [["a", "b", "c"]]
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -7,7 +7,6 @@ Nothing here imports rich at import time: `ortho sql --format csv` never draws, 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import logging
 import signal
@@ -22,6 +21,8 @@ from typer.core import TyperCommand, TyperGroup
 from catalog.errors import OrthoError
 from catalog.workspace import Workspace
 from flows import interrupt
+from flows.console import consoles as _consoles
+from flows.console import print_error
 from flows import progress as progress_hooks
 from flows import settings
 from flows.worker_lines import not_relayed
@@ -29,13 +30,6 @@ from flows.worker_lines import not_relayed
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, ProgressColumn
-
-
-@functools.cache
-def _consoles() -> tuple[Console, Console]:
-    from rich.console import Console
-
-    return Console(), Console(stderr=True)
 
 
 def __getattr__(name: str):
@@ -77,13 +71,6 @@ def cell(value) -> "Text":
     from rich.text import Text
 
     return Text("" if value is None else str(value))
-
-
-def print_error(message: str) -> None:
-    from rich.text import Text
-
-    # Text, not markup: a message may hold brackets; soft_wrap: one line, never wrapped.
-    _consoles()[1].print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
 
 
 @contextlib.contextmanager

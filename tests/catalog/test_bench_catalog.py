@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench.catalog import PARTS, QUERIES, bare_rows, write_catalog, write_flat
 from catalog import db
+from catalog.publish import publish
 from catalog.current import fresh_snapshot
 
 N = 2000
@@ -17,7 +18,7 @@ def _sorted(rows: list[tuple]) -> list[tuple]:
 def test_the_synthetic_catalog_answers_alike_by_every_path(ws, tmp_path):
     patient = write_catalog(ws, N)
     assert len([p for p in ws.parts_dir.iterdir() if p.is_dir()]) == PARTS
-    db.publish(ws)
+    publish(ws)
     assert fresh_snapshot(ws) is not None
     with db.connection(ws) as con:
         status = dict(con.execute("SELECT status, count(*) FROM files GROUP BY ALL").fetchall())

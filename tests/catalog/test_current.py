@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 
 from catalog import db
-from catalog.current import TABLES, fingerprint, fresh_snapshot, materialise
+from catalog.current import TABLES, fingerprint, fresh_snapshot
+from catalog.publish import materialise
 from catalog.workspace import Workspace
 
 ORDER = {"images": "image_id", "files": "source, file_id", "labels": "image_id, task, value, source"}
@@ -47,7 +48,7 @@ def test_a_materialisation_that_fails_is_logged_and_leaves_the_catalog_exact(pha
                                                                              ortho_log):
     import duckdb
 
-    from catalog import current
+    from catalog import current, publish
 
     src, _ = phantom_workspace
     ws = Workspace.open(shutil.copytree(src.root, tmp_path / "workspace"))
@@ -56,7 +57,7 @@ def test_a_materialisation_that_fails_is_logged_and_leaves_the_catalog_exact(pha
     def out_of_memory(ws):
         raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256KiB")
 
-    monkeypatch.setattr(db, "materialise", out_of_memory)
-    db.publish(ws)  # does not raise: the ingest that called it has committed
+    monkeypatch.setattr(publish, "materialise", out_of_memory)
+    publish.publish(ws)  # does not raise: the ingest that called it has committed
     assert "could not be materialised (OutOfMemoryException)" in ortho_log.text
     assert current.fresh_snapshot(ws) is None and tables(ws, derived=False) == tables(ws, derived=True)

@@ -7,6 +7,7 @@ import duckdb
 from typer.testing import CliRunner
 
 from catalog import db
+from catalog.publish import publish
 from catalog.workspace import Workspace
 from flows.cli import app
 
@@ -19,7 +20,7 @@ def _counts(con) -> tuple:
 def test_a_moved_workspace_reads_its_own_files(phantom_workspace, tmp_path):
     source, _ = phantom_workspace
     first = Workspace.open(shutil.copytree(source.root, tmp_path / "first" / "workspace"))
-    db.publish(first)  # catalog.duckdb written where the workspace was
+    publish(first)  # catalog.duckdb written where the workspace was
     with db.connection(first) as con:
         before = _counts(con)
     assert before[0] > 0 and before[2] > 0

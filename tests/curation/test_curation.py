@@ -5,13 +5,13 @@ import pytest
 from PIL import Image
 
 from catalog import db
-from curation.crops import CropConfig
-from curation.near_dup import DedupConfig, find_edges, groups, search
+from curation.dedup.config import CropConfig, DedupConfig
+from curation.dedup.signatures import signature
 from curation.run import curate
-from curation.signatures import signature
 from curation.splits import SplitPolicy, assign, hashed_split
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
+from tests.dedup_reference import find_edges, groups, search
 
 
 def q(ws, sql):
@@ -74,7 +74,7 @@ def test_splits_are_stable_when_patients_arrive(curated, tmp_path):
     after = dict(q(ws, "SELECT patient_key, split FROM splits"))
     assert summary.new_patients == 5 and summary.new_signatures == 5
     assert {k: after[k] for k in before} == before
-    # only the new images asked the saved near-duplicate searches (curation/incremental.py)
+    # only the new images asked the saved near-duplicate searches (curation/dedup/incremental.py)
     assert summary.search["mode"] == "incremental" and summary.search["queried"] == 5
 
 
@@ -180,7 +180,7 @@ def test_tasks_list_counts_per_split_and_class(curated):
 
 
 def test_streamed_dup_graph_equals_all_pairs_and_stays_small_for_long_near_identical_runs():
-    from curation.near_dup import dup_graph
+    from curation.dedup.search import dup_graph
 
     rng = np.random.default_rng(3)
     base = rng.normal(size=(40, 256)).astype(np.float32)

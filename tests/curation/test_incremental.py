@@ -1,4 +1,4 @@
-"""Incremental curation (curation/incremental.py): a catalog grown in steps and curated after each gives a full
+"""Incremental curation (curation/dedup/incremental.py): a catalog grown in steps and curated after each gives a full
 run's groups and recorded matches; a changed setting, a removed image or `full` forces a full run; the saved state
 is kill-safe."""
 
@@ -11,11 +11,11 @@ from PIL import Image
 
 from catalog import db
 from catalog.workspace import Workspace
-from curation import dedup_index
+from curation.dedup.index import LayeredIndex, index_dir
 from curation.run import CurateConfig, curate, resolve_config
 from ingest.run import ingest_source
 from ingest.sources import Source, add_source
-from tests.curation.test_crops import textured, trimmed
+from tests.curation.test_crop_match import textured, trimmed
 
 PATTERN = r"(?P<patient>[a-z0-9]+)_(?P<laterality>[LRU])\.png"
 
@@ -144,12 +144,12 @@ def test_a_changed_setting_or_a_removed_image_forces_a_full_run(grown, tmp_path)
     assert (s.search["mode"], s.search["reason"]) == ("full", "settings_changed")
     s = curate(ws)  # back to the defaults: the state was rebuilt at 0.7
     assert s.search["reason"] == "settings_changed" and same_rows(rows(ws), before)
-    manifest = json.loads((dedup_index.index_dir(ws) / "MANIFEST.json").read_text())
+    manifest = json.loads((index_dir(ws) / "MANIFEST.json").read_text())
     manifest["settings"]["features_version"] = -1
-    (dedup_index.index_dir(ws) / "MANIFEST.json").write_text(json.dumps(manifest))
+    (index_dir(ws) / "MANIFEST.json").write_text(json.dumps(manifest))
     assert curate(ws).search["reason"] == "features_changed"
     # a state shorter than its manifest (a truncated file) is not trusted
-    build = dedup_index.index_dir(ws) / json.loads((dedup_index.index_dir(ws) / "MANIFEST.json").read_text())["build"]
+    build = index_dir(ws) / json.loads((index_dir(ws) / "MANIFEST.json").read_text())["build"]
     (build / "emb").write_bytes((build / "emb").read_bytes()[:-512])
     assert curate(ws).search["reason"] == "index_inconsistent" and same_rows(rows(ws), before)
     shutil.rmtree(ws.parts_dir / next(p.name for p in sorted(ws.parts_dir.iterdir())))  # an ingest part gone
@@ -182,7 +182,7 @@ def test_layered_index_answers_as_one_index():
     delta.add(x[5000:])
     for index in (whole, base, delta):
         index.nprobe = 8
-    layered = dedup_index.LayeredIndex(base, delta)
+    layered = LayeredIndex(base, delta)
     d1, i1 = whole.search(x[:500], 6)
     d2, i2 = layered.search(x[:500], 6)
     assert np.array_equal(i1, i2) and np.allclose(d1, d2)
@@ -209,7 +209,7 @@ def test_ivf_searches_grow_through_delta_layers_and_merges(tmp_path):
         add_step(ws, tmp_path / "src", k, images)
         summaries.append(curate(ws, cfg))
     assert [s.search["mode"] for s in summaries] == ["full", "incremental", "incremental"]
-    manifest = json.loads((dedup_index.index_dir(ws) / "MANIFEST.json").read_text())
+    manifest = json.loads((index_dir(ws) / "MANIFEST.json").read_text())
     assert manifest["modes"] == {"global": "ivf", "crops": "ivf"}
     assert all(spec["delta"] is None and spec["base_rows"] > 110 for spec in manifest["faiss"].values())  # merged
     got = groups_by_name(ws)
@@ -248,7 +248,7 @@ def test_an_incremental_run_killed_anywhere_and_rerun_equals_an_uninterrupted_on
         shutil.copytree(start.root, ws.root, dirs_exist_ok=True)
     run_or_kill(KILL_SCRIPT, [str(reference.root)])
     expected = curated_snapshot(reference)
-    root = dedup_index.index_dir(victim)
+    root = index_dir(victim)
     manifest = (root / "MANIFEST.json").read_text()
     build = root / json.loads(manifest)["build"]
     emb_size, graphs = (build / "emb").stat().st_size, set(build.glob("graph-*"))

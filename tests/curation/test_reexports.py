@@ -7,8 +7,8 @@ import pytest
 
 from bench.dups import build_corpus, curate_groups, load_originals, score
 from bench.reexports import TREATMENTS, reexport
-from curation import crops
-from curation.borders import content_box
+from curation.dedup import keypoints
+from curation.dedup.borders import content_box
 from tests.shared_data import shared_data
 
 
@@ -49,27 +49,27 @@ def test_mirror_permutation_is_sift_of_the_mirrored_image():
             here = [j for j in np.flatnonzero(dist < 0.5) if abs(kpm[j].size - k.size) < 0.05 * k.size]
             if not here:
                 continue
-            u = desc[crops.MIRROR].astype(float)
+            u = desc[keypoints.MIRROR].astype(float)
             cos = [u @ dm[j] / (np.linalg.norm(u) * np.linalg.norm(dm[j].astype(float)) + 1e-9) for j in here]
             j = here[int(np.argmax(cos))]
             cosines.append(max(cos))
             if max(cos) > 0.99:
-                assert abs(((180 - k.angle) - kpm[j].angle + 180) % 360 - 180) < 5  # crops.mirrored's angle (bins of 10)
+                assert abs(((180 - k.angle) - kpm[j].angle + 180) % 360 - 180) < 5  # keypoints.mirrored's angle (bins of 10)
     assert len(cosines) > 200 and np.median(cosines) > 0.99
 
 
 def test_mirrored_keypoints_match_the_mirrored_image():
     shared_data("knee-xray-kl/val")
     a = load_originals("val", limit=1)[0][0]
-    kp, desc = crops.features(a)
-    kpm, descm = crops.features(np.ascontiguousarray(a[:, ::-1]))
-    sims = crops._unit(desc[:, crops.MIRROR]) @ crops._unit(descm).T
+    kp, desc = keypoints.features(a)
+    kpm, descm = keypoints.features(np.ascontiguousarray(a[:, ::-1]))
+    sims = keypoints.unit(desc[:, keypoints.MIRROR]) @ keypoints.unit(descm).T
     i = np.arange(len(sims))
     j = sims.argmax(1)
     keep = (sims[i, j] >= 0.95) & (sims.argmax(0)[j] == i)  # mutual nearest neighbours
     i, j = i[keep], j[keep]
     assert len(i) >= 8
-    close = np.hypot(*(crops.mirrored(kp, a.shape[1])[i, :2] - kpm[j, :2]).T) < 2
+    close = np.hypot(*(keypoints.mirrored(kp, a.shape[1])[i, :2] - kpm[j, :2]).T) < 2
     assert close.mean() > 0.8
 
 
@@ -95,6 +95,6 @@ def test_keypoints_skip_the_pad():
     a = load_originals("val", limit=1)[0][0]
     padded = reexport(a, "padded 8-15%", 0, np.random.default_rng(3))
     y0, y1, x0, x1 = content_box(padded)
-    kp, _ = crops.features(padded)
+    kp, _ = keypoints.features(padded)
     assert len(kp) > 10
     assert (kp[:, 0] >= x0).all() and (kp[:, 0] < x1).all() and (kp[:, 1] >= y0).all() and (kp[:, 1] < y1).all()

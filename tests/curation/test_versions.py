@@ -1,8 +1,8 @@
 """Per-image curation results of an older algorithm version are computed again, once, kill-safely."""
 
-from curation import crops
+from curation.dedup import keypoints
+from curation.dedup.signatures import SIGNATURE_VERSION
 from curation.run import retire_stale, retire_stale_keypoints, retire_stale_signatures
-from curation.signatures import SIGNATURE_VERSION
 
 
 def test_stale_results_are_retired_once(ws):
@@ -20,7 +20,7 @@ def test_a_killed_retirement_is_finished_by_the_next_run(ws):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "a.parquet").write_bytes(b"x")
     (folder / "VERSION").write_text("1\n")
-    assert retire_stale(folder, crops.FEATURES_VERSION, ws.staging_dir) is True
+    assert retire_stale(folder, keypoints.FEATURES_VERSION, ws.staging_dir) is True
     (folder / "VERSION").unlink()  # as if killed before the version was recorded
     (folder / "b.parquet").write_bytes(b"y")  # ... and something written meanwhile
     assert retire_stale_keypoints(ws) is True  # no record: whatever is there is moved aside

@@ -14,7 +14,7 @@ from PIL import Image
 from flows.phantom import draw_radiograph
 from ingest.pixels import Frame
 from ingest.reasons import Quarantine
-from ingest.text import judge
+from tests import ocr_judge as judge
 from ingest.text.render import TextStyle, burn
 from ingest.text.screen import DETECTOR_VERSION, screen, screen_frame
 

@@ -7,7 +7,7 @@ import pytest
 
 from flows.phantom import draw_radiograph
 from ingest.pixels import Frame
-from ingest.text import judge
+from tests import ocr_judge as judge
 from ingest.text.candidates import Box, windowed
 from ingest.text.render import TextStyle, burn, burn_turned
 from ingest.text.screen import DETECTOR_VERSION, screen, screen_frame

@@ -71,7 +71,7 @@ def burned_tokens_read(ws, export) -> list[str]:
     from catalog import db
     from catalog.store import ImageStore
     from flows.phantom import burned_lines, has_burned_text, patients
-    from ingest.text import judge
+    from tests import ocr_judge as judge
 
     tokens = [t for p in patients(PATIENTS) if has_burned_text(p) for line in burned_lines(p) for t in line.replace("^", " ").split()]
     con = db.connect(ws)

@@ -1,5 +1,5 @@
 """The near-duplicate searches' state between curations, what an incremental curation queries new images
-against and extends (curation/incremental.py):
+against and extends (curation/dedup/incremental.py):
 
     catalog/curation-index/
       MANIFEST.json                  the current state: counts, settings, search modes, file names; replaced last
@@ -35,9 +35,11 @@ from catalog.errors import BrokenInvariant
 from catalog.files import atomic_write, fsync_dir
 from catalog.ids import token
 from catalog.workspace import Workspace
-from curation import crops
-from curation.near_dup import DedupConfig
-from curation.signatures import DIM, PROJECTION_SEED, SIGNATURE_VERSION
+from curation.dedup.config import DedupConfig
+from curation.dedup.descriptor_votes import pca_projected
+from curation.dedup.groups import SAVED, DupGroups
+from curation.dedup.keypoints import DESC, FEATURES_VERSION
+from curation.dedup.signatures import DIM, PROJECTION_SEED, SIGNATURE_VERSION
 
 log = logging.getLogger("ortho.curate")
 
@@ -46,8 +48,7 @@ SEARCHES = ("global", "flip", "crops")
 # name -> (dtype, row shape); the ids' dtype is S<id_bytes> from the manifest
 PER_IMAGE = {"ids": (None, ()), "emb": (np.float16, (DIM,)), "flip": (np.float16, (DIM,)), "lat": (np.int8, ()),
              "series": (np.int64, ()), "shape": (np.int32, (2,)), "nkp": (np.int16, ())}
-PER_KEYPOINT = {"desc": (np.uint8, (crops.DESC,)), "kp": (np.float32, (4,))}
-GRAPH = ("group", "global_group", "best_other", "best_sim", "best_method")
+PER_KEYPOINT = {"desc": (np.uint8, (DESC,)), "kp": (np.float32, (4,))}
 
 
 def index_dir(ws: Workspace) -> Path:
@@ -59,7 +60,7 @@ def recorded_settings(cfg: DedupConfig) -> dict:
     signatures and keypoints it was built from. Any change forces a full run."""
     settings = dataclasses.asdict(cfg)
     settings["crops"].pop("workers", None)
-    return json.loads(json.dumps({"dedup": settings, "features_version": crops.FEATURES_VERSION,
+    return json.loads(json.dumps({"dedup": settings, "features_version": FEATURES_VERSION,
                                   "signature": {"dim": DIM, "projection_seed": PROJECTION_SEED,
                                                 "version": SIGNATURE_VERSION}}))
 
@@ -166,12 +167,13 @@ class CurationIndex:
             return np.zeros((0, *shape), self._dtype(name))
         return np.memmap(self.dir / name, dtype=self._dtype(name), mode="r", shape=(rows, *shape))
 
-    def graph(self) -> dict[str, np.ndarray]:
+    def groups(self, **known) -> DupGroups:
+        """The saved groups (DupGroups' other fields from `known`)."""
         with np.load(self.dir / self.manifest["graph"]) as z:
-            out = {name: z[name].copy() for name in GRAPH}
+            out = {name: z[name].copy() for name in SAVED}
         if any(len(v) != self.images for v in out.values()):
             raise BrokenInvariant("the saved groups do not cover the saved images")
-        return out
+        return DupGroups.saved(out, **known)
 
     def searcher(self, search: str) -> LayeredIndex:
         import faiss
@@ -182,11 +184,11 @@ class CurationIndex:
         return LayeredIndex(base, delta)
 
     def projection(self):
-        """The crop search's PCA projection (crops.pca_projected with its saved mean and basis)."""
+        """The crop search's PCA projection (descriptor_votes.pca_projected with its saved mean and basis)."""
         import functools
 
         with np.load(self.dir / self.manifest["pca"]) as z:
-            return functools.partial(crops.pca_projected, mean=z["mean"].copy(), basis=z["basis"].copy())
+            return functools.partial(pca_projected, mean=z["mean"].copy(), basis=z["basis"].copy())
 
 
 class IndexWriter:
@@ -254,10 +256,10 @@ class IndexWriter:
         self.manifest[count] += rows
         return out
 
-    def graph(self, arrays: dict[str, np.ndarray]) -> None:
+    def groups(self, groups: DupGroups) -> None:
         name = f"graph-{self.manifest['version']}.npz"
         with self._written(name) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{k: arrays[k] for k in GRAPH})
+            np.savez(f, **groups.arrays())
         self.manifest["graph"] = name
 
     def pca(self, project) -> None:

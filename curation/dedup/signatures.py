@@ -20,7 +20,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from curation.borders import content_box
+from curation.dedup.borders import content_box
 
 SIGNATURE_VERSION = 3  # 2: of the content box; 3: bands uniform within 0.5% of the range. Stored signatures of another version are recomputed
 SIZE = 128
@@ -64,7 +64,7 @@ def embed(z: np.ndarray) -> np.ndarray:
 
 def signature(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(embedding, embedding of the left-right mirror), each DIM float16, unit norm, of the image's content box
-    (curation/borders.py: a pad or letterbox an export added is left out, so a padded copy matches its original)."""
+    (curation/dedup/borders.py: a pad or letterbox an export added is left out, so a padded copy matches its original)."""
     y0, y1, x0, x1 = content_box(pixels)
     z = whitened(pixels[y0:y1, x0:x1])
     return embed(z), embed(z[:, ::-1].copy())

@@ -1,49 +1,28 @@
-"""Near-duplicate search and grouping, in pass order: NeighbourSearch -> EdgeFilter -> DupGroups,
-then the crop search (curation/crops.py) over the pairs still apart.
+"""Near-duplicate search and grouping, in pass order: NeighbourSearch -> accepted pairs -> DupGroups (dup_graph),
+then the crop search (curation/dedup/crop_match.py) over the pairs still apart.
 
 Search is sub-quadratic: an inverted-file index (faiss IVF with 8-bit scalar-quantised lists,
 inner product on unit vectors) probes the few cells nearest each query, so cost grows
 ~ N * (nlist + nprobe * N / nlist) with nlist ~ 4 sqrt(N), i.e. ~ N^1.5; candidates within a
 small margin of the threshold are re-scored exactly.
 Below `exact_below` images an exact blocked matrix product is used instead (and is the reference
-the tests compare against). Each image is also queried with its mirror embedding, so a flipped
+the tests compare against, with tests/dedup_reference.py's all-pairs grouping). Each image is also queried with its mirror embedding, so a flipped
 re-export is found; a flipped match is accepted only when laterality does not contradict it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from curation.crops import CropConfig
-from curation.union_find import UnionFind
-
-METHODS = ("embedding", "embedding_flip", "crop", "crop_flip")  # evidence recorded with each image's best match
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    threshold: float = 0.66  # cosine; see curation/signatures.py for the measured separation
-    same_series_threshold: float = 0.97  # neighbouring MRI slices are alike; only near-identical ones group
-    use_flip: bool = True
-    exact_below: int = 50_000
-    nprobe: int = 16
-    crops: CropConfig = field(default_factory=CropConfig)
-
-
-@dataclass(frozen=True)
-class Edge:
-    a: int
-    b: int
-    similarity: float
-    method: str  # embedding | embedding_flip
+from curation.dedup.config import DedupConfig
+from curation.dedup.groups import DupGroups
+from curation.dedup.union_find import UnionFind
 
 
 class NeighbourSearch:
     """Cosine range search over unit vectors: exact below `exact_below` items, else faiss IVF.
     Built once, queried with plain and mirrored embeddings. `index`: an IVF index over `emb` built
-    before (an incremental curation's, curation/dedup_index.py); `emb` is then only read to re-score
+    before (an incremental curation's, curation/dedup/index.py); `emb` is then only read to re-score
     candidates and may be a float16 memory map. `trained`: the IVF index before anything was added."""
 
     def __init__(self, emb: np.ndarray, cfg: DedupConfig, index=None):
@@ -101,75 +80,6 @@ class NeighbourSearch:
             yield rows[ok], labels[ok].astype(np.int64), sims[ok].astype(np.float32)
 
 
-def search(emb: np.ndarray, queries: np.ndarray, threshold: float, cfg: DedupConfig) -> list[tuple[int, int, float]]:
-    if len(emb) == 0:
-        return []
-    return NeighbourSearch(emb, cfg).range(queries, threshold)
-
-
-def find_edges(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: list, cfg: DedupConfig) -> list[Edge]:
-    low = min(cfg.threshold, cfg.same_series_threshold)
-    found: dict[tuple[int, int], Edge] = {}
-    if len(emb) == 0:
-        return []
-    index = NeighbourSearch(emb, cfg)
-    passes = [("embedding", emb)] + ([("embedding_flip", emb_flip)] if cfg.use_flip else [])
-    for method, queries in passes:
-        for i, j, sim in index.range(queries, low):
-            a, b = min(i, j), max(i, j)
-            same_series = series[a] is not None and series[a] == series[b]
-            if sim < (cfg.same_series_threshold if same_series else cfg.threshold):
-                continue
-            la, lb = laterality[a], laterality[b]
-            if la in ("L", "R") and lb in ("L", "R") and la != lb:
-                continue  # left and right knees of one person: mirror images, different knees
-            prev = found.get((a, b))
-            if prev is None or sim > prev.similarity:
-                found[(a, b)] = Edge(a, b, sim, method)
-    return sorted(found.values(), key=lambda e: (e.a, e.b))
-
-
-@dataclass
-class DupGraph:
-    """Near-duplicate groups and, per image, its most similar match: O(images) memory, whatever the
-    number of matching pairs."""
-
-    group: np.ndarray  # [N] the smallest index of each image's group
-    best_other: np.ndarray  # [N] the most similar match (-1: none)
-    best_similarity: np.ndarray  # [N]
-    best_method: np.ndarray  # [N] index into METHODS of the evidence for that match
-    pairs: int  # accepted pairs, counted per search pass
-    series_code: np.ndarray | None = None  # [N] -1: no series
-    laterality_code: np.ndarray | None = None  # [N] 0 unknown, 1 L, 2 R
-
-    def apart_from_crop(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Candidate pairs (arrays) the crop search need not check: already one group, slices of one
-        series (the global pass owns those, with its strict same-series threshold), or left against
-        right (a crop does not mirror)."""
-        skip = self.group[a] == self.group[b]
-        if self.series_code is not None:
-            skip |= (self.series_code[a] >= 0) & (self.series_code[a] == self.series_code[b])
-        if self.laterality_code is not None:
-            la, lb = self.laterality_code[a], self.laterality_code[b]
-            skip |= (la > 0) & (lb > 0) & (la != lb)
-        return skip
-
-    def add_edges(self, edges: list[tuple[int, int, float]], method: int) -> None:
-        """Joins the groups of each (a, b, similarity); an image with no match yet records the most
-        similar of these (the similarity scales of two methods are not comparable, so a match the
-        global signature found is kept)."""
-        forest = UnionFind(self.group.tolist())
-        for a, b, _ in edges:
-            forest.union(a, b)
-        self.group = forest.roots()
-        had = self.best_other >= 0
-        for a, b, sim in sorted(edges, key=lambda e: (-e[2], e[0], e[1])):
-            for x, other in ((a, b), (b, a)):
-                if not had[x] and self.best_other[x] < 0:
-                    self.best_other[x], self.best_similarity[x], self.best_method[x] = other, sim, method
-            self.pairs += 1
-
-
 def accepted(qi: np.ndarray, ji: np.ndarray, sims: np.ndarray, series_code: np.ndarray, lat: np.ndarray,
              cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Of found pairs (query qi, item ji, cosine): those that pass the threshold (the same-series one for
@@ -203,8 +113,8 @@ def codes(laterality: list, series: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: list, cfg: DedupConfig,
-              search: NeighbourSearch | None = None) -> DupGraph:
-    """The groups find_edges + groups would give, folded block by block: the same thresholds (the
+              search: NeighbourSearch | None = None) -> DupGroups:
+    """The groups all accepted pairs would give (tests/dedup_reference.py), folded block by block: the same thresholds (the
     same-series one for slices of one series), laterality respected, union-find with the smallest
     index as root. `search`: a NeighbourSearch over `emb` built by the caller (which keeps its index)."""
     n = len(emb)
@@ -214,7 +124,7 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
     best_flip = np.zeros(n, dtype=bool)
     pairs = 0
     if n == 0:
-        return DupGraph(np.zeros(0, np.int64), best_other, best_sim, np.zeros(0, np.int8), 0)
+        return DupGroups(np.zeros(0, np.int64), best_other, best_sim, np.zeros(0, np.int8), np.zeros(0, np.int64))
     series_code, lat = codes(laterality, series)
 
     low = min(cfg.threshold, cfg.same_series_threshold)
@@ -230,19 +140,5 @@ def dup_graph(emb: np.ndarray, emb_flip: np.ndarray, laterality: list, series: l
             for u, v in zip(a.tolist(), b.tolist()):
                 forest.union(u, v)
     group = forest.roots()
-    return DupGraph(group, best_other, best_sim, best_flip.astype(np.int8), pairs, series_code, lat)
-
-
-def groups(n: int, edges: list[Edge]) -> np.ndarray:
-    """Union-find: the group of each index, as the smallest index in its group."""
-    forest = UnionFind(list(range(n)))
-    for e in edges:
-        forest.union(e.a, e.b)
-    return forest.roots()
-
-
-def add_crop_edges(graph: DupGraph, edges: list) -> None:
-    """The crop search's verified pairs (curation.crops.CropEdge) join the groups: plain ones first,
-    then mirrored ones (recorded as crop_flip)."""
-    for method, mirrored in (("crop", False), ("crop_flip", True)):
-        graph.add_edges([(e.a, e.b, e.similarity) for e in edges if e.mirrored == mirrored], METHODS.index(method))
+    best_method = np.where(best_other >= 0, best_flip, -1).astype(np.int8)
+    return DupGroups(group, best_other, best_sim, best_method, group.copy(), pairs, series_code, lat)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from catalog.files import is_remote, local_path, read_bytes
 from catalog.workspace import Workspace
 from ingest.pacs.options import is_pacs, parse_location
 from ingest.scan import ScanEntry, scan
+from ingest.source_errors import SourceError
 
-if TYPE_CHECKING:
-    from ingest.sources import Source
+# `Source` (ingest/sources.py) in annotations only: that module asks this one for a source's kind
 
 _USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*@")  # s3://KEY:SECRET@bucket
 Read = Callable[[str, int], bytes]  # read(relpath, max_bytes)
@@ -39,8 +39,6 @@ class SourceKind:
         """Before registering: the location as it is to be kept."""
 
     def validate(self) -> None:
-        from ingest.sources import SourceError
-
         if self.source.pacs:
             raise SourceError("PACS options (--query, --calling-ae, ...) need a dicomweb+http(s):// or dimse:// "
                               "location")
@@ -77,8 +75,6 @@ class FolderKind(SourceKind):
 
     def prepare(self) -> None:
         """A folder is kept as its absolute path, and must be one (a phantom's is drawn at its first ingest)."""
-        from ingest.sources import SourceError
-
         self.source.location = os.path.abspath(local_path(self.source.location))
         if self.source.kind != "phantom" and not os.path.isdir(self.source.location):
             raise SourceError(f"source {self.source.name!r}: location is not a folder")
@@ -90,8 +86,6 @@ class ObjectStoreKind(SourceKind):
     name = "object_store"
 
     def validate(self) -> None:
-        from ingest.sources import SourceError
-
         super().validate()
         if _USERINFO.match(self.source.location):
             raise SourceError("object store location: keys do not belong in the URL; use --credentials env:NAME "
@@ -108,15 +102,11 @@ class ArchiveKind(SourceKind):
         return RETRY_REASONS
 
     def validate(self) -> None:
-        from ingest.sources import SourceError
-
         if self.source.labels or self.source.path_pattern:
             raise SourceError("a PACS source takes no --labels or --path-pattern: its instances carry no file paths")
         self.source.pacs_options.validate(parse_location(self.source.location))
 
     def probe(self, ws: Workspace) -> None:
-        from ingest.sources import probe_archive
-
         probe_archive(ws, self.source)
 
     def closed_hours(self) -> str | None:
@@ -169,11 +159,9 @@ class ScanListing:
         self.ws, self.source = ws, source
 
     def entries(self) -> Iterable[ScanEntry]:
-        from ingest.batch import label_resolver
-
-        source, credentials = self.source, self.ws.credentials_dir
-        return scan(source.location, skip=label_resolver(source, credentials).label_files,
-                    storage_options=source.storage_options(credentials))
+        source = self.source
+        return scan(source.location, skip=source.label_files,
+                    storage_options=source.storage_options(self.ws.credentials_dir))
 
     def finish(self, run_id: str) -> dict | None:
         return None
@@ -183,3 +171,21 @@ def kind_of(source: Source) -> SourceKind:
     if is_pacs(source.location):
         return DimseKind(source) if source.location.lower().startswith("dimse://") else DicomWebKind(source)
     return ObjectStoreKind(source) if is_remote(source.location) else FolderKind(source)
+
+
+def probe_archive(ws: Workspace, source: Source) -> None:
+    from ingest.pacs.client import open_client
+    from ingest.pacs.errors import PacsRefused, PacsUnavailable
+    from ingest.reasons import Quarantine
+
+    try:
+        with open_client(source.name, source.location, source.pacs_options, ws.credentials_dir) as client:
+            client.probe()
+    except Quarantine as q:  # the archive answered, but not as a PACS should
+        raise SourceError(f"source {source.name!r}: the archive's answer to a test query failed ({q.reason}: "
+                          f"{q.detail}); nothing was registered") from None
+    except PacsRefused as e:
+        raise SourceError(f"{e}; nothing was registered") from None
+    except PacsUnavailable:
+        raise SourceError(f"source {source.name!r}: no archive answers at that location; nothing was registered") \
+            from None

@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from catalog import vocab
-from catalog.errors import OrthoError
 from catalog.files import atomic_write
 from catalog.workspace import Workspace
+from ingest.source_errors import SourceError  # noqa: F401  (its home; raised here and by the kinds)
 from ingest.pacs.options import PacsOptions, is_secret_ref, resolve_secret
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _KEYED_STORES = ("s3://", "s3a://")
 
 
-class SourceError(OrthoError, ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -126,6 +124,11 @@ class Source:
         return {"key": key, "secret": secret}
 
     @property
+    def label_files(self) -> set[str]:
+        """The label tables inside the source's own tree (relative csv: specs): a scan leaves them out."""
+        return {s.file for s in self.label_specs if s.kind == "csv" and not os.path.isabs(s.file)}
+
+    @property
     def location_kind(self) -> SourceKind:
         """Where the source is (a folder, an object store, a DICOMweb or DIMSE archive): what ingest asks."""
         from ingest.source_kinds import kind_of
@@ -149,24 +152,6 @@ class Source:
             return {}
         m = re.search(self.path_pattern, relpath)
         return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
-
-
-def probe_archive(ws: Workspace, source: Source) -> None:
-    from ingest.pacs.client import open_client
-    from ingest.pacs.errors import PacsRefused, PacsUnavailable
-    from ingest.reasons import Quarantine
-
-    try:
-        with open_client(source.name, source.location, source.pacs_options, ws.credentials_dir) as client:
-            client.probe()
-    except Quarantine as q:  # the archive answered, but not as a PACS should
-        raise SourceError(f"source {source.name!r}: the archive's answer to a test query failed ({q.reason}: "
-                          f"{q.detail}); nothing was registered") from None
-    except PacsRefused as e:
-        raise SourceError(f"{e}; nothing was registered") from None
-    except PacsUnavailable:
-        raise SourceError(f"source {source.name!r}: no archive answers at that location; nothing was registered") \
-            from None
 
 
 def check_burned_in(policy: str) -> str:
@@ -229,7 +214,7 @@ class LabelResolver:
 
     @property
     def label_files(self) -> set[str]:
-        return {s.file for s in self.specs if s.kind == "csv" and not os.path.isabs(s.file)}
+        return self.source.label_files
 
     def labels(self, relpath: str, hints: dict) -> dict[str, str]:
         out: dict[str, str] = {}

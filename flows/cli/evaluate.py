@@ -61,13 +61,8 @@ def evaluate(
     from flows.server import one_prefect_server
 
     setup_logging(ws, "evaluate")
-    try:
-        fractions = split_csv([label_fractions], float)
-        ks = tuple(split_csv([knn_k], int))
-    except ValueError as e:
-        fail(f"not a number: {e}")
-    settings = dict(protocols=split_csv([protocol]), fractions=fractions, seeds=seeds,
-                    baselines=baselines, pool=pool, knn_ks=ks,
+    settings = dict(protocols=split_csv([protocol]), fractions=_numbers(label_fractions, float), seeds=seeds,
+                    baselines=baselines, pool=pool, knn_ks=tuple(_numbers(knn_k, int)),
                     exam_aggregation=exam_aggregation, n_boot=bootstrap,
                     finetune=dict(epochs=epochs, lr=finetune_lr, blocks=finetune_blocks))
     cfg = eval_config(settings, overrides)  # a typo fails here, in one line, before a flow starts
@@ -81,6 +76,13 @@ def evaluate(
     print_eval_summary(Path(summary["eval_dir"]))
     if summary["report"]:
         console.print(f"report: {summary['report']}")
+
+
+def _numbers(text: str, kind) -> list:
+    try:
+        return split_csv([text], kind)
+    except ValueError as e:
+        fail(f"not a number: {e}")
 
 
 def print_eval_summary(eval_dir: Path) -> None:

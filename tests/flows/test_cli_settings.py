@@ -15,6 +15,7 @@ from evaluation.config import EvalConfig
 from flows.cli import COMMANDS, GROUPS
 from flows.pipeline import Pipeline, PipelineError
 from flows.runners import SHARDS_RUNNER, RunnerConfig
+from catalog.errors import BrokenInvariant
 from ingest.config import IngestConfig
 from shards.spec import ShardSetSpec
 
@@ -66,7 +67,7 @@ def _has_field(cls, name) -> bool:
     """A field with a default (a required one, like a shard set's query, is a required option)."""
     try:
         default_of(cls, name)
-    except (KeyError, AttributeError, TypeError):
+    except (BrokenInvariant, AttributeError, TypeError):
         return False
     return True
 

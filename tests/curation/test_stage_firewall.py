@@ -93,7 +93,7 @@ def test_a_balanced_draw_is_made_from_readable_images_and_keeps_its_target(plant
         redrawn.append(summary["unreadable_redrawn"])
     assert max(redrawn) >= 1, "some seed drew an unreadable image first"
     seed = redrawn.index(max(redrawn))
-    _, manifest, _ = build_shard_set(ws, "bal", "SELECT image_id FROM images", include_excluded=True,
-                                     samples_per_shard=10, balance=BalanceSpec("source", 2), seed=seed)
+    _, manifest, _ = build_shard_set(ws, ShardSetSpec("bal", "SELECT image_id FROM images", include_excluded=True,
+                                                      samples_per_shard=10, balance="source", target=2, seed=seed))
     assert manifest.samples == 2 and manifest.balance["unreadable_redrawn"] == max(redrawn)
     assert sum(manifest.unreadable.values()) == max(redrawn)

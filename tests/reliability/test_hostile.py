@@ -44,7 +44,7 @@ def test_hostile_corpus(ws, tmp_path):
 
 
 def test_unreadable_file_is_quarantined(ws, tmp_path, monkeypatch):
-    import ingest.batch
+    import ingest.source_kinds
 
     src = tmp_path / "src"
     src.mkdir()
@@ -53,7 +53,7 @@ def test_unreadable_file_is_quarantined(ws, tmp_path, monkeypatch):
     def deny(*a, **k):
         raise PermissionError(13, "Permission denied", str(src / "secret.dcm"))
 
-    monkeypatch.setattr(ingest.batch, "read_bytes", deny)
+    monkeypatch.setattr(ingest.source_kinds, "read_bytes", deny)
     add_source(ws, Source("s", str(src), "internal"))
     ingest_source(ws, "s")
     assert db.query(ws, "SELECT status, reason, detail FROM files")[1] == [("quarantined", "permission_denied", "file cannot be opened")]

@@ -68,6 +68,7 @@ build_shard_set(Workspace.open(sys.argv[1]), ShardSetSpec("killed", "SELECT imag
 
 @pytest.mark.slow
 def test_killed_shard_build_leaves_nothing_and_rebuilds_identically(tmp_path, phantom_workspace):
+    from shards.spec import ShardSetSpec
     from shards.writer import build_shard_set, list_shard_sets
 
     src, _ = phantom_workspace

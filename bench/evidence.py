@@ -121,7 +121,7 @@ def run_part(args, part: str, checkpoint: Path | None) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             ev = Evaluation(Workspace.open(Path(tmp) / "ws"), dataclasses.replace(cfg, fractions=fractions),
                             f"evidence-{part}", images=images,
-                            on_progress=lambda done, total, label: _progress(ev, label))
+                            on_progress=lambda *_: _progress(ev))
             if part == "supervised":
                 ev.supervised(task, splits, False, dict(NO_CHECKPOINT))
             elif part == "frozen":
@@ -139,14 +139,14 @@ def run_part(args, part: str, checkpoint: Path | None) -> list[dict]:
     return doc["results"]
 
 
-def _progress(ev, label: str) -> None:
-    r = ev.results[-1] if ev.results else None
-    if r is None or not label.endswith(f"{r['fraction']:g}"):
-        return
-    b = r.get("budget") or {}
-    print(f"  {r['model']} {r['protocol']} {r['fraction']:g} seed {r['seed']}: QWK {r['metrics']['qwk'][0]:.3f} "
-          f"[{r['metrics']['qwk'][1]:.3f}, {r['metrics']['qwk'][2]:.3f}]"
-          + (f" ({b['epochs_run']} epochs, {b['seconds']:.0f} s)" if b else ""), flush=True)
+def _progress(ev) -> None:
+    """Each result once, as it is scored (the evaluator also reports stages, which add none)."""
+    for r in ev.results[getattr(ev, "printed", 0):]:
+        b = r.get("budget") or {}
+        q = r["metrics"]["qwk"]
+        print(f"  {r['model']} {r['protocol']} {r['fraction']:g} seed {r['seed']}: QWK {q[0]:.3f} [{q[1]:.3f}, "
+              f"{q[2]:.3f}]" + (f" ({b['epochs_run']} epochs, {b['seconds']:.0f} s)" if b else ""), flush=True)
+    ev.printed = len(ev.results)
 
 
 def load_results(ws: Path) -> tuple[list[dict], dict]:

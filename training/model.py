@@ -72,7 +72,7 @@ def build_ssl_models(cfg: dict, img_size: int) -> tuple[SSLModel, SSLModel, obje
     # ...but batch statistics in its batch norms (a CNN's; ViTs have none), as DINO's teacher: normalising with the
     # running statistics would leave the component every image shares in its features and pin its targets to
     # uniform. Its running statistics follow its own batches, so the exported backbone is ready for inference.
-    for m in teacher.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train()
+    for module in teacher.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train()
     return student, teacher, report

@@ -23,6 +23,7 @@ from catalog.workspace import Workspace
 from ingest.pacs.client import PacsClient, open_client
 from ingest.pacs.errors import PacsUnavailable, RetrieveFailed
 from ingest.pacs.options import PacsOptions
+from ingest.pacs.study import LISTING_ATTEMPTS, Instance, Study
 from ingest.scan import ScanEntry
 
 RETRY_REASONS = ("pacs_retrieve_failed", "pacs_bad_response")  # quarantines a later pull tries again
@@ -65,7 +66,7 @@ class PullState:
 class StudyPlan:
     instances: int
     relpaths: list[str]
-    reason: str | None = None  # the study's instances could not be listed
+    reason: str | None = None  # the study's instances could not be listed, or not all of them
 
 
 def _studies(client: PacsClient, filters: dict, name: str) -> Iterator:
@@ -75,6 +76,20 @@ def _studies(client: PacsClient, filters: dict, name: str) -> Iterator:
     except RetrieveFailed as e:
         raise PacsUnavailable(f"source {name!r}: the archive's study query failed ({e.reason}: {e.detail}); "
                               f"nothing more was pulled this run") from None
+
+
+def _list_study(client: PacsClient, study: Study, body_parts: list[str] | None) -> tuple[list[Instance], str | None]:
+    """The study's instances, listed again until they are as many as the archive's study count says. A series
+    answer lost on the way (seen under load over DIMSE) would otherwise leave a study marked complete without it.
+    Still short after LISTING_ATTEMPTS: what was listed is pulled and the study stays failed, to be listed again
+    next run. With a body-part filter the study count covers series left out, so only the series' counts hold."""
+    found = {i.sop: i for i in client.instances(study.uid, body_parts)}
+    for _ in range(LISTING_ATTEMPTS - 1):
+        if body_parts or not study.instances or len(found) >= study.instances:
+            return list(found.values()), None
+        found.update((i.sop, i) for i in client.instances(study.uid, None))
+    short = not body_parts and study.instances and len(found) < study.instances
+    return list(found.values()), "pacs_incomplete_listing" if short else None
 
 
 class PacsListing:
@@ -104,12 +119,12 @@ class PacsListing:
                     self.stopped = "outside_hours"
                     return
                 try:
-                    instances = client.instances(study.uid, filters.get("BodyPartExamined"))
+                    instances, short = _list_study(client, study, filters.get("BodyPartExamined"))
                 except RetrieveFailed as e:
                     self.planned[self.study_key(study.uid)] = StudyPlan(study.instances, [], e.reason)
                     continue
                 self.planned[self.study_key(study.uid)] = StudyPlan(study.instances or len(instances),
-                                                                    [i.relpath for i in instances])
+                                                                    [i.relpath for i in instances], short)
                 for inst in instances:
                     yield ScanEntry(inst.relpath)
 

@@ -177,11 +177,11 @@ def phantom_stage(run: PipelineRun) -> tuple[str, str]:
 
 
 def ingest_stage(run: PipelineRun) -> tuple[str, str]:
-    from flows.ingest import run_ingest_flow
+    from flows.ingest import ingest_flow
 
     if not run.sources:
         return "not configured", "no sources"
-    out = run_ingest_flow(str(run.ws.root), run.sources, run.spec.ingest, run.spec.ingest_runner)
+    out = ingest_flow(str(run.ws.root), run.sources, run.spec.ingest, run.spec.ingest_runner)
     new = sum(r["files_processed"] for r in out)
     cleaned = sum(r.get("text_cleaned", 0) for r in out)
     detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
@@ -191,14 +191,14 @@ def ingest_stage(run: PipelineRun) -> tuple[str, str]:
 
 
 def curate_stage(run: PipelineRun) -> tuple[str, str]:
-    from flows.curate import run_curate
+    from flows.curate import curate_config, run_curate
     from shards.select import catalog_snapshot
 
     settings = dict(run.spec.raw.get("curate") or {})  # as written: what the last curation's digest holds
     if run.state.get("curate") == _digest({"catalog": catalog_snapshot(run.ws), "settings": settings}):
         return "up to date", "catalog unchanged since the last curation" + _curation_report(run)
     stage = run.spec.curate
-    s = run_curate(str(run.ws.root), run.spec.curate_runner, crops=stage.crops, overrides=list(stage.overrides))
+    s = run_curate(str(run.ws.root), curate_config(list(stage.overrides), stage.crops), run.spec.curate_runner)
     run.curate_summary.update(s)
     run.state["curate"] = _digest({"catalog": catalog_snapshot(run.ws), "settings": settings})
     _save_state(run.ws, run.state)

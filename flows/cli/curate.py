@@ -41,13 +41,12 @@ def curate(
 
     ws = open_workspace(workspace)
     setup_logging(ws, "curate")
-    curate_flows.curate_config(list(overrides or []), crops)  # a typo: one line, before a flow starts
+    config = curate_flows.curate_config(list(overrides or []), crops)  # a typo: one line, before a flow starts
     tasks = RunnerConfig(runner, workers, address)
     with one_prefect_server(), progress_bars(transient=False) as bars:
         bars.update("signatures")
         bars.hook("curate", lambda stage, done, total: bars.update("signatures", done, total))
-        summary = curate_flows.run_curate(str(ws.root), tasks, wait_s=wait, crops=crops,
-                                           overrides=list(overrides or []), full=full)
+        summary = curate_flows.run_curate(str(ws.root), config, tasks, wait_s=wait, full=full)
     print_curate_summary(summary)
 
 

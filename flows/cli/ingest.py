@@ -53,7 +53,7 @@ def run_ingest(ws: Workspace, names: list[str] | None, config: IngestConfig = In
         bars.hook("ingest", lambda result, s: bars.update(
             s.source, s.result.files, s.files_seen - s.files_skipped, images=s.result.images,
             quarantined=sum(s.result.quarantined.values())))
-        results = ingest_flows.run_ingest_flow(str(ws.root), names, config, runner, wait_s=wait)
+        results = ingest_flows.ingest_flow(str(ws.root), names, config, runner, wait_s=wait)
     print_ingest_summary(ws, results)
     err.print(f"log: {log_path}")
     return results

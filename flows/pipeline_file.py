@@ -50,7 +50,7 @@ class SourceEntry:
 
     name: str
     location: str  # a folder, s3://..., dicomweb+http(s)://..., dimse://..., or pkg:NAME (test data of a package)
-    kind: str = "internal"
+    kind: str = loader.default_of(Source, "kind")
     labels: list[str] = field(default_factory=list)
     path_pattern: str | None = None
     modality: str | None = None

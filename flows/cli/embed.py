@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from curation.clusters import ClusterConfig
+from curation.similar import MORE_LIKE_K, more_like
 from evaluation.config import POOLS, EmbedConfig
 from flows.cli.common import (WorkspaceOpt, console, fail, open_workspace, progress_bars, setting, setup_logging,
                               split_csv)
@@ -86,14 +87,13 @@ def cluster(
 
 def search(
     like: str = typer.Option(..., "--like", help="The image id to find more like"),
-    k: int = typer.Option(20, help="How many"),
+    k: int = typer.Option(MORE_LIKE_K, help="How many"),
     query: Optional[str] = typer.Option(None, help="Only among the images this SQL returns (image_id)"),
     model: Optional[str] = typer.Option(None, help="Model key [default: the most recently embedded]"),
     out: Optional[Path] = typer.Option(None, help="Also write the ids to this CSV file"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """More like this: the images nearest to one image by embedding (cosine)."""
-    from curation.similar import more_like
 
     if k < 1:
         fail("--k must be at least 1")

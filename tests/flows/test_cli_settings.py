@@ -199,13 +199,15 @@ def test_the_flows_take_settings_objects_that_prefect_validates_and_records_as_p
     from flows.curate import curate_flow
     from flows.ingest import ingest_flow
 
-    given = {"workspace": "w", "config": IngestConfig(batch_size=8, burned_in="off"), "runner": RunnerConfig("threads", 2)}
+    given = {"workspace": "w", "config": IngestConfig(batch_size=8, burned_in="off"),
+             "runner": RunnerConfig("threads", 2)}
     params = ingest_flow.validate_parameters(given)  # as Prefect does before a run, the annotations resolved
     assert params["config"] is given["config"] and params["runner"] is given["runner"]
     assert to_jsonable_python(params) == {"workspace": "w", "sources": None, "wait_s": 0.0,
                                           "config": {"batch_size": 8, "retry_quarantined": False, "burned_in": "off"},
                                           "runner": {"runner": "threads", "workers": 2, "address": None}}
     # a deployment's parameters arrive as plain values and are rebuilt into the objects
-    params = curate_flow.validate_parameters({"workspace": "w", "config": {"batch_size": 7, "dedup": {"threshold": 0.7}}})
+    params = curate_flow.validate_parameters({"workspace": "w",
+                                              "config": {"batch_size": 7, "dedup": {"threshold": 0.7}}})
     assert isinstance(params["config"], CurateConfig) and params["config"].dedup.threshold == 0.7
     assert params["config"].quality == CurateConfig().quality and params["runner"] == RunnerConfig()

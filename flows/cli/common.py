@@ -43,6 +43,11 @@ WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", envva
                                                       help="Workspace folder [default: ./workspace]")]
 
 
+def wait_option() -> typer.models.OptionInfo:
+    """--wait SECONDS of every command that writes to the workspace (catalog/workspace.py `write_lock`)."""
+    return typer.Option(0.0, "--wait", help="Seconds to wait for another process writing to the workspace")
+
+
 def setting(cls: type, key: str, *decls: str, **kw) -> typer.models.OptionInfo:
     """A Typer option that fills the field `key` (dotted: `finetune.epochs`) of the stage's settings `cls`; its
     default is the field's, so it is written once, in the dataclass. A list shows as the comma-separated text the

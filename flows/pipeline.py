@@ -280,7 +280,7 @@ def evaluate_stage(run: PipelineRun) -> tuple[str, str]:
     run.report = str(out / "report.html")
     if (out / "metrics.json").is_file() and (out / "report.html").is_file():
         return "up to date", f"{eval_id}: this checkpoint, these tasks and labels already evaluated"
-    r = evaluate_flow(str(run.ws.root), run.checkpoint, tasks, settings, eval_id=eval_id, overrides=overrides)
+    r = evaluate_flow(str(run.ws.root), run.checkpoint, tasks, run.spec.evaluate_config, eval_id=eval_id)
     return "done", f"{eval_id}: {', '.join(tasks)}; report {r['report']}"
 
 

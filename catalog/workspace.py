@@ -108,6 +108,13 @@ class Workspace:
         """Evaluation folders: metrics.json, report.html, plots; and the embedding cache."""
         return self.root / "evals"
 
+    @classmethod
+    def of_eval(cls, eval_dir: Path) -> "Workspace | None":
+        """The workspace an evaluation folder lies in, or None for a folder kept elsewhere (a copied report)."""
+        eval_dir = Path(eval_dir).absolute()
+        ws = cls(eval_dir.parent.parent)
+        return ws if eval_dir.parent == ws.evals_dir and ws.store_dir.is_dir() else None
+
     @property
     def embeddings_dir(self) -> Path:
         """embeddings/<model>/: vectors (the `embeddings` view), clusters, the similarity index."""

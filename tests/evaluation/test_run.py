@@ -109,7 +109,7 @@ def test_transfer_is_named_from_what_the_run_was_pretrained_on():
 
 def test_the_report_is_self_contained_and_answers_the_label_efficiency_question(evaluated):
     ws, out, doc = evaluated
-    page = write_report(out).read_text()
+    page = write_report(out, ws).read_text()
     assert "<img" in page and 'src="data:image/png;base64,' in page and "http" not in page.replace(
         "http-equiv", "")
     assert "kl_grade" in page and "pretrained" in page and "supervised" in page
@@ -131,7 +131,7 @@ def test_the_report_renders_in_a_headless_browser(evaluated, tmp_path):
     if not browser:
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
     ws, out, doc = evaluated
-    page = write_report(out)
+    page = write_report(out, ws)
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout

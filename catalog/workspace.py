@@ -72,6 +72,9 @@ class SecretUnreadable(OrthoError, RuntimeError):
 class Workspace:
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # a str from a flow's parameters works the same
+
     @classmethod
     def open(cls, path: str | os.PathLike | None = None) -> "Workspace":
         ws = cls(resolve_workspace(path))

@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,12 @@ def test_a_local_checkpoint_is_a_baseline_side_by_side(evaluated, pico_checkpoin
     assert by_model["bare"]["architecture"] == "vit_pico_patch8_dinov3"
     # the same weights give the same predictions whichever way they were stored
     assert by_model["dinov3-like"]["confusion"] == by_model["bare"]["confusion"]
+
+
+def test_the_flow_renders_the_report_from_the_workspace_it_was_given(evaluated):
+    """A flow's parameters are text: the report task opens the workspace from a str and finds its thumbnails."""
+    from flows.evaluate import report_task
+
+    ws, out, _ = evaluated
+    page = Path(report_task.fn(str(out), str(ws.root))).read_text()
+    assert "retrieval examples" in page and (out / "retrieval.png").stat().st_size > 1000

@@ -243,7 +243,7 @@ def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     pre = run.spec.pretrain
     manifest = run.manifests[pre.shards]
     cfg = load_config(pre.config, list(pre.overrides))
-    key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg})[:10]
+    key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg.to_dict()})[:10]
     run_dir = run.ws.train_runs_dir / f"{pre.name}-{key}"
     run.checkpoint = str(run_dir / "backbone.safetensors")
     if (run_dir / "backbone.safetensors").is_file():

@@ -87,7 +87,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
 
     rows = read_metrics(path)
     last = rows[-1] if rows else {}
-    done = bool(last) and last.get("step") == load_config(path / "config.yaml")["train"]["steps"]
+    done = bool(last) and last.get("step") == load_config(path / "config.yaml").train.steps
     record_pretrain_run(ws, run, "finished", "completed" if done else "paused",
                         {**params, "steps": last.get("step"), "loss": last.get("loss"),
                          "backbone": str(path / "backbone.safetensors") if done else None})

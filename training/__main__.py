@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        ctx = setup_distributed(load_config(args.config, args.overrides)["train"]["device"]
+        ctx = setup_distributed(load_config(args.config, args.overrides).train.device
                                 if not args.resume else "auto")
         if args.resume:
             run_dir = Path(args.resume)

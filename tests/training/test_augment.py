@@ -1,5 +1,7 @@
 """Multi-crop from 16-bit pixels: depth kept, draws reproducible per (seed, epoch, key), flips opt-in."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -8,8 +10,8 @@ from training.config import load_config
 
 
 def crops_cfg(**extra):
-    cfg = load_config(None, ["crops.global_size=64", "crops.local_size=32", "crops.local_crops=3"])["crops"]
-    return {**cfg, **extra}
+    cfg = load_config(None, ["crops.global_size=64", "crops.local_size=32", "crops.local_crops=3"]).crops
+    return dataclasses.replace(cfg, **extra)
 
 
 def gradient16(h=128, w=128):

@@ -65,7 +65,7 @@ def test_batch_decoder_pads_and_keeps_both_depths_on_cpu():
 def test_auto_decodes_on_the_device_only_for_htj2k_with_cuda_and_nvimgcodec(monkeypatch):
     import training.data as data
 
-    gpu = {**crops_cfg(), "device": "gpu"}
+    gpu = crops_cfg(device="gpu")
     htj2k, png = {"name": "htj2k"}, {"name": "png"}
     monkeypatch.setattr(data, "gpu_decode_available", lambda: False)
     assert not decode_on_device(gpu, htj2k, "cpu")

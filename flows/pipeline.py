@@ -237,12 +237,10 @@ def shards_stage(run: PipelineRun, sel: ShardSetSpec) -> tuple[str, str]:
 def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     """The run folder is named by its inputs: a finished one is skipped, an unfinished one resumed."""
     from flows.pretrain import pretrain_flow
-    from training.config import load_config
     from training.data import TrainingError, check_manifest
 
-    pre = run.spec.pretrain
+    pre, cfg = run.spec.pretrain, run.spec.pretrain_config
     manifest = run.manifests[pre.shards]
-    cfg = load_config(pre.config, list(pre.overrides))
     key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg.to_dict()})[:10]
     run_dir = run.ws.train_runs_dir / f"{pre.name}-{key}"
     run.checkpoint = str(run_dir / "backbone.safetensors")

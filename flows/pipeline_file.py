@@ -21,6 +21,7 @@ from flows.runners import RunnerConfig, RunnerError
 from ingest.config import IngestConfig
 from ingest.sources import Source
 from shards.spec import ShardSetSpec
+from training.config import PretrainConfig, load_config
 
 if TYPE_CHECKING:
     from flows.phantom.tree import PhantomSpec
@@ -113,6 +114,7 @@ class Pipeline:
     curate_runner: RunnerConfig = field(default_factory=RunnerConfig)
     shards: list[ShardSetSpec] = field(default_factory=list)
     pretrain: PretrainStage | None = None
+    pretrain_config: PretrainConfig | None = None  # its config file and overrides resolved: a typo fails at load
     evaluate: EvaluateStage | None = None
     evaluate_config: EvalConfig | None = None  # the evaluate section's settings, its overrides applied
 
@@ -138,6 +140,10 @@ class Pipeline:
                                 f"({names})")
         if top.pretrain:
             (spec.pretrain,) = fill("pretrain", top.pretrain, PretrainStage)
+            try:
+                spec.pretrain_config = load_config(spec.pretrain.config, spec.pretrain.overrides)
+            except OrthoError as e:
+                raise PipelineError(f"pretrain: {e}") from None
         if top.evaluate and not top.pretrain:
             raise PipelineError("evaluate needs a pretrain section (the checkpoint it evaluates)")
         if top.evaluate:

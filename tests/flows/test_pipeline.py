@@ -37,6 +37,13 @@ def test_bad_pipeline_files_are_one_line_errors(tmp_path):
         Pipeline.load(write(tmp_path, {"shard": []}))
     with pytest.raises(PipelineError, match="pretrain.shards 'x' is not a shard set"):
         Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "x"}}))
+    with pytest.raises(PipelineError, match="pretrain: unknown config key 'optim.lrr' \\(did you mean 'optim.lr'"):
+        Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}],
+                                       "pretrain": {"shards": "a", "config": "cpu-tiny",
+                                                    "overrides": ["optim.lrr=1"]}}))
+    with pytest.raises(PipelineError, match="pretrain: config file nope does not exist"):
+        Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}],
+                                       "pretrain": {"shards": "a", "config": "nope"}}))
     with pytest.raises(PipelineError, match="evaluate: unknown config key 'protocol'"):
         Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "a"},
                                        "evaluate": {"protocol": ["knn"]}}))

@@ -1,4 +1,5 @@
-"""PretrainConfig: defaults <- file (<- its base) <- key=value; typos fail with the closest key; code reads attributes."""
+"""PretrainConfig: defaults <- file (<- its base) <- key=value; a typo fails naming the closest key; code reads
+attributes."""
 
 import ast
 import dataclasses

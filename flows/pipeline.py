@@ -250,6 +250,7 @@ def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     s = pretrain_flow(str(run.ws.root), manifest=None if resume else manifest,
                       config=None if resume else pre.config,
                       overrides=[] if resume else list(pre.overrides),
+                      settings=None if resume else run.spec.pretrain_settings(),
                       resume=str(run_dir) if resume else None, run_dir=str(run_dir), show_progress=run.show_progress)
     if not s.get("completed"):
         raise TrainingError(f"run {run_dir.name} stopped at step {s.get('steps')}")

@@ -214,9 +214,12 @@ def find_config(name: str | Path) -> Path:
     raise ConfigError(f"config file {name} does not exist (bundled configs: {known})")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
-    """Defaults <- YAML file (a bundled name or a path; its `base:` chain first) <- `key=value` overrides."""
-    return loader.load(PretrainConfig, [find_config(path)] if path else [], overrides, error=ConfigError)
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                settings: dict | None = None) -> PretrainConfig:
+    """Defaults <- YAML file (a bundled name or a path; its `base:` chain first) <- `settings` (sections of plain
+    values: a pipeline file's) <- `key=value` overrides."""
+    return loader.load(PretrainConfig, [find_config(path)] if path else [], overrides,
+                       layers=[settings] if settings else [], error=ConfigError)
 
 
 def config_from_dict(values: dict[str, Any]) -> PretrainConfig:

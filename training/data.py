@@ -26,8 +26,8 @@ def decode_on_device(crops: CropsConfig, codec: dict, device: torch.device | str
             and gpu_decode_available())
 
 
-def build_stream(cfg: PretrainConfig, manifest: str, mean: float, std: float, patch_size: int, rank: int | None = None,
-                 world_size: int | None = None, device: torch.device | str | None = None) -> ShardStream:
+def build_stream(cfg: PretrainConfig, manifest: str, mean: float, std: float, patch_size: int,
+                 rank: int | None = None, world_size: int | None = None, device: torch.device | str | None = None) -> ShardStream:
     t, c, loss = cfg.train, cfg.crops, cfg.loss
     if c.global_size % patch_size:
         raise TrainingError(f"crops.global_size {c.global_size} is not a multiple of the patch size {patch_size}")

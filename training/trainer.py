@@ -180,7 +180,8 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     return summary
 
 
-def _save(learner: Learner, position: dict, schedules: dict, cfg: PretrainConfig, ctx: DistContext, run_dir: Path) -> None:
+def _save(learner: Learner, position: dict, schedules: dict, cfg: PretrainConfig, ctx: DistContext,
+          run_dir: Path) -> None:
     rngs = _gather_rng(ctx)
     state = learner.state_dict() if (learner.fsdp or ctx.is_main) else None  # FSDP gathers on every rank
     if ctx.is_main:
@@ -198,8 +199,8 @@ def _gather_rng(ctx: DistContext):
     return out
 
 
-def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: PretrainConfig, ctx: DistContext, run_dir: Path,
-          metrics: MetricsWriter | None, watch: CollapseWatch, show_progress: bool, stop: int) -> dict:
+def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: PretrainConfig, ctx: DistContext,
+          run_dir: Path, metrics: MetricsWriter | None, watch: CollapseWatch, show_progress: bool, stop: int) -> dict:
     t = cfg.train
     steps, batch = t.steps, cfg.optim.batch_size
     progress = _Progress(steps, position["step"], enabled=show_progress and ctx.is_main)

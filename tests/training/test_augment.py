@@ -45,7 +45,7 @@ def test_no_flips_unless_asked():
     for key in map(str, range(20)):
         g = MultiCrop(plain, 0.0, 1.0)({"__key__": key, "image": img})["global"]
         assert g[0, 0, :, :8].mean() > g[0, 0, :, -8:].mean()
-    flipped = [MultiCrop({**plain, "flip": True}, 0.0, 1.0)({"__key__": k, "image": img})["global"][0, 0]
+    flipped = [MultiCrop(dataclasses.replace(plain, flip=True), 0.0, 1.0)({"__key__": k, "image": img})["global"][0, 0]
                for k in map(str, range(20))]
     assert any(g[:, :8].mean() < g[:, -8:].mean() for g in flipped)
 

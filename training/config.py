@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import configs
 from catalog import config as loader
@@ -220,11 +219,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     values: a pipeline file's) <- `key=value` overrides."""
     return loader.load(PretrainConfig, [find_config(path)] if path else [], overrides,
                        layers=[settings] if settings else [], error=ConfigError)
-
-
-def config_from_dict(values: dict[str, Any]) -> PretrainConfig:
-    """A config kept as plain values (a checkpoint's `config`, a config.yaml read elsewhere), checked like a file."""
-    return loader.load(PretrainConfig, layers=[values], error=ConfigError)
 
 
 def dump_config(cfg: PretrainConfig, path: Path) -> None:

@@ -237,13 +237,11 @@ def shards_stage(run: PipelineRun, sel: ShardSetSpec) -> tuple[str, str]:
 def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     """The run folder is named by its inputs: a finished one is skipped, an unfinished one resumed."""
     from flows.pretrain import pretrain_flow
-    from training.config import load_config
     from training.data import TrainingError, check_manifest
 
-    pre = run.spec.pretrain
+    pre, cfg = run.spec.pretrain, run.spec.pretrain_config
     manifest = run.manifests[pre.shards]
-    cfg = load_config(pre.config, list(pre.overrides))
-    key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg})[:10]
+    key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg.to_dict()})[:10]
     run_dir = run.ws.train_runs_dir / f"{pre.name}-{key}"
     run.checkpoint = str(run_dir / "backbone.safetensors")
     if (run_dir / "backbone.safetensors").is_file():
@@ -252,6 +250,7 @@ def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     s = pretrain_flow(str(run.ws.root), manifest=None if resume else manifest,
                       config=None if resume else pre.config,
                       overrides=[] if resume else list(pre.overrides),
+                      settings=None if resume else run.spec.pretrain_settings(),
                       resume=str(run_dir) if resume else None, run_dir=str(run_dir), show_progress=run.show_progress)
     if not s.get("completed"):
         raise TrainingError(f"run {run_dir.name} stopped at step {s.get('steps')}")

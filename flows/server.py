@@ -74,9 +74,6 @@ def _server_class():
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, get_current_settings
 
     class CommandServer(SubprocessASGIServer):
-        # Prefect keeps one server per port in a class-wide dict: the command's must never be another server of the
-        # process (a test harness's), which it would then stop.
-        _instances: dict = {}
         deadline: float | None = None
 
         def _run_uvicorn_command(self) -> subprocess.Popen:

@@ -30,9 +30,14 @@ def _start_with(monkeypatch, boot: str, limit_s: float):
         temporary_settings,
     )
 
+    from prefect.server.api.server import SubprocessASGIServer
+
     from flows import server
 
     monkeypatch.setattr(server, "_BOOT", boot)
+    # Prefect keeps one server per port in a class-wide dict, which Prefect's own code looks up (the command's server
+    # must stay in it). A test harness's server is in it too: this test's server must not be handed that one.
+    monkeypatch.setattr(SubprocessASGIServer, "_instances", {})
     with temporary_settings(updates={PREFECT_API_URL: None, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: limit_s}):
         with pytest.raises(server.ServerNotStarted) as caught:
             with server.one_prefect_server():

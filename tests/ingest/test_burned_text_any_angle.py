@@ -106,8 +106,6 @@ def test_faint_text_filling_a_thin_border_band_reads_no_more_though_the_next_lin
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known leak (issue 26): on this phantom knee the narrow rendering gives no "
-                                       "candidate for 1.5% serif text (the word-blob count fixed another phantom only)")
 def test_thin_serif_text_a_few_levels_below_a_bright_band_reads_no_more():
     """Small serif letters join into word blobs at the detector's scale: rows of them count as rows of letters."""
     shown, _ = burn(_band(knee(512), 60, 3600, 2.5), [NAME, PID],

@@ -27,7 +27,6 @@ MIN_CONTRAST = 80
 MIN_FLAT_SHARE = 0.01
 MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a line of text
 QUARTER = 4
-TILE = 16  # tiles of the reduced copy whose own noise is measured (a multiple of QUARTER)
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
 
@@ -64,8 +63,6 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
         return None
     # what was joined (a label's own spread is no noise) is shown at the noise of the quiet part it joins
     noise_q = np.where(flat_q & ~quiet_q, np.median(noise_q[quiet_q]), noise_q).astype(np.float32)
-    # text that fills a thin band leaves no quiet neighbour within reach: each flat tile's own robust noise
-    noise_q = np.minimum(noise_q, _tile_noise(raw - mean, flat_q))
     noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -76,36 +73,18 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     return NarrowView((128 + local * weight).astype(np.uint8), weight)
 
 
-def _tile_noise(offset: np.ndarray, flat_q: np.ndarray) -> np.ndarray:
-    """The noise of each TILE x TILE tile of the flat regions (quarter-grid map; infinite elsewhere), from its median
-    absolute deviation: text, a minority of any tile's pixels, hardly moves it where it inflates the box spread.
-    `offset`: each pixel's offset from its neighbourhood's mean (continuous, so integer levels do not quantise it)."""
-    h, w = offset.shape
-    th, tw = h // TILE, w // TILE
-    out = np.full(flat_q.shape, np.inf, np.float32)
-    if not th or not tw:
-        return out
-    cells = TILE // QUARTER
-    tiles = offset[:th * TILE, :tw * TILE].reshape(th, TILE, tw, TILE).swapaxes(1, 2).reshape(th, tw, TILE * TILE)
-    flat_tiles = flat_q[:th * cells, :tw * cells].reshape(th, cells, tw, cells).any(axis=(1, 3))
-    picked = tiles[flat_tiles]
-    deviation = np.abs(picked - np.median(picked, axis=1, keepdims=True))
-    sigma = np.full((th, tw), np.inf, np.float32)
-    sigma[flat_tiles] = 1.4826 * np.median(deviation, axis=1)
-    out[:th * cells, :tw * cells] = np.repeat(np.repeat(sigma, cells, axis=0), cells, axis=1)
-    return out
-
-
 def letter_pixels(gray: np.ndarray) -> np.ndarray:
     """The pixels of the narrow rendering `gray` at least MIN_CONTRAST off its mid-grey, as 0/1: the letters
     themselves at the finest scale. The stroke response's closing joins small serif letters into word blobs (and
-    one line into the next); these stay apart as letters."""
+    one line into the next); these stay apart as letters. Rows of them are candidates OCR must read: a soft edge
+    of anatomy inside a flat region breaks into dashes of one polarity here too."""
     return (cv2.absdiff(gray, 128) >= MIN_CONTRAST).astype(np.uint8)
 
 
-def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float) -> list[Box]:
+def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float, sure: bool = True
+                ) -> list[Box]:
     """Rows of character-sized strokes of one polarity well inside a flat region of the narrow rendering `gray`,
-    in stored coordinates (sure: masked even unread). Thin serif text a few levels off a flat border blurs into
+    in stored coordinates (`sure`: masked even unread). Thin serif text a few levels off a flat border blurs into
     three or more classes at this window, so the two-class tests of the line detector miss it; but a flat border
     carries no anatomy, and its noise at this window crosses the stroke contrast in specks of both polarities,
     never in five character-sized blobs of one polarity side by side. Taller than wide: a turned label."""
@@ -138,7 +117,7 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
         # a row (or a column) of characters of one polarity, not a patch of noise or an edge of anatomy
         if same >= MIN_GLYPHS and same >= 0.85 * letters[mine].sum() and max(rw, rh) >= 2 * min(rw, rh):
             boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
-                             int(np.ceil((x + rw) * factor)), True))
+                             int(np.ceil((x + rw) * factor)), sure))
     return boxes
 
 

@@ -29,6 +29,7 @@ MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a 
 QUARTER = 4
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
+LETTER_ROW_LINES = 4  # a row of letter pixels is at most this many letters thick (a label of a few lines)
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,14 @@ def letter_pixels(gray: np.ndarray) -> np.ndarray:
     return (cv2.absdiff(gray, 128) >= MIN_CONTRAST).astype(np.uint8)
 
 
-def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float, sure: bool = True
+def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float, letters: bool = False
                 ) -> list[Box]:
     """Rows of character-sized strokes of one polarity well inside a flat region of the narrow rendering `gray`,
-    in stored coordinates (`sure`: masked even unread). Thin serif text a few levels off a flat border blurs into
-    three or more classes at this window, so the two-class tests of the line detector miss it; but a flat border
-    carries no anatomy, and its noise at this window crosses the stroke contrast in specks of both polarities,
-    never in five character-sized blobs of one polarity side by side. Taller than wide: a turned label."""
+    in stored coordinates: sure (masked even unread), or, for `letters` (strokes from letter_pixels), candidates OCR
+    must read. Thin serif text a few levels off a flat border blurs into three or more classes at this window, so
+    the two-class tests of the line detector miss it; but a flat border carries no anatomy, and its noise at this
+    window crosses the stroke contrast in specks of both polarities, never in five character-sized blobs of one
+    polarity side by side. Taller than wide: a turned label."""
     h, w = strong.shape
     k = max(5, int(round(h * 0.012)) | 1)  # the stroke kernel: its faint halo at the flat region's edge is left out
     core = cv2.erode((flat >= 0.99).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
@@ -99,10 +101,10 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
     word = (across <= WORD_HEIGHT * h) & (along >= 2 * across) & (area >= WORD_FILL * bh * bw)
     glyph = (area >= 6) & (along >= 4) & (((bh <= 0.1 * h) & (bw <= 0.1 * w)) | word)
     glyph[0] = False
-    letters = glyph.astype(np.int64)
+    count = glyph.astype(np.int64)
     for i in np.flatnonzero(glyph & word):
-        letters[i] = _letters_in(labels, stats[i], i)
-    if letters.sum() < MIN_GLYPHS:
+        count[i] = _letters_in(labels, stats[i], i)
+    if count.sum() < MIN_GLYPHS:
         return []
     bright = np.bincount(labels.ravel(), weights=gray.ravel().astype(np.float64), minlength=n) / np.maximum(area, 1) > 128
     gap = max(3, int(round(h * 0.012)))
@@ -112,12 +114,16 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
     boxes = []
     for i in range(1, m):
         mine = glyph & (row_of == i)
-        same = max(int(letters[mine & bright].sum()), int(letters[mine & ~bright].sum()))
+        same = max(int(count[mine & bright].sum()), int(count[mine & ~bright].sum()))
         x, y, rw, rh = row_stats[i, :4].tolist()
         # a row (or a column) of characters of one polarity, not a patch of noise or an edge of anatomy
-        if same >= MIN_GLYPHS and same >= 0.85 * letters[mine].sum() and max(rw, rh) >= 2 * min(rw, rh):
-            boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
-                             int(np.ceil((x + rw) * factor)), sure))
+        if same < MIN_GLYPHS or same < 0.85 * count[mine].sum() or max(rw, rh) < 2 * min(rw, rh):
+            continue
+        # letters: a few lines thick, where the dashes of a soft edge or texture spread wider than their size
+        if letters and min(rw, rh) - 2 * gap > LETTER_ROW_LINES * np.median((bh if rw >= rh else bw)[mine]):
+            continue
+        boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
+                         int(np.ceil((x + rw) * factor)), not letters))
     return boxes
 
 

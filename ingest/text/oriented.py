@@ -33,8 +33,8 @@ def candidate_sets(pixels) -> list[CandidateSet]:
     if local is not None:
         r = Rendering.of(local.gray, factor, MIN_CONTRAST, relative=True)
         # rows of strokes in a flat border, whatever their classes look like (thin serifs): masked even unread
-        rows = [b for strokes, sure in ((r.strong, True), (letter_pixels(local.gray), False)) if strokes.any()
-                for b in stroke_rows(local.gray, strokes, local.flat, factor, sure)]
+        rows = [b for strokes, letters in ((r.strong, False), (letter_pixels(local.gray), True)) if strokes.any()
+                for b in stroke_rows(local.gray, strokes, local.flat, factor, letters)]
         renderings.append((True, r, rows))
     sets = []
     for narrow, r, rows in renderings:

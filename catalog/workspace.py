@@ -72,6 +72,9 @@ class SecretUnreadable(OrthoError, RuntimeError):
 class Workspace:
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # a str from a flow's parameters works the same
+
     @classmethod
     def open(cls, path: str | os.PathLike | None = None) -> "Workspace":
         ws = cls(resolve_workspace(path))
@@ -107,6 +110,13 @@ class Workspace:
     def evals_dir(self) -> Path:
         """Evaluation folders: metrics.json, report.html, plots; and the embedding cache."""
         return self.root / "evals"
+
+    @classmethod
+    def of_eval(cls, eval_dir: Path) -> "Workspace | None":
+        """The workspace an evaluation folder lies in, or None for a folder kept elsewhere (a copied report)."""
+        eval_dir = Path(eval_dir).absolute()
+        ws = cls(eval_dir.parent.parent)
+        return ws if eval_dir.parent == ws.evals_dir and ws.store_dir.is_dir() else None
 
     @property
     def embeddings_dir(self) -> Path:

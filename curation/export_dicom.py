@@ -161,6 +161,34 @@ def _filter(ds: Dataset, pseudo: Pseudonymizer, keep: set[str]) -> Dataset:
     return out
 
 
+_SEXES = ("M", "F", "O")
+_PLAUSIBLE = {"PatientSize": 3.0, "PatientWeight": 500.0}  # metres, kilograms: the most either can be
+
+
+def _checked_characteristics(out: Dataset) -> None:
+    """The kept characteristics hold only what they are meant to: an age (over 89 reported as 90: such ages
+    identify), a sex from the defined terms, a plausible size and weight. Anything else, which could be any text
+    an export or a typing slip put there, is removed rather than passed on."""
+    if "PatientAge" in out:
+        age = capped_age_string(out.PatientAge)
+        if age is None:
+            del out.PatientAge
+        else:
+            out.PatientAge = age
+    if "PatientSex" in out and str(out.PatientSex).strip().upper() not in _SEXES:
+        del out.PatientSex
+    for keyword, most in _PLAUSIBLE.items():
+        if keyword in out and not 0 < _number(out[keyword].value) <= most:
+            delattr(out, keyword)
+
+
+def _number(value: object) -> float:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return float("nan")  # compares false with every bound
+
+
 def _declares_burned_in(ds: Dataset) -> bool:
     return declares_burned_in(ds.get("BurnedInAnnotation"))
 
@@ -177,8 +205,8 @@ def deidentify(ds: Dataset, pseudo: Pseudonymizer, options: ExportOptions, patie
     out.StudyID = ""
     out.AccessionNumber = ""
     out.ReferringPhysicianName = ""
-    if options.retain_patient_characteristics and capped_age_string(out.get("PatientAge")) is not None:
-        out.PatientAge = capped_age_string(out.PatientAge)  # ages over 89 identify: reported as 90
+    if options.retain_patient_characteristics:
+        _checked_characteristics(out)
     if options.retain_modified_dates:
         for kw in DATE_KEYWORDS:
             d = pseudo.shifted_date(ds.get(kw), patient_key)

@@ -1,7 +1,7 @@
 """The evaluation report: one self-contained HTML page (plots and thumbnails inlined), the same plots
 as PNG files beside it, and the metrics.json it is drawn from.
 
-    write_report(workspace/evals/<eval_id>)  ->  report.html, label_efficiency_<task>.png,
+    write_report(workspace/evals/<eval_id>, ws)  ->  report.html, label_efficiency_<task>.png,
                                                 confusion_<task>.png, retrieval.png
 
 Headline figures are the test part at 100% of the labels; a row run with several seeds shows the
@@ -281,11 +281,10 @@ margin:.8rem 0}
 """
 
 
-def write_report(eval_dir: str | Path, workspace_root: str | Path | None = None) -> Path:
-    """Render report.html (self-contained) and the PNGs from eval_dir/metrics.json."""
+def write_report(eval_dir: str | Path, ws: Workspace) -> Path:
+    """Render report.html (self-contained) and the PNGs from eval_dir/metrics.json; thumbnails come from ws's store."""
     eval_dir = Path(eval_dir)
     doc = json.loads((eval_dir / "metrics.json").read_text())
-    ws = Workspace(Path(workspace_root) if workspace_root else eval_dir.parents[1])  # evals/<eval_id> in it
     store = _Thumbnails(ImageStore(ws.store_dir), (doc.get("data") or {}).get("shards"))
     parts = _checkpoint_section(doc)
     pngs: dict[str, bytes] = {}

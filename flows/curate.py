@@ -16,16 +16,19 @@ from curation.run import CurateConfig, curate, resolve_config, write_signature_p
 from flows import progress, settings
 from flows.firewall import firewall
 from flows.runners import RunnerConfig, prefect_map
+from flows.worker_lines import held_for_the_command, print_relayed
 
 
 @task(name="signatures", retries=1, cache_policy=NO_CACHE, persist_result=False)
 @firewall("signatures")
 def signature_task(workspace: str, rows: list[tuple[str, int, bool, bool]], part: str,
-                   runtime: dict | None = None) -> int:
+                   runtime: dict | None = None) -> dict:
     """Signatures and keypoints of one batch of (image_id, bits, needs a signature, needs keypoints); `runtime`: the
-    flow's settings (flows/settings.py)."""
+    flow's settings (flows/settings.py). Its count, and the WARNING lines a worker process held for the command."""
     settings.apply_task_settings(runtime)
-    return write_signature_part(Workspace.open(workspace), part, [tuple(r) for r in rows])
+    with held_for_the_command() as lines:
+        count = write_signature_part(Workspace.open(workspace), part, [tuple(r) for r in rows])
+    return {"count": count, "lines": lines}
 
 
 def map_signatures(max_in_flight: int):
@@ -34,7 +37,9 @@ def map_signatures(max_in_flight: int):
     def run(ws: Workspace, batches: Iterable[list]) -> Iterator[int]:
         prefix = new_run_id()
         parts = ((f"{prefix}-{i:06d}", batch) for i, batch in enumerate(batches))
-        return prefect_map(partial(_submit_part, str(ws.root)), parts, max_in_flight)
+        for done in prefect_map(partial(_submit_part, str(ws.root)), parts, max_in_flight):
+            print_relayed(done["lines"])
+            yield done["count"]
 
     return run
 

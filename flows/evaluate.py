@@ -25,8 +25,8 @@ def eval_config(settings: dict | None, overrides: list[str] | None = None) -> Ev
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
 @firewall("report")
-def report_task(eval_dir: str) -> str:
-    return str(write_report(eval_dir))
+def report_task(eval_dir: str, workspace: str) -> str:
+    return str(write_report(eval_dir, Workspace(workspace)))
 
 
 @flow(name="evaluate", log_prints=False)
@@ -42,5 +42,5 @@ def evaluate_flow(workspace: str, checkpoint: str, tasks: list[str], settings: d
             db.write_duckdb_file(ws)
     except WorkspaceBusy:
         pass
-    html = report_task(str(out)) if report else None
+    html = report_task(str(out), str(ws.root)) if report else None
     return {"eval_id": out.name, "eval_dir": str(out), "report": html}

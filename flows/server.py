@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,12 +41,44 @@ runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 """
 
 
+_TOO_LATE = ("the temporary Prefect server did not answer in time (a busy machine?): raise "
+             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a running server")
+
+
+class _NotUp(RuntimeError):
+    """The server exited while starting, or did not answer within the start-up limit."""
+
+
+class _WatchedStart(subprocess.Popen):
+    """The server's process, watched while Prefect waits for it to answer. Prefect's loop counts each poll as
+    0.1 s, though a poll can take seconds on a busy machine (the limit stretched), and only a port clash (exit code
+    3) ends it early: a server that died at start was waited for the whole limit. Here the limit is wall time and any
+    other exit ends the wait at once. `deadline` None: not starting any more, a plain process."""
+
+    deadline: float | None = None
+
+    def poll(self):
+        code = super().poll()
+        if self.deadline is not None:
+            if code not in (None, 3):
+                raise _NotUp(f"the temporary Prefect server exited as it started (exit code {code}): is PREFECT_HOME "
+                             f"writable? Or set PREFECT_API_URL to a running server")
+            if time.monotonic() > self.deadline:
+                raise _NotUp(_TOO_LATE)
+        return code
+
+
 def _server_class():
     import prefect
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, get_current_settings
 
     class CommandServer(SubprocessASGIServer):
+        # Prefect keeps one server per port in a class-wide dict: the command's must never be another server of the
+        # process (a test harness's), which it would then stop.
+        _instances: dict = {}
+        deadline: float | None = None
+
         def _run_uvicorn_command(self) -> subprocess.Popen:
             """Prefect's command and environment (3.x's SubprocessASGIServer), started through _BOOT."""
             env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
@@ -53,8 +86,12 @@ def _server_class():
             uvicorn = ["--app-dir", str(prefect.__module_path__.parent), "--factory",
                        "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
                        "--log-level", "error", "--lifespan", "on"]
-            return subprocess.Popen([sys.executable, "-c", _BOOT, str(os.getpid()), *uvicorn], env=env,
+            process = _WatchedStart([sys.executable, "-c", _BOOT, str(os.getpid()), *uvicorn], env=env,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            if self.deadline is None:  # a restart after a port clash keeps the first start's limit
+                self.deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+            process.deadline = self.deadline
+            return process
 
     return CommandServer
 
@@ -69,11 +106,10 @@ def one_prefect_server() -> Iterator[None]:
     server = _server_class()()
     try:
         server.start()
-    except RuntimeError:  # Prefect's "Timed out while attempting to connect": one line, not its traceback
+    except RuntimeError as e:  # ours, or Prefect's "Timed out while attempting to connect": one line
         _stop(server)
-        raise ServerNotStarted("the temporary Prefect server did not answer in time (a busy machine?): raise "
-                               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a "
-                               "running server") from None
+        raise ServerNotStarted(str(e) if isinstance(e, _NotUp) else _TOO_LATE) from None
+    server.server_process.deadline = None  # up: from here on a plain process
     interrupt.state.spared.add(server.server_process.pid)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
@@ -91,6 +127,7 @@ def _stop(server) -> None:
     it above), and uvicorn's graceful shutdown would wait on the flow's idle connections."""
     process = server.server_process
     if process is not None:
+        process.deadline = None  # Popen.kill polls first: no start-up verdict now
         interrupt.state.spared.discard(process.pid)
         process.kill()
         process.wait()

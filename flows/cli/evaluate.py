@@ -134,9 +134,12 @@ def report(target: Path = typer.Argument(..., help="`curation` for the curation 
         fail("--run and --out belong to `ortho report curation`")
     from evaluation.report import write_report
 
+    from catalog.workspace import Workspace, resolve_workspace
+
     eval_dir = _eval_dir(target, workspace)
     print_eval_summary(eval_dir)
-    console.print(f"report: {write_report(eval_dir)}")
+    ws = Workspace(resolve_workspace(workspace)) if workspace else Workspace.of_eval(eval_dir)
+    console.print(f"report: {write_report(eval_dir, ws or Workspace(resolve_workspace(None)))}")
 
 
 def _eval_dir(eval_dir: Path, workspace: Optional[Path]) -> Path:

@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 
 from catalog import workspace
+from catalog.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("catalog", "ingest", "curation", "shards", "training", "evaluation", "flows")
@@ -83,3 +84,12 @@ def test_the_docstring_draws_every_room():
     drawing = workspace.__doc__
     missing = sorted(n for n in layout_names() if n not in drawing)
     assert not missing, f"catalog/workspace.py's drawing lacks {missing}"
+
+
+def test_an_evaluation_folder_names_its_workspace_only_where_it_lies_in_one(tmp_path):
+    ws = Workspace.open(tmp_path / "w")
+    (ws.evals_dir / "e1").mkdir(parents=True)
+    assert Workspace.of_eval(ws.evals_dir / "e1") == ws
+    copied = tmp_path / "copies" / "evals" / "e1"  # the same shape, but no workspace around it
+    copied.mkdir(parents=True)
+    assert Workspace.of_eval(copied) is None

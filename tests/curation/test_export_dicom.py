@@ -231,3 +231,16 @@ def test_retained_ages_over_89_are_reported_as_90(tmp_path):
     ds = pydicom.dcmread(export_one(tmp_path, data, ExportOptions(retain_patient_characteristics=True))[0].written[0])
     assert ds.PatientAge == "090Y" and ds.PatientSex == "F"
     assert "PatientAge" not in pydicom.dcmread(export_one(tmp_path, data, out="o2")[0].written[0])
+
+
+def test_retained_characteristics_that_are_not_one_are_removed(tmp_path):
+    """A kept age, sex, size or weight holds only its kind of value: a name typed into one never passes."""
+    data = make_dicom(np.zeros((8, 8), np.uint16), PatientAge="045Y", PatientSex="F", PatientSize="1.80",
+                      PatientWeight="72.5")
+    # written as an export with no validation would write them: a name in the age, a sex, a size
+    data = data.replace(b"045Y", b"ZQVX").replace(b"F ", b"ZQ").replace(b"1.80", b"ZQXW")
+    ds = pydicom.dcmread(export_one(tmp_path, data, ExportOptions(retain_patient_characteristics=True))[0].written[0])
+    assert "PatientAge" not in ds and "PatientSex" not in ds and "PatientSize" not in ds
+    assert float(ds.PatientWeight) == 72.5
+    raw = open(ds.filename, "rb").read()
+    assert b"ZQ" not in raw

@@ -47,6 +47,6 @@ def test_a_knee_run_on_hip_grades_is_cross_anatomy_and_the_report_holds_no_phi(t
     transfer = {r["task"]: r["transfer"] for r in doc["results"] if r["model"] == "pretrained"}
     assert transfer == {"kl_grade": "in-domain", "hip_kl_grade": "cross-anatomy", "mri_acl": "cross-modality"}
     assert doc["checkpoint"]["pretrained_on"]["body_part"] == ["knee"]
-    write_report(out)
+    write_report(out, ws)
     assert "cross-anatomy" in (out / "report.html").read_text()
     assert scan_workspace(ws.root, planted_values()) == []

@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def test_transfer_is_named_from_what_the_run_was_pretrained_on():
 
 def test_the_report_is_self_contained_and_answers_the_label_efficiency_question(evaluated):
     ws, out, doc = evaluated
-    page = write_report(out).read_text()
+    page = write_report(out, ws).read_text()
     assert "<img" in page and 'src="data:image/png;base64,' in page and "http" not in page.replace(
         "http-equiv", "")
     assert "kl_grade" in page and "pretrained" in page and "supervised" in page
@@ -131,7 +132,7 @@ def test_the_report_renders_in_a_headless_browser(evaluated, tmp_path):
     if not browser:
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
     ws, out, doc = evaluated
-    page = write_report(out)
+    page = write_report(out, ws)
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
@@ -193,3 +194,12 @@ def test_a_local_checkpoint_is_a_baseline_side_by_side(evaluated, pico_checkpoin
     assert by_model["bare"]["architecture"] == "vit_pico_patch8_dinov3"
     # the same weights give the same predictions whichever way they were stored
     assert by_model["dinov3-like"]["confusion"] == by_model["bare"]["confusion"]
+
+
+def test_the_flow_renders_the_report_from_the_workspace_it_was_given(evaluated):
+    """A flow's parameters are text: the report task opens the workspace from a str and finds its thumbnails."""
+    from flows.evaluate import report_task
+
+    ws, out, _ = evaluated
+    page = Path(report_task.fn(str(out), str(ws.root))).read_text()
+    assert "retrieval examples" in page and (out / "retrieval.png").stat().st_size > 1000

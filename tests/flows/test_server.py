@@ -21,3 +21,35 @@ def test_a_server_that_does_not_come_up_is_one_line_not_prefects_traceback(monke
             pass
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in str(caught.value) and len(stopped) == 1
     assert caught.value.exit_code == 75
+
+
+def _start_with(monkeypatch, boot: str, limit_s: float):
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    from flows import server
+
+    monkeypatch.setattr(server, "_BOOT", boot)
+    with temporary_settings(updates={PREFECT_API_URL: None, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: limit_s}):
+        with pytest.raises(server.ServerNotStarted) as caught:
+            with server.one_prefect_server():
+                pass
+    return str(caught.value)
+
+
+def test_a_server_that_dies_at_start_ends_the_wait_at_once(monkeypatch):
+    """Prefect's loop waited the whole limit (300 s in the Makefile) for a server that had already exited."""
+    import time
+
+    began = time.monotonic()
+    said = _start_with(monkeypatch, "import sys; sys.exit(1)", 300)
+    assert "exited as it started (exit code 1)" in said and time.monotonic() - began < 120
+
+
+def test_the_start_up_limit_is_wall_time(monkeypatch):
+    """A server that never answers is given up after the limit in seconds, not after a count of polls."""
+    said = _start_with(monkeypatch, "import time; time.sleep(600)", 1)
+    assert "did not answer in time" in said and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in said

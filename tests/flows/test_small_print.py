@@ -83,3 +83,38 @@ def test_worker_quarantine_lines_are_printed_by_the_command_above_its_bars(tmp_p
     assert "| WARNING |" not in out  # no line in a worker's own (Prefect's) format
     logged = re.findall(r"quarantined file ([0-9a-f]+)", (tmp_path / "workspace" / "logs" / "ingest.log").read_text())
     assert sorted(logged) == sorted(said)
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_curation_worker_lines_are_printed_by_the_command_too(tmp_path, prefect_harness):
+    """A stored image that cannot be read is excluded by a signature worker: under the processes runner its line is
+    printed once by the command, in the command's format, not by the worker over the bars."""
+    import os
+    import re
+
+    from prefect.settings import PREFECT_API_URL
+
+    from catalog import db
+    from catalog.store import ImageStore
+    from catalog.workspace import Workspace
+    from tests.flows.terminal import run_in_terminal
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for k in range(5):
+        Image.fromarray(np.random.default_rng(k).integers(0, 255, (48, 48), np.uint8)).save(tree / f"g{k}.png")
+    ws = str(tmp_path / "workspace")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PYTHONPATH=os.getcwd(), ORTHO_FSYNC="0", COLUMNS="120", TERM="xterm",
+               PREFECT_API_URL=PREFECT_API_URL.value())
+    assert run_in_terminal(["sources", "add", "t", str(tree), "--kind", "public", "-w", ws], env)[0] == 0
+    assert run_in_terminal(["ingest", "-w", ws], env)[0] == 0
+    workspace = Workspace.open(ws)
+    broken = db.query(workspace, "SELECT image_id FROM images ORDER BY 1 LIMIT 1")[1][0][0]
+    ImageStore(workspace.store_dir).path(broken).write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    code, out = run_in_terminal(["curate", "--runner", "processes", "--workers", "1", "-w", ws], env)
+    assert code == 0, out[-3000:]
+    said = re.findall(r"WARNING curate: image ([0-9a-f]+) excluded", out)
+    assert said == [broken], out[-3000:]
+    assert "| WARNING |" not in out

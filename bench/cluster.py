@@ -41,10 +41,13 @@ def fresh_workspace(path: Path, phantom: Path, secret: bytes | None):
 
 def time_ingest(tmp: Path, phantom: Path, label: str, batch_size: int, **runner) -> tuple[float, int, int]:
     from flows.ingest import ingest_flow
+    from flows.runners import RunnerConfig
+    from ingest.config import IngestConfig
 
     ws = fresh_workspace(tmp / label, phantom, None)
     t = time.perf_counter()
-    results = ingest_flow(str(ws.root), ["pacs", "public"], batch_size=batch_size, **runner)
+    results = ingest_flow(str(ws.root), ["pacs", "public"], IngestConfig(batch_size=batch_size),
+                          RunnerConfig(**runner))
     wall = time.perf_counter() - t
     files = sum(r["files_seen"] for r in results)
     tasks = sum(-(-r["files_seen"] // batch_size) for r in results)

@@ -35,6 +35,7 @@ A CPU smoke run of every path (tests/training/test_gpu_bench.py):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import sys
@@ -51,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loader import DINOV3_VITL_PER_GPU, radiographs, write_shards  # noqa: E402
 from catalog.pixels import encode_png  # noqa: E402
 from shards.codecs import CODECS  # noqa: E402
-from training.config import load_config  # noqa: E402
+from training.config import PretrainConfig, load_config  # noqa: E402
 from training.data import build_stream, make_loader  # noqa: E402
 from training.distributed import setup_distributed  # noqa: E402
 from training.schedules import build_schedules  # noqa: E402
@@ -65,7 +66,7 @@ TINY = ["head.prototypes=128", "head.ibot_prototypes=128", "head.hidden_dim=64",
         "crops.global_size=32", "crops.local_size=16", "crops.local_crops=2", "train.tensorboard=false"]
 
 
-def step_flops(cfg: dict) -> float:
+def step_flops(cfg: PretrainConfig) -> float:
     """Training FLOPs per image of one step (student forward + backward on every crop, teacher forward on the
     global ones, heads on the CLS tokens and on the expected number of masked patches), counted on the meta
     device: no memory, no weights."""
@@ -74,16 +75,17 @@ def step_flops(cfg: dict) -> float:
     from training.backbone import forward_tokens
     from training.model import build_ssl_models
 
-    c, loss = cfg["crops"], cfg["loss"]
+    c, loss = cfg.crops, cfg.loss
     with torch.device("meta"):
-        student, teacher, _ = build_ssl_models({**cfg, "model": {**cfg["model"], "init": "random"}}, c["global_size"])
-        glob = torch.empty(2, 1, c["global_size"], c["global_size"])
-        local = torch.empty(c["local_crops"], 1, c["local_size"], c["local_size"])
-    grid = c["global_size"] // student.spec.patch_size
-    masked = max(1, round(2 * loss["mask_probability"] * float(np.mean(loss["mask_ratio"])) * grid * grid))
+        random_init = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init="random"))
+        student, teacher, _ = build_ssl_models(random_init, c.global_size)
+        glob = torch.empty(2, 1, c.global_size, c.global_size)
+        local = torch.empty(c.local_crops, 1, c.local_size, c.local_size)
+    grid = c.global_size // student.spec.patch_size
+    masked = max(1, round(2 * loss.mask_probability * float(np.mean(loss.mask_ratio)) * grid * grid))
     with FlopCounterMode(display=False) as counter:
         cls, patches = forward_tokens(student.backbone, glob)
-        heads = [cls] + ([forward_tokens(student.backbone, local)[0]] if c["local_crops"] else [])
+        heads = [cls] + ([forward_tokens(student.backbone, local)[0]] if c.local_crops else [])
         out = student.dino_head(torch.cat(heads)).sum() + student.ibot_head(patches.flatten(0, 1)[:masked]).sum()
         out.backward()
         with torch.no_grad():
@@ -116,7 +118,7 @@ def measure(model: str, mode: str, batch: int, args, manifest: Path, flops: floa
                                  f"optim.batch_size={batch}",
                                  f"train.steps={args.warmup + args.steps}", f"train.num_workers={args.workers}",
                                  "train.verify_shards=false", *(TINY if args.tiny else []), *args.overrides])
-    ctx = setup_distributed(cfg["train"]["device"])
+    ctx = setup_distributed(cfg.train.device)
     learner, _ = build_learner(cfg, ctx)
     spec = learner.student_module.spec
     stream = build_stream(cfg, str(manifest), spec.mean[0], spec.std[0], spec.patch_size, device=ctx.device)

@@ -185,7 +185,7 @@ def measure(size: int, bits: int, images: int, batch: int, repeat: int, tmp: Pat
             row["htj2k_gpu_decode_worker"] = worker_rate(manifest, "gpu", batch, repeat, batches, decode="device")
         if "device_crops_cpu" not in row:
             cfg = load_config("vits16", [f"optim.batch_size={batch}"])
-            crops, done = DeviceCrops(cfg["crops"], 0.5, 0.25), batches[("gpu", "workers")]
+            crops, done = DeviceCrops(cfg.crops, 0.5, 0.25), batches[("gpu", "workers")]
             row["device_crops_cpu"] = per_second(lambda: [crops(b) for b in done], len(done) * batch, 1)
     return row
 

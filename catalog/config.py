@@ -1,4 +1,4 @@
-"""One config convention for every stage: a dataclass of defaults (pretraining: a nested dict), YAML files
+"""One config convention for every stage: a dataclass of defaults (nested dataclasses for sections), YAML files
 layered over it in order, `key=value` overrides last, and the resolved config saved beside the outputs.
 
     cfg = load(CurateConfig, ["my-curation.yaml"], ["dedup.threshold=0.7", "batch_size=256"])
@@ -85,32 +85,6 @@ def schema_of(cls: type) -> Schema:
     """The schema of a config dataclass, from its type annotations."""
     hints = typing.get_type_hints(cls)
     return {f.name: kind_of_hint(hints[f.name]) for f in dataclasses.fields(cls) if f.init}
-
-
-def schema_of_defaults(defaults: dict, mappings: Iterable[str] = (), prefix: str = "") -> Schema:
-    """The schema of nested dict defaults, from the default values: a list takes as many values as its default
-    has; a None default takes anything; the dotted keys in `mappings` are open mappings, not sections."""
-    mappings = set(mappings)
-    out: Schema = {}
-    for key, value in defaults.items():
-        full = prefix + key
-        if isinstance(value, dict) and full not in mappings:
-            out[key] = schema_of_defaults(value, mappings, full + ".")
-        else:
-            out[key] = Kind("mapping") if full in mappings else _kind_of_value(value)
-    return out
-
-
-def _kind_of_value(value: Any) -> Kind:
-    if value is None:
-        return ANY
-    if isinstance(value, (bool, int, float, str)):
-        return Kind(type(value).__name__)
-    if isinstance(value, dict):
-        return Kind("mapping")
-    if isinstance(value, (list, tuple)):
-        return Kind("seq", items=tuple(_kind_of_value(v) for v in value), as_tuple=isinstance(value, tuple))
-    return ANY
 
 
 def flat_keys(schema: Schema, prefix: str = "") -> list[str]:

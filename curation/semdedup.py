@@ -29,7 +29,7 @@ class SemDedupConfig:
     block: int = 2048  # rows per similarity block: memory is block x cluster size
 
 
-def duplicates_within(x: np.ndarray, threshold: float, block: int = 2048) -> np.ndarray:
+def duplicates_within(x: np.ndarray, threshold: float, block: int = SemDedupConfig.block) -> np.ndarray:
     """x [n, d] unit rows in keep order -> bool [n]: similar to an earlier row at `threshold` or more."""
     n = len(x)
     dup = np.zeros(n, bool)

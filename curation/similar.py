@@ -24,6 +24,8 @@ from catalog import embeddings as emb
 from catalog.files import atomic_path, atomic_write
 from catalog.workspace import Workspace
 
+MORE_LIKE_K = 20  # images `ortho search` shows
+
 
 @dataclass
 class Neighbour:
@@ -90,7 +92,7 @@ def _allowed(ws: Workspace, query: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def more_like(ws: Workspace, image_id: str, k: int = 20, query: str | None = None,
+def more_like(ws: Workspace, image_id: str, k: int = MORE_LIKE_K, query: str | None = None,
               model: str | None = None) -> list[Neighbour]:
     """The k images most like `image_id` (itself left out), most similar first; only among those `query` names
     when given."""

@@ -27,23 +27,12 @@ from catalog.store import ImageStore
 from catalog.unreadable import Unreadable
 from catalog.workspace import Workspace
 from evaluation.backbones import Backbone, load_checkpoint
+from evaluation.config import POOLS, EmbedConfig  # noqa: F401  (their home: read without torch)
 from evaluation.embed import preprocess
 from training.backbone import forward_tokens
 
 
 log = logging.getLogger("ortho.embed")
-POOLS = ("cls", "mean")
-
-
-@dataclass
-class EmbedConfig:
-    checkpoint: str  # a pretraining run (its folder, or its name under runs/), an exported backbone or a timm file
-    model_name: str | None = None  # the architecture of a file that is not an exported backbone
-    img_size: int | None = None  # input size [default: the backbone's]
-    query: str | None = None  # SQL returning image_id [default: every image]
-    pool: str = "cls"  # cls: the CLS token; mean: the mean of the patch tokens (a model without SSL training)
-    batch_size: int = 32
-    part_size: int = 2048  # vectors per Parquet part
 
 
 @dataclass

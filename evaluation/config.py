@@ -110,6 +110,22 @@ class EvalConfig:
         self.fractions = sorted(set(float(f) for f in self.fractions))
 
 
+POOLS = ("cls", "mean")  # what `ortho embed` keeps of a backbone's tokens
+
+
+@dataclass
+class EmbedConfig:
+    """`ortho embed`'s settings (evaluation/catalog_embed.py), here so the command reads its defaults without torch."""
+
+    checkpoint: str  # a pretraining run (its folder, or its name under runs/), an exported backbone or a timm file
+    model_name: str | None = None  # the architecture of a file that is not an exported backbone
+    img_size: int | None = None  # input size [default: the backbone's]
+    query: str | None = None  # SQL returning image_id [default: every image]
+    pool: str = "cls"  # cls: the CLS token; mean: the mean of the patch tokens (a model without SSL training)
+    batch_size: int = 32
+    part_size: int = 2048  # vectors per Parquet part
+
+
 def resolve_config(overrides: Iterable[str] = (), file: str | os.PathLike | None = None,
                    settings: dict | None = None) -> EvalConfig:
     """EvalConfig defaults <- `file` (YAML) <- `settings` (plain values) <- `key=value` overrides.

@@ -20,6 +20,7 @@ from catalog.files import atomic_path
 from catalog.pixels import robust_range
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
+from evaluation.config import EvalConfig
 from training.backbone import forward_tokens
 
 
@@ -65,7 +66,7 @@ class FeatureCache:
 
 @torch.no_grad()
 def embed_images(ws: Workspace, model: torch.nn.Module, image_ids: list[str], size: int, mean: float, std: float,
-                 cache_key: str | None = None, batch_size: int = 64, device: str = "cpu",
+                 cache_key: str | None = None, batch_size: int = EvalConfig.batch_size, device: str = "cpu",
                  on_progress=None, images=None) -> tuple[np.ndarray, np.ndarray]:
     """(cls [N, D], mean-pooled patches [N, D]) for the images, in order; cached when cache_key is given."""
     cache = FeatureCache(ws, f"{cache_key}-{size}") if cache_key else None

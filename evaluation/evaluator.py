@@ -193,7 +193,7 @@ class Evaluation:
     def raw_pixels(self, task: TaskData, splits: EvalSplits, exam_level: bool, base: dict) -> None:
         """The frozen probes on raw pixels: PCA-128 of 64 px images, fitted on the training images only."""
         self.stage(f"{task.task}: raw-pixel baseline, reading {len(task.image_ids)} images")
-        px = pixel_features(self.ws, task.image_ids, 64, images=self.images)
+        px = pixel_features(self.ws, task.image_ids, images=self.images)
         _, (x,) = pca_fit_transform(px[splits.fit], [px], 128)
         self.frozen(task, splits, x, "pixels", self.frozen_seeds, exam_level, {**base, "architecture": "pixels-pca128"})
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from catalog.store import ImageStore
 from catalog.workspace import Workspace
-from evaluation.config import FinetuneConfig
+from evaluation.config import EvalConfig, FinetuneConfig
 from evaluation.data import EvaluationError, TaskData, aggregate, exam_groups
 from evaluation.embed import preprocess
 from evaluation.protocols import Predictions
@@ -99,7 +99,8 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, n_classes: int)
 
 
 def predict_units(model: nn.Module, pixels: torch.Tensor, data: TaskData, idx: np.ndarray, batch_size: int,
-                  exam_level: bool = False, exam_aggregation: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+                  exam_level: bool = False,
+                  exam_aggregation: str = EvalConfig.exam_aggregation) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) of the images of `idx`, or of their exams for exam-level tasks."""
     proba = _predict(model, pixels[idx], batch_size, data.n_classes)
     return _unit_scores(data, idx, proba, exam_level, exam_aggregation)
@@ -107,7 +108,7 @@ def predict_units(model: nn.Module, pixels: torch.Tensor, data: TaskData, idx: n
 
 def finetune(backbone: nn.Module, embed_dim: int, pixels: torch.Tensor, data: TaskData, fit: np.ndarray,
              select: np.ndarray, test: np.ndarray, cfg: FinetuneConfig, select_score, seed: int = 0,
-             exam_level: bool = False, exam_aggregation: str = "mean", on_progress=None,
+             exam_level: bool = False, exam_aggregation: str = EvalConfig.exam_aggregation, on_progress=None,
              arch: str | None = None) -> Predictions:
     """Train on `fit`, keep the epoch that scores best on `select`, predict `test`.
 
@@ -141,7 +142,7 @@ def training_budget(arch: str | None, model: nn.Module, pixels: torch.Tensor, cf
 
 def fit_select(model: nn.Module, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, data: TaskData,
                fit: np.ndarray, select: np.ndarray, cfg, select_score, g: torch.Generator, exam_level: bool = False,
-               exam_aggregation: str = "mean", on_progress=None, loss_fn=None) -> dict:
+               exam_aggregation: str = EvalConfig.exam_aggregation, on_progress=None, loss_fn=None) -> dict:
     """Train `model` on `fit` for up to cfg.epochs (warm-up, then cosine over the whole budget), score `select`
     after each epoch and stop once cfg.patience epochs (0: never) bring no better score; the model is left at
     its best epoch. The epochs are raised until they make cfg.min_steps steps (a small label fraction's

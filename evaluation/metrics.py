@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from evaluation.config import EvalConfig
+
 
 def confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """[C, C] counts, rows = truth, columns = prediction."""
@@ -118,7 +120,7 @@ def compute(name: str, y, pred, proba, n_classes: int) -> float:
     return auroc(y, score) if name == "auroc" else auprc(y, score)
 
 
-def bootstrap_ci(y, pred, proba, patients, names: list[str], n_classes: int, n_boot: int = 1000,
+def bootstrap_ci(y, pred, proba, patients, names: list[str], n_classes: int, n_boot: int = EvalConfig.n_boot,
                  seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float, float]]:
     """{metric: (point, low, high)}: resampling patients (all of a patient's images together)."""
     y, pred, patients = np.asarray(y), np.asarray(pred), np.asarray(patients)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evaluation.config import EvalConfig
+
 
 @dataclass
 class Predictions:
@@ -25,7 +27,7 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int, k: int = 20,
-                temperature: float = 0.07, block: int = 4096) -> Predictions:
+                temperature: float = EvalConfig.knn_temperature, block: int = 4096) -> Predictions:
     """Cosine k-nearest neighbours; each neighbour votes exp(similarity / T) for its class (DINO)."""
     a, b = _l2(train_x.astype(np.float32)), _l2(test_x.astype(np.float32))
     k = min(k, len(a))
@@ -42,8 +44,8 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_
 
 
 def knn_select(train_x: np.ndarray, train_y: np.ndarray, select_x: np.ndarray, select_y: np.ndarray,
-               test_x: np.ndarray, n_classes: int, ks: tuple[int, ...] = (10, 20, 50), temperature: float = 0.07,
-               select_score=None) -> Predictions:
+               test_x: np.ndarray, n_classes: int, ks: tuple[int, ...] = EvalConfig.knn_ks,
+               temperature: float = EvalConfig.knn_temperature, select_score=None) -> Predictions:
     """kNN with k chosen on the selection split (score(y, proba), accuracy by default)."""
     score = select_score or (lambda y, proba: float(np.mean(y == proba.argmax(1))))
     best_k, best = ks[0], -np.inf

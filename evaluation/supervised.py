@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluation.config import SupervisedConfig
+from evaluation.config import EvalConfig, SupervisedConfig
 from evaluation.data import EvaluationError, TaskData
 from evaluation.finetune import fit_select, predict_units, training_budget
 from evaluation.protocols import Predictions
@@ -68,7 +68,7 @@ def input_normalisation(name: str) -> tuple[float, float]:
 
 def train_supervised(pixels: torch.Tensor, data: TaskData, fit: np.ndarray, select: np.ndarray, test: np.ndarray,
                      cfg: SupervisedConfig, select_score, seed: int = 0, exam_level: bool = False,
-                     exam_aggregation: str = "mean") -> Predictions:
+                     exam_aggregation: str = EvalConfig.exam_aggregation) -> Predictions:
     """Train a CNN from random init on `fit`, early-stopped on `select`; predict `test`.
 
     pixels: [N, 1, S, S] preprocessed at cfg.img_size with input_normalisation(cfg.model), row i for data row i.

@@ -52,14 +52,15 @@ def _submit_part(workspace: str, part: tuple[str, list]):
 
 @flow(name="curate", log_prints=False)
 @firewall("curate")
-def curate_flow(workspace: str, runner: str = RunnerConfig.runner, workers: int | None = RunnerConfig.workers,
-                wait_s: float = 0.0, crops: bool | None = None, overrides: list[str] | None = None, full: bool = False,
-                address: str | None = RunnerConfig.address) -> dict:
-    """`full`: search every image against every image and rebuild the saved searches (default: only the images
-    new since the last curation are queried, curation/dedup/incremental.py)."""
+def curate_flow(workspace: str, config: CurateConfig | None = None, runner: RunnerConfig = RunnerConfig(),
+                wait_s: float = 0.0, full: bool = False) -> dict:
+    """`config`: the curation settings (None: CurateConfig's defaults; `curate_config` resolves the command line's);
+    `runner`: where the signature tasks run, as the flow's task runner was built (`run_curate`); `full`: search every
+    image against every image and rebuild the saved searches (default: only the images new since the last curation
+    are queried, curation/dedup/incremental.py). The settings are plain values: Prefect records them as the run's
+    parameters, which hold nothing identifying."""
     ws = Workspace.open(workspace)
-    config = curate_config(overrides, crops)
-    summary = curate(ws, config, map_signatures=map_signatures(2 * (workers or 2) + 1),
+    summary = curate(ws, config or CurateConfig(), map_signatures=map_signatures(runner.max_in_flight),
                      on_progress=partial(progress.report, "curate"), wait_s=wait_s, full=full)
     return summary.__dict__
 
@@ -71,9 +72,9 @@ def curate_config(overrides: list[str] | None = None, crops: bool | None = None)
     return resolve_config(list(overrides or []), base=base)
 
 
-def run_curate(workspace: str, runner: RunnerConfig = RunnerConfig(), wait_s: float = 0.0, crops: bool | None = None,
-               overrides: list[str] | None = None, full: bool = False) -> dict:
-    """`crops=False` skips the crop search (and computing keypoints for new images); `full` forces a full search;
-    `runner.address`: a running Dask scheduler or Ray cluster that computes the signatures (the search stays here)."""
-    return curate_flow.with_options(task_runner=runner.build())(
-        workspace, runner.runner, runner.workers, wait_s, crops, list(overrides or []), full, runner.address)
+def run_curate(workspace: str, config: CurateConfig | None = None, runner: RunnerConfig = RunnerConfig(),
+               wait_s: float = 0.0, full: bool = False) -> dict:
+    """`curate_flow` on `runner`'s task runner (its `address`: a running Dask scheduler or Ray cluster that computes
+    the signatures; the search stays here). `config.dedup.crops.enabled=False` skips the crop search (and computing
+    keypoints for new images)."""
+    return curate_flow.with_options(task_runner=runner.build())(workspace, config, runner, wait_s, full)

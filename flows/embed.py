@@ -12,7 +12,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog.workspace import Workspace
-from evaluation.catalog_embed import EmbedConfig, embed_catalog
+from evaluation.catalog_embed import embed_catalog
+from evaluation.config import EmbedConfig
 from flows import progress
 from flows.firewall import firewall
 
@@ -26,5 +27,5 @@ def embed_task(workspace: str, settings: dict) -> dict:
 
 @flow(name="embed", log_prints=False)
 @firewall("embed")
-def embed_flow(workspace: str, settings: dict) -> dict:
-    return embed_task(workspace, settings)
+def embed_flow(workspace: str, config: EmbedConfig) -> dict:
+    return embed_task(workspace, asdict(config))

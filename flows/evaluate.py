@@ -31,11 +31,13 @@ def report_task(eval_dir: str, workspace: str) -> str:
 
 @flow(name="evaluate", log_prints=False)
 @firewall("evaluate")
-def evaluate_flow(workspace: str, checkpoint: str, tasks: list[str], settings: dict | None = None,
+def evaluate_flow(workspace: str, checkpoint: str, tasks: list[str], config: EvalConfig | None = None,
                   eval_id: str | None = None, model_name: str | None = None, report: bool = True,
-                  shards: str | None = None, overrides: list[str] | None = None) -> dict:
+                  shards: str | None = None) -> dict:
+    """`config`: the evaluation's settings, resolved (`eval_config`; None: EvalConfig's defaults); Prefect records
+    them as plain values."""
     ws = Workspace.open(workspace)
-    out = run_evaluation(ws, checkpoint, tasks, eval_config(settings, overrides), eval_id=eval_id, model_name=model_name,
+    out = run_evaluation(ws, checkpoint, tasks, config or EvalConfig(), eval_id=eval_id, model_name=model_name,
                          on_progress=partial(progress.report, "evaluate"), shards=shards)
     try:  # catalog.duckdb (for the duckdb CLI) picks up the new view rows; `ortho sql` sees them anyway
         with ws.write_lock(10.0):

@@ -7,7 +7,9 @@ users) pass, chains cut; anything else becomes a ScrubbedError that names the st
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
 import traceback
 
@@ -59,6 +61,10 @@ def firewall(stage: str):
             # Raised outside the except block: no __context__ keeps the original alive or printable.
             raise error from None
 
+        # Prefect validates a flow's parameters against its signature, resolving names in the wrapper's module (this
+        # one): the annotations are resolved here, in the flow's own module, where its settings classes are named.
+        with contextlib.suppress(NameError):
+            run.__signature__ = inspect.signature(fn, eval_str=True)
         return run
 
     return wrap

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from catalog.workspace import Workspace
 from flows import progress, settings
 from flows.firewall import ScrubbedError, firewall
-from flows.runners import RunnerConfig, build_task_runner, prefect_map
+from flows.runners import RunnerConfig, prefect_map
 from flows.worker_lines import held_for_the_command, not_relayed, print_relayed
 from ingest.batch import BatchResult, BatchSpec, process_batch
 from ingest.config import IngestConfig
@@ -105,45 +105,34 @@ def materialise_phantom(ws: Workspace, name: str) -> None:
 
 @flow(name="ingest-source", log_prints=False)
 @firewall("ingest-source")
-def ingest_source_flow(workspace: str, source: str, batch_size: int = IngestConfig.batch_size, max_in_flight: int = 8,
-                       retry_quarantined: bool = IngestConfig.retry_quarantined, wait_s: float = 0.0,
-                       burned_in: str | None = IngestConfig.burned_in) -> dict:
+def ingest_source_flow(workspace: str, source: str, config: IngestConfig = IngestConfig(),
+                       max_in_flight: int = RunnerConfig().max_in_flight, wait_s: float = 0.0) -> dict:
     ws = Workspace.open(workspace)
     src = load_sources(ws).get(source)
     if src is not None:  # a clinical archive gets at most --max-connections retrievals at once
         max_in_flight = src.location_kind.max_in_flight(max_in_flight)
     with ws.write_lock(wait_s):
         materialise_phantom(ws, source)
-        summary: IngestSummary = ingest_source(ws, source, batch_size=batch_size,
+        summary: IngestSummary = ingest_source(ws, source, batch_size=config.batch_size,
                                                map_batches=map_batches(max_in_flight),
-                                               retry_quarantined=retry_quarantined, on_batch=_on_batch,
-                                               burned_in=burned_in, **settings.current().ingest_options())
+                                               retry_quarantined=config.retry_quarantined, on_batch=_on_batch,
+                                               burned_in=config.burned_in, **settings.current().ingest_options())
     return summary.as_dict()
 
 
 @flow(name="ingest", log_prints=False)
 @firewall("ingest")
-def ingest_flow(workspace: str, sources: list[str] | None = None, batch_size: int = IngestConfig.batch_size,
-                runner: str = RunnerConfig.runner, workers: int | None = RunnerConfig.workers,
-                retry_quarantined: bool = IngestConfig.retry_quarantined, wait_s: float = 0.0,
-                burned_in: str | None = IngestConfig.burned_in, address: str | None = RunnerConfig.address) -> list[dict]:
-    """Every named source (default: all registered, in registration order), one subflow each; the settings are an
-    IngestConfig's and a RunnerConfig's fields (`run_ingest_flow` takes the objects); `address`: a running Dask
-    scheduler or Ray cluster to run the batches on (docs/scaling.md)."""
+def ingest_flow(workspace: str, sources: list[str] | None = None, config: IngestConfig = IngestConfig(),
+                runner: RunnerConfig = RunnerConfig(), wait_s: float = 0.0) -> list[dict]:
+    """Every named source (default: all registered, in registration order), one subflow each, with the stage's
+    settings (`config`) and where its batches run (`runner`; its `address`: a running Dask scheduler or Ray cluster,
+    docs/scaling.md). Both are frozen dataclasses of plain values: Prefect records them as the run's parameters,
+    which hold nothing identifying."""
     ws = Workspace.open(workspace)
     names = sources or [s.name for s in sorted(load_sources(ws).values(), key=lambda s: s.seq)]
-    sub = ingest_source_flow.with_options(task_runner=build_task_runner(runner, workers, address))
+    sub = ingest_source_flow.with_options(task_runner=runner.build())
     results = []
     with ws.write_lock(wait_s):
         for name in names:
-            results.append(sub(workspace, name, batch_size=batch_size, max_in_flight=2 * (workers or 2) + 1,
-                               retry_quarantined=retry_quarantined, burned_in=burned_in))
+            results.append(sub(workspace, name, config, max_in_flight=runner.max_in_flight))
     return results
-
-
-def run_ingest_flow(workspace: str, sources: list[str] | None, config: IngestConfig, runner: RunnerConfig,
-                    wait_s: float = 0.0) -> list[dict]:
-    """`ingest_flow` with the stage's settings as objects (what the command line and a pipeline file fill in)."""
-    return ingest_flow(workspace, sources, batch_size=config.batch_size, runner=runner.runner, workers=runner.workers,
-                       retry_quarantined=config.retry_quarantined, wait_s=wait_s, burned_in=config.burned_in,
-                       address=runner.address)

@@ -177,11 +177,11 @@ def phantom_stage(run: PipelineRun) -> tuple[str, str]:
 
 
 def ingest_stage(run: PipelineRun) -> tuple[str, str]:
-    from flows.ingest import run_ingest_flow
+    from flows.ingest import ingest_flow
 
     if not run.sources:
         return "not configured", "no sources"
-    out = run_ingest_flow(str(run.ws.root), run.sources, run.spec.ingest, run.spec.ingest_runner)
+    out = ingest_flow(str(run.ws.root), run.sources, run.spec.ingest, run.spec.ingest_runner)
     new = sum(r["files_processed"] for r in out)
     cleaned = sum(r.get("text_cleaned", 0) for r in out)
     detail = f"{new} new or changed files of {sum(r['files_seen'] for r in out)}, " \
@@ -191,14 +191,14 @@ def ingest_stage(run: PipelineRun) -> tuple[str, str]:
 
 
 def curate_stage(run: PipelineRun) -> tuple[str, str]:
-    from flows.curate import run_curate
+    from flows.curate import curate_config, run_curate
     from shards.select import catalog_snapshot
 
     settings = dict(run.spec.raw.get("curate") or {})  # as written: what the last curation's digest holds
     if run.state.get("curate") == _digest({"catalog": catalog_snapshot(run.ws), "settings": settings}):
         return "up to date", "catalog unchanged since the last curation" + _curation_report(run)
     stage = run.spec.curate
-    s = run_curate(str(run.ws.root), run.spec.curate_runner, crops=stage.crops, overrides=list(stage.overrides))
+    s = run_curate(str(run.ws.root), curate_config(list(stage.overrides), stage.crops), run.spec.curate_runner)
     run.curate_summary.update(s)
     run.state["curate"] = _digest({"catalog": catalog_snapshot(run.ws), "settings": settings})
     _save_state(run.ws, run.state)
@@ -237,13 +237,11 @@ def shards_stage(run: PipelineRun, sel: ShardSetSpec) -> tuple[str, str]:
 def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     """The run folder is named by its inputs: a finished one is skipped, an unfinished one resumed."""
     from flows.pretrain import pretrain_flow
-    from training.config import load_config
     from training.data import TrainingError, check_manifest
 
-    pre = run.spec.pretrain
+    pre, cfg = run.spec.pretrain, run.spec.pretrain_config
     manifest = run.manifests[pre.shards]
-    cfg = load_config(pre.config, list(pre.overrides))
-    key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg})[:10]
+    key = _digest({"manifest": check_manifest(manifest, verify=False).sha256, "config": cfg.to_dict()})[:10]
     run_dir = run.ws.train_runs_dir / f"{pre.name}-{key}"
     run.checkpoint = str(run_dir / "backbone.safetensors")
     if (run_dir / "backbone.safetensors").is_file():
@@ -252,6 +250,7 @@ def pretrain_stage(run: PipelineRun) -> tuple[str, str]:
     s = pretrain_flow(str(run.ws.root), manifest=None if resume else manifest,
                       config=None if resume else pre.config,
                       overrides=[] if resume else list(pre.overrides),
+                      settings=None if resume else run.spec.pretrain_settings(),
                       resume=str(run_dir) if resume else None, run_dir=str(run_dir), show_progress=run.show_progress)
     if not s.get("completed"):
         raise TrainingError(f"run {run_dir.name} stopped at step {s.get('steps')}")
@@ -280,7 +279,7 @@ def evaluate_stage(run: PipelineRun) -> tuple[str, str]:
     run.report = str(out / "report.html")
     if (out / "metrics.json").is_file() and (out / "report.html").is_file():
         return "up to date", f"{eval_id}: this checkpoint, these tasks and labels already evaluated"
-    r = evaluate_flow(str(run.ws.root), run.checkpoint, tasks, settings, eval_id=eval_id, overrides=overrides)
+    r = evaluate_flow(str(run.ws.root), run.checkpoint, tasks, run.spec.evaluate_config, eval_id=eval_id)
     return "done", f"{eval_id}: {', '.join(tasks)}; report {r['report']}"
 
 

@@ -1,8 +1,9 @@
 """A pipeline file (docs/pipeline.md), read into the stages' settings objects.
 
 Each section fills dataclasses, and its keys are their fields: `ingest:` an IngestConfig and a RunnerConfig,
-`curate:` the curate stage's and a RunnerConfig, each `shards:` entry a ShardSetSpec, `evaluate:` an EvalConfig
-(plus the evaluation's name, tasks and overrides). The one loader (catalog/config.py) checks every key, naming the
+`curate:` the curate stage's and a RunnerConfig, each `shards:` entry a ShardSetSpec, `pretrain:` a PretrainConfig's
+sections over its config file (plus the run's name, shard set and overrides), `evaluate:` an EvalConfig (plus the
+evaluation's name, tasks and overrides). The one loader (catalog/config.py) checks every key, naming the
 closest field of a typo, and every value against its field's type; a file that cannot run is one line.
 """
 
@@ -21,6 +22,7 @@ from flows.runners import RunnerConfig, RunnerError
 from ingest.config import IngestConfig
 from ingest.sources import Source
 from shards.spec import ShardSetSpec
+from training.config import PretrainConfig, load_config
 
 if TYPE_CHECKING:
     from flows.phantom.tree import PhantomSpec
@@ -40,7 +42,7 @@ class Sections:
     ingest: dict | None = None  # an IngestConfig and a RunnerConfig
     curate: dict | None = None  # a CurateStage and a RunnerConfig
     shards: list | None = None  # ShardSetSpec each
-    pretrain: dict | None = None  # a PretrainStage
+    pretrain: dict | None = None  # a PretrainStage and a PretrainConfig
     evaluate: dict | None = None  # an EvaluateStage and an EvalConfig
 
 
@@ -50,7 +52,7 @@ class SourceEntry:
 
     name: str
     location: str  # a folder, s3://..., dicomweb+http(s)://..., dimse://..., or pkg:NAME (test data of a package)
-    kind: str = "internal"
+    kind: str = loader.default_of(Source, "kind")
     labels: list[str] = field(default_factory=list)
     path_pattern: str | None = None
     modality: str | None = None
@@ -70,7 +72,8 @@ class CurateStage:
 class PretrainStage:
     shards: str  # the shard set of this file it trains on
     name: str = "pretrain"  # the run folder's name, before the digest of its inputs
-    config: str | None = None  # a config of configs/pretrain or a YAML file
+    config: str | None = None  # a config of configs/pretrain or a YAML file; the section's PretrainConfig sections
+    #                            (model, head, crops, loss, optim, train) go over it, then the overrides
     overrides: list[str] = field(default_factory=list)  # training's key=value (train.steps=40)
 
 
@@ -113,6 +116,7 @@ class Pipeline:
     curate_runner: RunnerConfig = field(default_factory=RunnerConfig)
     shards: list[ShardSetSpec] = field(default_factory=list)
     pretrain: PretrainStage | None = None
+    pretrain_config: PretrainConfig | None = None  # resolved when the file is read: a typo fails before any stage
     evaluate: EvaluateStage | None = None
     evaluate_config: EvalConfig | None = None  # the evaluate section's settings, its overrides applied
 
@@ -137,7 +141,12 @@ class Pipeline:
             raise PipelineError(f"pretrain.shards '{top.pretrain.get('shards')}' is not a shard set of this file "
                                 f"({names})")
         if top.pretrain:
-            (spec.pretrain,) = fill("pretrain", top.pretrain, PretrainStage)
+            spec.pretrain, _ = fill("pretrain", top.pretrain, PretrainStage, PretrainConfig)  # keys and types
+            try:
+                spec.pretrain_config = load_config(spec.pretrain.config, spec.pretrain.overrides,
+                                                   spec.pretrain_settings())
+            except OrthoError as e:
+                raise PipelineError(f"pretrain: {e}") from None
         if top.evaluate and not top.pretrain:
             raise PipelineError("evaluate needs a pretrain section (the checkpoint it evaluates)")
         if top.evaluate:
@@ -156,6 +165,11 @@ class Pipeline:
 
             return pydicom_folders().get(location[4:])
         return Path(location) if is_remote(location) else Path(location).expanduser().absolute()
+
+    def pretrain_settings(self) -> dict:
+        """The pretrain section's PretrainConfig sections as written, between its config file and its overrides."""
+        return {k: v for k, v in (self.raw.get("pretrain") or {}).items()
+                if k in {f.name for f in dataclasses.fields(PretrainConfig)}}
 
     def evaluate_settings(self) -> dict:
         """The evaluate section's EvalConfig keys as written: what names an evaluation (with its inputs)."""

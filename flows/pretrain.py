@@ -49,8 +49,9 @@ def _run_checked(command, what: str, shell: bool = False) -> None:
 def pretrain_flow(workspace: str, manifest: str | None = None, config: str | None = None,
                   overrides: list[str] | None = None, resume: str | None = None, run_dir: str | None = None,
                   nproc: int = 1, launcher: str = "local", until: int | None = None,
-                  show_progress: bool = True) -> dict:
-    """launcher: `local` trains in this process (or under torchrun when nproc > 1); any other value is a
+                  show_progress: bool = True, settings: dict | None = None) -> dict:
+    """A new run's config is `config` (a file) <- `settings` (PretrainConfig sections: a pipeline file's) <-
+    `overrides`. launcher: `local` trains in this process (or under torchrun when nproc > 1); any other value is a
     command template with `{command}` (e.g. "sbatch --gpus 8 --wrap '{command}'") that is run and not waited on."""
     ws = Workspace.open(workspace)
     fresh = not resume
@@ -63,7 +64,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
         if not manifest:
             raise TrainingError("a new run needs --manifest")
         path = Path(run_dir) if run_dir else ws.train_runs_dir / new_pretrain_id()
-        prepare_run(load_config(config, overrides or []), manifest, path, within=ws.root)
+        prepare_run(load_config(config, overrides or [], settings), manifest, path, within=ws.root)
     _, run = read_run(path)
     params = {"run_dir": str(path), "manifest": run["manifest"], "manifest_sha256": run["manifest_sha256"],
               "nproc": nproc, "launcher": launcher.split()[0] if launcher else "local", "resume": bool(resume)}
@@ -87,7 +88,7 @@ def pretrain_flow(workspace: str, manifest: str | None = None, config: str | Non
 
     rows = read_metrics(path)
     last = rows[-1] if rows else {}
-    done = bool(last) and last.get("step") == load_config(path / "config.yaml")["train"]["steps"]
+    done = bool(last) and last.get("step") == load_config(path / "config.yaml").train.steps
     record_pretrain_run(ws, run, "finished", "completed" if done else "paused",
                         {**params, "steps": last.get("step"), "loss": last.get("loss"),
                          "backbone": str(path / "backbone.safetensors") if done else None})

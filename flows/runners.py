@@ -52,6 +52,12 @@ class RunnerConfig:
     def build(self):
         return build_task_runner(self.runner, self.workers, self.address)
 
+    @property
+    def max_in_flight(self) -> int:
+        """Tasks a flow keeps pending at once (prefect_map): enough to keep every worker busy while results are
+        collected, few enough that a long listing streams (two workers assumed when the count is the CPU's)."""
+        return 2 * (self.workers or 2) + 1
+
 
 SHARDS_RUNNER = RunnerConfig(runner="threads")  # a shard set has few, large shards, written by threads
 

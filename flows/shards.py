@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -44,15 +43,15 @@ def _submit_shard(workspace: str, out_dir: Path, plan: ShardPlan):
 
 @flow(name="build-shards", log_prints=False)
 @firewall("build-shards")
-def build_shards_flow(workspace: str, spec: dict, overwrite: bool = False, wait_s: float = 0.0) -> dict:
-    """`spec`: a ShardSetSpec's fields (shards/spec.py), as plain values for the orchestrator's parameters."""
+def build_shards_flow(workspace: str, spec: ShardSetSpec, overwrite: bool = False, wait_s: float = 0.0) -> dict:
+    """`spec`: what the set holds and how it is cut (shards/spec.py); Prefect records it as plain values."""
     ws = Workspace.open(workspace)
     with ws.write_lock(wait_s):  # the writer's own lock is re-entrant: this one only adds the wait
-        path, manifest, built = build_shard_set(ws, ShardSetSpec(**spec), overwrite=overwrite,
+        path, manifest, built = build_shard_set(ws, spec, overwrite=overwrite,
                                                 map_shards=map_shards(str(ws.root)))
     return {"manifest": str(path), "samples": manifest.samples, "shards": len(manifest.shards), "built": built}
 
 
 def run_build(workspace: str, spec: ShardSetSpec, runner: RunnerConfig = SHARDS_RUNNER, overwrite: bool = False,
               wait_s: float = 0.0) -> dict:
-    return build_shards_flow.with_options(task_runner=runner.build())(workspace, asdict(spec), overwrite, wait_s)
+    return build_shards_flow.with_options(task_runner=runner.build())(workspace, spec, overwrite, wait_s)

@@ -67,7 +67,7 @@ class LabelSpec:
 class Source:
     name: str
     location: str
-    kind: str
+    kind: str = "internal"  # internal | public | phantom (KINDS)
     seq: int = 0
     labels: list[str] = field(default_factory=list)
     path_pattern: str | None = None

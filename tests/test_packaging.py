@@ -27,8 +27,8 @@ CHECK = textwrap.dedent("""
         assert site in Path(module.__file__).resolve().parents, module.__file__
     tiny = find_config("cpu-tiny")
     assert site in tiny.resolve().parents and tiny.name == "cpu-tiny.yaml", tiny
-    assert load_config("cpu-tiny")["model"]["kwargs"] == {"depth": 4}
-    assert load_config("vitb16")["model"]["name"] == "vit_base_patch16_dinov3"  # its base: chain inside the wheel
+    assert load_config("cpu-tiny").model.kwargs == {"depth": 4}
+    assert load_config("vitb16").model.name == "vit_base_patch16_dinov3"  # its base: chain inside the wheel
     demo = configs.path("pipelines/demo.yaml")
     assert site in demo.resolve().parents and "pretrain:" in demo.read_text(), demo
     assert resources.files("configs").joinpath("pretrain/cpu-tiny.yaml").is_file()

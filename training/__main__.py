@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        ctx = setup_distributed(load_config(args.config, args.overrides)["train"]["device"]
-                                if not args.resume else "auto")
+        cfg = None if args.resume else load_config(args.config, args.overrides)
+        ctx = setup_distributed(cfg.train.device if cfg else "auto")
         if args.resume:
             run_dir = Path(args.resume)
         else:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise TrainingError("--manifest is required for a new run")
             run_dir = Path(broadcast_object(args.run_dir or str(Path("runs") / new_pretrain_id())))
             if ctx.is_main and not (run_dir / "run.json").exists():
-                prepare_run(load_config(args.config, args.overrides), args.manifest, run_dir)
+                prepare_run(cfg, args.manifest, run_dir)
             barrier()
         summary = train(run_dir, args.overrides if args.resume else (), show_progress=ctx.is_main,
                         until=args.until)

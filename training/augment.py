@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from catalog.pixels import robust_range
+from training.config import CropsConfig
 
 
 def _seed(*parts) -> list[int]:
@@ -61,22 +62,22 @@ TOP, LEFT, HEIGHT, WIDTH, FLIP, WINDOW_LO, WINDOW_HI, GAMMA, BLUR_SIGMA, NOISE_S
 N_GLOBAL = 2
 
 
-def draw_crop_params(rng: np.random.Generator, h: int, w: int, lo: float, hi: float, c: dict) -> np.ndarray:
+def draw_crop_params(rng: np.random.Generator, h: int, w: int, lo: float, hi: float, c: CropsConfig) -> np.ndarray:
     """[2 + local_crops, len(PARAMS)] float64: every random choice of one image's crops, drawn in crop order."""
     rows = []
-    for i in range(N_GLOBAL + c["local_crops"]):
-        size, scale, blur_p = ((c["global_size"], c["global_scale"], c["blur"][i]) if i < N_GLOBAL
-                               else (c["local_size"], c["local_scale"], c["blur"][2]))
+    for i in range(N_GLOBAL + c.local_crops):
+        size, scale, blur_p = ((c.global_size, c.global_scale, c.blur[i]) if i < N_GLOBAL
+                               else (c.local_size, c.local_scale, c.blur[2]))
         top, left, ch, cw = _crop_box(rng, h, w, tuple(scale))
-        flip = bool(c["flip"]) and rng.random() < 0.5
-        span, j = hi - lo, c["window_jitter"]
+        flip = bool(c.flip) and rng.random() < 0.5
+        span, j = hi - lo, c.window_jitter
         w_lo, w_hi = lo + span * j * rng.uniform(-1, 1), hi + span * j * rng.uniform(-1, 1)
         if w_hi - w_lo < 0.05 * span:
             w_lo, w_hi = lo, hi
-        g0, g1 = c["gamma"]
+        g0, g1 = c.gamma
         gamma = math.exp(rng.uniform(math.log(g0), math.log(g1)))
-        sigma = rng.uniform(*c["blur_sigma"]) * size / c["global_size"] if rng.random() < blur_p else 0.0
-        noise = rng.uniform(0, c["noise"]) if c["noise"] > 0 and rng.random() < c["noise_prob"] else 0.0
+        sigma = rng.uniform(*c.blur_sigma) * size / c.global_size if rng.random() < blur_p else 0.0
+        noise = rng.uniform(0, c.noise) if c.noise > 0 and rng.random() < c.noise_prob else 0.0
         rows.append((top, left, ch, cw, flip, w_lo, w_hi, gamma, sigma, noise))
     return np.array(rows, dtype=np.float64).reshape(-1, len(PARAMS))
 
@@ -105,7 +106,7 @@ class CropPlan:
     the same draws with its window relative to a robust range of [0, 1]; training/device_crops.py turns it into
     levels once the pixels are there (`relative_window`). Only the window depends on the pixels."""
 
-    def __init__(self, crops: dict, seed: int = 0):
+    def __init__(self, crops: CropsConfig, seed: int = 0):
         self.c, self.seed, self.epoch = crops, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -131,7 +132,7 @@ class MultiCrop(CropPlan):
 
     n_global = N_GLOBAL
 
-    def __init__(self, crops: dict, mean: float, std: float, seed: int = 0):
+    def __init__(self, crops: CropsConfig, mean: float, std: float, seed: int = 0):
         super().__init__(crops, seed)
         self.mean, self.std = float(mean), float(std)
 
@@ -141,8 +142,8 @@ class MultiCrop(CropPlan):
         x = torch.from_numpy(np.ascontiguousarray(plan["image"], dtype=np.float32))[None]
         g = torch.Generator().manual_seed(plan["noise_seed"])
         out = {"__key__": plan["__key__"]}
-        for name, rows, size in (("global", params[:N_GLOBAL], c["global_size"]),
-                                 ("local", params[N_GLOBAL:], c["local_size"])):
+        for name, rows, size in (("global", params[:N_GLOBAL], c.global_size),
+                                 ("local", params[N_GLOBAL:], c.local_size)):
             noise = crop_noise(g, rows, size)
             crops = [self._crop(x, p, size, None if noise is None else noise[i]) for i, p in enumerate(rows)]
             out[name] = torch.stack(crops) if crops else torch.zeros(0, 1, size, size)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from shards.device_decode import BatchDecoder
 from training.augment import (BLUR_SIGMA, FLIP, GAMMA, HEIGHT, LEFT, N_GLOBAL, NOISE_STD, TOP, WIDTH, WINDOW_HI,
                               WINDOW_LO, crop_noise)
+from training.config import CropsConfig
 
 PIXEL_BUDGET = 1 << 25  # float32 elements of one image chunk or weight matrix (128 MB): bounds a batch's memory
 
@@ -104,7 +105,7 @@ def absolute_windows(params: torch.Tensor, ranges: torch.Tensor) -> torch.Tensor
 class DeviceCrops:
     """A CollatePlans batch -> the batch CollateCrops gives ({"keys", "global", "local", "masks"}), on `device`."""
 
-    def __init__(self, crops: dict, mean: float, std: float, device: torch.device | str = "cpu"):
+    def __init__(self, crops: CropsConfig, mean: float, std: float, device: torch.device | str = "cpu"):
         self.c, self.mean, self.std, self.device = crops, float(mean), float(std), torch.device(device)
         self.decoder: BatchDecoder | None = None  # made on the first compressed batch
 
@@ -123,8 +124,8 @@ class DeviceCrops:
         params, seeds = batch["params"], batch["noise_seeds"].tolist()
         images = batch["images"].to(self.device, non_blocking=True)
         c = self.c
-        groups = {"global": (params[:, :N_GLOBAL], c["global_size"]),  # [B, C, P] float64, on the CPU:
-                  "local": (params[:, N_GLOBAL:], c["local_size"])}   # per-crop decisions need no device sync
+        groups = {"global": (params[:, :N_GLOBAL], c.global_size),  # [B, C, P] float64, on the CPU:
+                  "local": (params[:, N_GLOBAL:], c.local_size)}   # per-crop decisions need no device sync
         noise = self._noise(groups, seeds)
         out = {"keys": batch["keys"], "masks": batch["masks"].to(self.device, non_blocking=True)}
         for name, (p, size) in groups.items():

@@ -11,24 +11,23 @@ import torch
 from torch import nn
 
 from training.backbone import BackboneSpec, build_backbone, forward_tokens
-from training.config import ConfigError
+from training.config import ConfigError, HeadConfig, PretrainConfig
 from training.head import DINOHead
 
 
 class SSLModel(nn.Module):
     """backbone + dino_head (+ ibot_head unless shared, + mask_token, when `ibot`). The teacher is a deep copy."""
 
-    def __init__(self, backbone: nn.Module, spec: BackboneSpec, head_cfg: dict, ibot: bool = True):
+    def __init__(self, backbone: nn.Module, spec: BackboneSpec, head: HeadConfig, ibot: bool = True):
         super().__init__()
         self.backbone, self.spec = backbone, spec
         dim = spec.embed_dim
-        shape = dict(hidden_dim=head_cfg["hidden_dim"], bottleneck_dim=head_cfg["bottleneck_dim"],
-                     layers=head_cfg["layers"], batch_norm=head_cfg["batch_norm"])
-        self.dino_head = DINOHead(dim, head_cfg["prototypes"], **shape)
+        shape = dict(hidden_dim=head.hidden_dim, bottleneck_dim=head.bottleneck_dim, layers=head.layers,
+                     batch_norm=head.batch_norm)
+        self.dino_head = DINOHead(dim, head.prototypes, **shape)
         self.ibot_head = self.mask_token = None
         if ibot:
-            self.ibot_head = self.dino_head if head_cfg["shared"] else DINOHead(dim, head_cfg["ibot_prototypes"],
-                                                                                **shape)
+            self.ibot_head = self.dino_head if head.shared else DINOHead(dim, head.ibot_prototypes, **shape)
             self.mask_token = nn.Parameter(torch.zeros(dim))
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None,
@@ -58,14 +57,13 @@ class SSLModel(nn.Module):
         return out
 
 
-def build_ssl_models(cfg: dict, img_size: int) -> tuple[SSLModel, SSLModel, object]:
+def build_ssl_models(cfg: PretrainConfig, img_size: int) -> tuple[SSLModel, SSLModel, object]:
     """(student, teacher, load report). Both start from the same weights; the teacher never gets gradients."""
-    m = cfg["model"]
-    backbone, spec, report = build_backbone(m["name"], m["in_chans"], img_size, m["init"], m["drop_path"], m["kwargs"])
-    ibot = cfg["loss"]["ibot_weight"] > 0
-    if ibot and spec.family != "vit":
-        raise ConfigError(f"iBOT's masked-token loss needs a ViT; {m['name']} is a CNN: set loss.ibot_weight=0")
-    student = SSLModel(backbone, spec, cfg["head"], ibot)
+    m = cfg.model
+    backbone, spec, report = build_backbone(m.name, m.in_chans, img_size, m.init, m.drop_path, m.kwargs)
+    if cfg.ibot and spec.family != "vit":
+        raise ConfigError(f"iBOT's masked-token loss needs a ViT; {m.name} is a CNN: set loss.ibot_weight=0")
+    student = SSLModel(backbone, spec, cfg.head, cfg.ibot)
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
     teacher.eval()  # no stochastic depth in the teacher

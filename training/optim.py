@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from training.backbone import param_groups
+from training.config import OptimConfig
 
 
-def build_optimizer(model: nn.Module, depth: int, optim_cfg: dict) -> torch.optim.AdamW:
-    groups = param_groups(model, depth, optim_cfg["layer_decay"], optim_cfg["patch_embed_lr_mult"])
-    return torch.optim.AdamW(groups, lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
+def build_optimizer(model: nn.Module, depth: int, optim: OptimConfig) -> torch.optim.AdamW:
+    groups = param_groups(model, depth, optim.layer_decay, optim.patch_embed_lr_mult)
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))

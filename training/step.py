@@ -10,6 +10,7 @@ from torch import nn
 
 from training.backbone import apply_schedules, forward_tokens
 from training.centering import TeacherTargets
+from training.config import PretrainConfig
 from training.device_crops import DeviceCrops
 from training.losses import dino_loss, gram_loss, ibot_loss, koleo_loss
 from training.metrics import collapse_stats
@@ -26,7 +27,7 @@ class Learner:
     dino_targets: TeacherTargets
     ibot_targets: TeacherTargets
     optimizer: torch.optim.Optimizer
-    cfg: dict
+    cfg: PretrainConfig
     device: torch.device
     autocast_dtype: torch.dtype | None = None
     gram_anchor: nn.Module | None = None
@@ -108,7 +109,7 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict, log: b
     """Forward, losses, backward, clip, optimizer step, EMA. Returns the values to log when `log`
     (reading them waits for the GPU, so steps that are not logged return {} and never wait)."""
     cfg, dev = learner.cfg, learner.device
-    loss_cfg, optim_cfg = cfg["loss"], cfg["optim"]
+    loss_cfg, optim_cfg = cfg.loss, cfg.optim
     if learner.crops is not None:
         batch = learner.crops(batch)
     glob = batch["global"].to(dev, non_blocking=True)
@@ -116,11 +117,11 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict, log: b
     ibot = learner.student_module.ibot_head is not None
     masks = batch["masks"].to(dev, non_blocking=True) if ibot else None
     temp = float(schedules["teacher_temp"][step])
-    gram_on = loss_cfg["gram_weight"] > 0 and step >= loss_cfg["gram_start"]
-    if gram_on and (learner.gram_anchor is None or (step - loss_cfg["gram_start"]) % loss_cfg["gram_refresh"] == 0):
+    gram_on = loss_cfg.gram_weight > 0 and step >= loss_cfg.gram_start
+    if gram_on and (learner.gram_anchor is None or (step - loss_cfg.gram_start) % loss_cfg.gram_refresh == 0):
         learner.refresh_gram_anchor()
     apply_schedules(learner.optimizer, float(schedules["lr"][step]), float(schedules["weight_decay"][step]),
-                    freeze_last=step < optim_cfg["freeze_last_layer_steps"])
+                    freeze_last=step < optim_cfg.freeze_last_layer_steps)
 
     with torch.autocast(dev.type, dtype=learner.autocast_dtype or torch.float32,
                         enabled=learner.autocast_dtype is not None):
@@ -131,17 +132,17 @@ def train_step(learner: Learner, batch: dict, step: int, schedules: dict, log: b
             anchor = forward_tokens(learner.gram_anchor, glob)[1] if gram_on else None
         s_out = learner.student(glob, local, masks)
     n_global = 2
-    losses = {"dino": dino_loss(s_out["cls_logits"], t_cls, n_global, loss_cfg["student_temp"])}
+    losses = {"dino": dino_loss(s_out["cls_logits"], t_cls, n_global, loss_cfg.student_temp)}
     if ibot:
-        losses["ibot"] = ibot_loss(s_out["masked_logits"], t_patch, masks, loss_cfg["student_temp"])
+        losses["ibot"] = ibot_loss(s_out["masked_logits"], t_patch, masks, loss_cfg.student_temp)
     losses["koleo"] = sum(koleo_loss(c) for c in s_out["cls"].chunk(n_global)) / n_global
     if gram_on:
         losses["gram"] = gram_loss(s_out["patches"], anchor)
-    total = sum(loss_cfg[f"{name}_weight"] * value for name, value in losses.items())
+    total = sum(loss_cfg.weight(name) * value for name, value in losses.items())
 
     learner.optimizer.zero_grad(set_to_none=True)
     total.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(learner.student.parameters(), optim_cfg["clip_grad"] or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(learner.student.parameters(), optim_cfg.clip_grad or float("inf"))
     learner.optimizer.step()
     momentum = float(schedules["momentum"][step])
     learner.update_teacher(momentum)

@@ -26,7 +26,7 @@ from catalog.files import atomic_write
 from training.backbone import backbone_depth, export_backbone
 from training.centering import TeacherTargets
 from training.checkpoint import clear_partial, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from training.config import dump_config, load_config
+from training.config import PretrainConfig, dump_config, load_config
 from training.data import TrainingError, check_manifest, build_stream, make_loader
 from training.inputs import check_run_folder, run_manifest
 from training.device_crops import DeviceCrops
@@ -41,10 +41,10 @@ log = logging.getLogger("ortho.pretrain")
 BACKBONE = "backbone.safetensors"
 
 
-def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path, within: Path | None = None) -> dict:
+def prepare_run(cfg: PretrainConfig, manifest: str | Path, run_dir: Path, within: Path | None = None) -> dict:
     """Check the manifest, then write the run's identity: what it trains, on exactly which data. A manifest under
     `within` (the workspace) is kept relative to the run folder: a moved or copied workspace still resumes."""
-    info = check_manifest(manifest, verify=cfg["train"]["verify_shards"])
+    info = check_manifest(manifest, verify=cfg.train.verify_shards)
     if within is not None and Path(info.path).is_relative_to(Path(within).absolute()):
         info.path = os.path.relpath(info.path, Path(run_dir).absolute())
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def prepare_run(cfg: dict, manifest: str | Path, run_dir: Path, within: Path | N
     return run
 
 
-def read_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, dict]:
+def read_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[PretrainConfig, dict]:
     check_run_folder(run_dir)
     cfg = load_config(run_dir / "config.yaml", overrides)
     return cfg, json.loads((run_dir / "run.json").read_text())
@@ -71,22 +71,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _precision(cfg: dict, ctx: DistContext) -> torch.dtype | None:
-    p = cfg["train"]["precision"]
+def _precision(cfg: PretrainConfig, ctx: DistContext) -> torch.dtype | None:
+    p = cfg.train.precision
     if p == "bf16" or (p == "auto" and ctx.device.type == "cuda"):
         return torch.bfloat16
     return None
 
 
-def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
-    student, teacher, report = build_ssl_models(cfg, cfg["crops"]["global_size"])
-    if cfg["train"]["grad_checkpointing"]:
+def build_learner(cfg: PretrainConfig, ctx: DistContext) -> tuple[Learner, object]:
+    student, teacher, report = build_ssl_models(cfg, cfg.crops.global_size)
+    if cfg.train.grad_checkpointing:
         student.backbone.set_grad_checkpointing(True)
     student.to(ctx.device)
     teacher.to(ctx.device)
     depth = backbone_depth(student.backbone)
     wrapped: torch.nn.Module = student
-    fsdp = ctx.world_size > 1 and cfg["train"]["parallel"] == "fsdp"
+    fsdp = ctx.world_size > 1 and cfg.train.parallel == "fsdp"
     if fsdp and student.spec.family != "vit":
         raise TrainingError("train.parallel=fsdp shards a ViT's blocks; use ddp for a CNN")
     if fsdp:
@@ -105,23 +105,19 @@ def build_learner(cfg: dict, ctx: DistContext) -> tuple[Learner, object]:
     elif ctx.world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             student, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    if cfg["train"]["compile"]:
+    if cfg.train.compile:
         wrapped = torch.compile(wrapped)
-    optimizer = build_optimizer(student, depth, cfg["optim"])
-    loss = cfg["loss"]
+    optimizer = build_optimizer(student, depth, cfg.optim)
+    loss = cfg.loss
     learner = Learner(student=wrapped, student_module=student, teacher=teacher,
-                      dino_targets=TeacherTargets(cfg["head"]["prototypes"], loss["centering"],
-                                                  loss["center_momentum"]).to(ctx.device),
-                      ibot_targets=TeacherTargets(_ibot_prototypes(cfg["head"]), loss["centering"],
-                                                  loss["center_momentum"]).to(ctx.device),
+                      dino_targets=TeacherTargets(cfg.head.prototypes, loss.centering,
+                                                  loss.center_momentum).to(ctx.device),
+                      ibot_targets=TeacherTargets(cfg.head.ibot_k, loss.centering,
+                                                  loss.center_momentum).to(ctx.device),
                       optimizer=optimizer, cfg=cfg, device=ctx.device, autocast_dtype=_precision(cfg, ctx), fsdp=fsdp,
-                      crops=DeviceCrops(cfg["crops"], student.spec.mean[0], student.spec.std[0], ctx.device)
-                      if cfg["crops"]["device"] == "gpu" else None)
+                      crops=DeviceCrops(cfg.crops, student.spec.mean[0], student.spec.std[0], ctx.device)
+                      if cfg.crops.device == "gpu" else None)
     return learner, report
-
-
-def _ibot_prototypes(head: dict) -> int:
-    return head["prototypes"] if head["shared"] else head["ibot_prototypes"]
 
 
 def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show_progress: bool = True,
@@ -135,24 +131,24 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     cfg, run = read_run(run_dir, overrides)
     if overrides:
         dump_config(cfg, run_dir / "config.yaml")
-    t = cfg["train"]
-    ctx = setup_distributed(t["device"])
-    verify = t["verify_shards"] if verify_shards is None else verify_shards
+    t = cfg.train
+    ctx = setup_distributed(t.device)
+    verify = t.verify_shards if verify_shards is None else verify_shards
     manifest = run_manifest(run_dir, run)
     info = check_manifest(manifest, verify=verify and ctx.is_main)
     if info.sha256 != run["manifest_sha256"]:
         raise TrainingError(f"manifest {Path(manifest).name} changed since run {run['run_id']} started "
                             "(sha256 differs): start a new run")
-    _seed_everything(t["seed"])  # every rank builds the same initial weights (the teacher is never synced)
+    _seed_everything(t.seed)  # every rank builds the same initial weights (the teacher is never synced)
     learner, report = build_learner(cfg, ctx)
-    _seed_everything(t["seed"] + ctx.rank)  # then each rank draws its own stochastic depth
+    _seed_everything(t.seed + ctx.rank)  # then each rank draws its own stochastic depth
     if report is not None and ctx.is_main:
         log.info("%s", report)
     spec = learner.student_module.spec
     stream = build_stream(cfg, manifest, spec.mean[0], spec.std[0], spec.patch_size if spec.family == "vit" else 1,
                           rank=ctx.rank, world_size=ctx.world_size, device=ctx.device)
     if not stream.decode and ctx.is_main:
-        log.info("payloads are decoded on %s (crops.decode=%s)", ctx.device, cfg["crops"]["decode"])
+        log.info("payloads are decoded on %s (crops.decode=%s)", ctx.device, cfg.crops.decode)
     schedules = build_schedules(cfg)
     position = {"step": 0, "epoch": 0, "step_in_epoch": 0}
     ckpt = load_checkpoint(run_dir)
@@ -163,15 +159,13 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     if ctx.is_main:
         clear_partial(run_dir)
     start_step = position["step"]
-    metrics = MetricsWriter(run_dir, t["tensorboard"], resume_step=start_step) if ctx.is_main else None
-    head = cfg["head"]
-    watch = CollapseWatch(t["collapse_std"], t["collapse_entropy"], grace_steps=min(100, t["steps"] // 10),
-                          patience=max(t["steps"] // 2, 1), max_entropy=t["collapse_uniform"],
-                          prototypes=head["prototypes"],
-                          ibot_prototypes=_ibot_prototypes(head) if cfg["loss"]["ibot_weight"] > 0 else None)
+    metrics = MetricsWriter(run_dir, t.tensorboard, resume_step=start_step) if ctx.is_main else None
+    watch = CollapseWatch(t.collapse_std, t.collapse_entropy, grace_steps=min(100, t.steps // 10),
+                          patience=max(t.steps // 2, 1), max_entropy=t.collapse_uniform,
+                          prototypes=cfg.head.prototypes, ibot_prototypes=cfg.head.ibot_k if cfg.ibot else None)
     try:
         summary = _loop(learner, stream, schedules, position, cfg, ctx, run_dir, metrics, watch, show_progress,
-                        min(until or t["steps"], t["steps"]))
+                        min(until or t.steps, t.steps))
     finally:
         if metrics is not None:
             metrics.close()
@@ -179,19 +173,20 @@ def train(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), show
     summary.update(run_id=run["run_id"], run_dir=str(run_dir), resumed_from=start_step,
                    manifest_sha256=run["manifest_sha256"],
                    teacher_checksum=float(sum(v.double().sum() for v in backbone.values())))
-    if ctx.is_main and summary["steps"] >= t["steps"]:
+    if ctx.is_main and summary["steps"] >= t.steps:
         summary["backbone"] = str(export_backbone(backbone, learner.teacher.spec, run_dir / BACKBONE))
         _plot_losses(run_dir)
     barrier()
     return summary
 
 
-def _save(learner: Learner, position: dict, schedules: dict, cfg: dict, ctx: DistContext, run_dir: Path) -> None:
+def _save(learner: Learner, position: dict, schedules: dict, cfg: PretrainConfig, ctx: DistContext,
+          run_dir: Path) -> None:
     rngs = _gather_rng(ctx)
     state = learner.state_dict() if (learner.fsdp or ctx.is_main) else None  # FSDP gathers on every rank
     if ctx.is_main:
         save_checkpoint(run_dir, {"learner": state, "position": dict(position), "rng": rngs,
-                                  "schedules": schedules, "config": cfg})
+                                  "schedules": schedules, "config": cfg.to_dict()})
     barrier()
 
 
@@ -204,24 +199,24 @@ def _gather_rng(ctx: DistContext):
     return out
 
 
-def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, ctx: DistContext, run_dir: Path,
-          metrics: MetricsWriter | None, watch: CollapseWatch, show_progress: bool, stop: int) -> dict:
-    t = cfg["train"]
-    steps, batch = t["steps"], cfg["optim"]["batch_size"]
+def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: PretrainConfig, ctx: DistContext,
+          run_dir: Path, metrics: MetricsWriter | None, watch: CollapseWatch, show_progress: bool, stop: int) -> dict:
+    t = cfg.train
+    steps, batch = t.steps, cfg.optim.batch_size
     progress = _Progress(steps, position["step"], enabled=show_progress and ctx.is_main)
     window_start, window_steps, last = time.perf_counter(), 0, {}
     learner.student.train()
     while position["step"] < stop:
         stream.set_epoch(position["epoch"], position["step_in_epoch"])
-        for batch_data in make_loader(stream, t["num_workers"], pin_memory=ctx.device.type == "cuda"):
+        for batch_data in make_loader(stream, t.num_workers, pin_memory=ctx.device.type == "cuda"):
             try:
                 step = position["step"] + 1
-                logged = step % t["log_every"] == 0 or step == steps
+                logged = step % t.log_every == 0 or step == steps
                 values = train_step(learner, batch_data, position["step"], schedules, log=logged)
             except torch.OutOfMemoryError:
                 raise TrainingError(
-                    f"out of GPU memory at optim.batch_size={batch} per GPU (2 x {cfg['crops']['global_size']}px + "
-                    f"{cfg['crops']['local_crops']} x {cfg['crops']['local_size']}px crops each): lower "
+                    f"out of GPU memory at optim.batch_size={batch} per GPU (2 x {cfg.crops.global_size}px + "
+                    f"{cfg.crops.local_crops} x {cfg.crops.local_size}px crops each): lower "
                     "optim.batch_size or set train.grad_checkpointing=true") from None
             position["step"] += 1
             position["step_in_epoch"] += 1
@@ -241,7 +236,7 @@ def _loop(learner: Learner, stream, schedules: dict, position: dict, cfg: dict, 
                 last = values
                 window_start, window_steps = time.perf_counter(), 0
             progress.update(step, last)
-            if step % t["checkpoint_every"] == 0 or step == stop:
+            if step % t.checkpoint_every == 0 or step == stop:
                 _save(learner, position, schedules, cfg, ctx, run_dir)
             if step >= stop:
                 break

@@ -15,15 +15,17 @@ import numpy as np
 from curation.dedup.config import CropConfig
 from curation.dedup.keypoints import DESC, MIRROR, unit
 
+ADD_BLOCK = 65536  # descriptors added to the vote index at a time: bounds the projected copy in memory
 
-def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 65536,
+
+def votes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = ADD_BLOCK,
           skip: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The plain pass of vote_passes."""
     return next(vote_passes(desc, owner, cfg, block, skip, mirrors=(False,)))
 
 
-def vote_passes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = 65536,
+def vote_passes(desc: np.ndarray, owner: np.ndarray, cfg: CropConfig, block: int = ADD_BLOCK,
                 skip: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                 mirrors: tuple[bool, ...] = (False, True), index: tuple | None = None,
                 queries: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -104,7 +106,7 @@ def _same(d: np.ndarray) -> np.ndarray:
     return d
 
 
-def filled(vote: tuple, desc: np.ndarray, block: int = 65536) -> tuple:
+def filled(vote: tuple, desc: np.ndarray, block: int = ADD_BLOCK) -> tuple:
     """A vote index (vote_index) with all of `desc` added, `block` rows at a time."""
     index, project, _ = vote
     for s in range(0, len(desc), block):

@@ -12,7 +12,7 @@ from flows.cli.common import OrthoGroup, lazy_command, lazy_group
 # command -> (module in flows/cli, function), in the order `ortho --help` lists them
 COMMANDS = {
     "ingest": ("ingest", "ingest"), "curate": ("curate", "curate"), "sql": ("query", "sql"),
-    "status": ("query", "status"), "lineage": ("query", "lineage"), "phantom": ("pipeline", "phantom"),
+    "status": ("query", "status"), "lineage": ("query", "lineage"), "phantom": ("phantom", "phantom"),
     "pretrain": ("pretrain", "pretrain"), "evaluate": ("evaluate", "evaluate"), "report": ("evaluate", "report"),
     "embed": ("embed", "embed"), "cluster": ("embed", "cluster"), "search": ("embed", "search"),
     "pipeline": ("pipeline", "pipeline"), "serve": ("pipeline", "serve"), "demo": ("pipeline", "demo"),

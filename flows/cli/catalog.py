@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
-from flows.cli.common import WorkspaceOpt, console, open_workspace
+from flows.cli.common import WorkspaceOpt, console, open_workspace, wait_option
 
 
-def catalog_compact(wait: float = typer.Option(0.0, help="Seconds to wait for another writer"),
-                    workspace: WorkspaceOpt = None) -> None:
+def catalog_compact(wait: float = wait_option(), workspace: WorkspaceOpt = None) -> None:
     """Merge the small per-batch catalog parts into one (ingest does this itself past 256 parts)."""
     from catalog.compact import compact
 

@@ -43,15 +43,21 @@ WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", envva
                                                       help="Workspace folder [default: ./workspace]")]
 
 
+def wait_option() -> typer.models.OptionInfo:
+    """--wait SECONDS of every command that writes to the workspace (catalog/workspace.py `write_lock`)."""
+    return typer.Option(0.0, "--wait", help="Seconds to wait for another process writing to the workspace")
+
+
 def setting(cls: type, key: str, *decls: str, **kw) -> typer.models.OptionInfo:
     """A Typer option that fills the field `key` (dotted: `finetune.epochs`) of the stage's settings `cls`; its
     default is the field's, so it is written once, in the dataclass. A list shows as the comma-separated text the
-    option takes. `fills` tells tests/flows/test_cli_settings.py which field the option is."""
+    option takes; an empty one stays a list, the default of a repeatable option (`--labels`). `fills` tells
+    tests/flows/test_cli_settings.py which field the option is."""
     from catalog.config import default_of
 
     default = default_of(cls, key)
     if isinstance(default, (list, tuple)):
-        default = ",".join(map(str, default))
+        default = ",".join(map(str, default)) if default else []
     info = typer.Option(default, *decls, **kw)
     info.fills = (cls, key)
     return info

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, console, open_workspace, progress_bars, setting, setup_logging
+from flows.cli.common import (WorkspaceOpt, console, open_workspace, progress_bars, setting, setup_logging,
+                               wait_option)
 from flows.runners import RunnerConfig
 from flows.server import one_prefect_server
 
@@ -27,7 +28,7 @@ def curate(
     workers: Optional[int] = setting(RunnerConfig, "workers", help="Parallel workers [default: CPU count]"),
     address: Optional[str] = setting(RunnerConfig, "address", help="A running cluster to use: tcp://HOST:PORT "
                                      "(--runner dask) or HOST:PORT (--runner ray) [default: start a local one]"),
-    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    wait: float = wait_option(),
     crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", show_default=False,
                                          help="Also search for cropped re-exports (local features; docs/catalog.md) "
                                               "(default: as the setting dedup.crops.enabled says)"),
@@ -41,13 +42,12 @@ def curate(
 
     ws = open_workspace(workspace)
     setup_logging(ws, "curate")
-    curate_flows.curate_config(list(overrides or []), crops)  # a typo: one line, before a flow starts
+    config = curate_flows.curate_config(list(overrides or []), crops)  # a typo: one line, before a flow starts
     tasks = RunnerConfig(runner, workers, address)
     with one_prefect_server(), progress_bars(transient=False) as bars:
         bars.update("signatures")
         bars.hook("curate", lambda stage, done, total: bars.update("signatures", done, total))
-        summary = curate_flows.run_curate(str(ws.root), tasks, wait_s=wait, crops=crops,
-                                           overrides=list(overrides or []), full=full)
+        summary = curate_flows.run_curate(str(ws.root), config, tasks, wait_s=wait, full=full)
     print_curate_summary(summary)
 
 

@@ -9,24 +9,29 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, progress_bars, setup_logging, split_csv
+from curation.clusters import ClusterConfig
+from curation.similar import MORE_LIKE_K, more_like
+from evaluation.config import POOLS, EmbedConfig
+from flows.cli.common import (WorkspaceOpt, console, fail, open_workspace, progress_bars, setting, setup_logging,
+                              split_csv)
 
 
 def embed(
     checkpoint: str = typer.Option(..., help="A pretraining run (its name under runs/ or its folder), an exported "
                                              "backbone.safetensors, or (with --model) a local timm/DINOv3 file"),
-    query: Optional[str] = typer.Option(None, help="SQL returning image_id [default: every image]"),
-    model: Optional[str] = typer.Option(None, help="Architecture of --checkpoint when it is not an exported backbone"),
-    img_size: Optional[int] = typer.Option(None, help="Input size [default: the backbone's]"),
-    pool: str = typer.Option("cls", help="cls (the CLS token) or mean (of the patch tokens)"),
-    batch_size: int = typer.Option(32, help="Images per forward pass"),
+    query: Optional[str] = setting(EmbedConfig, "query", help="SQL returning image_id [default: every image]"),
+    model: Optional[str] = setting(EmbedConfig, "model_name",
+                                   help="Architecture of --checkpoint when it is not an exported backbone"),
+    img_size: Optional[int] = setting(EmbedConfig, "img_size", help="Input size [default: the backbone's]"),
+    pool: str = setting(EmbedConfig, "pool", help="cls (the CLS token) or mean (of the patch tokens)"),
+    batch_size: int = setting(EmbedConfig, "batch_size", help="Images per forward pass"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """One vector per image from a backbone, incrementally, as the `embeddings` view."""
     from flows.embed import embed_flow
     from flows.server import one_prefect_server
 
-    from evaluation.catalog_embed import POOLS, resolve_checkpoint
+    from evaluation.catalog_embed import resolve_checkpoint
 
     ws = open_workspace(workspace)
     setup_logging(ws, "embed")
@@ -34,12 +39,12 @@ def embed(
         fail(f"no checkpoint {checkpoint}: give a run's name or folder, or a weights file")
     if pool not in POOLS:
         fail(f"--pool {pool}: use one of {', '.join(POOLS)}")
-    settings = dict(checkpoint=checkpoint, model_name=model, img_size=img_size, query=query, pool=pool,
-                    batch_size=batch_size)
+    config = EmbedConfig(checkpoint, model_name=model, img_size=img_size, query=query, pool=pool,
+                         batch_size=batch_size)
     with one_prefect_server(), progress_bars(transient=False) as bars:
         bars.update("embed")
         bars.hook("embed", lambda done, total: bars.update("embed", done, total))
-        s = embed_flow(str(ws.root), settings)
+        s = embed_flow(str(ws.root), config)
     t = Table("", "value", title=f"embeddings of {s['model']}")
     for label, value in (("model sha256", s["sha256"]), ("dimensions", s["dims"]),
                          ("images selected", f"{s['selected']:,}"), ("already embedded", f"{s['already']:,}"),
@@ -52,16 +57,16 @@ def embed(
 
 
 def cluster(
-    model: Optional[str] = typer.Option(None, help="Model key (ortho sql \"SELECT DISTINCT model FROM embeddings\") "
-                                                   "[default: the most recently embedded]"),
+    model: Optional[str] = setting(ClusterConfig, "model", help="Model key (ortho sql \"SELECT DISTINCT model FROM "
+                                                                "embeddings\") [default: the most recently embedded]"),
     k: Optional[str] = typer.Option(None, help="Clusters per level, finest first, e.g. 1000,100,10 [default: about "
                                                "25 images per level-1 cluster, then a fifth per level]"),
-    seed: int = typer.Option(0, help="Seed of the k-means"),
-    niter: int = typer.Option(20, help="k-means iterations per level"),
+    seed: int = setting(ClusterConfig, "seed", help="Seed of the k-means"),
+    niter: int = setting(ClusterConfig, "niter", help="k-means iterations per level"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Hierarchical k-means over a model's embeddings (Vo et al. 2024), as the `clusters` view."""
-    from curation.clusters import ClusterConfig, cluster_embeddings
+    from curation.clusters import cluster_embeddings
 
     ws = open_workspace(workspace)
     setup_logging(ws, "cluster")
@@ -82,14 +87,13 @@ def cluster(
 
 def search(
     like: str = typer.Option(..., "--like", help="The image id to find more like"),
-    k: int = typer.Option(20, help="How many"),
+    k: int = typer.Option(MORE_LIKE_K, help="How many"),
     query: Optional[str] = typer.Option(None, help="Only among the images this SQL returns (image_id)"),
     model: Optional[str] = typer.Option(None, help="Model key [default: the most recently embedded]"),
     out: Optional[Path] = typer.Option(None, help="Also write the ids to this CSV file"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """More like this: the images nearest to one image by embedding (cosine)."""
-    from curation.similar import more_like
 
     if k < 1:
         fail("--k must be at least 1")

@@ -70,9 +70,8 @@ def evaluate(
     with one_prefect_server(), progress_bars(console=console, tail=(TextColumn("{task.fields[label]}"),)) as bars:
         bars.update("evaluate", label="starting: the orchestrator, the tasks, the checkpoint")
         bars.hook("evaluate", lambda done, total, label: bars.update("evaluate", done, total, label=label))
-        summary = evaluate_flow(str(ws.root), str(checkpoint), split_csv(task), settings, eval_id=eval_id,
-                                model_name=model, report=report, shards=str(shards) if shards else None,
-                                overrides=list(overrides or []))
+        summary = evaluate_flow(str(ws.root), str(checkpoint), split_csv(task), cfg, eval_id=eval_id,
+                                model_name=model, report=report, shards=str(shards) if shards else None)
     print_eval_summary(Path(summary["eval_dir"]))
     if summary["report"]:
         console.print(f"report: {summary['report']}")

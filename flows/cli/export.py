@@ -6,21 +6,25 @@ from pathlib import Path
 
 import typer
 
-from flows.cli.common import WorkspaceOpt, console, fail, open_workspace
+from curation.export_dicom import ExportOptions
+from flows.cli.common import WorkspaceOpt, console, fail, open_workspace, setting
 
 
 def export_dicom(
     query: str = typer.Option(..., "--query", help="SQL returning image_id; their DICOM files are exported"),
     out: Path = typer.Option(..., "--out", help="Output folder (patient pseudonym / study / file id .dcm)"),
-    modified_dates: bool = typer.Option(True, help="Retain Longitudinal Temporal Information with Modified Dates"),
-    retain_patient_characteristics: bool = typer.Option(False, help="Keep sex, age, size and weight"),
-    allow_burned_in: bool = typer.Option(False, help="Also export unscreened objects that declare burned-in annotation"),
+    modified_dates: bool = setting(ExportOptions, "retain_modified_dates",
+                                   help="Retain Longitudinal Temporal Information with Modified Dates"),
+    retain_patient_characteristics: bool = setting(ExportOptions, "retain_patient_characteristics",
+                                                   help="Keep sex, age, size and weight"),
+    allow_burned_in: bool = setting(ExportOptions, "allow_burned_in",
+                                    help="Also export unscreened objects that declare burned-in annotation"),
     workspace: WorkspaceOpt = None,
 ) -> None:
     """De-identified DICOM per PS3.15 Annex E (Basic Profile, safe-attribute allow-list, keyed UIDs)."""
     import duckdb
 
-    from curation.export_dicom import ExportOptions, export_selection
+    from curation.export_dicom import export_selection
 
     ws = open_workspace(workspace)
     try:

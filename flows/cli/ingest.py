@@ -11,7 +11,7 @@ from rich.table import Table
 from catalog.status import run_file_counts
 from catalog.workspace import Workspace
 from flows.cli.common import (WorkspaceOpt, cell, console, err, fail, open_workspace, progress_bars, setting,
-                               setup_logging)
+                               setup_logging, wait_option)
 from flows.runners import RunnerConfig
 from flows.server import one_prefect_server
 from ingest.config import IngestConfig
@@ -25,7 +25,7 @@ def ingest(
     address: Optional[str] = setting(RunnerConfig, "address", help="A running cluster to use: tcp://HOST:PORT "
                                      "(--runner dask) or HOST:PORT (--runner ray) [default: start a local one]"),
     retry_quarantined: bool = setting(IngestConfig, "retry_quarantined", help="Read quarantined files again"),
-    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    wait: float = wait_option(),
     burned_in: Optional[str] = setting(IngestConfig, "burned_in", help="This run's burned-in text policy (mask, "
                                        "quarantine, off) [default: each source's]"),
     workspace: WorkspaceOpt = None,
@@ -53,7 +53,7 @@ def run_ingest(ws: Workspace, names: list[str] | None, config: IngestConfig = In
         bars.hook("ingest", lambda result, s: bars.update(
             s.source, s.result.files, s.files_seen - s.files_skipped, images=s.result.images,
             quarantined=sum(s.result.quarantined.values())))
-        results = ingest_flows.run_ingest_flow(str(ws.root), names, config, runner, wait_s=wait)
+        results = ingest_flows.ingest_flow(str(ws.root), names, config, runner, wait_s=wait)
     print_ingest_summary(ws, results)
     err.print(f"log: {log_path}")
     return results

@@ -1,4 +1,4 @@
-"""The whole pipeline: `ortho pipeline`, `ortho serve`, `ortho demo`, and `ortho phantom` (the demo's data)."""
+"""The whole pipeline: `ortho pipeline`, `ortho serve` and `ortho demo`."""
 
 from __future__ import annotations
 
@@ -144,14 +144,3 @@ def demo(
                   f"\n     [bold]ortho shards verify {ws.root}/shards/demo-knee/manifest.json[/bold]"
                   "\n     [bold]ortho sql \"SELECT run_id, kind, status, params FROM runs WHERE kind = 'pretrain'\"[/bold]"
                   "\n     [bold]ortho sql \"SELECT task, transfer, model, protocol, fraction, qwk, auroc FROM evals\"[/bold]")
-
-
-def phantom(root: Path = typer.Argument(Path("demo-data/phantom")), seed: int = 0, patients: int = 6,
-            hips: bool = typer.Option(False, help="Add graded hip radiographs (a second anatomy, task hip_kl_grade)"),
-            poses: bool = typer.Option(True, help="Position and expose each knee radiograph differently, as real "
-                                                  "ones are (--no-poses: all alike)"),
-            workspace: WorkspaceOpt = None) -> None:  # every command takes it; the tree lies outside any workspace
-    """Write the synthetic phantom tree (PACS-like DICOM with planted PHI, NIfTI, PNG, broken files)."""
-    from flows.phantom import write_phantom
-
-    console.print(f"phantom tree at {write_phantom(root, seed=seed, n_patients=patients, hips=hips, poses=poses)}")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace, setting
+from flows.cli.common import WorkspaceOpt, cell, console, err, fail, open_workspace, setting, wait_option
 from flows.runners import SHARDS_RUNNER, RunnerConfig
 from flows.server import one_prefect_server
 from shards.codecs import CODECS
@@ -38,7 +38,7 @@ def shards_build(
     overwrite: bool = typer.Option(False, help="Replace an existing shard set of this name"),
     runner: str = setting(SHARDS_RUNNER, "runner", help="Task runner: threads, processes, dask or ray"),
     workers: Optional[int] = setting(SHARDS_RUNNER, "workers", help="Shards written in parallel [default: CPU count]"),
-    wait: float = typer.Option(0.0, help="Seconds to wait for another process writing to the workspace"),
+    wait: float = wait_option(),
     out: Optional[str] = typer.Option(None, "--out", help="Also copy the set there: a folder or s3://bucket/sets/NAME "
                                                          "(tars first, manifest last; keys from AWS_* variables)"),
     workspace: WorkspaceOpt = None,

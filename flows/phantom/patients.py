@@ -10,6 +10,7 @@ import numpy as np
 _FAMILY = ["Zorblatt", "Quimbleton", "Vexhallow", "Marplewick", "Draxford", "Ollivant", "Pemberthy", "Sculdrane"]
 _GIVEN = ["Quentin", "Ermintrude", "Bartholomew", "Hyacinth", "Thaddeus", "Philippa", "Leopold", "Griselda"]
 MAX_PATIENTS = 512  # distinct (family, given initial) pairs; see patients()
+DEFAULT_PATIENTS = 6  # a tree drawn without a size (`ortho phantom`, a first draw)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class PhantomPatient:
         return f"{self.family.upper()}_{self.given.upper()}_{self.birth_date}"
 
 
-def patients(n: int = 6, seed: int = 0) -> list[PhantomPatient]:
+def patients(n: int = DEFAULT_PATIENTS, seed: int = 0) -> list[PhantomPatient]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):

@@ -3,7 +3,7 @@ that must never appear in a workspace outside the private lineage table."""
 
 from __future__ import annotations
 
-from flows.phantom.patients import patients
+from flows.phantom.patients import DEFAULT_PATIENTS, patients
 
 UID_ROOT = "1.2.826.0.1.3680043.10.7731."  # the phantom's UIDs: a de-identifier must replace them
 INSTITUTION = "Grimsby Orthopaedic Institute"
@@ -15,7 +15,7 @@ SERIAL = "SN44X0917QZ"
 PRIVATE_TEXT = "Private note about Zorblatt"
 
 
-def planted_values(n: int = 6, seed: int = 0) -> list[str]:
+def planted_values(n: int = DEFAULT_PATIENTS, seed: int = 0) -> list[str]:
     """Identifying strings planted in the tree; none may appear outside the private lineage."""
     values = [INSTITUTION, "Grimsby", "Wexcombe", "Vandersloot", "Thistlewood", STATION, SERIAL, "Zorblatt", UID_ROOT]
     for p in patients(n, seed):

@@ -28,7 +28,7 @@ from flows.phantom.dicom import (
 )
 from flows.phantom.dicom_identity import new_uid
 from flows.phantom.mri import draw_mri, nifti_gz
-from flows.phantom.patients import MAX_PATIENTS, PhantomPatient, patients
+from flows.phantom.patients import DEFAULT_PATIENTS, MAX_PATIENTS, PhantomPatient, patients
 from flows.phantom.public import png_bytes, public_knee
 from flows.phantom.radiographs import draw_hip, draw_radiograph
 
@@ -67,10 +67,10 @@ def write_phantom(root: Path, seed: int = PhantomSpec.seed, n_patients: int | No
     radiograph per patient (task `hip_kl_grade`), for cross-anatomy evaluation. `poses` positions and
     exposes every knee radiograph differently (see draw_radiograph), as real ones are."""
     root = Path(root)
-    stamp = f"phantom v3 seed={seed} patients={n_patients or 6}{' hips' if hips else ''}{' poses' if poses else ''}\n"
+    stamp = f"phantom v3 seed={seed} patients={n_patients or DEFAULT_PATIENTS}{' hips' if hips else ''}{' poses' if poses else ''}\n"
     if (root / MARKER).exists() and (n_patients is None or (root / MARKER).read_text() == stamp):
         return root
-    n_patients = n_patients or 6
+    n_patients = n_patients or DEFAULT_PATIENTS
     if n_patients > MAX_PATIENTS:
         raise OrthoError(f"the phantom draws at most {MAX_PATIENTS} distinct patients")
     tmp = root.with_name(f".{root.name}.tmp-{token()}")

@@ -18,6 +18,7 @@ import certifi
 import urllib3
 
 from ingest.pacs.errors import PacsRefused, PacsUnavailable, RetrieveFailed
+from ingest.pacs.options import FIRST_BACKOFF_S, PacsOptions
 from ingest.pacs.study import Instance, Study, checked_listing, tag_value
 
 # urllib3 logs every request line at debug level, and a WADO-RS path holds study, series and instance UIDs
@@ -30,7 +31,8 @@ _RETRIEVE = 'multipart/related; type="application/dicom"; transfer-syntax=*'  # 
 
 class DicomWebClient:
     def __init__(self, name: str, url: str, *, auth: str | None = None, verify: bool | str = True,
-                 timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.25):
+                 timeout_s: float = PacsOptions.timeout_s, retries: int = PacsOptions.retries,
+                 backoff_s: float = FIRST_BACKOFF_S):
         self.name, self.url = name, url.rstrip("/")
         self.retries, self.backoff_s = retries, backoff_s
         self.path = urlsplit(self.url).path

@@ -34,6 +34,7 @@ from pynetdicom.sop_class import (
 )
 
 from ingest.pacs.errors import PacsRefused, PacsUnavailable, RetrieveFailed
+from ingest.pacs.options import FIRST_BACKOFF_S, PacsOptions
 from ingest.pacs.study import Instance, Study, checked_listing
 
 logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
@@ -76,8 +77,10 @@ _install_quickack()
 
 
 class DimseClient:
-    def __init__(self, name: str, host: str, port: int, called_ae: str, calling_ae: str, *, retrieve: str = "get",
-                 move_port: int | None = None, timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.25):
+    def __init__(self, name: str, host: str, port: int, called_ae: str, calling_ae: str, *,
+                 retrieve: str = PacsOptions.retrieve, move_port: int | None = PacsOptions.move_port,
+                 timeout_s: float = PacsOptions.timeout_s, retries: int = PacsOptions.retries,
+                 backoff_s: float = FIRST_BACKOFF_S):
         self.name, self.host, self.port, self.called_ae, self.calling_ae = name, host, port, called_ae, calling_ae
         self.retrieve_mode, self.move_port = retrieve, move_port
         self.retries, self.backoff_s = retries, backoff_s

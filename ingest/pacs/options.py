@@ -33,6 +33,9 @@ _DATE_RANGE = re.compile(r"^(\d{8})?-?(\d{8})?$")
 _CREDENTIAL_REF = re.compile(r"^(env|file):([A-Za-z0-9_.-]{1,128})$")
 
 
+FIRST_BACKOFF_S = 0.25  # the first wait before a request is tried again, doubled at each further try
+
+
 class PacsError(OrthoError, ValueError):
     pass
 

@@ -10,18 +10,27 @@ import pytest
 import typer
 
 from catalog.config import default_of
-from evaluation.catalog_embed import EmbedConfig
-from evaluation.config import EvalConfig
+from curation.clusters import ClusterConfig
+from curation.export_dicom import ExportOptions
+from evaluation.config import EmbedConfig, EvalConfig
 from flows.cli import COMMANDS, GROUPS
+from flows.phantom.tree import PhantomSpec
 from flows.pipeline import Pipeline, PipelineError
 from flows.runners import SHARDS_RUNNER, RunnerConfig
 from catalog.errors import BrokenInvariant
 from ingest.config import IngestConfig
+from ingest.pacs.options import PacsOptions
+from ingest.sources import Source
 from shards.spec import ShardSetSpec
 
-# where an option fills a field of the same name without saying so (a retyped default would go unseen otherwise)
+# the settings objects each command fills: an option named after one of their fields must take its default from it
+# (a retyped default would go unseen otherwise)
 SETTINGS_OF = {"ingest": (IngestConfig, RunnerConfig), "curate": (RunnerConfig,),
-               "shards build": (ShardSetSpec, SHARDS_RUNNER), "evaluate": (EvalConfig,), "embed": (EmbedConfig,)}
+               "shards build": (ShardSetSpec, SHARDS_RUNNER), "evaluate": (EvalConfig,), "embed": (EmbedConfig,),
+               "sources add": (Source, PacsOptions), "phantom": (PhantomSpec,), "cluster": (ClusterConfig,),
+               "export dicom": (ExportOptions,)}
+# options that differ from the field of their name on purpose, and why
+ON_PURPOSE = {("phantom", "patients"): "draws the tree asked (6 patients); a pipeline file's None keeps any tree"}
 
 
 def commands():
@@ -44,15 +53,18 @@ def option_infos(fn):
 
 
 def as_option_text(value):
-    """A default as the option takes it: lists and tuples comma-separated."""
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    """A default as the option takes it: lists and tuples comma-separated, an empty one a list (a repeatable
+    option's)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) if value else []
+    return value
 
 
 def mismatches(command: str, fn, settings=()) -> list[str]:
     out = []
     for name, info in option_infos(fn):
         fills = getattr(info, "fills", None)
-        if fills is None:
+        if fills is None and (command, name) not in ON_PURPOSE:
             fills = next(((cls, name) for cls in settings if _has_field(cls, name)), None)
         if fills is None:
             continue
@@ -78,7 +90,34 @@ def test_every_option_that_fills_a_setting_shows_the_dataclass_default():
         found += mismatches(command, fn, SETTINGS_OF.get(command, ()))
         checked += sum(hasattr(info, "fills") for _, info in option_infos(fn))
     assert not found, found
-    assert checked >= 30  # ingest 5, curate 4, shards build 11, evaluate 10
+    # ingest 6, curate 3, shards build 11, evaluate 10, embed 5, cluster 3, sources add 16, phantom 3, export 3
+    assert checked >= 60
+
+
+def retyped(command: str, fn, settings=()) -> list[str]:
+    """Options named after a field of the command's settings that write their default again instead of reading
+    it from the dataclass (`setting`): equal today, free to drift tomorrow."""
+    return [f"ortho {command} --{name.replace('_', '-')}" for name, info in option_infos(fn)
+            if not hasattr(info, "fills") and (command, name) not in ON_PURPOSE
+            and any(_has_field(cls, name) for cls in settings)]
+
+
+def test_every_default_of_a_setting_is_written_once_in_its_dataclass():
+    found = [o for command, fn in commands() for o in retyped(command, fn, SETTINGS_OF.get(command, ()))]
+    assert not found, found
+    assert set(SETTINGS_OF) <= {command for command, _ in commands()}  # no entry outlives its command
+
+
+def test_a_default_written_twice_is_caught_even_before_it_drifts():
+    def cluster(seed: int = typer.Option(0), k: str = typer.Option("")):
+        pass
+
+    def sources_add(slice_axis: str = typer.Option("auto"), kind: str = typer.Option("internal")):
+        pass
+
+    assert retyped("cluster", cluster, (ClusterConfig,)) == ["ortho cluster --seed"]
+    assert retyped("sources add", sources_add, (Source, PacsOptions)) == [
+        "ortho sources add --slice-axis", "ortho sources add --kind"]
 
 
 def test_a_retyped_default_that_drifts_is_caught():
@@ -151,3 +190,24 @@ def test_the_demo_pipeline_file_fills_every_section():
     assert spec.ingest.batch_size == 64 and spec.ingest_runner.runner == "processes"
     assert spec.shards[0].samples_per_shard == 64 and spec.shards[0].max_side == default_of(ShardSetSpec, "max_side")
     assert spec.pretrain.config == "cpu-tiny" and spec.evaluate_config.finetune.epochs == 1
+
+
+def test_the_flows_take_settings_objects_that_prefect_validates_and_records_as_plain_values():
+    from pydantic_core import to_jsonable_python
+
+    from curation.run import CurateConfig
+    from flows.curate import curate_flow
+    from flows.ingest import ingest_flow
+
+    given = {"workspace": "w", "config": IngestConfig(batch_size=8, burned_in="off"),
+             "runner": RunnerConfig("threads", 2)}
+    params = ingest_flow.validate_parameters(given)  # as Prefect does before a run, the annotations resolved
+    assert params["config"] is given["config"] and params["runner"] is given["runner"]
+    assert to_jsonable_python(params) == {"workspace": "w", "sources": None, "wait_s": 0.0,
+                                          "config": {"batch_size": 8, "retry_quarantined": False, "burned_in": "off"},
+                                          "runner": {"runner": "threads", "workers": 2, "address": None}}
+    # a deployment's parameters arrive as plain values and are rebuilt into the objects
+    params = curate_flow.validate_parameters({"workspace": "w",
+                                              "config": {"batch_size": 7, "dedup": {"threshold": 0.7}}})
+    assert isinstance(params["config"], CurateConfig) and params["config"].dedup.threshold == 0.7
+    assert params["config"].quality == CurateConfig().quality and params["runner"] == RunnerConfig()

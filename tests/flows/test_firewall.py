@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 
 from catalog.workspace import Workspace
 from flows.firewall import ScrubbedError, firewall
+from flows.runners import RunnerConfig
+from ingest.config import IngestConfig
 from tests.firewall_tree import NEEDLES, PLANTED, add_tree_source, file_statuses, raising_for_one_file, write_tree
 from tests.phi_scan import database_hits, prefect_database, scan_workspace
 
@@ -22,7 +24,7 @@ def test_a_reader_error_in_a_flow_is_one_quarantined_file(tmp_path, monkeypatch,
     raising_for_one_file(monkeypatch)  # the threads runner runs tasks in this process: the patch applies
     ws = Workspace.open(tmp_path / "w")
     add_tree_source(ws, write_tree(tmp_path / "tree"))
-    [summary] = ingest_flow(str(ws.root), ["src"], batch_size=4, runner="threads", workers=2)
+    [summary] = ingest_flow(str(ws.root), ["src"], IngestConfig(batch_size=4), RunnerConfig("threads", 2))
     assert summary["files_processed"] == 6 and summary["quarantined"] == {"internal_error": 1}
     assert file_statuses(ws)["odd.png"] == ("quarantined", "internal_error", "RuntimeError")
     assert scan_workspace(ws.root, NEEDLES) == []
@@ -48,7 +50,7 @@ def test_a_failure_outside_the_file_firewall_fails_the_flow_scrubbed(tmp_path, m
     ws = Workspace.open(tmp_path / "w")
     add_tree_source(ws, write_tree(tmp_path / "tree"))
     with pytest.raises(ScrubbedError, match=r"^ingest-batch failed: internal_error \(OSError\)$") as e:
-        ingest_flow(str(ws.root), ["src"], batch_size=8, runner="threads", workers=1)
+        ingest_flow(str(ws.root), ["src"], IngestConfig(batch_size=8), RunnerConfig("threads", 1))
     assert e.value.__context__ is None and e.value.__cause__ is None
     assert len(calls) == 3  # the patch applied, and an I/O error is still retried (retries=2) once scrubbed
     r = CliRunner().invoke(app, ["ingest", "--runner", "threads", "--workers", "1", "--workspace", str(ws.root)])

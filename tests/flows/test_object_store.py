@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.runners import RunnerConfig
 from ingest.sources import Source, SourceError
 from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS, weed_binary
 
@@ -114,7 +115,7 @@ def _ingest(ws) -> tuple[int, int]:
     """(files seen, files read) of an ingest of the bucket's source."""
     from flows.ingest import ingest_flow
 
-    [summary] = ingest_flow(str(ws), ["bucket"], runner="threads", workers=2)
+    [summary] = ingest_flow(str(ws), ["bucket"], runner=RunnerConfig("threads", 2))
     return summary["files_seen"], summary["files_processed"]
 
 

@@ -37,12 +37,34 @@ def test_bad_pipeline_files_are_one_line_errors(tmp_path):
         Pipeline.load(write(tmp_path, {"shard": []}))
     with pytest.raises(PipelineError, match="pretrain.shards 'x' is not a shard set"):
         Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "x"}}))
+    with pytest.raises(PipelineError, match="pretrain: unknown config key 'optim.lrr' \\(did you mean 'optim.lr'"):
+        Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}],
+                                       "pretrain": {"shards": "a", "config": "cpu-tiny",
+                                                    "overrides": ["optim.lrr=1"]}}))
+    with pytest.raises(PipelineError, match="pretrain: config file nope does not exist"):
+        Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}],
+                                       "pretrain": {"shards": "a", "config": "nope"}}))
     with pytest.raises(PipelineError, match="evaluate: unknown config key 'protocol'"):
         Pipeline.load(write(tmp_path, {"shards": [{"name": "a", "query": "q"}], "pretrain": {"shards": "a"},
                                        "evaluate": {"protocol": ["knn"]}}))
     r = runner.invoke(app, ["pipeline", str(write(tmp_path, {"sources": [{"name": "x"}]})),
                             "--workspace", str(tmp_path / "w")])
     assert r.exit_code == 2 and "sources[0] needs a name and a location" in r.output
+
+
+def test_the_pretrain_section_fills_a_pretrain_config_over_its_file(tmp_path):
+    shards = [{"name": "a", "query": "q"}]
+    spec = Pipeline.load(write(tmp_path, {"shards": shards, "pretrain": {
+        "shards": "a", "config": "cpu-tiny", "train": {"steps": 7, "seed": 3}, "optim": {"lr": 1e-3},
+        "overrides": ["train.seed=4"]}}))
+    cfg = spec.pretrain_config
+    assert (cfg.model.name, cfg.crops.global_size) == ("vit_tiny_patch8_dinov3", 64)  # the file's
+    assert (cfg.train.steps, cfg.optim.lr, cfg.train.seed) == (7, 1e-3, 4)  # the section's, the overrides last
+    assert spec.pretrain_settings() == {"train": {"steps": 7, "seed": 3}, "optim": {"lr": 1e-3}}
+    with pytest.raises(PipelineError, match="pretrain: unknown config key 'trian' \\(did you mean 'train'"):
+        Pipeline.load(write(tmp_path, {"shards": shards, "pretrain": {"shards": "a", "trian": {"steps": 7}}}))
+    with pytest.raises(PipelineError, match="pretrain: config key 'train.steps' takes a number"):
+        Pipeline.load(write(tmp_path, {"shards": shards, "pretrain": {"shards": "a", "train": {"steps": "many"}}}))
 
 
 @pytest.mark.prefect

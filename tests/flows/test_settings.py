@@ -7,6 +7,7 @@ import pytest
 
 from catalog import db, files
 from flows import settings
+from flows.runners import RunnerConfig
 from flows.settings import RuntimeSettings, SettingsError
 from ingest.batch import BatchSpec
 from ingest.readers import Limits
@@ -100,7 +101,7 @@ def test_a_flows_settings_reach_its_process_pool_workers(ws, tmp_path, prefect_h
     (src / "big.nii.gz").write_bytes(nifti_bytes(np.zeros((512, 512, 64), np.uint8)))
     add_source(ws, Source("s", str(src), "internal"))
     settings.load({"ORTHO_FSYNC": "0", "ORTHO_MAX_DECODED_BYTES": str(8 << 20)})
-    ingest_flow(str(ws.root), ["s"], runner="processes", workers=1)
+    ingest_flow(str(ws.root), ["s"], runner=RunnerConfig("processes", 1))
     assert db.query(ws, "SELECT status, reason FROM files")[1] == [("quarantined", "absurd_dimensions")]
 
 

@@ -9,6 +9,8 @@ import pytest
 from catalog import db
 from catalog.workspace import Workspace
 from flows.demo import KL_PATTERN
+from flows.runners import RunnerConfig
+from ingest.config import IngestConfig
 from ingest.sources import Source, add_source, load_sources
 from tests.engines import DaskCluster, RayHead, tool, wait_until
 
@@ -58,16 +60,16 @@ def test_curation_on_a_running_dask_cluster_equals_a_local_one(tmp_path, phantom
     from curation.run import curate
     from flows.curate import run_curate
     from flows.ingest import ingest_flow
-    from flows.runners import RunnerConfig
 
     ws = twin(tmp_path / "cluster", phantom_workspace, sources=("public",))
-    [summary] = ingest_flow(str(ws.root), ["public"], batch_size=4, runner="dask", address=dask_cluster.address)
+    [summary] = ingest_flow(str(ws.root), ["public"], IngestConfig(batch_size=4),
+                            RunnerConfig("dask", address=dask_cluster.address))
     assert summary["files_processed"] == summary["files_seen"] == 12
     local = Workspace.open(tmp_path / "local")
     shutil.rmtree(local.root)
     shutil.copytree(ws.root, local.root)
     before = _signature_tasks_run(dask_cluster)
-    run_curate(str(ws.root), RunnerConfig("dask", address=dask_cluster.address))
+    run_curate(str(ws.root), runner=RunnerConfig("dask", address=dask_cluster.address))
     curate(local)
     assert _signature_tasks_run(dask_cluster) > before  # the signatures were computed on the workers
     a, b = rows(local, CURATION_VIEWS), rows(ws, CURATION_VIEWS)
@@ -91,7 +93,8 @@ def test_a_worker_killed_mid_batch_loses_no_file_and_adds_none(tmp_path, phantom
     ws = twin(tmp_path / "killed", phantom_workspace)
     results: list = []
     run = threading.Thread(target=lambda: results.extend(
-        ingest_flow(str(ws.root), ["pacs", "public"], batch_size=4, runner="dask", address=dask_cluster.address)))
+        ingest_flow(str(ws.root), ["pacs", "public"], IngestConfig(batch_size=4),
+                    RunnerConfig("dask", address=dask_cluster.address))))
     run.start()
     with dask_cluster.client() as c:
         def w0_holds_a_batch_after_a_commit() -> bool:
@@ -122,7 +125,8 @@ def test_ingest_on_a_running_ray_head_equals_a_single_process(tmp_path, phantom_
     head = RayHead(tmp_path / "ray").start()
     try:
         ws = twin(tmp_path / "ray-ws", phantom_workspace, sources=("public",))
-        [summary] = ingest_flow(str(ws.root), ["public"], batch_size=4, runner="ray", address=head.address)
+        [summary] = ingest_flow(str(ws.root), ["public"], IngestConfig(batch_size=4),
+                                RunnerConfig("ray", address=head.address))
     finally:
         head.stop()
     assert summary["files_processed"] == 12

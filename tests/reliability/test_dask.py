@@ -8,6 +8,8 @@ import pytest
 from catalog import db
 from catalog.workspace import Workspace
 from flows.demo import KL_PATTERN
+from flows.runners import RunnerConfig
+from ingest.config import IngestConfig
 from ingest.sources import Source, add_source
 
 pytest.importorskip("prefect_dask")
@@ -39,7 +41,6 @@ def test_dask_runs_equal_a_single_process_run(tmp_path, phantom_root, prefect_ha
     from curation.run import curate
     from flows.curate import run_curate
     from flows.ingest import ingest_flow
-    from flows.runners import RunnerConfig
     from flows.shards import run_build
     from ingest.run import ingest_source
     from shards.spec import ShardSetSpec
@@ -55,9 +56,10 @@ def test_dask_runs_equal_a_single_process_run(tmp_path, phantom_root, prefect_ha
     dask = Workspace.open(tmp_path / "dask")
     shutil.copy(single.secret_path, dask.secret_path)  # the same pseudonym key: the same ids
     register(dask, phantom_root)
-    results = ingest_flow(str(dask.root), ["pacs", "public"], batch_size=8, runner="dask", workers=2)
+    results = ingest_flow(str(dask.root), ["pacs", "public"], IngestConfig(batch_size=8),
+                          RunnerConfig("dask", workers=2))
     assert [r["files_processed"] for r in results] == [r["files_seen"] for r in results]
-    run_curate(str(dask.root), RunnerConfig("dask", workers=2))
+    run_curate(str(dask.root), runner=RunnerConfig("dask", workers=2))
     out = run_build(str(dask.root), ShardSetSpec("knee", QUERY, samples_per_shard=16), RunnerConfig("dask", workers=2))
 
     for view, sql in VIEWS.items():

@@ -174,7 +174,7 @@ def test_htj2k_set_decoded_on_the_device_gives_the_crops_of_worker_decode(shard_
                                  "train.num_workers=0"])
         stream = build_stream(cfg, str(htj), 0.5, 0.25, 16, device="cpu")
         assert stream.decode == (decode == "workers")
-        crops = DeviceCrops(cfg["crops"], 0.5, 0.25)
+        crops = DeviceCrops(cfg.crops, 0.5, 0.25)
         out[decode] = [crops(b) for b in stream]
     assert len(out["workers"]) == len(out["device"]) > 0
     for a, b in zip(out["workers"], out["device"]):

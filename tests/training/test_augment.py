@@ -1,5 +1,7 @@
 """Multi-crop from 16-bit pixels: depth kept, draws reproducible per (seed, epoch, key), flips opt-in."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -8,8 +10,8 @@ from training.config import load_config
 
 
 def crops_cfg(**extra):
-    cfg = load_config(None, ["crops.global_size=64", "crops.local_size=32", "crops.local_crops=3"])["crops"]
-    return {**cfg, **extra}
+    cfg = load_config(None, ["crops.global_size=64", "crops.local_size=32", "crops.local_crops=3"]).crops
+    return dataclasses.replace(cfg, **extra)
 
 
 def gradient16(h=128, w=128):
@@ -43,7 +45,7 @@ def test_no_flips_unless_asked():
     for key in map(str, range(20)):
         g = MultiCrop(plain, 0.0, 1.0)({"__key__": key, "image": img})["global"]
         assert g[0, 0, :, :8].mean() > g[0, 0, :, -8:].mean()
-    flipped = [MultiCrop({**plain, "flip": True}, 0.0, 1.0)({"__key__": k, "image": img})["global"][0, 0]
+    flipped = [MultiCrop(dataclasses.replace(plain, flip=True), 0.0, 1.0)({"__key__": k, "image": img})["global"][0, 0]
                for k in map(str, range(20))]
     assert any(g[:, :8].mean() < g[:, -8:].mean() for g in flipped)
 

@@ -1,5 +1,7 @@
 """Device-side crops (crops.device=gpu) on CPU tensors: the loader path's crops, per-image determinism, statistics."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,8 @@ HEIGHT, WIDTH = PARAMS.index("height"), PARAMS.index("width")
 
 
 def crops_cfg(**extra):
-    cfg = load_config(None, ["crops.global_size=64", "crops.local_size=32", "crops.local_crops=3"])["crops"]
-    return {**cfg, **extra}
+    cfg = load_config(None, ["crops.global_size=64", "crops.local_size=32", "crops.local_crops=3"]).crops
+    return dataclasses.replace(cfg, **extra)
 
 
 def radiographs(n, seed=0):
@@ -89,7 +91,7 @@ def test_device_crops_have_the_loader_crops_statistics():
     for seed in (0, 1):
         plans = CollatePlans(8, [0.1, 0.5], 0.5)([CropPlan(cfg, seed=seed)(s) for s in samples])
         areas.append(plans["params"][..., HEIGHT] * plans["params"][..., WIDTH] / plans["sizes"].prod(1)[:, None])
-    for rows, (lo, hi) in ((slice(0, 2), cfg["global_scale"]), (slice(2, None), cfg["local_scale"])):
+    for rows, (lo, hi) in ((slice(0, 2), cfg.global_scale), (slice(2, None), cfg.local_scale)):
         s0, s1 = areas[0][:, rows], areas[1][:, rows]
         assert float(s1.min()) >= lo * 0.9 and float(s1.max()) <= hi * 1.1
         assert float(s1.mean()) == pytest.approx(float(s0.mean()), rel=0.15)

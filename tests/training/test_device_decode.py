@@ -65,7 +65,7 @@ def test_batch_decoder_pads_and_keeps_both_depths_on_cpu():
 def test_auto_decodes_on_the_device_only_for_htj2k_with_cuda_and_nvimgcodec(monkeypatch):
     import training.data as data
 
-    gpu = {**crops_cfg(), "device": "gpu"}
+    gpu = crops_cfg(device="gpu")
     htj2k, png = {"name": "htj2k"}, {"name": "png"}
     monkeypatch.setattr(data, "gpu_decode_available", lambda: False)
     assert not decode_on_device(gpu, htj2k, "cpu")
@@ -74,11 +74,11 @@ def test_auto_decodes_on_the_device_only_for_htj2k_with_cuda_and_nvimgcodec(monk
     assert decode_on_device(gpu, htj2k, "cuda")
     assert not decode_on_device(gpu, png, "cuda")  # PNG is CPU-only in NVIDIA's decoders
     assert not decode_on_device(gpu, htj2k, "cpu")
-    assert not decode_on_device({**gpu, "decode": "workers"}, htj2k, "cuda")
-    assert decode_on_device({**gpu, "decode": "device"}, png, "cpu")  # asked for: the CPU fallback decoder
-    assert not decode_on_device({**gpu, "device": "loader"}, htj2k, "cuda")
+    assert not decode_on_device(crops_cfg(device="gpu", decode="workers"), htj2k, "cuda")
+    assert decode_on_device(crops_cfg(device="gpu", decode="device"), png, "cpu")  # asked for: the CPU fallback decoder
+    assert not decode_on_device(crops_cfg(device="loader"), htj2k, "cuda")
     with pytest.raises(TrainingError, match="crops.device=gpu"):
-        decode_on_device({**gpu, "device": "loader", "decode": "device"}, htj2k, "cuda")
+        decode_on_device(crops_cfg(device="loader", decode="device"), htj2k, "cuda")
 
 
 def test_nvimgcodec_decodes_our_htj2k_payloads_exactly_through_the_batch_decoder():

@@ -36,7 +36,7 @@ def test_a_run_records_what_it_trained_on_and_exports_a_timm_backbone(tmp_path, 
 
     assert run["manifest_sha256"] == hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
     assert run["samples"] > 0 and run["shard_set"] == "all"
-    assert load_config(run_dir / "config.yaml")["train"]["steps"] == 6
+    assert load_config(run_dir / "config.yaml").train.steps == 6
     rows = read_metrics(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     for key in ("loss", "dino", "ibot", "koleo", "lr", "momentum", "images_per_s", "teacher_entropy", "cls_std"):

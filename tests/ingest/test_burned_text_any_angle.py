@@ -127,17 +127,3 @@ def test_every_line_the_detector_is_sure_of_is_masked_even_where_ocr_reads_only_
     assert len(readable(shown, quarters=3)) >= 2
     result = screen(shown)
     assert result.cleaned and readable(result.pixels, quarters=3) == []
-
-
-@pytest.mark.slow
-def test_small_monospace_text_whose_letters_stand_under_the_stroke_contrast_reads_no_more():
-    """Light monospace at 1.5%, 25 levels over a dark bottom band: plain at a narrow window, but in the narrow
-    rendering its small letters peak under the stroke contrast; rows of letter pixels find them."""
-    image = np.ascontiguousarray(np.flipud(_band(np.flipud(knee(512)), 60, 290, 3.0)))
-    shown, _ = burn(image, [NAME, PID], TextStyle(font="DejaVuSansMono.ttf", height=0.015, corner="bottom-right",
-                                                  levels=25))
-    narrow = (272, 333)
-    assert readable(shown) == []
-    assert len(readable(shown, narrow)) >= 2
-    result = screen(shown)
-    assert result.cleaned and readable(result.pixels, narrow) == []

@@ -29,7 +29,6 @@ MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a 
 QUARTER = 4
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
-LETTER_CONTRAST = 64  # letter pixels: 6 noise widths after the rendering's blur; small letters peak near 80
 LETTER_ROW_LINES = 4  # a row of letter pixels is at most this many letters thick (a label of a few lines)
 
 
@@ -76,11 +75,11 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
 
 
 def letter_pixels(gray: np.ndarray) -> np.ndarray:
-    """The pixels of the narrow rendering `gray` at least LETTER_CONTRAST off its mid-grey, as 0/1: the letters
+    """The pixels of the narrow rendering `gray` at least MIN_CONTRAST off its mid-grey, as 0/1: the letters
     themselves at the finest scale. The stroke response's closing joins small serif letters into word blobs (and
     one line into the next); these stay apart as letters. Rows of them are candidates OCR must read: a soft edge
     of anatomy inside a flat region breaks into dashes of one polarity here too."""
-    return (cv2.absdiff(gray, 128) >= LETTER_CONTRAST).astype(np.uint8)
+    return (cv2.absdiff(gray, 128) >= MIN_CONTRAST).astype(np.uint8)
 
 
 def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float, letters: bool = False

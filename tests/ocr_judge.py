@@ -4,6 +4,7 @@ detector over the whole image (screening only ever runs it on candidate regions)
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -34,8 +35,9 @@ def read_text(pixels: np.ndarray) -> str:
     texts = []
     for image in _views(pixels):
         ok, png = cv2.imencode(".png", image)
+        # one thread: Tesseract's OpenMP threads spin against each other on a busy machine (a read took > 120 s)
         done = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11"], input=png.tobytes(),
-                              capture_output=True, timeout=120)
+                              capture_output=True, timeout=600, env={**os.environ, "OMP_THREAD_LIMIT": "1"})
         texts.append(done.stdout.decode("utf-8", "replace"))
     return "\n".join(texts)
 

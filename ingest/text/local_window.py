@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ingest.text.candidates import Box
+from ingest.text.candidates import Box, label_components
 
 FLAT_LEVELS = 4.0  # a region whose local spread is under this many grey levels of the whole-range window is flat
 NOISE_LEVELS = 1.0  # ... and whose noise is under this many
@@ -29,6 +29,7 @@ MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a 
 QUARTER = 4
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
+LETTER_ROW_LINES = 4  # a row of letter pixels is at most this many letters thick (a label of a few lines)
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,27 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     return NarrowView((128 + local * weight).astype(np.uint8), weight)
 
 
-def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float) -> list[Box]:
+def letter_pixels(gray: np.ndarray) -> np.ndarray:
+    """The pixels of the narrow rendering `gray` at least MIN_CONTRAST off its mid-grey, as 0/1: the letters
+    themselves at the finest scale. The stroke response's closing joins small serif letters into word blobs (and
+    one line into the next); these stay apart as letters. Rows of them are candidates OCR must read: a soft edge
+    of anatomy inside a flat region breaks into dashes of one polarity here too."""
+    return (cv2.absdiff(gray, 128) >= MIN_CONTRAST).astype(np.uint8)
+
+
+def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float, letters: bool = False
+                ) -> list[Box]:
     """Rows of character-sized strokes of one polarity well inside a flat region of the narrow rendering `gray`,
-    in stored coordinates (sure: masked even unread). Thin serif text a few levels off a flat border blurs into
-    three or more classes at this window, so the two-class tests of the line detector miss it; but a flat border
-    carries no anatomy, and its noise at this window crosses the stroke contrast in specks of both polarities,
-    never in five character-sized blobs of one polarity side by side. Taller than wide: a turned label."""
+    in stored coordinates: sure (masked even unread), or, for `letters` (strokes from letter_pixels), candidates OCR
+    must read. Thin serif text a few levels off a flat border blurs into three or more classes at this window, so
+    the two-class tests of the line detector miss it; but a flat border carries no anatomy, and its noise at this
+    window crosses the stroke contrast in specks of both polarities, never in five character-sized blobs of one
+    polarity side by side. Taller than wide: a turned label."""
     h, w = strong.shape
     k = max(5, int(round(h * 0.012)) | 1)  # the stroke kernel: its faint halo at the flat region's edge is left out
     core = cv2.erode((flat >= 0.99).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(strong & core, connectivity=8)
+    mask = strong & core
+    n, labels, stats, _ = label_components(mask)
     bh, bw, area = stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_AREA]
     # small serif text joins its letters into word blobs: a blob no taller than a line and filled like letters counts
     # as one character per line height of its width
@@ -90,25 +102,39 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
     word = (across <= WORD_HEIGHT * h) & (along >= 2 * across) & (area >= WORD_FILL * bh * bw)
     glyph = (area >= 6) & (along >= 4) & (((bh <= 0.1 * h) & (bw <= 0.1 * w)) | word)
     glyph[0] = False
-    letters = glyph.astype(np.int64)
+    count = glyph.astype(np.int64)
     for i in np.flatnonzero(glyph & word):
-        letters[i] = _letters_in(labels, stats[i], i)
-    if letters.sum() < MIN_GLYPHS:
+        count[i] = _letters_in(labels, stats[i], i)
+    if count.sum() < MIN_GLYPHS:
         return []
-    bright = np.bincount(labels.ravel(), weights=gray.ravel().astype(np.float64), minlength=n) / np.maximum(area, 1) > 128
+    # per stroke pixel, not per pixel of the image: strokes are a few percent of it
+    pixels = np.flatnonzero(mask)
+    label_of = labels.ravel()[pixels]
+    bright = np.bincount(label_of, weights=gray.ravel()[pixels], minlength=n) / np.maximum(area, 1) > 128
+    glyphs = np.zeros(h * w, np.uint8)
+    glyphs[pixels[glyph[label_of]]] = 1
     gap = max(3, int(round(h * 0.012)))
-    joined = cv2.dilate(glyph.astype(np.uint8)[labels], cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1,) * 2))
-    m, rows, row_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    joined = cv2.dilate(glyphs.reshape(h, w), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1,) * 2))
+    m, rows, row_stats, _ = label_components(joined)
     row_of = rows[stats[:, cv2.CC_STAT_TOP] + bh // 2, stats[:, cv2.CC_STAT_LEFT] + bw // 2]
+    # letters per row, of each polarity (one pass over the glyphs: texture can make hundreds of rows)
+    on_row = row_of * glyph
+    letters_on = np.bincount(on_row, weights=count, minlength=m)
+    bright_on = np.bincount(on_row, weights=count * bright, minlength=m)
+    same = np.maximum(bright_on, letters_on - bright_on)
+    across_row = row_stats[:, cv2.CC_STAT_WIDTH:cv2.CC_STAT_HEIGHT + 1]
+    # a row (or a column) of characters of one polarity, not a patch of noise or an edge of anatomy
+    rows_ok = (same >= MIN_GLYPHS) & (same >= 0.85 * letters_on) & (across_row.max(1) >= 2 * across_row.min(1))
+    rows_ok[0] = False
     boxes = []
-    for i in range(1, m):
-        mine = glyph & (row_of == i)
-        same = max(int(letters[mine & bright].sum()), int(letters[mine & ~bright].sum()))
+    for i in np.flatnonzero(rows_ok):
         x, y, rw, rh = row_stats[i, :4].tolist()
-        # a row (or a column) of characters of one polarity, not a patch of noise or an edge of anatomy
-        if same >= MIN_GLYPHS and same >= 0.85 * letters[mine].sum() and max(rw, rh) >= 2 * min(rw, rh):
-            boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
-                             int(np.ceil((x + rw) * factor)), True))
+        mine = glyph & (row_of == i)
+        # letters: a few lines thick, where the dashes of a soft edge or texture spread wider than their size
+        if letters and min(rw, rh) - 2 * gap > LETTER_ROW_LINES * np.median((bh if rw >= rh else bw)[mine]):
+            continue
+        boxes.append(Box(int(y * factor), int(x * factor), int(np.ceil((y + rh) * factor)),
+                         int(np.ceil((x + rw) * factor)), not letters))
     return boxes
 
 

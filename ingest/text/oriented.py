@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest.text.candidates import Box, Rendering, line_boxes, percentile_window, reduce, windowed
-from ingest.text.local_window import MIN_CONTRAST, narrow_window_rendering, stroke_rows
+from ingest.text.local_window import MIN_CONTRAST, letter_pixels, narrow_window_rendering, stroke_rows
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ def candidate_sets(pixels) -> list[CandidateSet]:
     if local is not None:
         r = Rendering.of(local.gray, factor, MIN_CONTRAST, relative=True)
         # rows of strokes in a flat border, whatever their classes look like (thin serifs): masked even unread
-        renderings.append((True, r, stroke_rows(local.gray, r.strong, local.flat, factor) if r.strong.any() else []))
+        rows = [b for strokes, letters in ((r.strong, False), (letter_pixels(local.gray), True)) if strokes.any()
+                for b in stroke_rows(local.gray, strokes, local.flat, factor, letters)]
+        renderings.append((True, r, rows))
     sets = []
     for narrow, r, rows in renderings:
         # the window search inside anatomy (labels on bone) is for the whole-range rendering only

@@ -115,13 +115,16 @@ def _text_in(view: np.ndarray, region: Box, candidates: list[Box], c: CandidateS
 
 
 def _crop_renderings(crop: np.ndarray, view: np.ndarray, inside: list[Box], narrow: bool):
-    """The crop at its own robust window; for a narrow-window candidate then at the window of the candidates' own
-    pixels (the crop's can span anatomy and hide the faint text again)."""
-    yield to_uint8(crop, 1, 99.5)
+    """For a narrow-window candidate first the window of the candidates' own pixels (the crop's can span anatomy and
+    hide the faint text again), widened past the text's side: a line that runs off the flat border onto brighter
+    (or darker) anatomy shows there at mid-grey, not saturated with it. Then the crop at its own robust window."""
     if narrow and inside:
         values = np.concatenate([view[b.y0:b.y1, b.x0:b.x1].ravel() for b in inside])
-        lo, hi = np.percentile(values, [1, 99.5])
+        lo, mid, hi = (float(v) for v in np.percentile(values, [1, 50, 99.5]))
+        # the border fills most of a candidate's box: the text lies on the far side of the median
+        lo, hi = (lo, 2 * hi - lo) if mid - lo <= hi - mid else (max(2 * lo - hi, 0), hi)
         yield windowed(crop, int(lo), int(hi))
+    yield to_uint8(crop, 1, 99.5)
 
 
 def _read_turned(gray: np.ndarray, line_height: int, turned: bool) -> list[TextLine]:

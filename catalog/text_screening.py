@@ -5,11 +5,18 @@
 ortho-text-1 read horizontal lines at one rendering only: a label along the edge turned 90 degrees, or faint text
 in a 16-bit image that only a narrow window shows, passed it. Images it screened are exported with the source's
 flag unchanged (they are re-screened when ingested again).
+
+ortho-text-2 covered both, but two cases were measured to pass it: a faint line straddling the edge of a thin
+border band (read at the band's window, the part on anatomy stayed readable), and small serif letters a few levels
+off a bright band (the stroke measure glued them into word blobs that were not taken for text). ortho-text-3 reads
+a candidate at its own pixels' window widened past the text's side, and also looks for text one letter at a time.
+Images screened by ortho-text-2 are exported like ortho-text-1's: the flag unchanged, until ingested again.
 """
 
 from __future__ import annotations
 
-TEXT_DETECTOR = "ortho-text-2 (both orientations, local windows; morphology candidates + RapidOCR PP-OCRv6)"
+TEXT_DETECTOR = ("ortho-text-3 (both orientations, local windows, letter rows; morphology candidates + RapidOCR "
+                 "PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 
 WORK_SIDE = 1024  # text of 1% of the image height is ~10 px here, still a row of strokes
+LOW_PCT, HIGH_PCT = 0.5, 99.5  # the whole image's robust window: a few saturated or dead pixels do not set it
+MIN_CONTRAST = 48  # a stroke response under this is no candidate stroke
 # Measured on rendered text against real knees, real MRI (MRNet) and the phantom's synthetic bone
 # texture (bench/burned_text.py): texture reaches a median stroke response of 64 at a separation up
 # to 0.80, MRI noise 66-79 at 0.55-0.77; text lines sit at 67-255 and 0.69-0.98.
@@ -57,12 +59,12 @@ class Box:
         return self.x1 - self.x0
 
 
-def to_uint8(pixels: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
+def to_uint8(pixels: np.ndarray, lo_pct: float = LOW_PCT, hi_pct: float = HIGH_PCT) -> np.ndarray:
     """A robust window over the whole image: percentile `lo_pct`..`hi_pct` -> 0..255."""
     return windowed(pixels, *percentile_window(pixels, lo_pct, hi_pct))
 
 
-def percentile_window(pixels: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> tuple[int, int]:
+def percentile_window(pixels: np.ndarray, lo_pct: float = LOW_PCT, hi_pct: float = HIGH_PCT) -> tuple[int, int]:
     """Percentiles `lo_pct` and `hi_pct` of the stored values (uint8 or uint16, so a histogram of a sample gives
     them); the sample's whole range when those meet."""
     step = max(1, int(np.sqrt(pixels.size / 65536)))
@@ -113,7 +115,8 @@ class Rendering:
     relative: bool = False  # contrast relative to local noise: stroke strength alone says nothing, two classes must
 
     @classmethod
-    def of(cls, gray: np.ndarray, factor: float, min_contrast: int = 48, relative: bool = False) -> "Rendering":
+    def of(cls, gray: np.ndarray, factor: float, min_contrast: int = MIN_CONTRAST,
+           relative: bool = False) -> "Rendering":
         response = stroke_response(gray)
         return cls(gray, factor, response, (response >= min_contrast).astype(np.uint8), relative)
 
@@ -122,13 +125,13 @@ class Rendering:
         return Rendering(t(self.gray), self.factor, t(self.response), t(self.strong), self.relative)
 
 
-def render(pixels: np.ndarray, min_contrast: int = 48) -> Rendering:
+def render(pixels: np.ndarray, min_contrast: int = MIN_CONTRAST) -> Rendering:
     """The image at a robust window over its whole range, reduced to the working size."""
     small, factor = reduce(pixels)
     return Rendering.of(to_uint8(small), factor, min_contrast)
 
 
-def find_candidates(pixels: np.ndarray, min_contrast: int = 48) -> list[Box]:
+def find_candidates(pixels: np.ndarray, min_contrast: int = MIN_CONTRAST) -> list[Box]:
     """Horizontal text lines at the whole-range window (ingest/text/oriented.py adds the other orientation and the
     local windows)."""
     return line_boxes(render(pixels, min_contrast))

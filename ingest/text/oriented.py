@@ -27,7 +27,7 @@ class CandidateSet:
 
 def candidate_sets(pixels) -> list[CandidateSet]:
     small, factor = reduce(pixels)
-    lo, hi = percentile_window(small, 0.5, 99.5)
+    lo, hi = percentile_window(small)
     renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [])]
     local = narrow_window_rendering(small, lo, hi)
     if local is not None:

@@ -137,8 +137,9 @@ def report(target: Path = typer.Argument(..., help="`curation` for the curation 
 
     eval_dir = _eval_dir(target, workspace)
     print_eval_summary(eval_dir)
-    ws = Workspace(resolve_workspace(workspace)) if workspace else Workspace.of_eval(eval_dir)
-    console.print(f"report: {write_report(eval_dir, ws or Workspace(resolve_workspace(None)))}")
+    # thumbnails: the workspace named, else the one the folder lies in, else the default one (a copied report)
+    ws = (workspace is None and Workspace.of_eval(eval_dir)) or Workspace(resolve_workspace(workspace))
+    console.print(f"report: {write_report(eval_dir, ws)}")
 
 
 def _eval_dir(eval_dir: Path, workspace: Optional[Path]) -> Path:

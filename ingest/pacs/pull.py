@@ -23,7 +23,7 @@ from catalog.workspace import Workspace
 from ingest.pacs.client import PacsClient, open_client
 from ingest.pacs.errors import PacsUnavailable, RetrieveFailed
 from ingest.pacs.options import PacsOptions
-from ingest.pacs.study import LISTING_ATTEMPTS, Instance, Study
+from ingest.pacs.study import Instance, Study, listed_until
 from ingest.scan import ScanEntry
 
 RETRY_REASONS = ("pacs_retrieve_failed", "pacs_bad_response")  # quarantines a later pull tries again
@@ -79,17 +79,14 @@ def _studies(client: PacsClient, filters: dict, name: str) -> Iterator:
 
 
 def _list_study(client: PacsClient, study: Study, body_parts: list[str] | None) -> tuple[list[Instance], str | None]:
-    """The study's instances, listed again until they are as many as the archive's study count says. A series
-    answer lost on the way (seen under load over DIMSE) would otherwise leave a study marked complete without it.
-    Still short after LISTING_ATTEMPTS: what was listed is pulled and the study stays failed, to be listed again
-    next run. With a body-part filter the study count covers series left out, so only the series' counts hold."""
-    found = {i.sop: i for i in client.instances(study.uid, body_parts)}
-    for _ in range(LISTING_ATTEMPTS - 1):
-        if body_parts or not study.instances or len(found) >= study.instances:
-            return list(found.values()), None
-        found.update((i.sop, i) for i in client.instances(study.uid, None))
-    short = not body_parts and study.instances and len(found) < study.instances
-    return list(found.values()), "pacs_incomplete_listing" if short else None
+    """The study's instances, listed until they are as many as the archive's study count says (a series answer lost
+    on the way would otherwise leave a study marked complete without it). Still short: what was listed is pulled and
+    the study stays failed, to be listed again next run. With a body-part filter the study count covers series left
+    out, so only the series' own counts hold."""
+    if body_parts:
+        return client.instances(study.uid, body_parts), None
+    found, whole = listed_until(lambda: client.instances(study.uid, None), study.instances)
+    return found, None if whole else "pacs_incomplete_listing"
 
 
 class PacsListing:

@@ -27,6 +27,7 @@ MIN_CONTRAST = 80
 MIN_FLAT_SHARE = 0.01
 MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a line of text
 QUARTER = 4
+INFLATED = 1.5  # a flat cell's noise this many times the quiet part's: measured again, robustly
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
 LETTER_ROW_LINES = 4  # a row of letter pixels is at most this many letters thick (a label of a few lines)
@@ -63,7 +64,9 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     if flat_q.mean() < MIN_FLAT_SHARE:
         return None
     # what was joined (a label's own spread is no noise) is shown at the noise of the quiet part it joins
-    noise_q = np.where(flat_q & ~quiet_q, np.median(noise_q[quiet_q]), noise_q).astype(np.float32)
+    quiet_noise = float(np.median(noise_q[quiet_q]))
+    noise_q = np.where(flat_q & ~quiet_q, quiet_noise, noise_q).astype(np.float32)
+    noise_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
     noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -72,6 +75,30 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     f = cv2.GaussianBlur(raw, (3, 3), 0)
     local = np.clip((f - mean) * (255.0 / FLAT_NOISE_WINDOWS) / np.maximum(noise, 1.0), -128, 127)
     return NarrowView((128 + local * weight).astype(np.uint8), weight)
+
+
+def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quiet_noise: float, k: int
+                  ) -> np.ndarray:
+    """`noise_q` where a line of text inflates it: in a thin border band every window holds some text, so the
+    quietest neighbour's spread is the text's, several times the band's noise, and the text shows at a fraction of
+    its contrast. Where a flat cell's noise stands well above the quiet part's, it is measured again per tile with
+    the median absolute deviation, which the few text pixels of a window hardly move, while smooth texture moves
+    it as much as the spread (so texture is not amplified)."""
+    suspect = flat_q & (noise_q > INFLATED * quiet_noise)
+    if not suspect.any():
+        return noise_q
+    cells = max(1, k // QUARTER)  # a tile of about the spread's window, in quarter cells
+    h, w = raw.shape
+    out = noise_q.copy()
+    ty, tx = np.nonzero(suspect[::1, ::1])
+    tiles = sorted({(y // cells, x // cells) for y, x in zip(ty.tolist(), tx.tolist())})
+    side = cells * QUARTER
+    for i, j in tiles:
+        tile = raw[i * side:(i + 1) * side, j * side:(j + 1) * side]
+        mad = 1.4826 * float(np.median(np.abs(tile - np.median(tile))))
+        cut = np.s_[i * cells:(i + 1) * cells, j * cells:(j + 1) * cells]
+        out[cut] = np.where(suspect[cut], np.minimum(out[cut], max(mad, quiet_noise)), out[cut])
+    return out
 
 
 def letter_pixels(gray: np.ndarray) -> np.ndarray:

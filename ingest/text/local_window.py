@@ -27,6 +27,7 @@ MIN_CONTRAST = 80
 MIN_FLAT_SHARE = 0.01
 MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a line of text
 QUARTER = 4
+OUTLIER = 3.0  # a pixel this many noise widths off the local mean is no sample of the local level
 INFLATED = 1.5  # a flat cell's noise this many times the quiet part's: measured again, robustly
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
@@ -73,6 +74,7 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     # shown after a 3x3 blur: a stroke of text keeps most of its contrast, pixel noise falls to about half, so the
     # noise's own peaks stay under the detector's stroke contrast
     f = cv2.GaussianBlur(raw, (3, 3), 0)
+    mean = _mean_without_outliers(raw, mean, noise, k)
     local = np.clip((f - mean) * (255.0 / FLAT_NOISE_WINDOWS) / np.maximum(noise, 1.0), -128, 127)
     return NarrowView((128 + local * weight).astype(np.uint8), weight)
 
@@ -99,6 +101,22 @@ def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quie
         cut = np.s_[i * cells:(i + 1) * cells, j * cells:(j + 1) * cells]
         out[cut] = np.where(suspect[cut], np.minimum(out[cut], max(mad, quiet_noise)), out[cut])
     return out
+
+
+def _mean_without_outliers(raw: np.ndarray, mean: np.ndarray, noise: np.ndarray, k: int) -> np.ndarray:
+    """The local mean of the pixels within OUTLIER noise widths of it: a line of text pulls the plain mean its way
+    (its letters show at a fraction of their contrast and the gaps between them at the other polarity), and at a
+    band's edge the anatomy beside it does; neither is a sample of the band's level. Summed on the quarter-size
+    grid (a smooth field; a quarter of the cost)."""
+    h, w = raw.shape
+    coarse = (max(w // QUARTER, 1), max(h // QUARTER, 1))
+    inlier = cv2.compare(cv2.absdiff(raw, mean), cv2.multiply(np.maximum(noise, 1.0), OUTLIER), cv2.CMP_LT)
+    kq = max(3, (k // QUARTER) | 1)
+    share = cv2.blur(cv2.resize(inlier, coarse, interpolation=cv2.INTER_AREA).astype(np.float32) / 255, (kq, kq))
+    total = cv2.blur(cv2.resize(cv2.bitwise_and(raw, raw, mask=inlier), coarse, interpolation=cv2.INTER_AREA), (kq, kq))
+    plain = cv2.resize(mean, coarse, interpolation=cv2.INTER_AREA)
+    robust = np.where(share >= 0.5, total / np.maximum(share, 1e-6), plain).astype(np.float32)
+    return cv2.resize(robust, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def letter_pixels(gray: np.ndarray) -> np.ndarray:

@@ -11,12 +11,18 @@ border band (read at the band's window, the part on anatomy stayed readable), an
 off a bright band (the stroke measure glued them into word blobs that were not taken for text). ortho-text-3 reads
 a candidate at its own pixels' window widened past the text's side, and also looks for text one letter at a time.
 Images screened by ortho-text-2 are exported like ortho-text-1's: the flag unchanged, until ingested again.
+
+ortho-text-3 still passed two faint cases: text filling a thin band (it inflated the band's noise estimate, so the
+narrow window showed it at a fraction of its contrast) and small light monospace on a dark band (the text pulled
+the local mean its way, leaving its letters under the stroke contrast). ortho-text-4 measures the band's noise and
+level without the text. Images screened by ortho-text-3 are exported like ortho-text-2's: the flag unchanged, until
+ingested again.
 """
 
 from __future__ import annotations
 
-TEXT_DETECTOR = ("ortho-text-3 (both orientations, local windows, letter rows; morphology candidates + RapidOCR "
-                 "PP-OCRv6)")
+TEXT_DETECTOR = ("ortho-text-4 (both orientations, local windows without the text's pull, letter rows; morphology "
+                 "candidates + RapidOCR PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

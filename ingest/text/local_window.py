@@ -28,6 +28,7 @@ MIN_FLAT_SHARE = 0.01
 MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a line of text
 QUARTER = 4
 OUTLIER = 3.0  # a pixel this many noise widths off the local mean is no sample of the local level
+MAD_TO_SIGMA = 1.4826  # the median absolute deviation of Gaussian noise, in its sigma
 INFLATED = 1.5  # a flat cell's noise this many times the quiet part's: measured again, robustly
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
@@ -83,24 +84,25 @@ def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quie
                   ) -> np.ndarray:
     """`noise_q` where a line of text inflates it: in a thin border band every window holds some text, so the
     quietest neighbour's spread is the text's, several times the band's noise, and the text shows at a fraction of
-    its contrast. Where a flat cell's noise stands well above the quiet part's, it is measured again per tile with
-    the median absolute deviation, which the few text pixels of a window hardly move, while smooth texture moves
-    it as much as the spread (so texture is not amplified)."""
+    its contrast. Where flat cells' noise stands well above the quiet part's, it is measured again per tile as the
+    median absolute deviation, which a line's few text pixels hardly move while smooth texture moves it as much as
+    the spread (texture is not amplified); each such patch takes the value of its least covered tile (dense bold
+    text moves a tile's too), so a label shows at one contrast throughout."""
     suspect = flat_q & (noise_q > INFLATED * quiet_noise)
     if not suspect.any():
         return noise_q
+    n, patches = cv2.connectedComponents(suspect.astype(np.uint8), connectivity=8)
     cells = max(1, k // QUARTER)  # a tile of about the spread's window, in quarter cells
-    h, w = raw.shape
-    out = noise_q.copy()
-    ty, tx = np.nonzero(suspect[::1, ::1])
-    tiles = sorted({(y // cells, x // cells) for y, x in zip(ty.tolist(), tx.tolist())})
     side = cells * QUARTER
-    for i, j in tiles:
+    robust = np.full(n, np.inf)
+    ys, xs = np.nonzero(suspect)
+    for i, j in {(y // cells, x // cells) for y, x in zip(ys.tolist(), xs.tolist())}:
         tile = raw[i * side:(i + 1) * side, j * side:(j + 1) * side]
-        mad = 1.4826 * float(np.median(np.abs(tile - np.median(tile))))
-        cut = np.s_[i * cells:(i + 1) * cells, j * cells:(j + 1) * cells]
-        out[cut] = np.where(suspect[cut], np.minimum(out[cut], max(mad, quiet_noise)), out[cut])
-    return out
+        spread = MAD_TO_SIGMA * float(np.median(np.abs(tile - np.median(tile))))
+        inside = np.unique(patches[i * cells:(i + 1) * cells, j * cells:(j + 1) * cells])
+        robust[inside] = np.minimum(robust[inside], spread)
+    robust[0] = np.inf
+    return np.where(suspect, np.minimum(noise_q, np.maximum(robust[patches], quiet_noise)), noise_q).astype(np.float32)
 
 
 def _mean_without_outliers(raw: np.ndarray, mean: np.ndarray, noise: np.ndarray, k: int) -> np.ndarray:

@@ -12,16 +12,16 @@ off a bright band (the stroke measure glued them into word blobs that were not t
 a candidate at its own pixels' window widened past the text's side, and also looks for text one letter at a time.
 Images screened by ortho-text-2 are exported like ortho-text-1's: the flag unchanged, until ingested again.
 
-ortho-text-3 still passed two faint cases: text filling a thin band (it inflated the band's noise estimate, so the
-narrow window showed it at a fraction of its contrast) and small light monospace on a dark band (the text pulled
-the local mean its way, leaving its letters under the stroke contrast). ortho-text-4 measures the band's noise and
-level without the text. Images screened by ortho-text-3 are exported like ortho-text-2's: the flag unchanged, until
-ingested again.
+ortho-text-3 still passed two faint cases: dark text filling a thin bright band, and small light monospace on a
+dark band. In both the text (and, at the band's edge, the anatomy) pulled the local mean the narrow window is set on
+its way, so the letters showed at a fraction of their contrast and gave no candidate. ortho-text-4 takes that mean
+over the band's own pixels only. Images screened by ortho-text-3 are exported like ortho-text-2's: the flag
+unchanged, until ingested again.
 """
 
 from __future__ import annotations
 
-TEXT_DETECTOR = ("ortho-text-4 (both orientations, local windows without the text's pull, letter rows; morphology "
+TEXT_DETECTOR = ("ortho-text-4 (both orientations, local windows on the band's own level, letter rows; morphology "
                  "candidates + RapidOCR PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 

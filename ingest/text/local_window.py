@@ -68,14 +68,19 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     # what was joined (a label's own spread is no noise) is shown at the noise of the quiet part it joins
     quiet_noise = float(np.median(noise_q[quiet_q]))
     noise_q = np.where(flat_q & ~quiet_q, quiet_noise, noise_q).astype(np.float32)
-    noise_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
     noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
+    # the band's level without the text's pull, found in two steps: within the plain noise estimate (which the text
+    # inflates: wide enough to keep the band's own pixels about a pulled mean), then within the band's own noise
+    mean = _mean_without_outliers(raw, mean, noise, k)
+    robust_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
+    if robust_q is not noise_q:
+        noise = cv2.resize(robust_q, (w, h), interpolation=cv2.INTER_LINEAR)
+        mean = _mean_without_outliers(raw, mean, noise, k)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     # shown after a 3x3 blur: a stroke of text keeps most of its contrast, pixel noise falls to about half, so the
     # noise's own peaks stay under the detector's stroke contrast
     f = cv2.GaussianBlur(raw, (3, 3), 0)
-    mean = _mean_without_outliers(raw, mean, noise, k)
     local = np.clip((f - mean) * (255.0 / FLAT_NOISE_WINDOWS) / np.maximum(noise, 1.0), -128, 127)
     return NarrowView((128 + local * weight).astype(np.uint8), weight)
 

@@ -80,7 +80,7 @@ def test_clean_images_cost_little_and_stay_untouched_at_every_orientation_and_wi
 def test_the_screen_records_its_version_and_what_it_masked_unread():
     shown, _ = burn(knee(512), [NAME, PID], TextStyle(height=0.03))
     _, cols = screen_frame(Frame(shown, {"frame_index": 0}), "mask")
-    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-3")
+    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-4")
     assert cols["pixels_cleaned"] and cols["text_regions_unread"] == 0
 
 
@@ -127,3 +127,40 @@ def test_every_line_the_detector_is_sure_of_is_masked_even_where_ocr_reads_only_
     assert len(readable(shown, quarters=3)) >= 2
     result = screen(shown)
     assert result.cleaned and readable(result.pixels, quarters=3) == []
+
+
+def _readable_by_either(pixels: np.ndarray, window: tuple[int, int]) -> list[str]:
+    """Tokens Tesseract or RapidOCR reads at `window` (the bench's two readers)."""
+    shown = windowed(pixels, *window)
+    text = judge.read_text(shown) + "\n" + judge.read_text_rapidocr(shown)
+    return [t for t in TOKENS if judge.readable(t, text)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not judge.available(), reason="Tesseract is the second reader")
+def test_dark_text_filling_a_thin_bright_band_reads_no_more_at_the_bands_window():
+    """The bench's f0006: two lines of dark serif text fill a bright 48 px band, the second running onto the anatomy.
+    The text pulled the band's local mean (and noise) its way, so the narrow window showed it at a fraction of its
+    contrast and gave no candidate."""
+    shown, _ = burn(_band(knee(512), 48, 3516, 2.0), [NAME, f"ID {PID}  1949-07-03"],
+                    TextStyle(font="STIXGeneral.ttf", height=0.03, polarity="dark", corner="top-left", levels=40))
+    narrow = (3464, 3528)
+    assert readable(shown) == []
+    assert {"QUIMBLETON", "HYACINTH"} <= set(readable(shown, narrow)), "plain at the band's window"
+    result = screen(shown)
+    assert result.cleaned and _readable_by_either(result.pixels, narrow) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not judge.available(), reason="Tesseract is the second reader")
+def test_small_light_monospace_on_a_dark_band_reads_no_more_at_the_bands_window():
+    """The bench's f0028: light monospace at 1.5% of the height, 33 levels over a dark bottom band. Its thin letters
+    pulled the local mean up and stood under the stroke contrast of the narrow rendering."""
+    dark_band = _band(knee(512)[::-1], 60, 265, 3.9)[::-1].copy()
+    shown, _ = burn(dark_band, [NAME, f"ID {PID}  1949-07-03"],
+                    TextStyle(font="DejaVuSansMono.ttf", height=0.015, corner="bottom-right", levels=33))
+    narrow = (242, 322)
+    assert readable(shown) == []
+    assert len(readable(shown, narrow)) >= 2, "plain at the band's window"
+    result = screen(shown)
+    assert result.cleaned and _readable_by_either(result.pixels, narrow) == []

@@ -21,8 +21,8 @@ unchanged, until ingested again.
 
 from __future__ import annotations
 
-TEXT_DETECTOR = ("ortho-text-4 (both orientations, local windows on the band's own level, letter rows; morphology "
-                 "candidates + RapidOCR PP-OCRv6)")
+TEXT_DETECTOR = ("ortho-text-4 (both orientations, local windows about the border level without the text, letter "
+                 "rows; morphology candidates + RapidOCR PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

@@ -7,7 +7,8 @@ detector's reduced copy: where the image is flat (its local spread under a few g
 window, and reaching the image's edge: borders, collimation, the background outside the body), each pixel's offset from its neighbourhood's mean
 is shown at a window of FLAT_NOISE_WINDOWS times the local noise; everywhere else it is mid-grey. Text there has
 full contrast, noise a quarter of it, and the detector's own tests (two clean classes crossed like characters)
-tell them apart. Costs two box filters on the reduced copy; 8-bit images skip it.
+tell them apart. The neighbourhood's mean and noise are taken without the text, which would pull them its way and
+show itself at a fraction of its contrast. Costs a few box filters on the reduced copy; 8-bit images skip it.
 """
 
 from __future__ import annotations
@@ -106,7 +107,6 @@ def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quie
         spread = MAD_TO_SIGMA * float(np.median(np.abs(tile - np.median(tile))))
         inside = np.unique(patches[i * cells:(i + 1) * cells, j * cells:(j + 1) * cells])
         robust[inside] = np.minimum(robust[inside], spread)
-    robust[0] = np.inf
     return np.where(suspect, np.minimum(noise_q, np.maximum(robust[patches], quiet_noise)), noise_q).astype(np.float32)
 
 

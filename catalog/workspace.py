@@ -45,6 +45,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,9 +115,18 @@ class Workspace:
     @classmethod
     def of_eval(cls, eval_dir: Path) -> "Workspace | None":
         """The workspace an evaluation folder lies in, or None for a folder kept elsewhere (a copied report)."""
-        eval_dir = Path(eval_dir).absolute()
-        ws = cls(eval_dir.parent.parent)
-        return ws if eval_dir.parent == ws.evals_dir and ws.store_dir.is_dir() else None
+        return cls._holding(eval_dir, lambda ws: ws.evals_dir)
+
+    @classmethod
+    def of_shard_set(cls, set_dir: Path) -> "Workspace | None":
+        """The workspace a shard set's folder lies in, or None for a set copied elsewhere (a cluster's disk)."""
+        return cls._holding(set_dir, lambda ws: ws.shard_sets_dir)
+
+    @classmethod
+    def _holding(cls, folder: Path, parent_of: Callable[[Workspace], Path]) -> Workspace | None:
+        folder = Path(folder).absolute()
+        ws = cls(folder.parent.parent)
+        return ws if folder.parent == parent_of(ws) and ws.store_dir.is_dir() else None
 
     @property
     def embeddings_dir(self) -> Path:

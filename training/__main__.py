@@ -17,6 +17,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from catalog.ids import new_pretrain_id  # noqa: E402
+from catalog.workspace import Workspace  # noqa: E402
 from training.backbone import CheckpointError  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import TrainingError  # noqa: E402
@@ -30,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     p.add_argument("--manifest")
     p.add_argument("--config")
-    p.add_argument("--run-dir", help="run folder [default: runs/<run_id>]")
+    p.add_argument("--run-dir", help="run folder [default: the manifest's workspace's runs/<run_id>, where "
+                                      "`ortho embed --checkpoint <run_id>` finds it; ./runs/<run_id> for a set "
+                                      "kept outside a workspace]")
     p.add_argument("--resume", help="continue the run in this folder")
     p.add_argument("--until", type=int, help="pause after this step (with a checkpoint)")
     args = p.parse_args(argv)
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.manifest:
                 raise TrainingError("--manifest is required for a new run")
-            run_dir = Path(broadcast_object(args.run_dir or str(Path("runs") / new_pretrain_id())))
+            run_dir = Path(broadcast_object(args.run_dir or str(_new_run_dir(args.manifest))))
             if ctx.is_main and not (run_dir / "run.json").exists():
                 prepare_run(cfg, args.manifest, run_dir)
             barrier()
@@ -57,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         for message in summary.get("collapse", []):
             print(f"collapsed: {message}", file=sys.stderr)
     return 0
+
+
+def _new_run_dir(manifest: str) -> Path:
+    ws = None if "://" in manifest else Workspace.of_shard_set(Path(manifest).parent)
+    return (ws.train_runs_dir if ws else Path("runs")) / new_pretrain_id()
 
 
 if __name__ == "__main__":

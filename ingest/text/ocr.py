@@ -49,19 +49,26 @@ def engine():
     return RapidOCR(params=params)
 
 
-def read_lines(gray: np.ndarray, line_height: int, accept=lambda line: True) -> list[TextLine]:
+@dataclass(frozen=True)
+class Reading:
+    lines: list[TextLine]  # the accepted lines of the first polarity that gave any
+    detected: int  # regions the detector found in all the polarities read (accepted or not)
+
+
+def read_lines(gray: np.ndarray, line_height: int, accept=lambda line: True) -> Reading:
     """Accepted text lines in an 8-bit crop: as it is, and inverted when that finds none (the
     models read dark-on-light best; light overlays often read only once inverted)."""
     scale = float(np.clip(TARGET_LINE_PX / max(line_height, 1), 0.25, 6.0))
     scale = min(scale, MAX_SIDE / max(gray.shape))
     big = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale != 1 else gray
     big = cv2.copyMakeBorder(big, 16, 16, 16, 16, cv2.BORDER_REPLICATE)
+    detected = 0
     for image in (big, 255 - big):
-        lines = [ln for ln in _lines(engine()(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)), scale, gray.shape)
-                 if accept(ln)]
-        if lines:
-            return lines
-    return []
+        found = _lines(engine()(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)), scale, gray.shape)
+        detected += len(found)
+        if lines := [ln for ln in found if accept(ln)]:
+            return Reading(lines, detected)
+    return Reading([], detected)
 
 
 def _lines(result, scale: float, shape: tuple[int, int]) -> list[TextLine]:

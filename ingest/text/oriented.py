@@ -38,9 +38,7 @@ def candidate_sets(pixels) -> list[CandidateSet]:
         renderings.append((True, r, rows))
     sets = []
     for narrow, r, rows in renderings:
-        # the window search inside anatomy (labels on bone) is for the whole-range rendering only
-        sets.append(CandidateSet(False, narrow, line_boxes(r, windows=not narrow) + [b for b in rows if b.width >= b.height]))
-        # across the columns without the window search inside anatomy: labels turned a quarter sit along the edges
-        across = [b.transposed() for b in line_boxes(r.transposed(), windows=False)] if r.strong.any() else []
+        sets.append(CandidateSet(False, narrow, line_boxes(r) + [b for b in rows if b.width >= b.height]))
+        across = [b.transposed() for b in line_boxes(r.transposed())] if r.strong.any() else []
         sets.append(CandidateSet(True, narrow, across + [b for b in rows if b.width < b.height]))
     return [s for s in sets if s.boxes]

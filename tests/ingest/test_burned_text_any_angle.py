@@ -158,7 +158,7 @@ def test_small_light_monospace_on_a_dark_band_reads_no_more_at_the_bands_window(
     pulled the local mean up and stood under the stroke contrast of the narrow rendering."""
     dark_band = _band(knee(512)[::-1], 60, 265, 3.9)[::-1].copy()
     shown, _ = burn(dark_band, [NAME, f"ID {PID}  1949-07-03"],
-                    TextStyle(font="DejaVuSansMono.ttf", height=0.015, corner="bottom-right", levels=33))
+                    TextStyle(font="DejaVuSansMono.ttf", height=0.015, corner="bottom-left", levels=33))
     narrow = (242, 322)
     assert readable(shown) == []
     assert len(readable(shown, narrow)) >= 2, "plain at the band's window"

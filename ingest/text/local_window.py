@@ -30,7 +30,6 @@ MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a 
 QUARTER = 4
 OUTLIER = 3.0  # a pixel this many noise widths off the local mean is no sample of the local level
 MAD_TO_SIGMA = 1.4826  # the median absolute deviation of Gaussian noise, in its sigma
-QUIETEST = 10  # percent
 INFLATED = 1.5  # a flat cell's noise this many times the quiet part's: measured again, robustly
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
@@ -73,8 +72,7 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     # the band's level without the text's pull, found in two steps: within the plain noise estimate (which the text
     # inflates: wide enough to keep the band's own pixels about a pulled mean), then within the band's own noise
     mean_q = _mean_without_outliers(raw, mean_q, noise, kq)
-    # the quietest tenth of the quiet part: a label can fill most of a thin band, and inflate its median as well
-    robust_q = _robust_noise(raw, noise_q, flat_q, float(np.percentile(noise_q[quiet_q], QUIETEST)), k)
+    robust_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
     if robust_q is not noise_q:
         noise = cv2.resize(robust_q, (w, h), interpolation=cv2.INTER_LINEAR)
         mean_q = _mean_without_outliers(raw, mean_q, noise, kq)

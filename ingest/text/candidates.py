@@ -101,10 +101,15 @@ def reduce(pixels: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, float
     return (blocks if blocks.shape[::-1] == size else cv2.resize(blocks, size, interpolation=cv2.INTER_LINEAR)), factor
 
 
+def stroke_kernel(height: int) -> int:
+    """The side of the stroke response's square kernel on a working copy `height` pixels high."""
+    return max(5, int(round(height * 0.012)) | 1)
+
+
 def stroke_response(gray: np.ndarray) -> np.ndarray:
     """Thin bright and dark structures (top-hat and black-hat with a kernel wider than a stroke of
     text 4% of the image high): bone, soft tissue, a backing box and their edges drop out."""
-    k = max(5, int(round(gray.shape[0] * 0.012)) | 1)
+    k = stroke_kernel(gray.shape[0])
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     top = cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel)
     return np.maximum(top, cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel))
@@ -123,9 +128,11 @@ class Rendering:
 
     @classmethod
     def of(cls, gray: np.ndarray, factor: float, min_contrast: int = MIN_CONTRAST,
-           relative: bool = False) -> "Rendering":
+           relative: bool = False, within: np.ndarray | None = None) -> "Rendering":
+        """`within` (0/1): where strokes count (the rest of the rendering shows nothing to read)."""
         response = stroke_response(gray)
-        return cls(gray, factor, response, (response >= min_contrast).astype(np.uint8), relative)
+        strong = (response >= min_contrast).astype(np.uint8)
+        return cls(gray, factor, response, strong if within is None else strong & within, relative)
 
     def transposed(self) -> "Rendering":
         t = cv2.transpose  # a blocked transpose: several times numpy's copy of a .T view

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ingest.text.candidates import Box, label_components
+from ingest.text.candidates import Box, label_components, stroke_kernel
 
 FLAT_LEVELS = 4.0  # a region whose local spread is under this many grey levels of the whole-range window is flat
 NOISE_LEVELS = 1.0  # ... and whose noise is under this many
@@ -40,6 +40,13 @@ LETTER_ROW_LINES = 4  # a row of letter pixels is at most this many letters thic
 class NarrowView:
     gray: np.ndarray  # the 8-bit rendering: flat regions at a narrow window, mid-grey elsewhere
     flat: np.ndarray  # how far each pixel is inside a flat region (0..1, float32)
+
+    def core(self) -> np.ndarray:
+        """0/1: the flat regions less a stroke kernel along their edges. There the rendering fades to mid-grey, and
+        anatomy just past an edge (a skin line, soft tissue beside the background) shows as a ridge: strokes of
+        its own, in a row along the edge, that no text made."""
+        k = stroke_kernel(self.gray.shape[0])
+        return cv2.erode((self.flat >= 0.99).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
 
 
 def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowView | None:
@@ -145,7 +152,7 @@ def letter_pixels(gray: np.ndarray) -> np.ndarray:
     return (cv2.absdiff(gray, 128) >= MIN_CONTRAST).astype(np.uint8)
 
 
-def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: float, letters: bool = False
+def stroke_rows(gray: np.ndarray, strong: np.ndarray, core: np.ndarray, factor: float, letters: bool = False
                 ) -> list[Box]:
     """Rows of character-sized strokes of one polarity well inside a flat region of the narrow rendering `gray`,
     in stored coordinates: sure (masked even unread), or, for `letters` (strokes from letter_pixels), candidates OCR
@@ -154,8 +161,6 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, flat: np.ndarray, factor: 
     window crosses the stroke contrast in specks of both polarities, never in five character-sized blobs of one
     polarity side by side. Taller than wide: a turned label."""
     h, w = strong.shape
-    k = max(5, int(round(h * 0.012)) | 1)  # the stroke kernel: its faint halo at the flat region's edge is left out
-    core = cv2.erode((flat >= 0.99).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     mask = strong & core
     n, labels, stats, _ = label_components(mask)
     bh, bw, area = stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_AREA]

@@ -31,10 +31,11 @@ def candidate_sets(pixels) -> list[CandidateSet]:
     renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [])]
     local = narrow_window_rendering(small, lo, hi)
     if local is not None:
-        r = Rendering.of(local.gray, factor, MIN_CONTRAST, relative=True)
+        core = local.core()
+        r = Rendering.of(local.gray, factor, MIN_CONTRAST, relative=True, within=core)
         # rows of strokes in a flat border, whatever their classes look like (thin serifs): masked even unread
         rows = [b for strokes, letters in ((r.strong, False), (letter_pixels(local.gray), True)) if strokes.any()
-                for b in stroke_rows(local.gray, strokes, local.flat, factor, letters)]
+                for b in stroke_rows(local.gray, strokes, core, factor, letters)]
         renderings.append((True, r, rows))
     sets = []
     for narrow, r, rows in renderings:

@@ -170,15 +170,20 @@ def build_clean_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
     return n
 
 
-def build_clinical_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
+def clinical_images(n: int, rng: np.random.Generator):
     """Clean radiographs at the size a PACS sends them: real knees enlarged to 2048-3000 px, 12 bits
-    stored with detector noise, as 16-bit DICOM; and every fourth a phantom knee (synthetic texture)."""
+    stored with detector noise; and every fourth a phantom knee (synthetic texture)."""
     from flows.phantom import draw_radiograph
 
     for k, base in enumerate(base_images(n, rng)):
         size = (2048, 2500, 3000)[k % 3]
-        pixels = draw_radiograph(int(rng.integers(0, 5)), "LR"[k % 2], rng, size=size, pose=rng) if k % 4 == 3 \
+        yield draw_radiograph(int(rng.integers(0, 5)), "LR"[k % 2], rng, size=size, pose=rng) if k % 4 == 3 \
             else as_depth(base, size, 16, rng)
+
+
+def build_clinical_corpus(root: Path, n: int, rng: np.random.Generator) -> int:
+    """clinical_images as 16-bit DICOM."""
+    for k, pixels in enumerate(clinical_images(n, rng)):
         write_dicom(root / f"x{k:04d}.dcm", pixels)
     return n
 

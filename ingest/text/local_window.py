@@ -134,7 +134,9 @@ def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarra
 def _local_moments(raw: np.ndarray, coarse: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:
     """The mean and standard deviation of `raw` in k x k windows of a copy at size `coarse`, from block means of the
     values and of their squares: within 1-2% of the full-size windows' spread averaged down, at a third of the cost
-    (most 16-bit images stop after it)."""
+    (most 16-bit images stop after it). Known: float32 squares of 16-bit values keep a quiet band's noise to about a
+    level; exact squares (of offsets from mid-window) reopened a faint leak the quantised noise masks, so they are
+    not in (docs/benchmarks.md, fifth round)."""
     mean = cv2.blur(cv2.resize(raw, coarse, interpolation=cv2.INTER_AREA), (k, k))
     square = cv2.blur(cv2.resize(raw * raw, coarse, interpolation=cv2.INTER_AREA), (k, k))
     return mean, np.sqrt(np.maximum(square - mean * mean, 0))

@@ -95,17 +95,11 @@ def test_an_evaluation_folder_names_its_workspace_only_where_it_lies_in_one(tmp_
     assert Workspace.of_eval(copied) is None
 
 
-def test_a_shard_sets_new_training_run_lands_in_its_workspace_only_where_it_lies_in_one(tmp_path, monkeypatch):
-    from training.__main__ import _new_run_dir
 
+def test_a_shard_set_names_its_workspace_only_where_it_lies_in_one(tmp_path):
     ws = Workspace.open(tmp_path / "w")
     (ws.shard_sets_dir / "knees").mkdir(parents=True)
     assert Workspace.of_shard_set(ws.shard_sets_dir / "knees") == ws
-    run = _new_run_dir(str(ws.shard_sets_dir / "knees" / "manifest.json"))
-    assert run.parent == ws.train_runs_dir  # where `ortho embed --checkpoint <run_id>` looks
     copied = tmp_path / "copies" / "shards" / "knees"  # the same shape on a cluster's disk, no workspace around it
     copied.mkdir(parents=True)
-    monkeypatch.chdir(tmp_path)
     assert Workspace.of_shard_set(copied) is None
-    assert _new_run_dir(str(copied / "manifest.json")).parent == Path("runs")
-    assert _new_run_dir("s3://bucket/sets/knees/manifest.json").parent == Path("runs")

@@ -1,6 +1,7 @@
 """`ortho pretrain` through the real Prefect flow: one-line errors, and the run lands in `runs`."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -38,3 +39,18 @@ def test_pretrain_paused_then_resumed_is_recorded_in_runs(tmp_path, phantom_mani
     assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["source"] == "all"
     params = json.loads(rows[0]["params"])
     assert params["steps"] == 4 and params["backbone"].endswith("backbone.safetensors")
+
+
+def test_python_m_trainings_new_run_lands_in_the_manifests_workspace_else_in_runs(tmp_path, monkeypatch):
+    from catalog.workspace import Workspace
+    from training.__main__ import _new_run_dir
+
+    ws = Workspace.open(tmp_path / "w")
+    (ws.shard_sets_dir / "knees").mkdir(parents=True)
+    run = _new_run_dir(str(ws.shard_sets_dir / "knees" / "manifest.json"))
+    assert run.parent == ws.train_runs_dir  # where `ortho embed --checkpoint <run_id>` looks
+    copied = tmp_path / "copies" / "shards" / "knees"
+    copied.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert _new_run_dir(str(copied / "manifest.json")).parent == Path("runs")
+    assert _new_run_dir("s3://bucket/sets/knees/manifest.json").parent == Path("runs")

@@ -78,11 +78,11 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the band's level without the text's pull, found in two steps: within the plain noise estimate (which the text
     # inflates: wide enough to keep the band's own pixels about a pulled mean), then within the band's own noise
-    mean_q = _mean_without_outliers(raw, mean_q, noise, kq)
+    mean_q = _mean_without_outliers(raw, mean_q, noise, kq, flat_q)
     robust_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
     if robust_q is not noise_q:
         noise = cv2.resize(robust_q, (w, h), interpolation=cv2.INTER_LINEAR)
-        mean_q = _mean_without_outliers(raw, mean_q, noise, kq)
+        mean_q = _mean_without_outliers(raw, mean_q, noise, kq, flat_q)
     mean = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -117,18 +117,48 @@ def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quie
     return np.where(suspect, np.minimum(noise_q, np.maximum(robust[patches], quiet_noise)), noise_q).astype(np.float32)
 
 
-def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarray, kq: int) -> np.ndarray:
+def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarray, kq: int, flat_q: np.ndarray
+                           ) -> np.ndarray:
     """The local mean of the pixels within OUTLIER noise widths of the local mean `mean_q`, both on the quarter-size
     grid (a smooth field, summed there): a line of text pulls the plain mean its way (its letters show at a
     fraction of their contrast and the gaps between them at the other polarity), and at a band's edge the anatomy
-    beside it does; neither is a sample of the band's level."""
+    beside it does; neither is a sample of the band's level. Where bold or dense text pulled it further than that
+    (most of a flat cell's pixels are outliers: the band on one side, the text on the other), the band's level is
+    found from the side of `mean_q` that holds most pixels first."""
     h, w = raw.shape
-    centre = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
+    mean, share = _inlier_mean(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), noise, kq, mean_q.shape[::-1])
+    pulled = (share < 0.5) & flat_q
+    if pulled.any():
+        centre = cv2.resize(np.where(pulled, _majority_side_mean(raw, mean_q, kq), mean_q).astype(np.float32), (w, h),
+                            interpolation=cv2.INTER_LINEAR)
+        again, again_share = _inlier_mean(raw, centre, noise, kq, mean_q.shape[::-1])
+        fixed = pulled & (again_share >= 0.5)
+        mean, share = np.where(fixed, again, mean), np.where(fixed, again_share, share)
+    return np.where(share >= 0.5, mean, mean_q).astype(np.float32)
+
+
+def _inlier_mean(raw: np.ndarray, centre: np.ndarray, noise: np.ndarray, kq: int, centre_shape: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The local mean at size `centre_shape` of the pixels within OUTLIER noise widths of `centre` (full size), and their share."""
     inlier = cv2.compare(cv2.absdiff(raw, centre), cv2.multiply(np.maximum(noise, 1.0), OUTLIER), cv2.CMP_LT)
-    coarse = mean_q.shape[::-1]
-    share = cv2.blur(cv2.resize(inlier, coarse, interpolation=cv2.INTER_AREA).astype(np.float32) / 255, (kq, kq))
-    total = cv2.blur(cv2.resize(cv2.bitwise_and(raw, raw, mask=inlier), coarse, interpolation=cv2.INTER_AREA), (kq, kq))
-    return np.where(share >= 0.5, total / np.maximum(share, 1e-6), mean_q).astype(np.float32)
+    return _masked_mean(raw, inlier, kq, centre_shape)
+
+
+def _majority_side_mean(raw: np.ndarray, mean_q: np.ndarray, kq: int) -> np.ndarray:
+    """The quarter-size local mean of the pixels on the side of `mean_q` that holds most of them: a band pulled
+    from its level by text lies all on one side of the pulled mean, and is most of the window."""
+    h, w = raw.shape
+    below = cv2.compare(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), cv2.CMP_LT)
+    low, share = _masked_mean(raw, below, kq, mean_q.shape[::-1])
+    everything = cv2.blur(cv2.resize(raw, mean_q.shape[::-1], interpolation=cv2.INTER_AREA), (kq, kq))
+    high = (everything - low * share) / np.maximum(1 - share, 1e-6)
+    return np.where(share >= 0.5, low, high)
+
+
+def _masked_mean(raw: np.ndarray, mask: np.ndarray, kq: int, coarse: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    share = cv2.blur(cv2.resize(mask, coarse, interpolation=cv2.INTER_AREA).astype(np.float32) / 255, (kq, kq))
+    total = cv2.blur(cv2.resize(cv2.bitwise_and(raw, raw, mask=mask), coarse, interpolation=cv2.INTER_AREA), (kq, kq))
+    return total / np.maximum(share, 1e-6), share
 
 
 def _local_moments(raw: np.ndarray, coarse: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:

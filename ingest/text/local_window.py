@@ -127,7 +127,8 @@ def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarra
     found from the side of `mean_q` that holds most pixels first."""
     h, w = raw.shape
     mean, share = _inlier_mean(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), noise, kq, mean_q.shape[::-1])
-    pulled = (share < 0.5) & flat_q
+    # in from the flat regions' edges only: there the anatomy beside a band pulls it, and the rendering fades anyway
+    pulled = (share < 0.5) & (cv2.erode(flat_q.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (kq, kq))) > 0)
     if pulled.any():
         centre = cv2.resize(np.where(pulled, _majority_side_mean(raw, mean_q, kq), mean_q).astype(np.float32), (w, h),
                             interpolation=cv2.INTER_LINEAR)

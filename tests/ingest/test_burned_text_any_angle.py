@@ -80,7 +80,7 @@ def test_clean_images_cost_little_and_stay_untouched_at_every_orientation_and_wi
 def test_the_screen_records_its_version_and_what_it_masked_unread():
     shown, _ = burn(knee(512), [NAME, PID], TextStyle(height=0.03))
     _, cols = screen_frame(Frame(shown, {"frame_index": 0}), "mask")
-    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-4")
+    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-5")
     assert cols["pixels_cleaned"] and cols["text_regions_unread"] == 0
 
 
@@ -160,6 +160,26 @@ def test_small_light_monospace_on_a_dark_band_reads_no_more_at_the_bands_window(
     shown, _ = burn(dark_band, [NAME, f"ID {PID}  1949-07-03"],
                     TextStyle(font="DejaVuSansMono.ttf", height=0.015, corner="bottom-left", levels=33))
     narrow = (242, 322)
+    assert readable(shown) == []
+    assert len(readable(shown, narrow)) >= 2, "plain at the band's window"
+    result = screen(shown)
+    assert result.cleaned and _readable_by_either(result.pixels, narrow) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not judge.available(), reason="Tesseract is the second reader")
+@pytest.mark.parametrize("font,polarity,level,levels,noise", [("DejaVuSans-Bold.ttf", "light", 310, 60, 2.0),
+                                                              ("DejaVuSerif.ttf", "dark", 3830, 42, 1.3)])
+def test_dense_text_that_pulls_a_bands_level_far_off_reads_no_more_at_the_bands_window(font, polarity, level, levels,
+                                                                                       noise):
+    """The bench's f0009 and f0050: two lines at 1.5% of the height, 42-60 levels (some 30 noise widths) off a quiet
+    bottom band. Near the lines most of a window's pixels lay more than three noise widths off its mean (the band on
+    one side of it, the text on the other), so the mean stayed pulled and the narrow window showed the text inside a
+    halo of the other polarity: no clean classes, no candidate."""
+    band = _band(knee(1024)[::-1], 130, level, noise)[::-1].copy()
+    shown, _ = burn(band, [NAME, f"ID {PID}  1949-07-03"],
+                    TextStyle(font=font, height=0.015, polarity=polarity, corner="bottom-right", levels=levels))
+    narrow = (level - 8, level + levels + 8) if polarity == "light" else (level - levels - 8, level + 8)
     assert readable(shown) == []
     assert len(readable(shown, narrow)) >= 2, "plain at the band's window"
     result = screen(shown)

@@ -124,39 +124,43 @@ def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarra
     fraction of their contrast and the gaps between them at the other polarity), and at a band's edge the anatomy
     beside it does; neither is a sample of the band's level. Where bold or dense text pulled it further than that
     (most of a flat cell's pixels are outliers: the band on one side, the text on the other), the band's level is
-    found from the side of `mean_q` that holds most pixels first."""
+    first found from the side of `mean_q` that holds most of the pixels."""
     h, w = raw.shape
-    mean, share = _inlier_mean(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), noise, kq, mean_q.shape[::-1])
+    mean, share = _inlier_mean(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), noise, mean_q, kq)
     # in from the flat regions' edges only: there the anatomy beside a band pulls it, and the rendering fades anyway
-    pulled = (share < 0.5) & (cv2.erode(flat_q.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (kq, kq))) > 0)
+    inner = cv2.erode(flat_q.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (kq, kq))) > 0
+    pulled = (share < 0.5) & inner
     if pulled.any():
-        centre = cv2.resize(np.where(pulled, _majority_side_mean(raw, mean_q, kq), mean_q).astype(np.float32), (w, h),
-                            interpolation=cv2.INTER_LINEAR)
-        again, again_share = _inlier_mean(raw, centre, noise, kq, mean_q.shape[::-1])
+        centre_q = np.where(pulled, _majority_side_mean(raw, mean_q, kq), mean_q).astype(np.float32)
+        again, again_share = _inlier_mean(raw, cv2.resize(centre_q, (w, h), interpolation=cv2.INTER_LINEAR), noise,
+                                          mean_q, kq)
         fixed = pulled & (again_share >= 0.5)
         mean, share = np.where(fixed, again, mean), np.where(fixed, again_share, share)
     return np.where(share >= 0.5, mean, mean_q).astype(np.float32)
 
 
-def _inlier_mean(raw: np.ndarray, centre: np.ndarray, noise: np.ndarray, kq: int, centre_shape: tuple[int, int]
+def _inlier_mean(raw: np.ndarray, centre: np.ndarray, noise: np.ndarray, grid: np.ndarray, kq: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The local mean at size `centre_shape` of the pixels within OUTLIER noise widths of `centre` (full size), and their share."""
+    """The local mean, on the quarter-size `grid`, of the pixels within OUTLIER noise widths of `centre` (full
+    size), and their share."""
     inlier = cv2.compare(cv2.absdiff(raw, centre), cv2.multiply(np.maximum(noise, 1.0), OUTLIER), cv2.CMP_LT)
-    return _masked_mean(raw, inlier, kq, centre_shape)
+    return _masked_mean(raw, inlier, grid.shape[::-1], kq)
 
 
 def _majority_side_mean(raw: np.ndarray, mean_q: np.ndarray, kq: int) -> np.ndarray:
     """The quarter-size local mean of the pixels on the side of `mean_q` that holds most of them: a band pulled
-    from its level by text lies all on one side of the pulled mean, and is most of the window."""
+    off its level by text lies all on one side of the pulled mean, and is most of the window."""
     h, w = raw.shape
     below = cv2.compare(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), cv2.CMP_LT)
-    low, share = _masked_mean(raw, below, kq, mean_q.shape[::-1])
+    low, share = _masked_mean(raw, below, mean_q.shape[::-1], kq)
     everything = cv2.blur(cv2.resize(raw, mean_q.shape[::-1], interpolation=cv2.INTER_AREA), (kq, kq))
     high = (everything - low * share) / np.maximum(1 - share, 1e-6)
     return np.where(share >= 0.5, low, high)
 
 
-def _masked_mean(raw: np.ndarray, mask: np.ndarray, kq: int, coarse: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _masked_mean(raw: np.ndarray, mask: np.ndarray, coarse: tuple[int, int], kq: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The local mean of `raw` where `mask` (0/255) is set, at size `coarse` in kq x kq windows, and the mask's share."""
     share = cv2.blur(cv2.resize(mask, coarse, interpolation=cv2.INTER_AREA).astype(np.float32) / 255, (kq, kq))
     total = cv2.blur(cv2.resize(cv2.bitwise_and(raw, raw, mask=mask), coarse, interpolation=cv2.INTER_AREA), (kq, kq))
     return total / np.maximum(share, 1e-6), share

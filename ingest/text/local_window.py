@@ -160,7 +160,7 @@ def _majority_side_mean(raw: np.ndarray, mean_q: np.ndarray, kq: int) -> np.ndar
 
 def _masked_mean(raw: np.ndarray, mask: np.ndarray, coarse: tuple[int, int], kq: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The local mean of `raw` where `mask` (0/255) is set, at size `coarse` in kq x kq windows, and the mask's share."""
+    """The local mean of `raw` where `mask` (0/255) is set, at size `coarse` (kq x kq windows); the mask's share."""
     share = cv2.blur(cv2.resize(mask, coarse, interpolation=cv2.INTER_AREA).astype(np.float32) / 255, (kq, kq))
     total = cv2.blur(cv2.resize(cv2.bitwise_and(raw, raw, mask=mask), coarse, interpolation=cv2.INTER_AREA), (kq, kq))
     return total / np.maximum(share, 1e-6), share

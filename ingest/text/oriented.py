@@ -9,9 +9,10 @@ the orientations its axis allows (ingest/text/screen.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ingest.text.candidates import Box, Rendering, line_boxes, percentile_window, reduce, windowed
+from ingest.text.extreme_value import extreme_value_renderings
 from ingest.text.local_window import MIN_CONTRAST, letter_pixels, narrow_window_rendering, stroke_rows
 
 
@@ -37,9 +38,15 @@ def candidate_sets(pixels) -> list[CandidateSet]:
         rows = [b for strokes, letters in ((r.strong, False), (letter_pixels(local.gray), True)) if strokes.any()
                 for b in stroke_rows(local.gray, strokes, core, factor, letters)]
         renderings.append((True, r, rows))
+    # a label at the image's extreme value over anatomy almost as bright: read at its own pixels' window, like a
+    # narrow-window candidate; never masked unread (its rendering is two-level by construction, sure of anything)
+    extreme = extreme_value_renderings(small, lo, hi, factor)
+    renderings += [(True, r, []) for r in extreme]
     sets = []
     for narrow, r, rows in renderings:
         sets.append(CandidateSet(False, narrow, line_boxes(r) + [b for b in rows if b.width >= b.height]))
         across = [b.transposed() for b in line_boxes(r.transposed())] if r.strong.any() else []
         sets.append(CandidateSet(True, narrow, across + [b for b in rows if b.width < b.height]))
+        if any(r is e for e in extreme):
+            sets[-2:] = [CandidateSet(c.turned, c.narrow, [replace(b, sure=False) for b in c.boxes]) for c in sets[-2:]]
     return [s for s in sets if s.boxes]

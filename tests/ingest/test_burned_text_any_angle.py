@@ -2,6 +2,7 @@
 16-bit image that no whole-range or declared window shows but a narrow one does. Each test first shows the original
 reads (so it can fail), then that the screened pixels read nothing at the same orientation and window."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -184,3 +185,25 @@ def test_dense_text_that_pulls_a_bands_level_far_off_reads_no_more_at_the_bands_
     assert len(readable(shown, narrow)) >= 2, "plain at the band's window"
     result = screen(shown)
     assert result.cleaned and _readable_by_either(result.pixels, narrow) == []
+
+
+def _bright_bone_on_top(size: int, seed: int = 4) -> np.ndarray:
+    """A phantom knee under 90% of its range, with bright bone-like texture (3400 +- 60) over its top 12%."""
+    image = knee(size).astype(np.float32) * 0.9
+    texture = cv2.GaussianBlur(np.random.default_rng(seed).normal(0, 1, (size, size)).astype(np.float32), (0, 0), 3)
+    rows = int(0.12 * size)
+    image[:rows] = 3400 + 60 * texture[:rows] / texture.std()
+    return np.clip(image, 0, 4095).astype(np.uint16)
+
+
+@pytest.mark.slow
+def test_a_label_at_the_top_of_the_range_over_bright_bone_reads_no_more_at_any_window():
+    """The bench's u0029: light text drawn just past the anatomy's brightest value, over bone almost as bright. At
+    the whole-range window it stands a few grey levels off the bone, under the stroke contrast: no candidate. A window
+    over the top of the range shows it plainly."""
+    shown, _ = burn(_bright_bone_on_top(1024), [NAME, f"ID {PID}  1949-07-03"],
+                    TextStyle(height=0.015, corner="top", value=1.05))
+    top = (3300, int(shown.max()))
+    assert len(readable(shown, top)) >= 2, "plain at a window over the top of the range"
+    result = screen(shown)
+    assert result.cleaned and readable(result.pixels, top) == [] and readable(result.pixels) == []

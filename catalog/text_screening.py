@@ -21,14 +21,18 @@ unchanged, until ingested again.
 ortho-text-4 still passed bold or dense text some 30 noise widths off a quiet band (the full bench's f0009 and
 f0050): near the lines most pixels lay more than three noise widths off the pulled mean (the band on one side, the
 text on the other), so the mean stayed pulled and the letters showed in a halo of the other polarity, with no
-candidate. ortho-text-5 finds such a cell's level from the side of the pulled mean that holds most of its pixels
-first. Images screened by ortho-text-4 are exported like ortho-text-3's: the flag unchanged, until ingested again.
+candidate. It also passed light text drawn at the top of the value range over bone almost as bright (and dark text
+at the bottom over soft tissue): a few grey levels off its surround at the whole-range window. ortho-text-5 finds a
+pulled cell's level from the side of the pulled mean that holds most of its pixels first, and windows the last
+levels before an extreme value where a label-like set of thin strokes sits there. Images screened by ortho-text-4
+are exported like ortho-text-3's: the flag unchanged, until ingested again.
 """
 
 from __future__ import annotations
 
 TEXT_DETECTOR = ("ortho-text-5 (both orientations, local windows about the border level without the text even "
-                 "where it pulls it far off, letter rows; morphology candidates + RapidOCR PP-OCRv6)")
+                 "where it pulls it far off, letter rows, labels at an extreme value; morphology candidates + RapidOCR "
+                 "PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

@@ -3,8 +3,9 @@
 Labels along the left or right edge of a radiograph run at 90 or 270 degrees: the detector reads its renderings
 in rows and, transposed, in columns (the stroke response is computed once; a square kernel's top-hat commutes with
 the transpose). For images deeper than 8 bits a narrow-window rendering of the flat regions is read too
-(ingest/text/local_window.py), so text that only a narrow window shows is a candidate. OCR then reads each set at
-the orientations its axis allows (ingest/text/screen.py).
+(ingest/text/local_window.py), so text that only a narrow window shows is a candidate; and a label drawn at the
+image's extreme value over anatomy almost as bright is read in a window over the last levels before it
+(ingest/text/extreme_value.py). OCR then reads each set at the orientations its axis allows (ingest/text/screen.py).
 """
 
 from __future__ import annotations

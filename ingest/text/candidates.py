@@ -302,7 +302,7 @@ def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray
     where an edge of anatomy crosses once or twice); and either strong strokes or two clean
     intensity classes (text and its background), which noise and trabecular texture are not."""
     hh, w = strokes.shape
-    if not 0.08 <= strokes.mean() <= 0.97:
+    if not 0.08 <= cv2.countNonZero(strokes) / strokes.size <= 0.97:  # (numpy's mean: 4x the cost of a call)
         return False
     _, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     crossings = _crossings(binary)
@@ -320,7 +320,8 @@ def _crossings(binary: np.ndarray) -> float:
     lines the rows between them cross nothing): 2-4 times per character of text, once for an edge of anatomy."""
     changes = cv2.absdiff(binary[:, 1:], binary[:, :-1])  # OpenCV: thousands of small windows per image
     per_row = np.sort(cv2.reduce(changes, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel())
-    return float(per_row[len(per_row) // 2:].mean()) / 2
+    busier = per_row[len(per_row) // 2:]
+    return float(busier.sum()) / len(busier) / 2
 
 
 def _separation(gray: np.ndarray, binary: np.ndarray) -> float:

@@ -126,6 +126,9 @@ class Rendering:
     response: np.ndarray
     strong: np.ndarray  # response >= the minimum contrast, as 0/1
     relative: bool = False  # contrast relative to local noise: stroke strength alone says nothing, two classes must
+    across: bool = False  # the transposed view of the rendering it was made from
+    # `strong`'s components, labelled once for both views (8-connectivity is the same either way round)
+    _labelled: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def of(cls, gray: np.ndarray, factor: float, min_contrast: int = MIN_CONTRAST,
@@ -137,7 +140,15 @@ class Rendering:
 
     def transposed(self) -> "Rendering":
         t = cv2.transpose  # a blocked transpose: several times numpy's copy of a .T view
-        return Rendering(t(self.gray), self.factor, t(self.response), t(self.strong), self.relative)
+        return Rendering(t(self.gray), self.factor, t(self.response), t(self.strong), self.relative, not self.across,
+                         self._labelled)
+
+    def stroke_components(self) -> tuple[Components, bool]:
+        """`strong`'s components, and whether they were labelled in the other view (then transposed to this one)."""
+        if not self._labelled:
+            self._labelled.append((label_components(self.strong), self.across))
+        components, across = self._labelled[0]
+        return components, across != self.across
 
 
 def render(pixels: np.ndarray, min_contrast: int = MIN_CONTRAST) -> Rendering:
@@ -165,7 +176,7 @@ def line_boxes(r: Rendering) -> list[Box]:
     if (stats[1:, cv2.CC_STAT_HEIGHT] > 0.2 * h).any():
         # rows that anatomy (a bone edge, noisy texture) joined into something taller than text: drop the tall and
         # sparse stroke blobs and group the rest again
-        strokes = _stroke_blobs(strong, h)
+        strokes = _stroke_blobs(r, h)
         stats = _line_stats(strokes, gap)
     widths, heights = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     lines = np.flatnonzero((heights >= 3) & (heights <= 0.2 * h) & (widths >= 1.5 * heights))
@@ -285,15 +296,15 @@ def _sparse_stats(box: np.ndarray, labels: np.ndarray, n: int, pixels: int) -> n
     return stats
 
 
-def _stroke_blobs(mask: np.ndarray, h: int) -> np.ndarray:
-    """Stroke pixels in blobs no taller than a text line: long edges of anatomy drop out."""
-    blobs = label_components(mask)
-    stats = blobs.stats
+def _stroke_blobs(r: Rendering, h: int) -> np.ndarray:
+    """The rendering's stroke pixels in blobs no taller than a text line: long edges of anatomy drop out."""
+    blobs, other_view = r.stroke_components()
+    stats = blobs.stats[:, [1, 0, 3, 2, 4]] if other_view else blobs.stats  # x and y, width and height swapped
     bbox = stats[:, cv2.CC_STAT_HEIGHT] * stats[:, cv2.CC_STAT_WIDTH]
     keep = (stats[:, cv2.CC_STAT_HEIGHT] <= 0.2 * h) & (stats[:, cv2.CC_STAT_AREA] >= 3) & \
            (stats[:, cv2.CC_STAT_AREA] >= 0.1 * bbox)
     keep[0] = False
-    return blobs.kept(keep)
+    return cv2.transpose(blobs.kept(keep)) if other_view else blobs.kept(keep)
 
 
 def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray, relative: bool = False) -> bool:

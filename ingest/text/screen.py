@@ -18,7 +18,7 @@ import numpy as np
 from catalog.text_screening import TEXT_DETECTOR
 from ingest.reasons import Quarantine
 from ingest.text.candidates import Box, merged, overlap, to_uint8, windowed
-from ingest.text.ocr import MIN_SCORE, TextLine, read_lines
+from ingest.text.ocr import MIN_SCORE, Reading, TextLine, read_lines
 from ingest.text.oriented import CandidateSet, candidate_sets
 
 DETECTOR_VERSION = TEXT_DETECTOR  # recorded per image; the export's clean-pixel claim rests on it
@@ -110,9 +110,10 @@ def _text_in(view: np.ndarray, region: Box, candidates: list[Box], c: CandidateS
         # line (in anatomy) and show the faint one, on its flat border, as black. Not where OCR's detector found
         # nothing text-like at all in this one (a clean image's candidate, mostly: on the bench's text images the
         # next rendering never read a line then)
-        lines, detected = _read_turned(gray, line_height, c.turned)
-        found += [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1) for ln in lines]
-        if not detected or (found and all(any(overlap(b, f) for f in found) for b in inside)):
+        reading = _read_turned(gray, line_height, c.turned)
+        found += [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1)
+                  for ln in reading.lines]
+        if not reading.detected or (found and all(any(overlap(b, f) for f in found) for b in inside)):
             break
     # a line the detector is sure of (two flat classes crossed like characters) is masked even unread, also where
     # OCR read another line of the region (an outlined bold line can read while the one beside it does not)
@@ -139,9 +140,9 @@ def _crop_renderings(crop: np.ndarray, view: np.ndarray, inside: list[Box], narr
     yield to_uint8(crop, 1, 99.5)
 
 
-def _read_turned(gray: np.ndarray, line_height: int, turned: bool) -> tuple[list[TextLine], int]:
-    """(lines read at the turns the set's axis allows, in the crop's coordinates; regions OCR's detector found).
-    Where the detector finds no text-like region at all at the first turn, the second (the crop turned half-way
+def _read_turned(gray: np.ndarray, line_height: int, turned: bool) -> Reading:
+    """Lines read at the turns the set's axis allows, in the crop's coordinates (and the regions OCR's detector
+    found). Where the detector finds no text-like region at all at the first turn, the second (the crop turned half-way
     round: the same strokes) is not read: on a clean image's candidate that halves OCR's cost."""
     h, w = gray.shape
     detected = 0
@@ -150,12 +151,12 @@ def _read_turned(gray: np.ndarray, line_height: int, turned: bool) -> tuple[list
         reading = read_lines(np.ascontiguousarray(image), line_height, accept=lambda ln: is_text(ln, h))
         detected += reading.detected
         if reading.lines:
-            return [TextLine(h - ln.y1 if flip_y else ln.y0, w - ln.x1 if flip_x else ln.x0,
-                             h - ln.y0 if flip_y else ln.y1, w - ln.x0 if flip_x else ln.x1, ln.text, ln.score)
-                    for ln in reading.lines], detected
+            return Reading([TextLine(h - ln.y1 if flip_y else ln.y0, w - ln.x1 if flip_x else ln.x0,
+                                     h - ln.y0 if flip_y else ln.y1, w - ln.x0 if flip_x else ln.x1, ln.text, ln.score)
+                            for ln in reading.lines], detected)
         if not reading.detected:
             break
-    return [], detected
+    return Reading([], detected)
 
 
 def _masked(pixels: np.ndarray, boxes: list[Box]) -> np.ndarray:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ingest.text.candidates import Box, label_components, stroke_kernel
+from ingest.text.candidates import Box, stroke_kernel
+from ingest.text.components import label_components
 
 FLAT_LEVELS = 4.0  # a region whose local spread is under this many grey levels of the whole-range window is flat
 NOISE_LEVELS = 1.0  # ... and whose noise is under this many

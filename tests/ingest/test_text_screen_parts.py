@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ingest.text import ocr
-from ingest.text.candidates import Rendering, _stroke_blobs, label_components
+from ingest.text.candidates import Rendering, _stroke_blobs
+from ingest.text.components import label_components
 
 
 def masks():

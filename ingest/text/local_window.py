@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ingest.text.candidates import Box, label_components, stroke_kernel
+from ingest.text.candidates import Box, stroke_kernel
+from ingest.text.components import label_components
 
 FLAT_LEVELS = 4.0  # a region whose local spread is under this many grey levels of the whole-range window is flat
 NOISE_LEVELS = 1.0  # ... and whose noise is under this many
@@ -75,22 +76,33 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     # what was joined (a label's own spread is no noise) is shown at the noise of the quiet part it joins
     quiet_noise = float(np.median(noise_q[quiet_q]))
     noise_q = np.where(flat_q & ~quiet_q, quiet_noise, noise_q).astype(np.float32)
-    noise = cv2.resize(noise_q, (w, h), interpolation=cv2.INTER_LINEAR)
+    noise = _full_size_floor(noise_q, (w, h))
     # the band's level without the text's pull, found in two steps: within the plain noise estimate (which the text
     # inflates: wide enough to keep the band's own pixels about a pulled mean), then within the band's own noise
     mean_q = _mean_without_outliers(raw, mean_q, noise, kq, flat_q)
     robust_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
     if robust_q is not noise_q:
-        noise = cv2.resize(robust_q, (w, h), interpolation=cv2.INTER_LINEAR)
+        noise = _full_size_floor(robust_q, (w, h))
         mean_q = _mean_without_outliers(raw, mean_q, noise, kq, flat_q)
     mean = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     # shown after a 3x3 blur: a stroke of text keeps most of its contrast, pixel noise falls to about half, so the
     # noise's own peaks stay under the detector's stroke contrast
-    f = cv2.GaussianBlur(raw, (3, 3), 0)
-    local = np.clip((f - mean) * (255.0 / FLAT_NOISE_WINDOWS) / np.maximum(noise, 1.0), -128, 127)
-    return NarrowView((128 + local * weight).astype(np.uint8), weight)
+    # (in place: each full-size float temporary costs as much as the arithmetic)
+    local = cv2.GaussianBlur(raw, (3, 3), 0)
+    local -= mean
+    local *= 255.0 / FLAT_NOISE_WINDOWS
+    local /= noise
+    np.clip(local, -128, 127, out=local)
+    local *= weight
+    local += 128
+    return NarrowView(local.astype(np.uint8), weight)
+
+
+def _full_size_floor(noise_q: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The quarter-size noise at full size, at least one level (a window narrower than a level shows nothing)."""
+    return cv2.max(cv2.resize(noise_q, size, interpolation=cv2.INTER_LINEAR), 1.0)
 
 
 def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quiet_noise: float, k: int
@@ -141,9 +153,9 @@ def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarra
 
 def _inlier_mean(raw: np.ndarray, centre: np.ndarray, noise: np.ndarray, grid: np.ndarray, kq: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The local mean, on the quarter-size `grid`, of the pixels within OUTLIER noise widths of `centre` (full
-    size), and their share."""
-    inlier = cv2.compare(cv2.absdiff(raw, centre), cv2.multiply(np.maximum(noise, 1.0), OUTLIER), cv2.CMP_LT)
+    """The local mean, on the quarter-size `grid`, of the pixels within OUTLIER noise widths (`noise`, at least a
+    level) of `centre` (full size), and their share."""
+    inlier = cv2.compare(cv2.absdiff(raw, centre), cv2.multiply(noise, OUTLIER), cv2.CMP_LT)
     return _masked_mean(raw, inlier, grid.shape[::-1], kq)
 
 
@@ -195,7 +207,8 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, core: np.ndarray, factor: 
     polarity side by side. Taller than wide: a turned label."""
     h, w = strong.shape
     mask = strong & core
-    n, labels, stats, _ = label_components(mask)
+    glyphs_of = label_components(mask)
+    n, stats = glyphs_of.count, glyphs_of.stats
     bh, bw, area = stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_AREA]
     # small serif text joins its letters into word blobs: a blob no taller than a line and filled like letters counts
     # as one character per line height of its width
@@ -205,19 +218,19 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, core: np.ndarray, factor: 
     glyph[0] = False
     count = glyph.astype(np.int64)
     for i in np.flatnonzero(glyph & word):
-        count[i] = _letters_in(labels, stats[i], i)
+        count[i] = _letters_in(glyphs_of.of(i))
     if count.sum() < MIN_GLYPHS:
         return []
-    # per stroke pixel, not per pixel of the image: strokes are a few percent of it
-    pixels = np.flatnonzero(mask)
-    label_of = labels.ravel()[pixels]
-    bright = np.bincount(label_of, weights=gray.ravel()[pixels], minlength=n) / np.maximum(area, 1) > 128
-    glyphs = np.zeros(h * w, np.uint8)
-    glyphs[pixels[glyph[label_of]]] = 1
+    # per stroke pixel (all within the labelled box), not per pixel of the image: strokes are a few percent of it
+    x0, y0, w0, h0 = glyphs_of.box
+    stroke = glyphs_of.box_labels > 0
+    bright = np.bincount(glyphs_of.box_labels[stroke], weights=gray[y0:y0 + h0, x0:x0 + w0][stroke],
+                         minlength=n) / np.maximum(area, 1) > 128
     gap = max(3, int(round(h * 0.012)))
-    joined = cv2.dilate(glyphs.reshape(h, w), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1,) * 2))
-    m, rows, row_stats, _ = label_components(joined)
-    row_of = rows[stats[:, cv2.CC_STAT_TOP] + bh // 2, stats[:, cv2.CC_STAT_LEFT] + bw // 2]
+    joined = cv2.dilate(glyphs_of.kept(glyph), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1,) * 2))
+    rows_of = label_components(joined)
+    m, row_stats = rows_of.count, rows_of.stats
+    row_of = rows_of.at(stats[:, cv2.CC_STAT_TOP] + bh // 2, stats[:, cv2.CC_STAT_LEFT] + bw // 2)
     # letters per row, of each polarity (one pass over the glyphs: texture can make hundreds of rows)
     on_row = row_of * glyph
     letters_on = np.bincount(on_row, weights=count, minlength=m)
@@ -239,12 +252,11 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, core: np.ndarray, factor: 
     return boxes
 
 
-def _letters_in(labels: np.ndarray, stat: np.ndarray, i: int) -> int:
-    """How many letters a long blob holds, from how often a line along it crosses a stroke (a letter crosses
-    two to four times; the edge of a smooth patch, twice in all)."""
-    x, y, w, h = stat[:4].tolist()
-    blob = (labels[y:y + h, x:x + w] == i).astype(np.int8)
-    crossings = np.count_nonzero(np.diff(blob, axis=1 if w >= h else 0)) / max(min(w, h), 1)
+def _letters_in(blob: np.ndarray) -> int:
+    """How many letters a long blob (0/1 in its box) holds, from how often a line along it crosses a stroke (a
+    letter crosses two to four times; the edge of a smooth patch, twice in all)."""
+    h, w = blob.shape
+    crossings = np.count_nonzero(np.diff(blob.astype(np.int8), axis=1 if w >= h else 0)) / max(min(w, h), 1)
     return max(1, int(crossings // 3))
 
 

@@ -56,8 +56,10 @@ class Reading:
 
 
 def read_lines(gray: np.ndarray, line_height: int, accept=lambda line: True) -> Reading:
-    """Accepted text lines in an 8-bit crop: as it is, and inverted when that finds none (the
-    models read dark-on-light best; light overlays often read only once inverted)."""
+    """Accepted text lines in an 8-bit crop: as it is, and inverted when the detector found regions there but none
+    read as text (the recogniser reads dark-on-light best; light overlays can read only once inverted). Where the
+    detector finds no region at all the inverse is not read: the detector finds text of either polarity (on the
+    bench's 280 text images, 399 crops: the inverse never read a line the crop itself did not)."""
     scale = float(np.clip(TARGET_LINE_PX / max(line_height, 1), 0.25, 6.0))
     scale = min(scale, MAX_SIDE / max(gray.shape))
     big = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale != 1 else gray
@@ -68,6 +70,8 @@ def read_lines(gray: np.ndarray, line_height: int, accept=lambda line: True) -> 
         detected += len(found)
         if lines := [ln for ln in found if accept(ln)]:
             return Reading(lines, detected)
+        if not found:
+            break
     return Reading([], detected)
 
 

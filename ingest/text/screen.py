@@ -18,7 +18,7 @@ import numpy as np
 from catalog.text_screening import TEXT_DETECTOR
 from ingest.reasons import Quarantine
 from ingest.text.candidates import Box, merged, overlap, to_uint8, windowed
-from ingest.text.ocr import MIN_SCORE, TextLine, read_lines
+from ingest.text.ocr import MIN_SCORE, Reading, TextLine, read_lines
 from ingest.text.oriented import CandidateSet, candidate_sets
 
 DETECTOR_VERSION = TEXT_DETECTOR  # recorded per image; the export's clean-pixel claim rests on it
@@ -107,10 +107,13 @@ def _text_in(view: np.ndarray, region: Box, candidates: list[Box], c: CandidateS
     found: list[Box] = []
     for gray in _crop_renderings(crop, view, inside, c.narrow):
         # the next rendering too while a candidate is left unread: the crop's own window can read a neighbouring
-        # line (in anatomy) and show the faint one, on its flat border, as black
+        # line (in anatomy) and show the faint one, on its flat border, as black. Not where OCR's detector found
+        # nothing text-like at all in this one (a clean image's candidate, mostly: on the bench's text images the
+        # next rendering never read a line then)
+        reading = _read_turned(gray, line_height, c.turned)
         found += [Box(region.y0 + ln.y0, region.x0 + ln.x0, region.y0 + ln.y1, region.x0 + ln.x1)
-                  for ln in _read_turned(gray, line_height, c.turned)]
-        if found and all(any(overlap(b, f) for f in found) for b in inside):
+                  for ln in reading.lines]
+        if not reading.detected or (found and all(any(overlap(b, f) for f in found) for b in inside)):
             break
     # a line the detector is sure of (two flat classes crossed like characters) is masked even unread, also where
     # OCR read another line of the region (an outlined bold line can read while the one beside it does not)
@@ -137,21 +140,23 @@ def _crop_renderings(crop: np.ndarray, view: np.ndarray, inside: list[Box], narr
     yield to_uint8(crop, 1, 99.5)
 
 
-def _read_turned(gray: np.ndarray, line_height: int, turned: bool) -> list[TextLine]:
-    """Lines read at the turns the set's axis allows, in the crop's coordinates. Where the detector finds no
-    text-like region at all at the first turn, the second (the crop turned half-way round: the same strokes) is
-    not read: on a clean image's candidate that halves OCR's cost."""
+def _read_turned(gray: np.ndarray, line_height: int, turned: bool) -> Reading:
+    """Lines read at the turns the set's axis allows, in the crop's coordinates (and the regions OCR's detector
+    found). Where the detector finds no text-like region at all at the first turn, the second (the crop turned half-way
+    round: the same strokes) is not read: on a clean image's candidate that halves OCR's cost."""
     h, w = gray.shape
+    detected = 0
     for flip_y, flip_x in _TURNS[turned]:
         image = gray[::-1 if flip_y else 1, ::-1 if flip_x else 1]
         reading = read_lines(np.ascontiguousarray(image), line_height, accept=lambda ln: is_text(ln, h))
+        detected += reading.detected
         if reading.lines:
-            return [TextLine(h - ln.y1 if flip_y else ln.y0, w - ln.x1 if flip_x else ln.x0,
-                             h - ln.y0 if flip_y else ln.y1, w - ln.x0 if flip_x else ln.x1, ln.text, ln.score)
-                    for ln in reading.lines]
+            return Reading([TextLine(h - ln.y1 if flip_y else ln.y0, w - ln.x1 if flip_x else ln.x0,
+                                     h - ln.y0 if flip_y else ln.y1, w - ln.x0 if flip_x else ln.x1, ln.text, ln.score)
+                            for ln in reading.lines], detected)
         if not reading.detected:
             break
-    return []
+    return Reading([], detected)
 
 
 def _masked(pixels: np.ndarray, boxes: list[Box]) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""The text screen's parts that trade work for speed keep their answers: connected components labelled within a
+mask's bounding box (and statistics from a sparse mask's pixels alone) match OpenCV's labelling of the whole mask;
+stroke blobs labelled once serve both orientations; OCR reads a crop's inverse only where its detector found a
+region that did not read."""
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from ingest.text import ocr
+from ingest.text.candidates import Rendering, _stroke_blobs
+from ingest.text.components import label_components
+
+
+def masks():
+    rng = np.random.default_rng(7)
+    sparse = np.zeros((300, 400), np.uint8)
+    for y, x in rng.integers(0, (290, 390), (40, 2)):  # a few strokes over the whole image: the sparse path
+        sparse[y:y + rng.integers(1, 9), x:x + rng.integers(1, 9)] = 1
+    dense = (rng.random((300, 400)) < 0.3).astype(np.uint8)  # noise: OpenCV's own statistics
+    corner = np.zeros((300, 400), np.uint8)
+    corner[250:, 330:] = dense[250:, 330:]
+    return {"sparse": sparse, "dense": dense, "corner": corner, "empty": np.zeros((300, 400), np.uint8)}
+
+
+@pytest.mark.parametrize("name", ["sparse", "dense", "corner", "empty"])
+def test_components_match_labelling_the_whole_mask(name):
+    mask = masks()[name]
+    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    got = label_components(mask)
+    assert got.count == n
+    np.testing.assert_array_equal(got.stats[1:], stats[1:])
+    ys, xs = np.nonzero(np.ones_like(mask))
+    np.testing.assert_array_equal(got.at(ys, xs).reshape(mask.shape), labels)
+    keep = np.arange(n) % 2 == 1
+    np.testing.assert_array_equal(got.kept(keep), keep[labels].astype(np.uint8))
+    for i in range(1, min(n, 20)):
+        x, y, w, h = stats[i, :4]
+        np.testing.assert_array_equal(got.of(i), (labels[y:y + h, x:x + w] == i).astype(np.uint8))
+
+
+def test_stroke_blobs_labelled_once_serve_both_orientations():
+    rng = np.random.default_rng(3)
+    gray = np.full((256, 320), 100, np.uint8)
+    gray[20:200, 40:43] = 220  # a long edge: taller than a text line, dropped in rows, kept across
+    for x in range(60, 300, 9):  # a row of short strokes: kept either way round
+        gray[120:128, x:x + 2] = 230
+    gray = cv2.add(gray, rng.integers(0, 3, gray.shape, dtype=np.uint8))
+    r = Rendering.of(gray, 1.0)
+    rows = _stroke_blobs(r, r.gray.shape[0])
+    across = _stroke_blobs(r.transposed(), r.gray.shape[1])  # labelled in the other view, transposed
+    fresh = Rendering.of(cv2.transpose(gray), 1.0)
+    np.testing.assert_array_equal(across, _stroke_blobs(fresh, fresh.gray.shape[0]))
+    np.testing.assert_array_equal(rows, _stroke_blobs(fresh.transposed(), fresh.gray.shape[1]))
+    assert rows[100, 41] == 0 and across[41, 100] == 1  # the edge: a stroke blob only across
+    assert rows[124, 60] == 1 and across[60, 124] == 1
+
+
+class FakeEngine:
+    """RapidOCR at the edge: what its detector and recogniser return per call, in order."""
+
+    def __init__(self, *answers):
+        self.answers, self.calls = list(answers), 0
+
+    def __call__(self, image):
+        self.calls += 1
+        boxes, texts = self.answers.pop(0)
+        return SimpleNamespace(boxes=boxes, txts=texts, scores=tuple(0.99 for _ in texts)) if boxes else None
+
+
+def quad(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+
+
+@pytest.mark.parametrize("answers,calls,lines", [
+    ([([], ())], 1, 0),  # nothing detected: the inverse is not read
+    ([([quad(20, 20, 90, 40)], ("#~",)), ([quad(20, 20, 90, 40)], ("ABC123",))], 2, 1),  # detected, unread: inverse
+    ([([quad(20, 20, 90, 40)], ("ABC123",))], 1, 1),  # read at once
+])
+def test_the_inverse_is_read_only_where_the_detector_found_something(monkeypatch, answers, calls, lines):
+    fake = FakeEngine(*answers)
+    monkeypatch.setattr(ocr, "engine", lambda: fake)
+    reading = ocr.read_lines(np.zeros((40, 160), np.uint8), 16, accept=lambda ln: ln.characters >= 3)
+    assert fake.calls == calls
+    assert len(reading.lines) == lines
+    assert reading.detected == sum(len(b) for b, _ in answers[:calls])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ingest.text.components import Components, label_components
+from ingest.text.components import Components, label_components, row_boxes
 
 WORK_SIDE = 1024  # text of 1% of the image height is ~10 px here, still a row of strokes
 LOW_PCT, HIGH_PCT = 0.5, 99.5  # the whole image's robust window: a few saturated or dead pixels do not set it
@@ -221,9 +221,9 @@ def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray,
 
 
 def _line_stats(strokes: np.ndarray, gap: int) -> np.ndarray:
-    """Bounding boxes of rows of strokes: characters closer than `gap` joined."""
-    rows = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))
-    return label_components(rows).stats
+    """Bounding boxes (x, y, width, height, as OpenCV's component statistics) of rows of strokes: characters closer
+    than `gap` joined."""
+    return row_boxes(strokes, gap)
 
 
 def _stroke_blobs(r: Rendering, h: int) -> np.ndarray:

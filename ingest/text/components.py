@@ -50,9 +50,7 @@ class Components:
 
 
 def label_components(mask: np.ndarray) -> Components:
-    x, y, w, h = cv2.boundingRect(mask)
-    if w == 0:  # no pixel set: one background pixel labelled
-        w = h = 1
+    x, y, w, h = _set_box(mask)
     box = np.ascontiguousarray(mask[y:y + h, x:x + w])
     pixels = cv2.countNonZero(box)
     # Grana's block-based labelling: 3x faster than OpenCV's default on images this small
@@ -64,6 +62,16 @@ def label_components(mask: np.ndarray) -> Components:
     stats[:, cv2.CC_STAT_LEFT] += x
     stats[:, cv2.CC_STAT_TOP] += y
     return Components(n, stats, labels, (x, y, w, h), mask.shape)
+
+
+def _set_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The bounding box (x, y, width, height) of the mask's set pixels, from even coordinates: Grana's labelling
+    scans 2 x 2 blocks, and its labels come out numbered as for the whole mask only where the blocks line up. At
+    least one pixel."""
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0:
+        return 0, 0, 1, 1
+    return x - x % 2, y - y % 2, w + x % 2, h + y % 2
 
 
 def _sparse_stats(box: np.ndarray, labels: np.ndarray, n: int, pixels: int) -> np.ndarray:
@@ -83,4 +91,27 @@ def _sparse_stats(box: np.ndarray, labels: np.ndarray, n: int, pixels: int) -> n
     stats[1:, cv2.CC_STAT_WIDTH] = np.maximum.reduceat(xs, starts) - x0 + 1
     stats[1:, cv2.CC_STAT_HEIGHT] = np.maximum.reduceat(ys, starts) - y0 + 1
     stats[1:, cv2.CC_STAT_AREA] = np.diff(np.r_[starts, len(of)])
+    return stats
+
+
+def row_boxes(strokes: np.ndarray, gap: int) -> np.ndarray:
+    """The bounding boxes (x, y, width, height: OpenCV's first four statistics, label 0 the background) of the
+    8-connected components of `strokes` dilated by `gap` pixels along the rows. The dilated mask is dense where the
+    strokes are sparse, and OpenCV's statistics visit all of it; but each row's box is its strokes' box widened by
+    `gap` on each side (a stroke pixel grows into a run, clipped at the image's edge), so sparse strokes are measured
+    on their own pixels and only labelled on the dilated mask."""
+    rows = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))
+    x, y, w, h = _set_box(rows)
+    seeds = np.ascontiguousarray(strokes[y:y + h, x:x + w])
+    pixels = cv2.countNonZero(seeds)
+    if pixels * SPARSE > w * h:
+        return label_components(rows).stats[:, :4]
+    n, labels = cv2.connectedComponentsWithAlgorithm(np.ascontiguousarray(rows[y:y + h, x:x + w]), 8, cv2.CV_32S,
+                                                     cv2.CCL_GRANA)
+    stats = _sparse_stats(seeds, labels, n, pixels)[:, :4]  # the strokes' own boxes, per row
+    left = np.maximum(stats[1:, cv2.CC_STAT_LEFT] + x - gap, 0)
+    right = np.minimum(stats[1:, cv2.CC_STAT_LEFT] + stats[1:, cv2.CC_STAT_WIDTH] - 1 + x + gap, strokes.shape[1] - 1)
+    stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_WIDTH] = left, right - left + 1
+    stats[1:, cv2.CC_STAT_TOP] += y
+    stats[0] = (x, y, w, h)
     return stats

@@ -11,7 +11,7 @@ import pytest
 
 from ingest.text import ocr
 from ingest.text.candidates import Rendering, _stroke_blobs
-from ingest.text.components import label_components
+from ingest.text.components import label_components, row_boxes
 
 
 def masks():
@@ -22,10 +22,12 @@ def masks():
     dense = (rng.random((300, 400)) < 0.3).astype(np.uint8)  # noise: OpenCV's own statistics
     corner = np.zeros((300, 400), np.uint8)
     corner[250:, 330:] = dense[250:, 330:]
-    return {"sparse": sparse, "dense": dense, "corner": corner, "empty": np.zeros((300, 400), np.uint8)}
+    odd = np.zeros_like(sparse)  # set pixels from an odd row and column: Grana's 2 x 2 blocks must still line up
+    odd[3:, 1:] = sparse[:-3, :-1]
+    return {"sparse": sparse, "dense": dense, "corner": corner, "odd": odd, "empty": np.zeros((300, 400), np.uint8)}
 
 
-@pytest.mark.parametrize("name", ["sparse", "dense", "corner", "empty"])
+@pytest.mark.parametrize("name", ["sparse", "dense", "corner", "odd", "empty"])
 def test_components_match_labelling_the_whole_mask(name):
     mask = masks()[name]
     n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
@@ -39,6 +41,18 @@ def test_components_match_labelling_the_whole_mask(name):
     for i in range(1, min(n, 20)):
         x, y, w, h = stats[i, :4]
         np.testing.assert_array_equal(got.of(i), (labels[y:y + h, x:x + w] == i).astype(np.uint8))
+
+
+@pytest.mark.parametrize("name", ["sparse", "dense", "corner", "odd", "empty"])
+@pytest.mark.parametrize("gap", [3, 12])
+def test_row_boxes_match_labelling_the_dilated_mask(name, gap):
+    strokes = masks()[name].copy()
+    strokes[5, 0] = strokes[290, 399] = 1 if name != "empty" else 0  # strokes at the edges: their runs are clipped
+    rows = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))
+    n, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(rows, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    got = row_boxes(strokes, gap)
+    assert len(got) == n
+    np.testing.assert_array_equal(got[1:], stats[1:, :4])
 
 
 def test_stroke_blobs_labelled_once_serve_both_orientations():

@@ -171,14 +171,14 @@ def line_boxes(r: Rendering) -> list[Box]:
     if not strong.any():  # most images: no thin structure of text-like contrast at all
         return []
     gap = max(3, int(round(h * 0.012)))
-    stats = _line_stats(strong, gap)
+    stats = row_boxes(strong, gap)  # rows of strokes: characters closer than `gap` joined
     strokes = strong
     boxes = []
     if (stats[1:, cv2.CC_STAT_HEIGHT] > 0.2 * h).any():
         # rows that anatomy (a bone edge, noisy texture) joined into something taller than text: drop the tall and
         # sparse stroke blobs and group the rest again
         strokes = _stroke_blobs(r, h)
-        stats = _line_stats(strokes, gap)
+        stats = row_boxes(strokes, gap)
     widths, heights = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     lines = np.flatnonzero((heights >= 3) & (heights <= 0.2 * h) & (widths >= 1.5 * heights))
     for x, y, w, hh in stats[lines[lines > 0], :4].tolist():
@@ -218,12 +218,6 @@ def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray,
             else:
                 spans.append((x0, x0 + 4 * hh))
     return spans
-
-
-def _line_stats(strokes: np.ndarray, gap: int) -> np.ndarray:
-    """Bounding boxes (x, y, width, height, as OpenCV's component statistics) of rows of strokes: characters closer
-    than `gap` joined."""
-    return row_boxes(strokes, gap)
 
 
 def _stroke_blobs(r: Rendering, h: int) -> np.ndarray:

@@ -30,7 +30,8 @@ class CandidateSet:
 def candidate_sets(pixels) -> list[CandidateSet]:
     small, factor = reduce(pixels)
     lo, hi = percentile_window(small)
-    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [])]
+    # (narrow, rendering, stroke rows, whether its lines may be masked unread)
+    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [], True)]
     local = narrow_window_rendering(small, lo, hi)
     if local is not None:
         core = local.core()
@@ -38,16 +39,16 @@ def candidate_sets(pixels) -> list[CandidateSet]:
         # rows of strokes in a flat border, whatever their classes look like (thin serifs): masked even unread
         rows = [b for strokes, letters in ((r.strong, False), (letter_pixels(local.gray), True)) if strokes.any()
                 for b in stroke_rows(local.gray, strokes, core, factor, letters)]
-        renderings.append((True, r, rows))
+        renderings.append((True, r, rows, True))
     # a label at the image's extreme value over anatomy almost as bright: read at its own pixels' window, like a
     # narrow-window candidate; never masked unread (its rendering is two-level by construction, sure of anything)
-    extreme = extreme_value_renderings(small, lo, hi, factor)
-    renderings += [(True, r, []) for r in extreme]
+    renderings += [(True, r, [], False) for r in extreme_value_renderings(small, lo, hi, factor)]
     sets = []
-    for narrow, r, rows in renderings:
-        sets.append(CandidateSet(False, narrow, line_boxes(r) + [b for b in rows if b.width >= b.height]))
+    for narrow, r, rows, may_be_sure in renderings:
+        lines = line_boxes(r)
         across = [b.transposed() for b in line_boxes(r.transposed())] if r.strong.any() else []
+        if not may_be_sure:
+            lines, across = ([replace(b, sure=False) for b in boxes] for boxes in (lines, across))
+        sets.append(CandidateSet(False, narrow, lines + [b for b in rows if b.width >= b.height]))
         sets.append(CandidateSet(True, narrow, across + [b for b in rows if b.width < b.height]))
-        if any(r is e for e in extreme):
-            sets[-2:] = [CandidateSet(c.turned, c.narrow, [replace(b, sure=False) for b in c.boxes]) for c in sets[-2:]]
     return [s for s in sets if s.boxes]

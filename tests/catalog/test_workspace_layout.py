@@ -95,7 +95,6 @@ def test_an_evaluation_folder_names_its_workspace_only_where_it_lies_in_one(tmp_
     assert Workspace.of_eval(copied) is None
 
 
-
 def test_a_shard_set_names_its_workspace_only_where_it_lies_in_one(tmp_path):
     ws = Workspace.open(tmp_path / "w")
     (ws.shard_sets_dir / "knees").mkdir(parents=True)

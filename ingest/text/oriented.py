@@ -30,8 +30,8 @@ class CandidateSet:
 def candidate_sets(pixels) -> list[CandidateSet]:
     small, factor = reduce(pixels)
     lo, hi = percentile_window(small)
-    # (narrow, rendering, stroke rows, whether its lines may be masked unread)
-    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [], True)]
+    # (narrow, rendering, stroke rows, whether its lines may be masked unread, the lines of its rows)
+    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [], True, None)]
     local = narrow_window_rendering(small, lo, hi)
     if local is not None:
         core = local.core()
@@ -39,14 +39,16 @@ def candidate_sets(pixels) -> list[CandidateSet]:
         # rows of strokes in a flat border, whatever their classes look like (thin serifs): masked even unread
         rows = [b for strokes, letters in ((r.strong, False), (letter_pixels(local.gray), True)) if strokes.any()
                 for b in stroke_rows(local.gray, strokes, core, factor, letters)]
-        renderings.append((True, r, rows, True))
+        renderings.append((True, r, rows, True, None))
     # a label at the image's extreme value over anatomy almost as bright: read at its own pixels' window, like a
     # narrow-window candidate; never masked unread (its rendering is two-level by construction, sure of anything)
-    renderings += [(True, r, [], False) for r in extreme_value_renderings(small, lo, hi, factor)]
+    renderings += [(True, e.rendering, [], False, e.lines) for e in extreme_value_renderings(small, lo, hi, factor)]
     sets = []
-    for narrow, r, rows, may_be_sure in renderings:
+    for narrow, r, rows, may_be_sure, split in renderings:
         lines = line_boxes(r)
         across = [b.transposed() for b in line_boxes(r.transposed())] if r.strong.any() else []
+        if split is not None:
+            lines, across = split(lines), split(across)
         if not may_be_sure:
             lines, across = ([replace(b, sure=False) for b in boxes] for boxes in (lines, across))
         sets.append(CandidateSet(False, narrow, lines + [b for b in rows if b.width >= b.height]))

@@ -47,7 +47,8 @@ def extreme_value_renderings(small: np.ndarray, lo: int, hi: int, factor: float)
             continue
         light = extreme == top
         near = cv2.compare(small, extreme - level if light else extreme + level, cv2.CMP_GE if light else cv2.CMP_LE)
-        box = _label_box(near)
+        near = _label_pixels(near)
+        box = None if near is None else _label_box(near)
         if box is None:
             continue
         gray = windowed(small, min(hi, int(top - WINDOW_LEVELS * level)), top) if light else \
@@ -58,13 +59,26 @@ def extreme_value_renderings(small: np.ndarray, lo: int, hi: int, factor: float)
     return out
 
 
-def _label_box(near: np.ndarray):
-    """The slice of the box around the extreme pixels `near` (0/255), padded, if they look like a label; else None."""
+def _label_pixels(near: np.ndarray) -> np.ndarray | None:
+    """The extreme pixels `near` (0/255) if they are thin strokes, a few hundred or more; else None. Where a
+    saturated patch holds some of them (the background clipped at the image's edge, beside a dark label), the
+    strokes apart from it are judged alone."""
     n = cv2.countNonZero(near)
     if n < MIN_LABEL_PIXELS:
         return None
-    if cv2.countNonZero(cv2.erode(near, np.ones((3, 3), np.uint8))) > MAX_THICK_SHARE * n:
+    thick = cv2.erode(near, np.ones((3, 3), np.uint8))
+    if cv2.countNonZero(thick) <= MAX_THICK_SHARE * n:
+        return near
+    apart = cv2.subtract(near, cv2.dilate(thick, np.ones((5, 5), np.uint8)))
+    n = cv2.countNonZero(apart)
+    if n < MIN_LABEL_PIXELS or cv2.countNonZero(cv2.erode(apart, np.ones((3, 3), np.uint8))) > MAX_THICK_SHARE * n:
         return None
+    return apart
+
+
+def _label_box(near: np.ndarray):
+    """The slice of the box around the label's pixels `near` (0/255), padded, if they lie in a small box; else
+    None."""
     x, y, w, h = cv2.boundingRect(near)
     pad = max(4, min(w, h) // 2)
     if w * h > MAX_BOX_SHARE * near.size:

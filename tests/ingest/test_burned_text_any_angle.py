@@ -207,3 +207,59 @@ def test_a_label_at_the_top_of_the_range_over_bright_bone_reads_no_more_at_any_w
     assert len(readable(shown, top)) >= 2, "plain at a window over the top of the range"
     result = screen(shown)
     assert result.cleaned and readable(result.pixels, top) == [] and readable(result.pixels) == []
+
+
+@pytest.mark.slow
+def test_a_label_at_the_top_of_the_range_reads_no_more_though_specks_of_bone_reach_the_top_too():
+    """The bench's u0071: as u0029 (above), but a speck of bone far below the label reaches its value too, so the
+    box of the pixels at the top spans 8% of the image (the label's alone, 1.5%): the label's own cluster is read."""
+    shown, _ = burn(_bright_bone_on_top(1024), [NAME, f"ID {PID}  1949-07-03"],
+                    TextStyle(height=0.015, corner="top", value=1.05))
+    shown[300:303, 500:506] = shown.max()
+    top = (3300, int(shown.max()))
+    assert len(readable(shown, top)) >= 2, "plain at a window over the top of the range"
+    result = screen(shown)
+    assert result.cleaned and readable(result.pixels, top) == [] and readable(result.pixels) == []
+
+
+def _dark_left_edge(image: np.ndarray, cols: int = 60, seed: int = 6) -> np.ndarray:
+    """Soft tissue darkening towards the left edge and towards the bottom, clipped at zero in the bottom-left corner."""
+    h = image.shape[0]
+    y, x = np.mgrid[0:h, 0:cols].astype(np.float32)
+    noise = cv2.GaussianBlur(np.random.default_rng(seed).normal(0, 1, (h, cols)).astype(np.float32), (0, 0), 1.5)
+    out = image.astype(np.float32)
+    out[:, :cols] = np.minimum(out[:, :cols], x * 12 + (h - y) * 0.6 - 40 + 30 * noise)
+    return np.clip(out, 0, 65535).astype(image.dtype)
+
+
+@pytest.mark.slow
+def test_a_dark_label_at_the_bottom_of_the_range_beside_the_clipped_background_reads_no_more():
+    """The bench's t0010: small dark serif text at the image's minimum, turned along the left edge, over soft tissue
+    darkening to the edge, where the background is clipped at that minimum too. A quarter of the pixels at the minimum
+    are that clipped patch (thick, not strokes), so they did not look like a label; the label's strokes apart from it
+    do."""
+    shown, _ = burn_turned(_dark_left_edge(knee(512)), [NAME, f"ID {PID}  1949-07-03"],
+                           TextStyle(font="DejaVuSerif.ttf", height=0.015, polarity="dark", corner="top-left"), 1)
+    dark = (0, 700)
+    assert len(readable(shown, dark, quarters=1)) >= 2, "plain at a window over the bottom of the range"
+    result = screen(shown)
+    assert result.cleaned and readable(result.pixels, dark, quarters=1) == [] and readable(result.pixels, quarters=1) == []
+
+
+@pytest.mark.slow
+def test_faint_text_filling_a_thin_band_beside_a_large_noisier_flat_patch_reads_no_more_at_the_bands_window():
+    """The bench's f0025: light monospace fills a thin dark band along the right edge, turned. Every window across the
+    band holds some text, so its quiet cells there measure 7 times the band's noise; a large flat patch elsewhere
+    (saturated bone, at 13 levels of noise) set the image's median quiet noise just above that, so the text cells
+    were no outliers and the narrow window showed the text under the stroke contrast."""
+    image = knee(512)
+    rng = np.random.default_rng(7)
+    image[:200, :420] = np.clip(3900 + rng.normal(0, 13, (200, 420)), 0, 4095).astype(image.dtype)
+    image[:, 465:] = np.clip(207 + rng.normal(0, 1.5, (512, 47)), 0, 4095).astype(image.dtype)
+    shown, _ = burn_turned(image, [NAME, f"ID {PID}  1949-07-03"],
+                           TextStyle(font="DejaVuSansMono.ttf", height=0.03, corner="top-right", levels=55), 3)
+    narrow = (198, 271)
+    assert readable(shown, quarters=3) == [], "invisible at the whole range"
+    assert {"QUIMBLETON", "HYACINTH"} <= set(readable(shown, narrow, quarters=3)), "plain at the band's window"
+    result = screen(shown)
+    assert result.cleaned and readable(result.pixels, narrow, quarters=3) == []

@@ -5,7 +5,10 @@ dark soft tissue) the whole-range window shows it a few grey levels off its surr
 bone at 241 of 255), under the detector's stroke contrast; a window over the last few levels below the maximum shows
 it plainly. It is looked at only where the pixels at an extreme value look like a label: a few hundred of them
 beyond the whole-range window, in thin strokes (not a saturated patch), within a small box (not trabeculae saturated
-all over a phantom). Most images stop at a min/max and two counts.
+all over a phantom). Strokes beside a saturated patch (background clipped at the minimum, next to a dark label) are
+judged apart from it, and where a speck of bone at the same value widens the box, the cluster holding nearly all the
+pixels is the label. The label's lines, a few pixels apart, join into one candidate row; it is split into the lines
+its own pixels form, as OCR scales a crop to its candidates' height. Most images stop at a min/max and two counts.
 """
 
 from __future__ import annotations

@@ -105,15 +105,16 @@ def _quiet_noise(noise_q: np.ndarray, quiet_q: np.ndarray, flat_q: np.ndarray):
     own where that is well under it (a quarter-size map then). A thin border band is quiet at a level or two while a
     large flat patch elsewhere (saturated bone, at 8-10 times that noise) sets the median; a label filling the band
     is shown (and its inflated noise judged) at its own region's noise, not at the patch's."""
-    quiet_noise = float(np.median(noise_q[quiet_q]))
-    n, regions = cv2.connectedComponents(flat_q.astype(np.uint8), connectivity=4)
-    if n <= 2:  # one flat region: its own median
+    quiet = noise_q[quiet_q]
+    quiet_noise = float(np.median(quiet))
+    low = quiet < quiet_noise / INFLATED
+    if not low.any():  # no region of its own that quiet
         return quiet_noise
+    n, regions = cv2.connectedComponents(flat_q.astype(np.uint8), connectivity=4)
+    of_quiet = regions[quiet_q]
     own = np.full(n, quiet_noise, np.float32)
-    for i in range(1, n):
-        quiet = noise_q[quiet_q & (regions == i)]
-        if quiet.size:
-            own[i] = float(np.median(quiet))
+    for i in np.unique(of_quiet[low]).tolist():
+        own[i] = min(quiet_noise, float(np.median(quiet[of_quiet == i])))
     if not (own < quiet_noise / INFLATED).any():
         return quiet_noise
     return np.where(own < quiet_noise / INFLATED, own, quiet_noise).astype(np.float32)[regions]

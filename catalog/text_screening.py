@@ -27,19 +27,17 @@ pulled cell's level from the side of the pulled mean that holds most of its pixe
 levels before an extreme value where a label-like set of thin strokes sits there. Images screened by ortho-text-4
 are exported like ortho-text-3's: the flag unchanged, until ingested again.
 
-ortho-text-5 still passed three cases of the full bench: a label at the top of the range whose pixels there were
-widened by a speck of bone at the same value (u0071), a dark label beside background clipped at the bottom of the
-range (t0010), and light text filling a thin band beside a large, noisier flat patch, whose noise the band's was
-judged by (f0025). ortho-text-6 reads the label's own cluster of extreme pixels, judges a label's strokes apart
-from a clipped patch, splits such a label's candidates into its lines, and takes a flat region's own quiet noise
-where it is well under the image's. Images screened by ortho-text-5 are exported like ortho-text-4's: the flag
-unchanged, until ingested again.
+ortho-text-5 still passed two labels at an extreme value of the full bench: one whose pixels there were widened by
+a speck of bone at the same value (u0071), and a dark one beside background clipped at the bottom of the range
+(t0010). ortho-text-6 reads the label's own cluster of extreme pixels, judges a label's strokes apart from a
+clipped patch, and splits such a label's candidates into its lines. Images screened by ortho-text-5 are exported
+like ortho-text-4's: the flag unchanged, until ingested again.
 """
 
 from __future__ import annotations
 
 TEXT_DETECTOR = ("ortho-text-6 (both orientations, local windows about the border level without the text even "
-                 "where it pulls it far off, each flat region at its own noise, letter rows, labels at an extreme value, "
+                 "where it pulls it far off, letter rows, labels at an extreme value, "
                  "beside clipped patches or specks; morphology candidates + RapidOCR "
                  "PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)

@@ -32,14 +32,19 @@ a speck of bone at the same value (u0071), and a dark one beside background clip
 (t0010). ortho-text-6 reads the label's own cluster of extreme pixels, judges a label's strokes apart from a
 clipped patch, and splits such a label's candidates into its lines. Images screened by ortho-text-5 are exported
 like ortho-text-4's: the flag unchanged, until ingested again.
+
+ortho-text-6 still passed light text filling a thin dark band beside a large, noisier flat patch (saturated bone;
+the full bench's f0025): the band's quiet cells were judged against the image's median quiet noise, which the patch
+set, so the text's inflated cells were no outliers. ortho-text-7 takes a flat region's own quiet noise where it is
+well under the image's. Images screened by ortho-text-6 are exported like ortho-text-5's: the flag unchanged, until
+ingested again.
 """
 
 from __future__ import annotations
 
-TEXT_DETECTOR = ("ortho-text-6 (both orientations, local windows about the border level without the text even "
-                 "where it pulls it far off, letter rows, labels at an extreme value, "
-                 "beside clipped patches or specks; morphology candidates + RapidOCR "
-                 "PP-OCRv6)")
+TEXT_DETECTOR = ("ortho-text-7 (both orientations, local windows about the border level without the text even "
+                 "where it pulls it far off, each flat region at its own noise, letter rows, labels at an extreme "
+                 "value, beside clipped patches or specks; morphology candidates + RapidOCR PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

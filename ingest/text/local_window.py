@@ -74,7 +74,7 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     if flat_q.mean() < MIN_FLAT_SHARE:
         return None
     # what was joined (a label's own spread is no noise) is shown at the noise of the quiet part it joins
-    quiet_noise = float(np.median(noise_q[quiet_q]))
+    quiet_noise = _quiet_noise(noise_q, quiet_q, flat_q)
     noise_q = np.where(flat_q & ~quiet_q, quiet_noise, noise_q).astype(np.float32)
     noise = _full_size_floor(noise_q, (w, h))
     # the band's level without the text's pull, found in two steps: within the plain noise estimate (which the text
@@ -100,12 +100,32 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     return NarrowView(local.astype(np.uint8), weight)
 
 
+def _quiet_noise(noise_q: np.ndarray, quiet_q: np.ndarray, flat_q: np.ndarray):
+    """The noise of the quiet part of each cell's flat region: the median over the image's quiet cells, or a region's
+    own where that is well under it (a quarter-size map then). A thin border band is quiet at a level or two while a
+    large flat patch elsewhere (saturated bone, at 8-10 times that noise) sets the median; a label filling the band
+    is shown (and its inflated noise judged) at its own region's noise, not at the patch's."""
+    quiet = noise_q[quiet_q]
+    quiet_noise = float(np.median(quiet))
+    low = quiet < quiet_noise / INFLATED
+    if not low.any():  # no region of its own that quiet
+        return quiet_noise
+    n, regions = cv2.connectedComponents(flat_q.astype(np.uint8), connectivity=4)
+    of_quiet = regions[quiet_q]
+    own = np.full(n, quiet_noise, np.float32)
+    for i in np.unique(of_quiet[low]).tolist():
+        own[i] = min(quiet_noise, float(np.median(quiet[of_quiet == i])))
+    if not (own < quiet_noise / INFLATED).any():
+        return quiet_noise
+    return np.where(own < quiet_noise / INFLATED, own, quiet_noise).astype(np.float32)[regions]
+
+
 def _full_size_floor(noise_q: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The quarter-size noise at full size, at least one level (a window narrower than a level shows nothing)."""
     return cv2.max(cv2.resize(noise_q, size, interpolation=cv2.INTER_LINEAR), 1.0)
 
 
-def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quiet_noise: float, k: int
+def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quiet_noise, k: int
                   ) -> np.ndarray:
     """`noise_q` where a line of text inflates it: in a thin border band every window holds some text, so the
     quietest neighbour's spread is the text's, several times the band's noise, and the text shows at a fraction of

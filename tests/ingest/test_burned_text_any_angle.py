@@ -81,7 +81,7 @@ def test_clean_images_cost_little_and_stay_untouched_at_every_orientation_and_wi
 def test_the_screen_records_its_version_and_what_it_masked_unread():
     shown, _ = burn(knee(512), [NAME, PID], TextStyle(height=0.03))
     _, cols = screen_frame(Frame(shown, {"frame_index": 0}), "mask")
-    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-6")
+    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-7")
     assert cols["pixels_cleaned"] and cols["text_regions_unread"] == 0
 
 
@@ -247,3 +247,21 @@ def test_a_dark_label_at_the_bottom_of_the_range_beside_the_clipped_background_r
     assert result.cleaned and readable(result.pixels, dark, quarters=1) == []
     assert readable(result.pixels, quarters=1) == []
 
+
+@pytest.mark.slow
+def test_faint_text_filling_a_thin_band_beside_a_large_noisier_flat_patch_reads_no_more_at_the_bands_window():
+    """The bench's f0025: light monospace fills a thin dark band along the right edge, turned. Every window across the
+    band holds some text, so its quiet cells there measure 7 times the band's noise; a large flat patch elsewhere
+    (saturated bone, at 13 levels of noise) set the image's median quiet noise just above that, so the text cells
+    were no outliers and the narrow window showed the text under the stroke contrast."""
+    image = knee(512)
+    rng = np.random.default_rng(7)
+    image[:200, :420] = np.clip(3900 + rng.normal(0, 13, (200, 420)), 0, 4095).astype(image.dtype)
+    image[:, 465:] = np.clip(207 + rng.normal(0, 1.5, (512, 47)), 0, 4095).astype(image.dtype)
+    shown, _ = burn_turned(image, [NAME, f"ID {PID}  1949-07-03"],
+                           TextStyle(font="DejaVuSansMono.ttf", height=0.03, corner="top-right", levels=55), 3)
+    narrow = (198, 271)
+    assert readable(shown, quarters=3) == [], "invisible at the whole range"
+    assert {"QUIMBLETON", "HYACINTH"} <= set(readable(shown, narrow, quarters=3)), "plain at the band's window"
+    result = screen(shown)
+    assert result.cleaned and readable(result.pixels, narrow, quarters=3) == []

@@ -37,9 +37,8 @@ like ortho-text-4's: the flag unchanged, until ingested again.
 from __future__ import annotations
 
 TEXT_DETECTOR = ("ortho-text-6 (both orientations, local windows about the border level without the text even "
-                 "where it pulls it far off, letter rows, labels at an extreme value, "
-                 "beside clipped patches or specks; morphology candidates + RapidOCR "
-                 "PP-OCRv6)")
+                 "where it pulls it far off, letter rows, labels at an extreme value, beside clipped patches or "
+                 "specks; morphology candidates + RapidOCR PP-OCRv6)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

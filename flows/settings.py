@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping
 
 from catalog.errors import OrthoError
+from flows.worker_threads import one_native_thread_in_workers
 
 # variable -> field; the types come from the fields
 VARIABLES = {
@@ -116,8 +117,10 @@ def current() -> RuntimeSettings:
 
 
 def apply_task_settings(settings: dict | None) -> None:
-    """In a task, before its work: the submitting flow's settings (None: keep this process's own)."""
+    """In a task, before its work: the submitting flow's settings (None: keep this process's own); in a worker
+    process, one thread in each native thread pool (flows/worker_threads.py)."""
     global _current
+    one_native_thread_in_workers()
     if settings is None:
         return
     _current = RuntimeSettings(**settings)

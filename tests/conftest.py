@@ -5,6 +5,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("ORTHO_FSYNC", "0")  # tests do not need power-loss durability
+# One BLAS/OpenMP thread per test process, set before numpy or torch is first imported (child processes inherit it).
+# `make test` runs one xdist worker per core, so a library's own threads only oversubscribe the cores: OpenBLAS's
+# threads spin against the other worker's (a 128x128 matmul in curation/dedup/signatures.py took 34 ms instead of
+# 0.4 ms, and curating 24 phantom patients 54 s of CPU instead of 16). No assertion depends on the thread count; values set
+# by the caller win.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 import flows  # noqa: E402,F401  (Prefect defaults; flows.settings reads ORTHO_FSYNC and passes it on to task workers)
 
 

@@ -46,8 +46,11 @@ def read_text(pixels: np.ndarray) -> str:
 def _whole_image_engine():
     from rapidocr import RapidOCR
 
+    # one thread, as ingest/text/ocr.py's engine: the same readings (checked token for token and score for score),
+    # without onnxruntime's spinning threads fighting the other test worker for the two cores (a third less CPU)
+    threads = {f"EngineConfig.onnxruntime.{key}": 1 for key in ("intra_op_num_threads", "inter_op_num_threads")}
     return RapidOCR(params={"Global.log_level": "critical", "Global.use_cls": False,
-                            "Det.limit_type": "max", "Det.limit_side_len": UPSCALE_TO})
+                            "Det.limit_type": "max", "Det.limit_side_len": UPSCALE_TO, **threads})
 
 
 def read_text_rapidocr(pixels: np.ndarray) -> str:

@@ -96,22 +96,41 @@ def _sparse_stats(box: np.ndarray, labels: np.ndarray, n: int, pixels: int) -> n
 
 def row_boxes(strokes: np.ndarray, gap: int) -> np.ndarray:
     """The bounding boxes (x, y, width, height: OpenCV's first four statistics, label 0 the background) of the
-    8-connected components of `strokes` dilated by `gap` pixels along the rows. The dilated mask is dense where the
-    strokes are sparse, and OpenCV's statistics visit all of it; but each row's box is its strokes' box widened by
-    `gap` on each side (a stroke pixel grows into a run, clipped at the image's edge), so sparse strokes are measured
-    on their own pixels and only labelled on the dilated mask."""
-    rows = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))
-    x, y, w, h = _set_box(rows)
-    seeds = np.ascontiguousarray(strokes[y:y + h, x:x + w])
-    pixels = cv2.countNonZero(seeds)
+    8-connected components of `strokes` dilated by `gap` pixels along the rows."""
+    return grown_components(strokes, gap, square=False).stats[:, :4]
+
+
+def grown_components(seeds: np.ndarray, gap: int, square: bool) -> Components:
+    """The components of `seeds` dilated by `gap` pixels along the rows (and along the columns too where `square`),
+    numbered as label_components numbers those of the whole dilated mask. Only the seeds' box widened by the gap is
+    dilated and labelled, and the dilated mask is dense where the seeds are sparse, so OpenCV's statistics (which
+    visit every pixel) are not taken there: each component's box is its seeds' box widened by the gap on each side
+    (a seed pixel grows into a run or a square, clipped at the image's edge). Only the boxes are exact: the area
+    column is the seeds' own where they are sparse."""
+    sx, sy, sw, sh = cv2.boundingRect(seeds)
+    if sw == 0:
+        return label_components(seeds)
+    height, width = seeds.shape
+    gy = gap if square else 0
+    x0, y0 = max(sx - gap, 0), max(sy - gy, 0)
+    x0, y0 = x0 - x0 % 2, y0 - y0 % 2  # as _set_box aligns the dilated mask's own box
+    x1, y1 = min(sx + sw + gap, width), min(sy + sh + gy, height)
+    crop = np.ascontiguousarray(seeds[y0:y1, x0:x1])
+    grown = cv2.dilate(crop, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 2 * gy + 1)))
+    w, h = x1 - x0, y1 - y0
+    pixels = cv2.countNonZero(crop)
     if pixels * SPARSE > w * h:
-        return label_components(rows).stats[:, :4]
-    n, labels = cv2.connectedComponentsWithAlgorithm(np.ascontiguousarray(rows[y:y + h, x:x + w]), 8, cv2.CV_32S,
-                                                     cv2.CCL_GRANA)
-    stats = _sparse_stats(seeds, labels, n, pixels)[:, :4]  # the strokes' own boxes, per row
-    left = np.maximum(stats[1:, cv2.CC_STAT_LEFT] + x - gap, 0)
-    right = np.minimum(stats[1:, cv2.CC_STAT_LEFT] + stats[1:, cv2.CC_STAT_WIDTH] - 1 + x + gap, strokes.shape[1] - 1)
-    stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_WIDTH] = left, right - left + 1
-    stats[1:, cv2.CC_STAT_TOP] += y
-    stats[0] = (x, y, w, h)
-    return stats
+        n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(grown, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        stats[:, cv2.CC_STAT_LEFT] += x0
+        stats[:, cv2.CC_STAT_TOP] += y0
+        return Components(n, stats, labels, (x0, y0, w, h), seeds.shape)
+    n, labels = cv2.connectedComponentsWithAlgorithm(grown, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    stats = _sparse_stats(crop, labels, n, pixels)  # the seeds' own boxes and areas, per component
+    for start, size, gp, limit in ((cv2.CC_STAT_LEFT, cv2.CC_STAT_WIDTH, gap, width),
+                                   (cv2.CC_STAT_TOP, cv2.CC_STAT_HEIGHT, gy, height)):
+        origin = x0 if start == cv2.CC_STAT_LEFT else y0
+        low = np.maximum(stats[1:, start] + origin - gp, 0)
+        high = np.minimum(stats[1:, start] + stats[1:, size] - 1 + origin + gp, limit - 1)
+        stats[1:, start], stats[1:, size] = low, high - low + 1
+    stats[0] = (x0, y0, w, h, w * h - cv2.countNonZero(grown))
+    return Components(n, stats, labels, (x0, y0, w, h), seeds.shape)

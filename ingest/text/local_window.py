@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ingest.text.candidates import Box, stroke_kernel
-from ingest.text.components import label_components
+from ingest.text.components import grown_components, label_components
 
 FLAT_LEVELS = 4.0  # a region whose local spread is under this many grey levels of the whole-range window is flat
 NOISE_LEVELS = 1.0  # ... and whose noise is under this many
@@ -247,8 +247,7 @@ def stroke_rows(gray: np.ndarray, strong: np.ndarray, core: np.ndarray, factor: 
     bright = np.bincount(glyphs_of.box_labels[stroke], weights=gray[y0:y0 + h0, x0:x0 + w0][stroke],
                          minlength=n) / np.maximum(area, 1) > 128
     gap = max(3, int(round(h * 0.012)))
-    joined = cv2.dilate(glyphs_of.kept(glyph), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1,) * 2))
-    rows_of = label_components(joined)
+    rows_of = grown_components(glyphs_of.kept(glyph), gap, square=True)
     m, row_stats = rows_of.count, rows_of.stats
     row_of = rows_of.at(stats[:, cv2.CC_STAT_TOP] + bh // 2, stats[:, cv2.CC_STAT_LEFT] + bw // 2)
     # letters per row, of each polarity (one pass over the glyphs: texture can make hundreds of rows)

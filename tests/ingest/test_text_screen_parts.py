@@ -1,5 +1,6 @@
 """The text screen's parts that trade work for speed keep their answers: connected components labelled within a
-mask's bounding box (and statistics from a sparse mask's pixels alone) match OpenCV's labelling of the whole mask;
+mask's bounding box (and statistics from a sparse mask's pixels alone), and those of a dilated mask grown only around
+its seeds, match OpenCV's labelling of the whole mask;
 stroke blobs labelled once serve both orientations; OCR reads a crop's inverse only where its detector found a
 region that did not read."""
 
@@ -11,7 +12,7 @@ import pytest
 
 from ingest.text import ocr
 from ingest.text.candidates import Rendering, _stroke_blobs
-from ingest.text.components import label_components, row_boxes
+from ingest.text.components import grown_components, label_components, row_boxes
 
 
 def masks():
@@ -45,14 +46,19 @@ def test_components_match_labelling_the_whole_mask(name):
 
 @pytest.mark.parametrize("name", ["sparse", "dense", "corner", "odd", "empty"])
 @pytest.mark.parametrize("gap", [3, 12])
-def test_row_boxes_match_labelling_the_dilated_mask(name, gap):
+@pytest.mark.parametrize("square", [False, True])
+def test_grown_components_match_labelling_the_dilated_mask(name, gap, square):
     strokes = masks()[name].copy()
     strokes[5, 0] = strokes[290, 399] = 1 if name != "empty" else 0  # strokes at the edges: their runs are clipped
-    rows = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))
-    n, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(rows, 8, cv2.CV_32S, cv2.CCL_GRANA)
-    got = row_boxes(strokes, gap)
-    assert len(got) == n
-    np.testing.assert_array_equal(got[1:], stats[1:, :4])
+    grown = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 2 * gap + 1 if square else 1)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(grown, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    got = grown_components(strokes, gap, square)
+    assert got.count == n
+    np.testing.assert_array_equal(got.stats[1:, :4], stats[1:, :4])
+    ys, xs = np.nonzero(np.ones_like(strokes))  # numbered as the whole dilated mask's labels, everywhere
+    np.testing.assert_array_equal(got.at(ys, xs).reshape(strokes.shape), labels)
+    if not square:
+        np.testing.assert_array_equal(row_boxes(strokes, gap)[1:], stats[1:, :4])
 
 
 def test_stroke_blobs_labelled_once_serve_both_orientations():

@@ -100,7 +100,7 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     return NarrowView(local.astype(np.uint8), weight)
 
 
-def _quiet_noise(noise_q: np.ndarray, quiet_q: np.ndarray, flat_q: np.ndarray):
+def _quiet_noise(noise_q: np.ndarray, quiet_q: np.ndarray, flat_q: np.ndarray) -> float | np.ndarray:
     """The noise of the quiet part of each cell's flat region: the median over the image's quiet cells, or a region's
     own where that is well under it (a quarter-size map then). A thin border band is quiet at a level or two while a
     large flat patch elsewhere (saturated bone, at 8-10 times that noise) sets the median; a label filling the band
@@ -125,7 +125,7 @@ def _full_size_floor(noise_q: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.max(cv2.resize(noise_q, size, interpolation=cv2.INTER_LINEAR), 1.0)
 
 
-def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quiet_noise, k: int
+def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quiet_noise: float | np.ndarray, k: int
                   ) -> np.ndarray:
     """`noise_q` where a line of text inflates it: in a thin border band every window holds some text, so the
     quietest neighbour's spread is the text's, several times the band's noise, and the text shows at a fraction of

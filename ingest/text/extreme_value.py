@@ -13,7 +13,7 @@ its own pixels form, as OCR scales a crop to its candidates' height. Most images
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -36,10 +36,10 @@ class ExtremeLabel:
     near: np.ndarray  # 0/255: the working copy's pixels at the extreme (the label's own pixels, and specks)
 
     def lines(self, boxes: list[Box]) -> list[Box]:
-        """Each candidate (stored coordinates) split into the lines of the label's own pixels. The line detector
-        joins a label's lines a few pixels apart into one row, and OCR, which scales a crop to its candidates'
-        height, reads nothing at twice a line's."""
-        return [line for b in boxes for line in _split(b, self.near, self.rendering.factor)]
+        """Each candidate (stored coordinates) split into the lines of the label's own pixels, none of them sure
+        (masked only where OCR reads it). The line detector joins a label's lines a few pixels apart into one row,
+        and OCR, which scales a crop to its candidates' height, reads nothing at twice a line's."""
+        return [replace(line, sure=False) for b in boxes for line in _split(b, self.near, self.rendering.factor)]
 
 
 def extreme_value_renderings(small: np.ndarray, lo: int, hi: int, factor: float) -> list[ExtremeLabel]:

@@ -10,7 +10,7 @@ image's extreme value over anatomy almost as bright is read in a window over the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ingest.text.candidates import Box, Rendering, line_boxes, percentile_window, reduce, windowed
 from ingest.text.extreme_value import extreme_value_renderings
@@ -30,8 +30,8 @@ class CandidateSet:
 def candidate_sets(pixels) -> list[CandidateSet]:
     small, factor = reduce(pixels)
     lo, hi = percentile_window(small)
-    # (narrow, rendering, stroke rows, whether its lines may be masked unread, the lines of its rows)
-    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [], True, None)]
+    # (narrow, rendering, stroke rows, what becomes of its lines' candidates)
+    renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [], _as_found)]
     local = narrow_window_rendering(small, lo, hi)
     if local is not None:
         core = local.core()
@@ -39,18 +39,19 @@ def candidate_sets(pixels) -> list[CandidateSet]:
         # rows of strokes in a flat border, whatever their classes look like (thin serifs): masked even unread
         rows = [b for strokes, letters in ((r.strong, False), (letter_pixels(local.gray), True)) if strokes.any()
                 for b in stroke_rows(local.gray, strokes, core, factor, letters)]
-        renderings.append((True, r, rows, True, None))
+        renderings.append((True, r, rows, _as_found))
     # a label at the image's extreme value over anatomy almost as bright: read at its own pixels' window, like a
-    # narrow-window candidate; never masked unread (its rendering is two-level by construction, sure of anything)
-    renderings += [(True, e.rendering, [], False, e.lines) for e in extreme_value_renderings(small, lo, hi, factor)]
+    # narrow-window candidate, split into its lines, and never masked unread (its rendering is two-level by
+    # construction, sure of anything)
+    renderings += [(True, e.rendering, [], e.lines) for e in extreme_value_renderings(small, lo, hi, factor)]
     sets = []
-    for narrow, r, rows, may_be_sure, split in renderings:
-        lines = line_boxes(r)
-        across = [b.transposed() for b in line_boxes(r.transposed())] if r.strong.any() else []
-        if split is not None:
-            lines, across = split(lines), split(across)
-        if not may_be_sure:
-            lines, across = ([replace(b, sure=False) for b in boxes] for boxes in (lines, across))
+    for narrow, r, rows, candidates in renderings:
+        lines = candidates(line_boxes(r))
+        across = candidates([b.transposed() for b in line_boxes(r.transposed())] if r.strong.any() else [])
         sets.append(CandidateSet(False, narrow, lines + [b for b in rows if b.width >= b.height]))
         sets.append(CandidateSet(True, narrow, across + [b for b in rows if b.width < b.height]))
     return [s for s in sets if s.boxes]
+
+
+def _as_found(boxes: list[Box]) -> list[Box]:
+    return boxes

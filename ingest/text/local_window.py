@@ -13,6 +13,7 @@ show itself at a fraction of its contrast. Costs a few box filters on the reduce
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -50,9 +51,11 @@ class NarrowView:
         return cv2.erode((self.flat >= 0.99).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
 
 
-def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowView | None:
+def narrow_window_rendering(small: np.ndarray, lo: float, hi: float, filled: Sequence[Box] = ()
+                            ) -> NarrowView | None:
     """The 8-bit rendering of the flat regions of the detector's reduced copy `small`, or None where there is
-    nothing to show: an 8-bit image, or no flat region. `lo`..`hi`: the whole-range window (stored values)."""
+    nothing to show: an 8-bit image, or no flat region. `lo`..`hi`: the whole-range window (stored values).
+    `filled`: regions the screen has already masked, in `small`'s coordinates (no sample of the image's noise)."""
     if small.dtype.itemsize < 2 or hi - lo <= 255:
         return None  # at most 256 levels in the window: the whole-range rendering already shows every step
     raw = small.astype(np.float32)
@@ -66,7 +69,7 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     coarse = (max(w // QUARTER, 1), max(h // QUARTER, 1))
     kq = max(3, round(k / QUARTER) | 1)
     mean_q, spread_q = _local_moments(raw, coarse, kq)
-    noise_q = cv2.erode(spread_q, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2))
+    noise_q = cv2.erode(_without(spread_q, filled, kq), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2))
     level = (hi - lo) / 255
     smooth_q = spread_q < FLAT_LEVELS * level
     quiet_q = _touching_the_edge(smooth_q & (noise_q < NOISE_LEVELS * level))
@@ -98,6 +101,20 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float) -> NarrowVi
     local *= weight
     local += 128
     return NarrowView(local.astype(np.uint8), weight)
+
+
+def _without(spread_q: np.ndarray, filled: Sequence[Box], kq: int) -> np.ndarray:
+    """`spread_q` with the cells a filled region reaches (its windows, kq wide) left out of the noise estimate: a
+    mask's constant fill has no noise, and as the quietest neighbour it would set a whole band's noise to nothing,
+    its texture then shown at full contrast on the screen's next pass."""
+    if not filled:
+        return spread_q
+    out = spread_q.copy()
+    h, w = out.shape
+    for b in filled:
+        out[max(b.y0 // QUARTER - kq // 2, 0):min(-(-b.y1 // QUARTER) + kq // 2, h),
+            max(b.x0 // QUARTER - kq // 2, 0):min(-(-b.x1 // QUARTER) + kq // 2, w)] = np.inf
+    return out
 
 
 def _quiet_noise(noise_q: np.ndarray, quiet_q: np.ndarray, flat_q: np.ndarray) -> float | np.ndarray:

@@ -10,6 +10,7 @@ image's extreme value over anatomy almost as bright is read in a window over the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ingest.text.candidates import Box, Rendering, line_boxes, percentile_window, reduce, windowed
@@ -27,12 +28,13 @@ class CandidateSet:
     boxes: list[Box]
 
 
-def candidate_sets(pixels) -> list[CandidateSet]:
+def candidate_sets(pixels, filled: Sequence[Box] = ()) -> list[CandidateSet]:
+    """`filled`: the regions an earlier pass of the screen masked (stored coordinates)."""
     small, factor = reduce(pixels)
     lo, hi = percentile_window(small)
     # (narrow, rendering, stroke rows, what becomes of its lines' candidates)
     renderings = [(False, Rendering.of(windowed(small, lo, hi), factor), [], _as_found)]
-    local = narrow_window_rendering(small, lo, hi)
+    local = narrow_window_rendering(small, lo, hi, [b.scaled(1 / factor) for b in filled])
     if local is not None:
         core = local.core()
         r = Rendering.of(local.gray, factor, MIN_CONTRAST, relative=True, within=core)

@@ -65,7 +65,7 @@ def screen(pixels: np.ndarray) -> ScreenResult:
     looked: list[Box] = []
     for _ in range(MAX_PASSES):
         sets = [CandidateSet(c.turned, c.narrow, [b for b in c.boxes if not any(_inside(b, seen) for seen in looked)])
-                for c in candidate_sets(result.pixels)]
+                for c in candidate_sets(result.pixels, result.regions)]
         sets = [c for c in sets if c.boxes]
         if not sets:
             break

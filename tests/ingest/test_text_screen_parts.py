@@ -2,7 +2,7 @@
 mask's bounding box (and statistics from a sparse mask's pixels alone), and those of a dilated mask grown only around
 its seeds, match OpenCV's labelling of the whole mask;
 stroke blobs labelled once serve both orientations; OCR reads a crop's inverse only where its detector found a
-region that did not read."""
+region that did not read; and a mask's constant fill is no sample of the noise on the screen's next pass."""
 
 from types import SimpleNamespace
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from ingest.text import ocr
-from ingest.text.candidates import Rendering, _stroke_blobs
+from ingest.text.candidates import Box, Rendering, _stroke_blobs, percentile_window
 from ingest.text.components import grown_components, label_components, row_boxes
+from ingest.text.local_window import letter_pixels, narrow_window_rendering
 
 
 def masks():
@@ -106,3 +107,26 @@ def test_the_inverse_is_read_only_where_the_detector_found_something(monkeypatch
     assert fake.calls == calls
     assert len(reading.lines) == lines
     assert reading.detected == sum(len(b) for b, _ in answers[:calls])
+
+
+def test_a_masks_fill_is_no_sample_of_the_noise_on_the_next_pass():
+    """A mask's constant fill has no noise. Taken as the quietest part of a border band, it set the band's noise to
+    nothing on the screen's next pass, and the band's own noise then showed as letters. Told where the fill is, the
+    narrow view shows the rest of the band as it did before the mask."""
+    rng = np.random.default_rng(0)
+    n = 1024
+    image = cv2.GaussianBlur(rng.normal(2500, 600, (n, n)), (0, 0), 2) + rng.normal(0, 150, (n, n))  # anatomy
+    image[:, 824:] = 1000 + rng.normal(0, 4, (n, 200))  # a quiet border band along the right edge ...
+    image[700:, 824:] = 1000 + rng.normal(0, 10, (n - 700, 200))  # ... smooth but noisier at the bottom
+    image = np.clip(image, 0, 4095).astype(np.uint16)
+    lo, hi = percentile_window(image)
+    fill = Box(0, 824, 600, 1024)
+    masked = image.copy()
+    masked[fill.y0:fill.y1, fill.x0:fill.x1] = 1000
+
+    def letters_below(pixels, filled):
+        return letter_pixels(narrow_window_rendering(pixels, lo, hi, filled).gray)[750:, 840:].mean()
+
+    before = letters_below(image, [])
+    assert before < 0.01
+    assert letters_below(masked, [fill]) < 1.2 * before

@@ -66,7 +66,7 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float, filled: Seq
     # window (text too faint to see there included; a bone edge is not), and its noise (its quietest neighbour, a
     # line of text being short across) is under NOISE_LEVELS: text faint enough to vanish at the whole range yet
     # readable in a narrow window is several noise widths high; noisier regions could hide no such text
-    coarse = (max(w // QUARTER, 1), max(h // QUARTER, 1))
+    coarse = _quarter(raw.shape)
     kq = max(3, round(k / QUARTER) | 1)
     mean_q, spread_q = _local_moments(raw, coarse, kq)
     noise_q = cv2.erode(_without(spread_q, filled, kq), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2))
@@ -82,11 +82,12 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float, filled: Seq
     noise = _full_size_floor(noise_q, (w, h))
     # the band's level without the text's pull, found in two steps: within the plain noise estimate (which the text
     # inflates: wide enough to keep the band's own pixels about a pulled mean), then within the band's own noise
-    mean_q = _mean_without_outliers(raw, mean_q, noise, kq, flat_q)
+    plain_q = mean_q
+    mean_q = _mean_without_outliers(raw, mean_q, plain_q, noise, kq, flat_q)
     robust_q = _robust_noise(raw, noise_q, flat_q, quiet_noise, k)
     if robust_q is not noise_q:
         noise = _full_size_floor(robust_q, (w, h))
-        mean_q = _mean_without_outliers(raw, mean_q, noise, kq, flat_q)
+        mean_q = _mean_without_outliers(raw, mean_q, plain_q, noise, kq, flat_q)
     mean = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
     # the non-flat surround fades to mid-grey over a few pixels: a hard mask edge would be a stroke of its own
     weight = cv2.resize(flat_q.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -166,53 +167,56 @@ def _robust_noise(raw: np.ndarray, noise_q: np.ndarray, flat_q: np.ndarray, quie
     return np.where(suspect, np.minimum(noise_q, np.maximum(robust[patches], quiet_noise)), noise_q).astype(np.float32)
 
 
-def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, noise: np.ndarray, kq: int, flat_q: np.ndarray
-                           ) -> np.ndarray:
+def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, plain_q: np.ndarray, noise: np.ndarray, kq: int,
+                           flat_q: np.ndarray) -> np.ndarray:
     """The local mean of the pixels within OUTLIER noise widths of the local mean `mean_q`, both on the quarter-size
-    grid (a smooth field, summed there): a line of text pulls the plain mean its way (its letters show at a
-    fraction of their contrast and the gaps between them at the other polarity), and at a band's edge the anatomy
-    beside it does; neither is a sample of the band's level. Where bold or dense text pulled it further than that
-    (most of a flat cell's pixels are outliers: the band on one side, the text on the other), the band's level is
-    first found from the side of `mean_q` that holds most of the pixels."""
+    grid (a smooth field, summed there): a line of text pulls the plain mean (`plain_q`) its way (its letters show
+    at a fraction of their contrast and the gaps between them at the other polarity), and at a band's edge the
+    anatomy beside it does; neither is a sample of the band's level. Where bold or dense text pulled it further than
+    that (most of a flat cell's pixels are outliers: the band on one side, the text on the other), the band's level
+    is first found from the side of `mean_q` that holds most of the pixels."""
     h, w = raw.shape
-    mean, share = _inlier_mean(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), noise, mean_q, kq)
+    centre = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
+    limit = cv2.multiply(noise, OUTLIER)
+    mean, share = _inlier_mean(raw, centre, limit, kq)
     # in from the flat regions' edges only: there the anatomy beside a band pulls it, and the rendering fades anyway
     inner = cv2.erode(flat_q.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (kq, kq))) > 0
     pulled = (share < 0.5) & inner
     if pulled.any():
-        centre_q = np.where(pulled, _majority_side_mean(raw, mean_q, kq), mean_q).astype(np.float32)
-        again, again_share = _inlier_mean(raw, cv2.resize(centre_q, (w, h), interpolation=cv2.INTER_LINEAR), noise,
-                                          mean_q, kq)
+        centre_q = np.where(pulled, _majority_side_mean(raw, centre, plain_q, kq), mean_q).astype(np.float32)
+        again, again_share = _inlier_mean(raw, cv2.resize(centre_q, (w, h), interpolation=cv2.INTER_LINEAR), limit, kq)
         fixed = pulled & (again_share >= 0.5)
         mean, share = np.where(fixed, again, mean), np.where(fixed, again_share, share)
     return np.where(share >= 0.5, mean, mean_q).astype(np.float32)
 
 
-def _inlier_mean(raw: np.ndarray, centre: np.ndarray, noise: np.ndarray, grid: np.ndarray, kq: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The local mean, on the quarter-size `grid`, of the pixels within OUTLIER noise widths (`noise`, at least a
-    level) of `centre` (full size), and their share."""
-    inlier = cv2.compare(cv2.absdiff(raw, centre), cv2.multiply(noise, OUTLIER), cv2.CMP_LT)
-    return _masked_mean(raw, inlier, grid.shape[::-1], kq)
+def _inlier_mean(raw: np.ndarray, centre: np.ndarray, limit: np.ndarray, kq: int) -> tuple[np.ndarray, np.ndarray]:
+    """The local mean, on the quarter-size grid, of the pixels closer than `limit` (OUTLIER noise widths) to
+    `centre` (both full size), and their share."""
+    return _masked_mean(raw, cv2.compare(cv2.absdiff(raw, centre), limit, cv2.CMP_LT), kq)
 
 
-def _majority_side_mean(raw: np.ndarray, mean_q: np.ndarray, kq: int) -> np.ndarray:
-    """The quarter-size local mean of the pixels on the side of `mean_q` that holds most of them: a band pulled
-    off its level by text lies all on one side of the pulled mean, and is most of the window."""
-    h, w = raw.shape
-    below = cv2.compare(raw, cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR), cv2.CMP_LT)
-    low, share = _masked_mean(raw, below, mean_q.shape[::-1], kq)
-    everything = cv2.blur(cv2.resize(raw, mean_q.shape[::-1], interpolation=cv2.INTER_AREA), (kq, kq))
-    high = (everything - low * share) / np.maximum(1 - share, 1e-6)
+def _majority_side_mean(raw: np.ndarray, centre: np.ndarray, plain_q: np.ndarray, kq: int) -> np.ndarray:
+    """The quarter-size local mean of the pixels on the side of `centre` (full size) that holds most of them: a band
+    pulled off its level by text lies all on one side of the pulled mean, and is most of the window. `plain_q`: the
+    local mean of all of them."""
+    low, share = _masked_mean(raw, cv2.compare(raw, centre, cv2.CMP_LT), kq)
+    high = (plain_q - low * share) / np.maximum(1 - share, 1e-6)
     return np.where(share >= 0.5, low, high)
 
 
-def _masked_mean(raw: np.ndarray, mask: np.ndarray, coarse: tuple[int, int], kq: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The local mean of `raw` where `mask` (0/255) is set, at size `coarse` (kq x kq windows); the mask's share."""
+def _masked_mean(raw: np.ndarray, mask: np.ndarray, kq: int) -> tuple[np.ndarray, np.ndarray]:
+    """The local mean of `raw` where `mask` (0/255) is set, on the quarter-size grid (kq x kq windows); the mask's
+    share."""
+    coarse = _quarter(raw.shape)
     share = cv2.blur(cv2.resize(mask, coarse, interpolation=cv2.INTER_AREA).astype(np.float32) / 255, (kq, kq))
     total = cv2.blur(cv2.resize(cv2.bitwise_and(raw, raw, mask=mask), coarse, interpolation=cv2.INTER_AREA), (kq, kq))
     return total / np.maximum(share, 1e-6), share
+
+
+def _quarter(shape: tuple[int, int]) -> tuple[int, int]:
+    """The quarter-size grid's (width, height) for a rendering of `shape` (OpenCV's order)."""
+    return max(shape[1] // QUARTER, 1), max(shape[0] // QUARTER, 1)
 
 
 def _local_moments(raw: np.ndarray, coarse: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,10 @@ import numpy as np
 
 MIN_SCORE = 0.5  # recognition confidence of a line that counts as text
 TARGET_LINE_PX = 24  # candidate rows are scaled to about this height before detection
+# ... by at least MIN_SCALE: lines up to 240 px tall reach that height. A floor of 0.25 left a 135 px line of a
+# 3000 px image at 34 px, and the detector's cost grows with the square of the scale (on the bench's 432 text
+# images nothing more was readable after)
+MIN_SCALE = 0.1
 MAX_SIDE = 1024
 
 
@@ -60,7 +64,7 @@ def read_lines(gray: np.ndarray, line_height: int, accept=lambda line: True) -> 
     read as text (the recogniser reads dark-on-light best; light overlays can read only once inverted). Where the
     detector finds no region at all the inverse is not read: the detector finds text of either polarity (on the
     bench's 280 text images, 399 crops: the inverse never read a line the crop itself did not)."""
-    scale = float(np.clip(TARGET_LINE_PX / max(line_height, 1), 0.25, 6.0))
+    scale = float(np.clip(TARGET_LINE_PX / max(line_height, 1), MIN_SCALE, 6.0))
     scale = min(scale, MAX_SIDE / max(gray.shape))
     big = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale != 1 else gray
     big = cv2.copyMakeBorder(big, 16, 16, 16, 16, cv2.BORDER_REPLICATE)

@@ -83,10 +83,11 @@ class FakeEngine:
     """RapidOCR at the edge: what its detector and recogniser return per call, in order."""
 
     def __init__(self, *answers):
-        self.answers, self.calls = list(answers), 0
+        self.answers, self.calls, self.shapes = list(answers), 0, []
 
     def __call__(self, image):
         self.calls += 1
+        self.shapes.append(image.shape[:2])
         boxes, texts = self.answers.pop(0)
         return SimpleNamespace(boxes=boxes, txts=texts, scores=tuple(0.99 for _ in texts)) if boxes else None
 
@@ -107,6 +108,18 @@ def test_the_inverse_is_read_only_where_the_detector_found_something(monkeypatch
     assert fake.calls == calls
     assert len(reading.lines) == lines
     assert reading.detected == sum(len(b) for b, _ in answers[:calls])
+
+
+@pytest.mark.parametrize("line_height", [16, 135, 200])
+def test_a_crop_is_read_with_its_lines_at_the_detectors_height(monkeypatch, line_height):
+    """OCR's detector gets the crop scaled so its lines are about TARGET_LINE_PX high (a replicated border of 16 px
+    around): tall lines too, where the detector's cost grows with the square of the scale."""
+    fake = FakeEngine(([], ()))
+    monkeypatch.setattr(ocr, "engine", lambda: fake)
+    ocr.read_lines(np.zeros((3 * line_height, 400), np.uint8), line_height)
+    (height, width), = fake.shapes
+    assert (height - 32) / 3 == pytest.approx(ocr.TARGET_LINE_PX, abs=1)
+    assert width - 32 == pytest.approx(400 * ocr.TARGET_LINE_PX / line_height, abs=2)
 
 
 def test_a_masks_fill_is_no_sample_of_the_noise_on_the_next_pass():

@@ -38,13 +38,20 @@ the full bench's f0025): the band's quiet cells were judged against the image's 
 set, so the text's inflated cells were no outliers. ortho-text-7 takes a flat region's own quiet noise where it is
 well under the image's. Images screened by ortho-text-6 are exported like ortho-text-5's: the flag unchanged, until
 ingested again.
+
+ortho-text-7 still passed, on seed 2 of the bench, small turned labels OCR's detector saw at one turn of the crop
+only (the other was not read where the first showed nothing), and light two-line labels over bright bone whose lines
+joined into one row of blurred classes. ortho-text-8 reads both turns, takes a busy row of text-strength strokes as
+a candidate, and reads a joined row a line at a time. Images screened by ortho-text-7 are exported like
+ortho-text-6's: the flag unchanged, until ingested again.
 """
 
 from __future__ import annotations
 
-TEXT_DETECTOR = ("ortho-text-7 (both orientations, local windows about the border level without the text even "
+TEXT_DETECTOR = ("ortho-text-8 (both orientations, local windows about the border level without the text even "
                  "where it pulls it far off, each flat region at its own noise, letter rows, labels at an extreme "
-                 "value, beside clipped patches or specks; morphology candidates + RapidOCR PP-OCRv6)")
+                 "value, beside clipped patches or specks, busy rows, joined lines apart; morphology candidates + "
+                 "RapidOCR PP-OCRv6 at both turns)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

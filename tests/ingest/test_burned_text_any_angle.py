@@ -81,7 +81,7 @@ def test_clean_images_cost_little_and_stay_untouched_at_every_orientation_and_wi
 def test_the_screen_records_its_version_and_what_it_masked_unread():
     shown, _ = burn(knee(512), [NAME, PID], TextStyle(height=0.03))
     _, cols = screen_frame(Frame(shown, {"frame_index": 0}), "mask")
-    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-7")
+    assert cols["text_detector"] == DETECTOR_VERSION and DETECTOR_VERSION.startswith("ortho-text-8")
     assert cols["pixels_cleaned"] and cols["text_regions_unread"] == 0
 
 

@@ -50,8 +50,9 @@ def main() -> None:
         if not judge.available():
             sys.exit("--read needs Tesseract as the independent reader: apt-get install tesseract-ocr")
         from bench.burned_text import read_both
+    files = sorted(data.rglob("*.png"))[:args.knees]
     missed, before, after, leaking = [], 0, 0, []
-    for i, path in enumerate(sorted(data.rglob("*.png"))[:args.knees]):
+    for i, path in enumerate(files):
         shown, (y0, x0, y1, x1) = burn(np.asarray(Image.open(path)), LINES, style)
         if not any(b.y0 < y1 and b.y1 > y0 and b.x0 < x1 and b.x1 > x0 for s in candidate_sets(shown) for b in s.boxes):
             missed.append(i)
@@ -63,8 +64,7 @@ def main() -> None:
             before, after = before + len(readable), after + len(left)
             if left:
                 leaking.append(i)
-    n = min(args.knees, i + 1)
-    console.print(f"{style}: no candidate on the label in {len(missed)} of {n} knees {missed[:20]}")
+    console.print(f"{style}: no candidate on the label in {len(missed)} of {len(files)} knees {missed[:20]}")
     if args.read:
         console.print(f"tokens readable before the screen {before}, after {after} (goal 0); leaking knees {leaking}")
 

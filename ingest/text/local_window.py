@@ -69,7 +69,8 @@ def narrow_window_rendering(small: np.ndarray, lo: float, hi: float, filled: Seq
     coarse = _quarter(raw.shape)
     kq = max(3, round(k / QUARTER) | 1)
     mean_q, spread_q = _local_moments(raw, coarse, kq)
-    noise_q = cv2.erode(_without(spread_q, filled, kq), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2))
+    quietest = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * k // QUARTER + 1,) * 2)
+    noise_q = cv2.erode(_without(spread_q, filled, kq), quietest)
     level = (hi - lo) / 255
     smooth_q = spread_q < FLAT_LEVELS * level
     quiet_q = _touching_the_edge(smooth_q & (noise_q < NOISE_LEVELS * level))

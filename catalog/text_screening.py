@@ -44,14 +44,21 @@ only (the other was not read where the first showed nothing), and light two-line
 joined into one row of blurred classes. ortho-text-8 reads both turns, takes a busy row of text-strength strokes as
 a candidate, and reads a joined row a line at a time. Images screened by ortho-text-7 are exported like
 ortho-text-6's: the flag unchanged, until ingested again.
+
+ortho-text-8 still passed, on seed 2 of the bench, a dark serif label turned along the edge of a 224 px knee (its
+strokes a pixel wide, weakened by anti-aliasing under the busy row's stroke floor), and dark text filling a thin
+bright band whose second line lay within half a window of the band's edge, where the band's level pulled by the text
+was not found again. ortho-text-9 takes busy rows of weaker strokes on copies of at most 256 px, and finds a pulled
+level up to a quarter of a window from a flat region's edge. Images screened by ortho-text-8 are exported like
+ortho-text-7's: the flag unchanged, until ingested again.
 """
 
 from __future__ import annotations
 
-TEXT_DETECTOR = ("ortho-text-8 (both orientations, local windows about the border level without the text even "
+TEXT_DETECTOR = ("ortho-text-9 (both orientations, local windows about the border level without the text even "
                  "where it pulls it far off, each flat region at its own noise, letter rows, labels at an extreme "
                  "value, beside clipped patches or specks, busy rows, joined lines apart; morphology candidates + "
-                 "RapidOCR PP-OCRv6 at both turns)")
+                 "RapidOCR PP-OCRv6 at both turns on small images)")
 CLAIMS_CLEAN = (TEXT_DETECTOR,)
 
 

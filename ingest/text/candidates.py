@@ -34,6 +34,12 @@ MIXED_CLASSES = 0.78
 BUSY_CROSSINGS = 1.5
 BUSY_STROKE = 64
 BUSY_CLASSES = 0.55
+# On a copy at most SMALL_SIDE pixels (a 224 px knee), text a few percent high has strokes of a pixel or less, and
+# anti-aliasing spreads them: a dark serif label turned along the edge (seed 2, t0055) crosses like text at a
+# stroke of 59. No row of 300 real 224 px knees passes the busy test at a stroke of 52; 5 of 60 clinical-size
+# images have rows that do at 56-61, so the floor drops on small copies only.
+SMALL_SIDE = 256
+BUSY_STROKE_SMALL = 56
 SURE_SEPARATION = 0.93  # two classes this clean, crossed like characters: text even when OCR cannot read it
 
 
@@ -175,6 +181,7 @@ def line_boxes(r: Rendering) -> list[Box]:
     """Rows of strokes that read as text, in stored coordinates of the rendering's orientation."""
     gray, response, strong, factor = r.gray, r.response, r.strong, r.factor
     h = gray.shape[0]
+    busy = BUSY_STROKE_SMALL if max(gray.shape) <= SMALL_SIDE else BUSY_STROKE
     if not strong.any():  # most images: no thin structure of text-like contrast at all
         return []
     gap = max(3, int(round(h * 0.012)))
@@ -190,14 +197,14 @@ def line_boxes(r: Rendering) -> list[Box]:
     lines = np.flatnonzero((heights >= 3) & (heights <= 0.2 * h) & (widths >= 1.5 * heights))
     for x, y, w, hh in stats[lines[lines > 0], :4].tolist():
         cut = np.s_[y:y + hh, x:x + w]
-        spans = [(y, hh, x0, x1) for x0, x1 in _text_spans(gray[cut], strokes[cut], response[cut], r.relative)]
+        spans = [(y, hh, x0, x1) for x0, x1 in _text_spans(gray[cut], strokes[cut], response[cut], r.relative, busy)]
         if not spans and not r.relative:
             # two lines a few pixels apart join into one row where a stroke of one touches the other, and the tests
             # are for a line: each line of the row on its own (light text over bone: 224 px knees, seed 2)
             for y0, y1 in _lines_of(strokes[cut]):
                 line = np.s_[y + y0:y + y1, x:x + w]
                 spans += [(y + y0, y1 - y0, x0, x1)
-                          for x0, x1 in _text_spans(gray[line], strokes[line], response[line], r.relative)]
+                          for x0, x1 in _text_spans(gray[line], strokes[line], response[line], r.relative, busy)]
         for top, height, x0, x1 in spans:
             sure = _sure_text(gray[top:top + height, x + x0:x + x1], strokes[top:top + height, x + x0:x + x1])
             boxes.append(Box(int(top * factor), int((x + x0) * factor), int(np.ceil((top + height) * factor)),
@@ -229,19 +236,19 @@ def _sure_text(gray: np.ndarray, strokes: np.ndarray) -> bool:
     return bool(_crossings(binary) >= max(6, 0.8 * w / hh) and _separation(gray, binary) >= SURE_SEPARATION)
 
 
-def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray,
-                relative: bool = False) -> list[tuple[int, int]]:
+def _text_spans(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray, relative: bool = False,
+                busy: float = BUSY_STROKE) -> list[tuple[int, int]]:
     """The row, if it reads as text; else, for a long row (a caption that runs into anatomy or noise),
     the stretches of it four line heights wide that do, merged."""
     hh, w = strokes.shape
-    if _looks_like_text(gray, strokes, response, relative):
+    if _looks_like_text(gray, strokes, response, relative, busy):
         return [(0, w)]
     if w < 6 * hh:
         return []
     spans: list[tuple[int, int]] = []
     for x0 in range(0, w - 4 * hh + 1, 2 * hh):
         cut = np.s_[:, x0:x0 + 4 * hh]
-        if _looks_like_text(gray[cut], strokes[cut], response[cut], relative):
+        if _looks_like_text(gray[cut], strokes[cut], response[cut], relative, busy):
             if spans and spans[-1][1] >= x0:
                 spans[-1] = (spans[-1][0], x0 + 4 * hh)
             else:
@@ -260,7 +267,8 @@ def _stroke_blobs(r: Rendering, h: int) -> np.ndarray:
     return cv2.transpose(blobs.kept(keep)) if other_view else blobs.kept(keep)
 
 
-def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray, relative: bool = False) -> bool:
+def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray, relative: bool = False,
+                     busy: float = BUSY_STROKE) -> bool:
     """A row of characters: stroke pixels neither sparse nor solid; once binarised (Otsu, on the box
     alone, so light text on bright bone separates too) many crossings per row (2-4 per character,
     where an edge of anatomy crosses once or twice); and either strong strokes or two clean
@@ -277,7 +285,7 @@ def _looks_like_text(gray: np.ndarray, strokes: np.ndarray, response: np.ndarray
         return separation >= TWO_CLASSES or (separation >= MIXED_CLASSES and stroke >= VERY_STRONG_STROKE)
     return separation >= TWO_CLASSES or (separation >= MIXED_CLASSES and stroke >= STRONG_STROKE) or \
         stroke >= VERY_STRONG_STROKE or \
-        (crossings >= max(6, BUSY_CROSSINGS * w / hh) and stroke >= BUSY_STROKE and separation >= BUSY_CLASSES)
+        (crossings >= max(6, BUSY_CROSSINGS * w / hh) and stroke >= busy and separation >= BUSY_CLASSES)
 
 
 def _crossings(binary: np.ndarray) -> float:

@@ -45,12 +45,12 @@ joined into one row of blurred classes. ortho-text-8 reads both turns, takes a b
 a candidate, and reads a joined row a line at a time. Images screened by ortho-text-7 are exported like
 ortho-text-6's: the flag unchanged, until ingested again.
 
-ortho-text-8 still passed, on seed 2 of the bench, a dark serif label turned along the edge of a 224 px knee (its
-strokes a pixel wide, weakened by anti-aliasing under the busy row's stroke floor), and dark text filling a thin
-bright band whose second line lay within half a window of the band's edge, where the band's level pulled by the text
-was not found again. ortho-text-9 takes busy rows of weaker strokes on copies of at most 256 px, and finds a pulled
-level up to a quarter of a window from a flat region's edge. Images screened by ortho-text-8 are exported like
-ortho-text-7's: the flag unchanged, until ingested again.
+ortho-text-8 still passed, on seeds 2 and 3 of the bench, dark serif labels turned along the edge of 224 and 512 px
+knees (strokes a pixel wide, weakened by anti-aliasing under the busy row's stroke floor), and dark text filling a
+thin bright band whose second line lay near the band's edge, where the band's level pulled by the text was not
+found again. ortho-text-9 takes busy rows of weaker strokes on copies of at most 512 px, and finds a pulled level
+anywhere in a flat region (near its edge only where that level holds most of the pixels). Images screened by
+ortho-text-8 are exported like ortho-text-7's: the flag unchanged, until ingested again.
 """
 
 from __future__ import annotations

@@ -34,11 +34,12 @@ MIXED_CLASSES = 0.78
 BUSY_CROSSINGS = 1.5
 BUSY_STROKE = 64
 BUSY_CLASSES = 0.55
-# On a copy at most SMALL_SIDE pixels (a 224 px knee), text a few percent high has strokes of a pixel or less, and
-# anti-aliasing spreads them: a dark serif label turned along the edge (seed 2, t0055) crosses like text at a
-# stroke of 59. No row of 300 real 224 px knees passes the busy test at a stroke of 52; 5 of 60 clinical-size
-# images have rows that do at 56-61, so the floor drops on small copies only.
-SMALL_SIDE = 256
+# On a copy at most SMALL_SIDE pixels (a 224 or 512 px knee), text a few percent high has strokes of a pixel or so,
+# and anti-aliasing spreads them: dark serif labels turned along the edge (seed 2, t0055; seed 3, t0046) cross like
+# text at strokes of 58-59. No row of 300 real 224 px knees passes the busy test at a stroke of 52, and the floor of
+# 56 gave none of them, nor of the same knees at 384 and 512 px, a new candidate; 5 of 60 clinical-size images have
+# rows that pass at 56-61, so the floor drops on small copies only.
+SMALL_SIDE = 512
 BUSY_STROKE_SMALL = 56
 SURE_SEPARATION = 0.93  # two classes this clean, crossed like characters: text even when OCR cannot read it
 

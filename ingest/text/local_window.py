@@ -32,6 +32,7 @@ MIN_GLYPHS = 5  # character-sized stroke blobs side by side in a flat region: a 
 QUARTER = 4
 OUTLIER = 3.0  # a pixel this many noise widths off the local mean is no sample of the local level
 MAD_TO_SIGMA = 1.4826  # the median absolute deviation of Gaussian noise, in its sigma
+EDGE_MAJORITY = 0.75  # a pulled cell near a flat region's edge takes the retried level only where it holds this share
 INFLATED = 1.5  # a flat cell's noise this many times the quiet part's: measured again, robustly
 WORD_HEIGHT = 0.03  # a blob of strokes no taller than this share of the image ...
 WORD_FILL = 0.3  # ... and this full of its box is a word (letters joined), not an edge
@@ -180,15 +181,17 @@ def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, plain_q: np.ndar
     centre = cv2.resize(mean_q, (w, h), interpolation=cv2.INTER_LINEAR)
     limit = cv2.multiply(noise, OUTLIER)
     mean, share = _inlier_mean(raw, centre, limit, kq)
-    # in from the flat regions' edges by a quarter of a window: at the edge the anatomy beside a band pulls it (and a
-    # retry there turns a ridge of it into strokes), but a thin band's second line lies within half a window of
-    # its edge, where the band shows at full weight (seed 2, f0035: in by half a window, that line's halo hid both)
+    # in the whole flat region: a thin band's last line can lie at its very edge, where the band shows at full
+    # weight (seed 2, f0035; seed 3, f0027: the line's halo hid both lines). Within a quarter of a window of the
+    # edge, though, the anatomy beside a band pulls it too, and a retry there that finds a bare majority turns a
+    # ridge of that anatomy into strokes (seed 0, u0055): there the band's level must hold most of the pixels
     edge = cv2.getStructuringElement(cv2.MORPH_RECT, (kq // 2 | 1,) * 2)
-    pulled = (share < 0.5) & (cv2.erode(flat_q.astype(np.uint8), edge) > 0)
+    pulled = (share < 0.5) & flat_q
     if pulled.any():
         centre_q = np.where(pulled, _majority_side_mean(raw, centre, plain_q, kq), mean_q).astype(np.float32)
         again, again_share = _inlier_mean(raw, cv2.resize(centre_q, (w, h), interpolation=cv2.INTER_LINEAR), limit, kq)
-        fixed = pulled & (again_share >= 0.5)
+        inner = cv2.erode(flat_q.astype(np.uint8), edge) > 0
+        fixed = pulled & (again_share >= np.where(inner, 0.5, EDGE_MAJORITY))
         mean, share = np.where(fixed, again, mean), np.where(fixed, again_share, share)
     return np.where(share >= 0.5, mean, mean_q).astype(np.float32)
 

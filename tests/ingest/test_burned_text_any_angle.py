@@ -286,10 +286,12 @@ def test_a_light_two_line_label_over_small_real_knees_is_a_candidate():
     assert missed <= 2
 
 
-def test_a_dark_serif_label_turned_along_the_edge_of_small_real_knees_is_a_candidate():
+@pytest.mark.parametrize("size,bits,height,allowed", [(224, 12, 0.03, 4), (512, 8, 0.02, 4)])
+def test_a_dark_serif_label_turned_along_the_edge_of_small_real_knees_is_a_candidate(size, bits, height, allowed):
     """A dark serif label turned along the edge of 224 px knees stored at 12 bits (seed 2 of bench/burned_text.py,
-    t0055): its strokes are a pixel wide or less, anti-aliasing weakens them, and the busy-row test's stroke floor
-    for large copies missed the label on 13 of these 40 knees (24 of 100); with the floor for small copies, 3."""
+    t0055) or of 512 px 8-bit ones (seed 3, t0046): its strokes are a pixel wide or less, anti-aliasing weakens them,
+    and the busy-row test's stroke floor for large copies missed the label on 13 of the 40 224 px knees (24 of 100)
+    and on 6 of the 40 512 px ones; with the floor for small copies, on 3 of each."""
     from PIL import Image
 
     from ingest.text.oriented import candidate_sets
@@ -299,21 +301,28 @@ def test_a_dark_serif_label_turned_along_the_edge_of_small_real_knees_is_a_candi
     rng = np.random.default_rng(5)
     missed = 0
     for path in files:
-        knee12 = np.clip(np.asarray(Image.open(path)).astype(np.float32) * 16 + rng.normal(0, 6, (224, 224)), 0, 4095)
-        shown, (y0, x0, y1, x1) = burn_turned(knee12.astype(np.uint16), ["THAKULBEL^THAGUR", "ID GN9158299  1930-07-25"],
-                                              TextStyle(font="DejaVuSerif.ttf", height=0.03, polarity="dark",
+        image = cv2.resize(np.asarray(Image.open(path)), (size, size), interpolation=cv2.INTER_CUBIC)
+        if bits == 12:
+            image = np.clip(image * np.float32(16) + rng.normal(0, 6, image.shape), 0, 4095).astype(np.uint16)
+        shown, (y0, x0, y1, x1) = burn_turned(image, ["THAKULBEL^THAGUR", "ID GN9158299  1930-07-25"],
+                                              TextStyle(font="DejaVuSerif.ttf", height=height, polarity="dark",
                                                         corner="bottom-right"), 3)
         missed += not any(b.y0 < y1 and b.y1 > y0 and b.x0 < x1 and b.x1 > x0
                           for s in candidate_sets(shown) for b in s.boxes)
-    assert missed <= 4
+    assert missed <= allowed
 
 
 @pytest.mark.slow
-def test_dark_text_filling_a_thin_bright_band_of_large_real_knees_is_a_candidate():
-    """Two lines of dark serif text 57 levels under a bright band a tenth of a 3000 px knee high (seed 2 of the bench,
-    f0035). The band is flat only to within half a window of the anatomy below it, and the second line lies there:
-    the text pulled the band's level its way, and the level was found again only further in, so both lines showed
-    inside a halo of the other polarity. On the 12 knees the label was missed on one."""
+@pytest.mark.parametrize("size,band,level,noise,levels,font,allowed", [
+    (3000, 316, 3800, 3.9, 57, "DejaVuSerif.ttf", 0),  # seed 2, f0035: missed on 1 of the 12 knees before
+    (2048, 164, 3604, 3.0, 31, "DejaVuSansMono-Bold.ttf", 1),  # seed 3, f0027: missed on 3 of the 12 before
+])
+def test_dark_text_filling_a_thin_bright_band_of_large_real_knees_is_a_candidate(size, band, level, noise, levels, font,
+                                                                                allowed):
+    """Two lines of dark text a few tens of levels under a bright band a tenth of a large knee high (seeds 2 and 3 of
+    the bench). The band is flat only to within half a window of the anatomy below it, and the second line lies
+    there or at the very edge: the text pulled the band's level its way and the level was found again only further
+    in, so both lines showed inside a halo of the other polarity."""
     from PIL import Image
 
     from ingest.text.oriented import candidate_sets
@@ -323,12 +332,12 @@ def test_dark_text_filling_a_thin_bright_band_of_large_real_knees_is_a_candidate
     rng = np.random.default_rng(7)
     missed = 0
     for path in files:
-        big = cv2.resize(np.asarray(Image.open(path)), (3000, 3000), interpolation=cv2.INTER_CUBIC) * np.float32(16)
+        big = cv2.resize(np.asarray(Image.open(path)), (size, size), interpolation=cv2.INTER_CUBIC) * np.float32(16)
         image = np.clip(big + rng.normal(0, 6, big.shape), 0, 4095)
-        image[:316] = 3800 + rng.normal(0, 3.9, (316, 3000))
+        image[:band] = level + rng.normal(0, noise, (band, size))
         shown, (y0, x0, y1, x1) = burn(image.astype(np.uint16), ["KULGURMAR^ZANTOR", "ID MA1085119  28.07.1936"],
-                                       TextStyle(font="DejaVuSerif.ttf", height=0.02, polarity="dark",
-                                                 corner="top-left", levels=57))
+                                       TextStyle(font=font, height=0.02, polarity="dark", corner="top-left",
+                                                 levels=levels))
         missed += not any(b.y0 < y1 and b.y1 > y0 and b.x0 < x1 and b.x1 > x0
                           for s in candidate_sets(shown) for b in s.boxes)
-    assert missed == 0
+    assert missed <= allowed

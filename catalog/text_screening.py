@@ -49,8 +49,11 @@ ortho-text-8 still passed, on seeds 2 and 3 of the bench, dark serif labels turn
 knees (strokes a pixel wide, weakened by anti-aliasing under the busy row's stroke floor), and dark text filling a
 thin bright band whose second line lay near the band's edge, where the band's level pulled by the text was not
 found again. ortho-text-9 takes busy rows of weaker strokes on copies of at most 512 px, and finds a pulled level
-anywhere in a flat region (near its edge only where that level holds most of the pixels). Images screened by
-ortho-text-8 are exported like ortho-text-7's: the flag unchanged, until ingested again.
+anywhere in a flat region (near its edge only where that level holds most of the pixels). It also passed light
+labels at the image's maximum where bone is clipped at the same value (seeds 2 and 3, 8-bit 3000 px): the extreme
+was the whole-range window's own edge, and the clipped patch most of the pixels there; ortho-text-9 looks at the
+extreme whatever the window, and judges a label apart from a patch of up to 90% of the extreme's pixels. Images
+screened by ortho-text-8 are exported like ortho-text-7's: the flag unchanged, until ingested again.
 """
 
 from __future__ import annotations

@@ -223,6 +223,22 @@ def test_a_label_at_the_top_of_the_range_reads_no_more_though_specks_of_bone_rea
     assert result.cleaned and readable(result.pixels, top) == [] and readable(result.pixels) == []
 
 
+@pytest.mark.slow
+def test_a_label_at_the_top_of_the_range_reads_no_more_where_bone_is_clipped_at_the_same_value():
+    """Seed 2 u0021, seed 3 t0029: bone clipped at the label's own value. Together they hold more than the half percent
+    of pixels the whole-range window leaves out, so the top is that window's own edge (the extreme-value rendering
+    looked only beyond it), and the clipped patch is most of the pixels at the top (the label was judged apart from
+    it only where the patch held under half)."""
+    shown, _ = burn(_bright_bone_on_top(1024), [NAME, f"ID {PID}  1949-07-03"],
+                    TextStyle(height=0.015, corner="top", value=1.05))
+    shown[10:110, 820:1010] = shown.max()
+    assert np.percentile(shown, 99.5) == shown.max()
+    top = (3300, int(shown.max()))
+    assert len(readable(shown, top)) >= 2, "plain at a window over the top of the range"
+    result = screen(shown)
+    assert result.cleaned and readable(result.pixels, top) == [] and readable(result.pixels) == []
+
+
 def _dark_left_edge(image: np.ndarray, cols: int = 60, seed: int = 6) -> np.ndarray:
     """Soft tissue darkening towards the left edge and towards the bottom, clipped at zero in the bottom-left corner."""
     h = image.shape[0]

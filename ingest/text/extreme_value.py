@@ -49,6 +49,8 @@ def extreme_value_renderings(small: np.ndarray, lo: int, hi: int, factor: float)
     """Renderings (at most two: the top and the bottom of the range) of `small` where its extreme values look like
     a label, windowed over the last levels before that extreme; strokes count only in the label's box."""
     bottom, top = (int(v) for v in cv2.minMaxLoc(small)[:2])
+    if top == bottom:  # one value: nothing drawn on anything
+        return []
     level = max((hi - lo) / 255, 1.0)
     out = []
     for extreme in (top, bottom):

@@ -185,11 +185,11 @@ def _mean_without_outliers(raw: np.ndarray, mean_q: np.ndarray, plain_q: np.ndar
     # weight (seed 2, f0035; seed 3, f0027: the line's halo hid both lines). Within a quarter of a window of the
     # edge, though, the anatomy beside a band pulls it too, and a retry there that finds a bare majority turns a
     # ridge of that anatomy into strokes (seed 0, u0055): there the band's level must hold most of the pixels
-    edge = cv2.getStructuringElement(cv2.MORPH_RECT, (kq // 2 | 1,) * 2)
     pulled = (share < 0.5) & flat_q
     if pulled.any():
         centre_q = np.where(pulled, _majority_side_mean(raw, centre, plain_q, kq), mean_q).astype(np.float32)
         again, again_share = _inlier_mean(raw, cv2.resize(centre_q, (w, h), interpolation=cv2.INTER_LINEAR), limit, kq)
+        edge = cv2.getStructuringElement(cv2.MORPH_RECT, (kq // 2 | 1,) * 2)
         inner = cv2.erode(flat_q.astype(np.uint8), edge) > 0
         fixed = pulled & (again_share >= np.where(inner, 0.5, EDGE_MAJORITY))
         mean, share = np.where(fixed, again, mean), np.where(fixed, again_share, share)

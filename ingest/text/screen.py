@@ -145,7 +145,7 @@ def _read_turned(gray: np.ndarray, line_height: int, turned: bool, small: bool) 
     found). The other turn is read where the first reads nothing, and on a `small` image (at most SMALL_SIDE px)
     even where the first turn's detector found no region at all: the detector is not turn-invariant for text of
     3-4 px lines (a turned label on a 224 px knee, seed 2 of the bench: nothing found at one turn, read at 0.92 at
-    the other). On larger images (over 512 px), of the 937 crops of the bench's text corpora (seeds 0 and 2, and two earlier
+    the other). On larger images, of the 937 crops of the bench's text corpora (seeds 0 and 2, and two earlier
     corpora) the other turn never read a line where the first found no region; and there the candidates of clean
     images, which the detector finds nothing in, cost one read instead of two."""
     h, w = gray.shape
